@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, offline-safe: Debian's faiss/OpenBLAS (for the native build and
+# for the Python-faiss compatibility tests), npm dependencies without their install scripts
+# (faiss-node's downloads from GitHub, onnxruntime-node's fetches the CUDA provider), and our
+# own compile of faiss-node against Debian's libfaiss. Safe to run again: each step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[install] $*" >&2; }
+
+need_apt=()
+[ -f /usr/lib/x86_64-linux-gnu/libfaiss.a ] || [ -f /usr/lib/libfaiss.a ] || need_apt+=(libfaiss-dev)
+[ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -e /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
+command -v g++ >/dev/null || need_apt+=(g++)
+/usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+stamp=node_modules/.install-stamp
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  log "installing npm dependencies (install scripts skipped; native parts are built below)"
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+  touch "$stamp"
+fi
+
+if [ "${ONNXRUNTIME_NODE_INSTALL:-skip}" != skip ] && [ ! -f node_modules/.onnxruntime-cuda-stamp ]; then
+  # GPU hosts: let onnxruntime-node's own installer fetch the CUDA provider it names (e.g. cuda12).
+  log "fetching onnxruntime-node execution provider: $ONNXRUNTIME_NODE_INSTALL"
+  (cd node_modules/onnxruntime-node && node script/install)
+  touch node_modules/.onnxruntime-cuda-stamp
+fi
+
+addon=node_modules/faiss-node/build/Release/faiss-node.node
+if [ ! -f "$addon" ] || [ "$0" -nt "$addon" ]; then
+  bash scripts/build-faiss-node.sh
+fi

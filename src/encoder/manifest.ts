@@ -1,0 +1,77 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ServiceError } from '../errors.js';
+
+export const MANIFEST_FILE = 'retriever.json';
+export const MANIFEST_FORMAT = 'agentic-retriever/1';
+
+/** The BERT shape of an encoder, named as in a Hugging Face `config.json`. */
+export interface BertArchitecture {
+  vocabSize: number;
+  hiddenSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  intermediateSize: number;
+  maxPositionEmbeddings: number;
+  typeVocabSize: number;
+  layerNormEps: number;
+  hiddenAct: 'gelu';
+}
+
+/**
+ * `retriever.json`: everything about a model folder that drives behaviour. Code reads these
+ * fields instead of guessing from a model's name.
+ */
+export interface RetrieverManifest {
+  format: typeof MANIFEST_FORMAT;
+  name: string;
+  dimension: number;
+  pooling: 'mean';
+  normalize: boolean;
+  queryPrefix: string;
+  passagePrefix: string;
+  maxQueryLength: number;
+  maxPassageLength: number;
+  /** Agentic-R's composed query; `{question}` and `{query}` are replaced. */
+  queryTemplate: string;
+  /** ONNX files relative to the folder; `fp16` is present when built with half-precision weights. */
+  files: { fp32: string; fp16?: string };
+  /** Graph output names. */
+  outputs: { embedding: string; lastHiddenState: string };
+  architecture: BertArchitecture;
+  provenance: ModelProvenance;
+}
+
+export type ModelProvenance =
+  | { source: 'preset'; preset: string; seed: number; vocabularyFrom: string; createdAt: string }
+  | { source: 'checkpoint'; checkpointPath: string; weightsDtype: string; createdAt: string };
+
+export const E5_DEFAULTS = {
+  pooling: 'mean',
+  normalize: true,
+  queryPrefix: 'query: ',
+  passagePrefix: 'passage: ',
+  maxQueryLength: 256,
+  maxPassageLength: 512,
+  queryTemplate: '{question} [SEP] {query}',
+  outputs: { embedding: 'sentence_embedding', lastHiddenState: 'last_hidden_state' },
+} as const;
+
+export async function readManifest(modelDir: string): Promise<RetrieverManifest> {
+  const file = path.join(modelDir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new ServiceError('not_found', `no ${MANIFEST_FILE} in model folder ${modelDir}`);
+  }
+  const manifest = JSON.parse(text) as RetrieverManifest;
+  if (manifest.format !== MANIFEST_FORMAT) {
+    throw new ServiceError('bad_request', `${file}: unsupported manifest format ${String(manifest.format)}`);
+  }
+  return manifest;
+}
+
+export async function writeManifest(modelDir: string, manifest: RetrieverManifest): Promise<void> {
+  await writeFile(path.join(modelDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+}
