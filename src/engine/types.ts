@@ -1,0 +1,48 @@
+import type { RetrieverManifest } from '../encoder/manifest.js';
+
+/**
+ * One query as a caller states it. Agentic-R retrievers are queried with
+ * `"{question} [SEP] {query}"`: a caller may pass that string pre-joined as `query`, or pass the
+ * original `question` beside the sub-query and let the manifest's template join them.
+ */
+export interface QueryInput {
+  query: string;
+  question?: string;
+}
+
+/** A corpus line as stored: at least `id` and `contents` (`"\"Title\"\ntext"`), other fields kept. */
+export interface CorpusRow {
+  id: string;
+  contents: string;
+  [field: string]: unknown;
+}
+
+export type ExecutionProviderName = 'cuda' | 'cpu';
+
+/** Turns text into unit vectors with a model folder's manifest (prefixes, lengths, pooling). */
+export interface EmbeddingEncoder {
+  readonly manifest: RetrieverManifest;
+  /** The provider that actually runs, after any fallback. */
+  readonly provider: ExecutionProviderName;
+  /** Row-major `inputs.length × dimension`. Adds the query prefix and composes Agentic-R input. */
+  encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array>;
+  /** Row-major `texts.length × dimension`. Adds the passage prefix; texts are corpus `contents`. */
+  encodePassages(texts: readonly string[]): Promise<Float32Array>;
+  close(): Promise<void>;
+}
+
+/** Nearest rows of `queries` vectors, flattened row-major as `queries × topk`, best first. */
+export interface VectorSearchResult {
+  queries: number;
+  topk: number;
+  rowIndices: Int32Array;
+  scores: Float32Array;
+}
+
+export interface VectorIndex {
+  readonly dimension: number;
+  readonly rows: number;
+  /** `vectors` is row-major `n × dimension`; topk above `rows` is clamped to `rows`. */
+  search(vectors: Float32Array, topk: number): Promise<VectorSearchResult>;
+  close(): Promise<void>;
+}
