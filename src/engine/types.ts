@@ -46,3 +46,53 @@ export interface VectorIndex {
   search(vectors: Float32Array, topk: number): Promise<VectorSearchResult>;
   close(): Promise<void>;
 }
+
+export interface SearchHit {
+  rowIndex: number;
+  /** Inner product of unit vectors (cosine), as FAISS returns it. */
+  score: number;
+  document: CorpusRow;
+}
+
+export interface RetrievalTimings {
+  encodeMs: number;
+  searchMs: number;
+  fetchMs: number;
+}
+
+export interface RetrievalResult {
+  /** One list per input, in input order, each best first and of length min(topk, index rows). */
+  hits: SearchHit[][];
+  /** The retriever version that served this call (sent to clients as a header). */
+  version: string;
+  timings: RetrievalTimings;
+}
+
+/** What the HTTP layer talks to: the active retriever, whichever version that is now. */
+export interface RetrievalService {
+  /** Throws ServiceError('not_ready') before a retriever is loaded. */
+  search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult>;
+  readiness(): Readiness;
+  info(): RetrieverInfo | undefined;
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** What is loading now and how far along, for `/ready`'s 503 body. */
+  stage: string;
+  progress?: number;
+  error?: string;
+}
+
+export interface RetrieverInfo {
+  version: string;
+  modelName: string;
+  modelDir: string;
+  manifest: RetrieverManifest;
+  dimension: number;
+  provider: ExecutionProviderName;
+  indexPath: string;
+  indexRows: number;
+  corpusPath: string;
+  corpusRows: number;
+}
