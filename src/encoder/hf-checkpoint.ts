@@ -1,0 +1,151 @@
+import { access, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ServiceError } from '../errors.js';
+import type { BertArchitecture } from './manifest.js';
+import { readSafetensors, toFloat32 } from './safetensors.js';
+import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.js';
+
+export const CONFIG_FILE = 'config.json';
+export const WEIGHTS_FILE = 'model.safetensors';
+
+/** A Hugging Face BERT checkpoint folder, read into canonical tensors. */
+export interface BertCheckpoint {
+  architecture: BertArchitecture;
+  weights: BertWeights;
+  /** The dtype(s) the checkpoint stored, e.g. `F16`, or `F16+F32` for a mix. */
+  weightsDtype: string;
+}
+
+/** `BertConfig`'s defaults, which Hugging Face applies to fields a `config.json` leaves out. */
+const CONFIG_DEFAULTS = {
+  vocab_size: 30522,
+  hidden_size: 768,
+  num_hidden_layers: 12,
+  num_attention_heads: 12,
+  intermediate_size: 3072,
+  max_position_embeddings: 512,
+  type_vocab_size: 2,
+  layer_norm_eps: 1e-12,
+  hidden_act: 'gelu',
+  position_embedding_type: 'absolute',
+};
+
+type BertConfigJson = Partial<typeof CONFIG_DEFAULTS> & { model_type?: string };
+
+function unsupported(file: string, why: string): ServiceError {
+  return new ServiceError('bad_request', `${file}: unsupported model: ${why}`);
+}
+
+/** Maps a BERT `config.json` onto the architecture our graph builder implements, refusing the rest. */
+export function bertArchitectureFromConfig(json: unknown, file: string): BertArchitecture {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ServiceError('bad_request', `${file}: expected a JSON object`);
+  }
+  const config = { ...CONFIG_DEFAULTS, ...(json as BertConfigJson) };
+  if (config.model_type !== undefined && config.model_type !== 'bert') {
+    throw unsupported(file, `model_type "${config.model_type}"; only "bert" is supported`);
+  }
+  if (config.hidden_act !== 'gelu') {
+    throw unsupported(file, `hidden_act "${String(config.hidden_act)}"; only "gelu" (exact erf GELU) is supported`);
+  }
+  if (config.position_embedding_type !== 'absolute') {
+    throw unsupported(
+      file,
+      `position_embedding_type "${String(config.position_embedding_type)}"; only "absolute" is supported`,
+    );
+  }
+  const sizes = [
+    'vocab_size',
+    'hidden_size',
+    'num_hidden_layers',
+    'num_attention_heads',
+    'intermediate_size',
+    'max_position_embeddings',
+    'type_vocab_size',
+  ] as const;
+  for (const field of sizes) {
+    const value = config[field];
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new ServiceError('bad_request', `${file}: ${field} must be a positive integer, got ${JSON.stringify(value)}`);
+    }
+  }
+  if (config.hidden_size % config.num_attention_heads !== 0) {
+    throw new ServiceError(
+      'bad_request',
+      `${file}: hidden_size ${config.hidden_size} is not a multiple of num_attention_heads ${config.num_attention_heads}`,
+    );
+  }
+  if (!(typeof config.layer_norm_eps === 'number' && config.layer_norm_eps > 0)) {
+    throw new ServiceError('bad_request', `${file}: layer_norm_eps must be a positive number`);
+  }
+  return {
+    vocabSize: config.vocab_size,
+    hiddenSize: config.hidden_size,
+    numHiddenLayers: config.num_hidden_layers,
+    numAttentionHeads: config.num_attention_heads,
+    intermediateSize: config.intermediate_size,
+    maxPositionEmbeddings: config.max_position_embeddings,
+    typeVocabSize: config.type_vocab_size,
+    layerNormEps: config.layer_norm_eps,
+    hiddenAct: 'gelu',
+  };
+}
+
+export async function readBertConfig(checkpointDir: string): Promise<BertArchitecture> {
+  const file = path.join(checkpointDir, CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new ServiceError('not_found', `no ${CONFIG_FILE} in checkpoint folder ${checkpointDir}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new ServiceError('bad_request', `${file}: not JSON (${(error as Error).message})`);
+  }
+  return bertArchitectureFromConfig(json, file);
+}
+
+/**
+ * Reads `config.json` and `model.safetensors`. Tensor names may carry the `bert.` prefix of
+ * task-head models; heads, the pooler and buffers such as `position_ids` are ignored.
+ */
+export async function readBertCheckpoint(checkpointDir: string): Promise<BertCheckpoint> {
+  const architecture = await readBertConfig(checkpointDir);
+  const file = path.join(checkpointDir, WEIGHTS_FILE);
+  if (!(await exists(file))) {
+    const hasPickle = await exists(path.join(checkpointDir, 'pytorch_model.bin'));
+    throw new ServiceError(
+      'not_found',
+      hasPickle
+        ? `${checkpointDir} has pytorch_model.bin but no ${WEIGHTS_FILE}; save it with safe_serialization=True`
+        : `no ${WEIGHTS_FILE} in checkpoint folder ${checkpointDir}`,
+    );
+  }
+  const entries = await readSafetensors(file);
+  const wanted = bertTensorShapes(architecture);
+  const weights: BertWeights = new Map();
+  const dtypes = new Set<string>();
+  for (const [storedName, entry] of entries) {
+    const name = storedName.startsWith('bert.') ? storedName.slice('bert.'.length) : storedName;
+    if (!wanted.has(name)) continue;
+    if (weights.has(name)) {
+      throw new ServiceError('bad_request', `${file}: tensor ${name} is stored both with and without the "bert." prefix`);
+    }
+    weights.set(name, { shape: entry.shape, data: toFloat32(entry, `${file}: ${storedName}`) });
+    dtypes.add(entry.dtype);
+  }
+  checkBertWeights(architecture, weights, file);
+  return { architecture, weights, weightsDtype: [...dtypes].sort().join('+') };
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,233 @@
+import { setFloat16 } from '@petamoriken/float16';
+import onnxProto from 'onnx-proto';
+import type { BertArchitecture } from './manifest.js';
+import { checkBertWeights, layerPrefix, type BertWeights } from './weights.js';
+
+const { onnx } = onnxProto;
+type NodeProto = onnxProto.onnx.INodeProto;
+type TensorProto = onnxProto.onnx.ITensorProto;
+type AttributeProto = onnxProto.onnx.IAttributeProto;
+type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
+
+/** Opset 17 is the first with LayerNormalization as one operator. */
+export const OPSET = 17;
+const IR_VERSION = 8;
+
+export const GRAPH_INPUTS = ['input_ids', 'attention_mask', 'token_type_ids'] as const;
+export const GRAPH_OUTPUTS = { lastHiddenState: 'last_hidden_state', embedding: 'sentence_embedding' } as const;
+
+/** `fp16` stores weights and computes in half precision (for CUDA); outputs stay float32 either way. */
+export type GraphPrecision = 'fp32' | 'fp16';
+
+const { DataType } = onnx.TensorProto;
+const { AttributeType } = onnx.AttributeProto;
+
+/** Masked attention scores get `torch.finfo(dtype).min` added, as Hugging Face's BERT does. */
+const MASK_VALUE: Record<GraphPrecision, number> = { fp32: -3.4028234663852886e38, fp16: -65504 };
+/** `torch.nn.functional.normalize`'s default eps. */
+const NORMALIZE_EPS = 1e-12;
+/** sentence-transformers' clamp on the token count of an all-padding row. */
+const MIN_TOKEN_COUNT = 1e-9;
+
+type AttributeValue = number | number[] | { float: number };
+
+/** Collects nodes and initializers with unique names; one builder per graph. */
+class GraphBuilder {
+  readonly nodes: NodeProto[] = [];
+  readonly initializers: TensorProto[] = [];
+  private counter = 0;
+
+  constructor(readonly precision: GraphPrecision) {}
+
+  get floatType(): number {
+    return this.precision === 'fp16' ? DataType.FLOAT16 : DataType.FLOAT;
+  }
+
+  op(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, output?: string): string {
+    const name = `${opType}_${this.counter++}`;
+    const out = output ?? `${name}_out`;
+    this.nodes.push({
+      name,
+      opType,
+      input: inputs,
+      output: [out],
+      attribute: Object.entries(attributes).map(([key, value]) => attribute(key, value)),
+    });
+    return out;
+  }
+
+  /** A float initializer in the graph's precision. */
+  floats(name: string, dims: number[], values: Float32Array): string {
+    this.initializers.push({ name, dims, dataType: this.floatType, rawData: floatBytes(values, this.precision) });
+    return name;
+  }
+
+  /** A constant in the graph's precision. */
+  scalar(value: number): string {
+    return this.floats(`const_${this.counter++}`, [], Float32Array.of(value));
+  }
+
+  float32Scalar(value: number): string {
+    const name = `const_${this.counter++}`;
+    this.initializers.push({ name, dims: [], dataType: DataType.FLOAT, rawData: bytesOf(Float32Array.of(value)) });
+    return name;
+  }
+
+  int64s(values: number[]): string {
+    const name = `const_${this.counter++}`;
+    const raw = new BigInt64Array(values.map(BigInt));
+    this.initializers.push({ name, dims: [values.length], dataType: DataType.INT64, rawData: bytesOf(raw) });
+    return name;
+  }
+}
+
+function attribute(name: string, value: AttributeValue): AttributeProto {
+  if (Array.isArray(value)) return { name, type: AttributeType.INTS, ints: value };
+  if (typeof value === 'object') return { name, type: AttributeType.FLOAT, f: value.float };
+  return { name, type: AttributeType.INT, i: value };
+}
+
+function bytesOf(values: Float32Array | BigInt64Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+}
+
+function floatBytes(values: Float32Array, precision: GraphPrecision): Uint8Array {
+  if (precision === 'fp32') return bytesOf(values);
+  const bytes = new Uint8Array(values.length * 2);
+  const view = new DataView(bytes.buffer);
+  for (let i = 0; i < values.length; i++) setFloat16(view, i * 2, values[i]!, true);
+  return bytes;
+}
+
+/** `[out, in]` (PyTorch Linear) → `[in, out]`, so that `x · W` is one MatMul. */
+function transposed(matrix: Float32Array, rows: number, columns: number): Float32Array {
+  const result = new Float32Array(matrix.length);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < columns; c++) result[c * rows + r] = matrix[r * columns + c]!;
+  }
+  return result;
+}
+
+function tensorValue(name: string, elemType: number, dims: Array<string | number>): ValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType,
+        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
+  };
+}
+
+/**
+ * The graph a Hugging Face feature-extraction export of `BertModel` runs, plus E5's pooling:
+ * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`),
+ * outputs `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation),
+ * both float32. Returns the serialised ModelProto.
+ */
+export function buildBertOnnx(
+  arch: BertArchitecture,
+  weights: BertWeights,
+  precision: GraphPrecision = 'fp32',
+): Uint8Array {
+  checkBertWeights(arch, weights, 'graph builder');
+  const g = new GraphBuilder(precision);
+  const h = arch.hiddenSize;
+  const headSize = h / arch.numAttentionHeads;
+  const weight = (name: string) => g.floats(name, weights.get(name)!.shape, weights.get(name)!.data);
+  const linear = (x: string, prefix: string) => {
+    const [outFeatures, inFeatures] = weights.get(`${prefix}.weight`)!.shape as [number, number];
+    const matrix = transposed(weights.get(`${prefix}.weight`)!.data, outFeatures, inFeatures);
+    const w = g.floats(`${prefix}.weight.T`, [inFeatures, outFeatures], matrix);
+    return g.op('Add', [g.op('MatMul', [x, w]), weight(`${prefix}.bias`)]);
+  };
+  const layerNorm = (x: string, prefix: string, output?: string) =>
+    g.op(
+      'LayerNormalization',
+      [x, weight(`${prefix}.weight`), weight(`${prefix}.bias`)],
+      { axis: -1, epsilon: { float: arch.layerNormEps } },
+      output,
+    );
+
+  // Embeddings: positions are rows 0..sequence_length-1 of the position table.
+  const sequenceLength = g.op('Shape', ['input_ids'], { start: 1, end: 2 });
+  const positions = g.op('Slice', [weight('embeddings.position_embeddings.weight'), g.int64s([0]), sequenceLength, g.int64s([0])]);
+  const words = g.op('Gather', [weight('embeddings.word_embeddings.weight'), 'input_ids']);
+  const tokenTypes = g.op('Gather', [weight('embeddings.token_type_embeddings.weight'), 'token_type_ids']);
+  const embedded = g.op('Add', [g.op('Add', [words, tokenTypes]), positions]);
+  let hidden = layerNorm(embedded, 'embeddings.LayerNorm');
+
+  // Additive key mask [batch, 1, 1, sequence]: 0 where attended, the dtype's minimum where padded.
+  const maskFloat = g.op('Cast', ['attention_mask'], { to: g.floatType });
+  const keyMask = g.op('Unsqueeze', [
+    g.op('Mul', [g.op('Sub', [g.scalar(1), maskFloat]), g.scalar(MASK_VALUE[precision])]),
+    g.int64s([1, 2]),
+  ]);
+  const headsShape = g.int64s([0, 0, arch.numAttentionHeads, headSize]);
+  const mergedShape = g.int64s([0, 0, h]);
+  const scoreScale = g.scalar(Math.sqrt(headSize));
+  const sqrt2 = g.scalar(Math.SQRT2);
+  const one = g.scalar(1);
+  const half = g.scalar(0.5);
+
+  for (let layer = 0; layer < arch.numHiddenLayers; layer++) {
+    const p = layerPrefix(layer);
+    const heads = (projection: string, perm: number[]) =>
+      g.op('Transpose', [g.op('Reshape', [linear(hidden, `${p}.attention.self.${projection}`), headsShape])], { perm });
+    const query = heads('query', [0, 2, 1, 3]);
+    const keyT = heads('key', [0, 2, 3, 1]);
+    const value = heads('value', [0, 2, 1, 3]);
+    const scores = g.op('Add', [g.op('Div', [g.op('MatMul', [query, keyT]), scoreScale]), keyMask]);
+    const probabilities = g.op('Softmax', [scores], { axis: -1 });
+    const context = g.op('Reshape', [
+      g.op('Transpose', [g.op('MatMul', [probabilities, value])], { perm: [0, 2, 1, 3] }),
+      mergedShape,
+    ]);
+    const attended = layerNorm(
+      g.op('Add', [linear(context, `${p}.attention.output.dense`), hidden]),
+      `${p}.attention.output.LayerNorm`,
+    );
+    // Exact GELU: x · ½ · (1 + erf(x / √2)).
+    const inner = linear(attended, `${p}.intermediate.dense`);
+    const gelu = g.op('Mul', [
+      g.op('Mul', [inner, half]),
+      g.op('Add', [g.op('Erf', [g.op('Div', [inner, sqrt2])]), one]),
+    ]);
+    const last = layer === arch.numHiddenLayers - 1;
+    hidden = layerNorm(
+      g.op('Add', [linear(gelu, `${p}.output.dense`), attended]),
+      `${p}.output.LayerNorm`,
+      last && precision === 'fp32' ? GRAPH_OUTPUTS.lastHiddenState : undefined,
+    );
+  }
+  if (precision === 'fp16') {
+    hidden = g.op('Cast', [hidden], { to: DataType.FLOAT }, GRAPH_OUTPUTS.lastHiddenState);
+  }
+
+  // Pooling runs in float32 whatever the precision: sums over hundreds of tokens need the mantissa.
+  const tokenWeights = g.op('Unsqueeze', [g.op('Cast', ['attention_mask'], { to: DataType.FLOAT }), g.int64s([2])]);
+  const sequenceAxis = g.int64s([1]);
+  const summed = g.op('ReduceSum', [g.op('Mul', [hidden, tokenWeights]), sequenceAxis], { keepdims: 0 });
+  const counts = g.op('ReduceSum', [tokenWeights, sequenceAxis], { keepdims: 0 });
+  const mean = g.op('Div', [summed, g.op('Max', [counts, g.float32Scalar(MIN_TOKEN_COUNT)])]);
+  const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
+  g.op('Div', [mean, g.op('Max', [norm, g.float32Scalar(NORMALIZE_EPS)])], {}, GRAPH_OUTPUTS.embedding);
+
+  const model = onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    producerName: 'agentic-retriever',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: {
+      name: 'bert_feature_extraction',
+      node: g.nodes,
+      initializer: g.initializers,
+      input: GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
+      output: [
+        tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
+        tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
+      ],
+    },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}

@@ -1,0 +1,60 @@
+import { ServiceError } from '../errors.js';
+import type { BertArchitecture } from './manifest.js';
+
+export type PresetName = 'tiny' | 'e5-base' | 'demo';
+
+/** How a generated model's vocabulary is sized from the tokens a corpus yields. */
+export interface PresetVocabulary {
+  size: number;
+  /** Pad with `[unused]` tokens up to `size` (a real model's vocabulary size), instead of capping at it. */
+  exact: boolean;
+}
+
+export interface BertPreset {
+  name: PresetName;
+  shape: Omit<BertArchitecture, 'vocabSize'>;
+  vocabulary: PresetVocabulary;
+}
+
+const BERT_SHAPE = {
+  maxPositionEmbeddings: 512,
+  typeVocabSize: 2,
+  layerNormEps: 1e-12,
+  hiddenAct: 'gelu',
+} as const;
+
+export const PRESETS: Readonly<Record<PresetName, BertPreset>> = {
+  /** Small enough that a test builds and runs it in milliseconds. */
+  tiny: {
+    name: 'tiny',
+    shape: { ...BERT_SHAPE, hiddenSize: 32, numHiddenLayers: 2, numAttentionHeads: 4, intermediateSize: 64 },
+    vocabulary: { size: 8192, exact: false },
+  },
+  /** The shape of intfloat/e5-base-v2 (and Agentic-R), for honest speed and memory measurements. */
+  'e5-base': {
+    name: 'e5-base',
+    shape: { ...BERT_SHAPE, hiddenSize: 768, numHiddenLayers: 12, numAttentionHeads: 12, intermediateSize: 3072 },
+    vocabulary: { size: 30522, exact: true },
+  },
+  /** A lexical matcher dressed as BERT (see demo-weights.ts): wide enough that word directions barely overlap. */
+  demo: {
+    name: 'demo',
+    shape: { ...BERT_SHAPE, hiddenSize: 384, numHiddenLayers: 2, numAttentionHeads: 6, intermediateSize: 768 },
+    vocabulary: { size: 30522, exact: false },
+  },
+};
+
+export function isPresetName(name: string): name is PresetName {
+  return Object.hasOwn(PRESETS, name);
+}
+
+export function presetByName(name: string): BertPreset {
+  if (!isPresetName(name)) {
+    throw new ServiceError('bad_request', `unknown model preset "${name}"; known: ${Object.keys(PRESETS).join(', ')}`);
+  }
+  return PRESETS[name];
+}
+
+export function presetArchitecture(preset: BertPreset, vocabSize: number): BertArchitecture {
+  return { ...preset.shape, vocabSize };
+}

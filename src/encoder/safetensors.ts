@@ -1,0 +1,153 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { getFloat16, setFloat16 } from '@petamoriken/float16';
+import { ServiceError } from '../errors.js';
+import { elementCount, type WeightTensor } from './weights.js';
+
+/**
+ * The safetensors format (Hugging Face): an 8-byte little-endian header length N, N bytes of
+ * JSON `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}`, then the
+ * raw little-endian tensor bytes, offsets counted from the end of the header.
+ */
+
+export type FloatDtype = 'F32' | 'F16' | 'BF16';
+
+const FLOAT_BYTES: Record<FloatDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+
+const DTYPE_BYTES: Record<string, number> = {
+  ...FLOAT_BYTES,
+  F64: 8,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+export interface SafetensorsEntry {
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
+
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+const HEADER_LENGTH_BYTES = 8;
+/** The reference implementation refuses larger headers; so do we, before allocating one. */
+const MAX_HEADER_BYTES = 100_000_000;
+
+/** Reads every tensor of a `.safetensors` file, checking the header against the file's size. */
+export async function readSafetensors(file: string): Promise<Map<string, SafetensorsEntry>> {
+  const buffer = await readFile(file);
+  const fail = (why: string) => new ServiceError('bad_request', `${file}: not a valid safetensors file: ${why}`);
+  if (buffer.length < HEADER_LENGTH_BYTES) throw fail('shorter than its header length');
+  const headerLength = Number(buffer.readBigUInt64LE(0));
+  if (headerLength > MAX_HEADER_BYTES || HEADER_LENGTH_BYTES + headerLength > buffer.length) {
+    throw fail(`header length ${headerLength} does not fit in ${buffer.length} bytes`);
+  }
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(buffer.toString('utf8', HEADER_LENGTH_BYTES, HEADER_LENGTH_BYTES + headerLength));
+  } catch (error) {
+    throw fail(`header is not JSON (${(error as Error).message})`);
+  }
+  const dataStart = HEADER_LENGTH_BYTES + headerLength;
+  const dataLength = buffer.length - dataStart;
+  const entries = new Map<string, SafetensorsEntry>();
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const { dtype, shape, data_offsets: offsets } = value as HeaderEntry;
+    const width = DTYPE_BYTES[dtype];
+    if (width === undefined) throw fail(`tensor ${name} has unknown dtype ${String(dtype)}`);
+    const [begin, end] = offsets ?? [];
+    if (!Number.isInteger(begin) || !Number.isInteger(end) || begin > end || end > dataLength) {
+      throw fail(`tensor ${name} has offsets ${JSON.stringify(offsets)} outside the ${dataLength} data bytes`);
+    }
+    if (end - begin !== elementCount(shape) * width) {
+      throw fail(`tensor ${name}: ${end - begin} bytes do not hold ${dtype}[${shape.join(', ')}]`);
+    }
+    entries.set(name, { dtype, shape, bytes: buffer.subarray(dataStart + begin, dataStart + end) });
+  }
+  return entries;
+}
+
+export function isFloatDtype(dtype: string): dtype is FloatDtype {
+  return Object.hasOwn(FLOAT_BYTES, dtype);
+}
+
+/** A float tensor widened to float32 (exactly: every F16 and BF16 value is a float32 value). */
+export function toFloat32(entry: SafetensorsEntry, name: string): Float32Array {
+  const { dtype, bytes } = entry;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = elementCount(entry.shape);
+  const values = new Float32Array(count);
+  switch (dtype) {
+    case 'F32':
+      for (let i = 0; i < count; i++) values[i] = view.getFloat32(i * 4, true);
+      return values;
+    case 'F16':
+      for (let i = 0; i < count; i++) values[i] = getFloat16(view, i * 2, true);
+      return values;
+    case 'BF16': {
+      // bfloat16 is the upper half of a float32's bits.
+      const bits = new Uint32Array(values.buffer);
+      for (let i = 0; i < count; i++) bits[i] = view.getUint16(i * 2, true) << 16;
+      return values;
+    }
+    default:
+      throw new ServiceError('bad_request', `tensor ${name} has dtype ${dtype}; only F32, F16 and BF16 are supported`);
+  }
+}
+
+/** Narrows float32 values to `dtype`, rounding to nearest even as torch's `.half()`/`.bfloat16()` do. */
+export function encodeFloats(values: Float32Array, dtype: FloatDtype): Uint8Array {
+  const bytes = new Uint8Array(values.length * FLOAT_BYTES[dtype]);
+  const view = new DataView(bytes.buffer);
+  switch (dtype) {
+    case 'F32':
+      for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
+      break;
+    case 'F16':
+      for (let i = 0; i < values.length; i++) setFloat16(view, i * 2, values[i]!, true);
+      break;
+    case 'BF16': {
+      const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+      for (let i = 0; i < values.length; i++) {
+        const word = bits[i]!;
+        const rounded = (word + 0x7fff + ((word >>> 16) & 1)) >>> 16;
+        view.setUint16(i * 2, rounded, true);
+      }
+      break;
+    }
+  }
+  return bytes;
+}
+
+/** Writes float tensors as one `.safetensors` file of a single dtype, in the map's order. */
+export async function writeSafetensors(
+  file: string,
+  tensors: ReadonlyMap<string, WeightTensor>,
+  dtype: FloatDtype,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  const payloads: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, tensor] of tensors) {
+    const bytes = encodeFloats(tensor.data, dtype);
+    header[name] = { dtype, shape: tensor.shape, data_offsets: [offset, offset + bytes.length] };
+    payloads.push(bytes);
+    offset += bytes.length;
+  }
+  // Padding the header to 8 bytes keeps every tensor aligned, as the reference writer does.
+  let headerText = JSON.stringify(header);
+  headerText += ' '.repeat((8 - (Buffer.byteLength(headerText) % 8)) % 8);
+  const headerBytes = Buffer.from(headerText, 'utf8');
+  const lengthBytes = Buffer.alloc(HEADER_LENGTH_BYTES);
+  lengthBytes.writeBigUInt64LE(BigInt(headerBytes.length));
+  await writeFile(file, [lengthBytes, headerBytes, ...payloads]);
+}
