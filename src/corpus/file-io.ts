@@ -1,0 +1,42 @@
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+
+/** Reads `buffer.length` bytes at `position`; a short file is an error, never silent zeros. */
+export async function readFully(file: FileHandle, buffer: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < buffer.length) {
+    const { bytesRead } = await file.read(buffer, done, buffer.length - done, position + done);
+    if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${position + done}`);
+    done += bytesRead;
+  }
+}
+
+/** Writes all of `buffer` at `position`; a single write may stop short on large buffers. */
+export async function writeFully(file: FileHandle, buffer: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < buffer.length) {
+    const { bytesWritten } = await file.write(buffer, done, buffer.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/** Writes beside the target, syncs and renames, so a reader never sees a half-written file. */
+export async function writeFileAtomically(path: string, parts: readonly Uint8Array[]): Promise<void> {
+  const temp = `${path}.${process.pid}.tmp`;
+  try {
+    const file = await open(temp, 'w');
+    try {
+      let position = 0;
+      for (const part of parts) {
+        await writeFully(file, part, position);
+        position += part.length;
+      }
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temp, path);
+  } catch (error) {
+    await rm(temp, { force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,51 @@
+import type { VectorIndex, VectorSearchResult } from '../engine/types.js';
+import { ServiceError } from '../errors.js';
+import { faissWorker } from './faiss-worker-client.js';
+import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
+
+/** A FAISS IndexFlatIP file loaded in the faiss worker. */
+export class FlatIndex implements VectorIndex {
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    readonly dimension: number,
+    readonly rows: number,
+    private readonly handle: number,
+  ) {}
+
+  /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
+  static async open(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
+    const { dimension, rows } = await readIxfiHeader(path, expect);
+    const loaded = await faissWorker.request({ op: 'load', path });
+    if (loaded.dimension !== dimension || loaded.rows !== rows) {
+      await faissWorker.request({ op: 'unload', handle: loaded.handle! });
+      throw new ServiceError('internal', `index ${path}: FAISS read ${loaded.rows}×${loaded.dimension}, header says ${rows}×${dimension}`);
+    }
+    return new FlatIndex(path, dimension, rows, loaded.handle!);
+  }
+
+  async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
+    if (this.closed) throw new ServiceError('internal', `index ${this.path} is closed`);
+    if (!Number.isInteger(topk) || topk < 1) throw new ServiceError('bad_request', `topk must be a positive integer, got ${topk}`);
+    if (vectors.length % this.dimension !== 0) {
+      throw new ServiceError('bad_request', `${vectors.length} floats are not whole vectors of dimension ${this.dimension}`);
+    }
+    const queries = vectors.length / this.dimension;
+    // faiss-node throws when k exceeds ntotal.
+    const k = Math.min(topk, this.rows);
+    if (queries === 0 || k === 0) return { queries, topk: k, rowIndices: new Int32Array(0), scores: new Float32Array(0) };
+    const { rowIndices, scores } = await faissWorker.request({ op: 'search', handle: this.handle, vectors, topk: k });
+    return { queries, topk: k, rowIndices: rowIndices!, scores: scores! };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await faissWorker.request({ op: 'unload', handle: this.handle });
+  }
+}
+
+export function openFlatIndex(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
+  return FlatIndex.open(path, expect);
+}
