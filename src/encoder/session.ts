@@ -1,0 +1,79 @@
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import { InferenceSession } from 'onnxruntime-node';
+import { ServiceError } from '../errors.js';
+import type { ExecutionProviderName } from '../engine/types.js';
+import type { RetrieverManifest } from './manifest.js';
+
+/** `auto` takes CUDA when it loads and CPU otherwise; `cuda` is the same unless `strict`. */
+export type DevicePreference = 'cuda' | 'cpu' | 'auto';
+
+export interface SessionSettings {
+  device?: DevicePreference;
+  deviceId?: number;
+  /** Fail instead of falling back to CPU when CUDA cannot load. */
+  strict?: boolean;
+  intraOpNumThreads?: number;
+  interOpNumThreads?: number;
+  graphOptimizationLevel?: InferenceSession.SessionOptions['graphOptimizationLevel'];
+  /** Receives the one warning of a CPU fallback; defaults to `process.emitWarning`. */
+  warn?: (message: string) => void;
+}
+
+export interface EncoderSession {
+  session: InferenceSession;
+  /** The provider actually running, after any fallback. */
+  provider: ExecutionProviderName;
+  /** The ONNX file loaded, relative to the model folder. */
+  modelFile: string;
+}
+
+export const CUDA_FALLBACK_WARNING_CODE = 'ENCODER_CUDA_FALLBACK';
+
+/**
+ * Opens the model folder's ONNX graph on the preferred device. onnxruntime-node rejects a
+ * session asking for CUDA when the CUDA provider libraries cannot load (it does not fall back on
+ * its own), so the fallback to CPU happens here, with the fp32 file. The CUDA success path runs
+ * only on a GPU host with the CUDA build of onnxruntime-node installed.
+ */
+export async function createEncoderSession(
+  modelDir: string,
+  manifest: RetrieverManifest,
+  settings: SessionSettings = {},
+): Promise<EncoderSession> {
+  const { device = 'cpu', deviceId = 0, strict = false } = settings;
+  const common: InferenceSession.SessionOptions = {
+    graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
+    intraOpNumThreads: settings.intraOpNumThreads,
+    interOpNumThreads: settings.interOpNumThreads,
+  };
+  const open = async (modelFile: string, executionProviders: InferenceSession.ExecutionProviderConfig[]) => {
+    const file = path.join(modelDir, modelFile);
+    // A missing file must not read as "CUDA unavailable" below.
+    await access(file).catch(() => {
+      throw new ServiceError('not_found', `model file ${file} does not exist`);
+    });
+    return InferenceSession.create(file, { ...common, executionProviders });
+  };
+
+  if (device !== 'cpu') {
+    const gpuFile = manifest.files.fp16 ?? manifest.files.fp32;
+    try {
+      const session = await open(gpuFile, [{ name: 'cuda', deviceId }, 'cpu']);
+      return { session, provider: 'cuda', modelFile: gpuFile };
+    } catch (error) {
+      if (error instanceof ServiceError) throw error;
+      const reason = (error as Error).message;
+      if (strict) {
+        throw new ServiceError('internal', `CUDA was demanded (strict) but its provider cannot load: ${reason}`, {
+          device,
+          deviceId,
+        });
+      }
+      const warn = settings.warn ?? ((message) => process.emitWarning(message, { code: CUDA_FALLBACK_WARNING_CODE }));
+      warn(`CUDA execution provider unavailable (device ${deviceId}), encoding on CPU instead: ${reason}`);
+    }
+  }
+  const session = await open(manifest.files.fp32, ['cpu']);
+  return { session, provider: 'cpu', modelFile: manifest.files.fp32 };
+}
