@@ -1,0 +1,77 @@
+import type { CorpusStore } from '../corpus/corpus-store.js';
+import type { EmbeddingEncoder } from '../engine/types.js';
+import { ServiceError } from '../errors.js';
+import { IxfiWriter } from './ixfi-writer.js';
+
+export interface BuildIndexOptions {
+  corpus: CorpusStore;
+  /** Passages go through `encodePassages`, which adds the manifest's prefix and max length. */
+  encoder: EmbeddingEncoder;
+  outPath: string;
+  /** Passages per `encodePassages` call. */
+  batchSize: number;
+  /** Rows done out of the corpus rows; first called with the rows a resumed build starts from. */
+  onProgress?: (done: number, total: number) => void;
+  /** Aborting stops between batches and leaves the partial build for a later resume. */
+  signal?: AbortSignal;
+  /** Discard a partial build of this `outPath` instead of resuming (or refusing) it. */
+  restart?: boolean;
+}
+
+export interface BuildIndexResult {
+  path: string;
+  rows: number;
+  dimension: number;
+  /** Rows found in a partial build and kept; 0 for a fresh build. */
+  resumedFrom: number;
+}
+
+/**
+ * Encodes every corpus passage, in row order, into a FAISS IndexFlatIP file at `outPath`.
+ * The file appears only when complete; a stopped build resumes from `<outPath>.partial`.
+ */
+export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndexResult> {
+  const { corpus, encoder, outPath, onProgress, signal } = options;
+  if (!Number.isInteger(options.batchSize) || options.batchSize < 1) {
+    throw new ServiceError('bad_request', `batch size must be a positive integer, got ${options.batchSize}`);
+  }
+  const dimension = encoder.manifest.dimension;
+  const writer = await IxfiWriter.open(outPath, {
+    dimension,
+    rows: corpus.rows,
+    description: buildDescription(corpus, encoder),
+    restart: options.restart,
+  });
+  try {
+    onProgress?.(writer.rowsWritten, corpus.rows);
+    let batch: string[] = [];
+    const flush = async (): Promise<void> => {
+      signal?.throwIfAborted();
+      const vectors = await encoder.encodePassages(batch);
+      if (vectors.length !== batch.length * dimension) {
+        throw new ServiceError('internal', `encoder returned ${vectors.length} floats for ${batch.length} passages of dimension ${dimension}`);
+      }
+      await writer.append(vectors);
+      batch = [];
+      onProgress?.(writer.rowsWritten, corpus.rows);
+    };
+    for await (const contents of corpus.passages(writer.rowsWritten)) {
+      batch.push(contents);
+      if (batch.length === options.batchSize) await flush();
+    }
+    if (batch.length > 0) await flush();
+    await writer.finish();
+  } finally {
+    await writer.close();
+  }
+  return { path: outPath, rows: corpus.rows, dimension, resumedFrom: writer.resumedFrom };
+}
+
+/** What makes two builds' vectors interchangeable: the same encoder weights and passage settings, the same corpus bytes. */
+function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Record<string, unknown> {
+  const { name, dimension, passagePrefix, maxPassageLength, pooling, normalize, files, provenance } = encoder.manifest;
+  return {
+    encoder: { name, dimension, passagePrefix, maxPassageLength, pooling, normalize, files, provenance },
+    corpus: corpus.identity,
+  };
+}
