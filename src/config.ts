@@ -1,0 +1,322 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import bytes from 'bytes';
+import { Command, CommanderError, Option } from 'commander';
+import yaml from 'js-yaml';
+import { badRequest } from './errors.js';
+
+export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** Everything `serve` needs, after defaults < config file < environment < flags. */
+export interface ServiceConfig {
+  /** FAISS Flat index file (Search-R1 `--index_path`). */
+  indexPath?: string;
+  /** wiki18-format JSONL corpus (Search-R1 `--corpus_path`). */
+  corpusPath?: string;
+  /** What a request's missing/null/0 `topk` means. */
+  topk: number;
+  /** Accepted for Search-R1 compatibility only: prefixes come from the model's retriever.json. */
+  retrieverName?: string;
+  /** Model folder holding retriever.json (Search-R1 `--retriever_model`). */
+  retrieverModel?: string;
+  /** Accepted for Search-R1 compatibility; search runs on CPU. */
+  faissGpu: boolean;
+  host: string;
+  port: number;
+  device: DeviceChoice;
+  deviceId: number;
+  /** Fail instead of falling back to CPU when the requested device cannot run. */
+  strictDevice: boolean;
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  maxQueries: number;
+  maxQueryChars: number;
+  maxTopk: number;
+  /** JSON body limit in body-parser's notation (`64mb`). */
+  bodyLimit: string;
+  dataDir: string;
+  /** Corpus row offsets file; the corpus module picks a path beside the corpus when absent. */
+  sidecarPath?: string;
+  logQueries: boolean;
+  logLevel: LogLevel;
+  trainingToken?: string;
+  trainingAuth: boolean;
+  /** 0 disables the per-request deadline. */
+  requestTimeoutMs: number;
+}
+
+export const CONFIG_DEFAULTS: ServiceConfig = {
+  topk: 3,
+  faissGpu: false,
+  host: '0.0.0.0',
+  port: 8000,
+  device: 'auto',
+  deviceId: 0,
+  strictDevice: false,
+  // GRPO with n=5 over a 512-question batch sends 2,560 queries in one POST; leave headroom.
+  maxQueries: 4096,
+  maxQueryChars: 4096,
+  maxTopk: 1000,
+  // 2,560 queries × 4,096 chars of JSON-escaped text (up to 6 bytes per \uXXXX char in the worst
+  // case is 63 MB; real text is far smaller) fits under 64 MB.
+  bodyLimit: '64mb',
+  dataDir: 'data',
+  logQueries: false,
+  logLevel: 'info',
+  trainingAuth: true,
+  requestTimeoutMs: 300_000,
+};
+
+type Parser = (raw: string, source: string) => unknown;
+
+interface Setting {
+  key: keyof ServiceConfig;
+  /** Search-R1 spelling (snake_case); the dash spelling is accepted as an alias. */
+  flag: string;
+  description: string;
+  /** Present for valued options; absent for switches, which take `valueWhenGiven`. */
+  parse?: Parser;
+  valueWhenGiven?: unknown;
+}
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): Parser {
+  return (raw, source) => {
+    const value = Number(raw.trim());
+    if (raw.trim() === '' || !Number.isInteger(value) || value < min || value > max) {
+      throw badRequest(`${source} must be an integer between ${min} and ${max}, got ${JSON.stringify(raw)}`, {
+        field: source,
+      });
+    }
+    return value;
+  };
+}
+
+function text(raw: string, source: string): string {
+  if (raw === '') throw badRequest(`${source} must not be empty`, { field: source });
+  return raw;
+}
+
+function oneOf<T extends string>(choices: readonly T[]): Parser {
+  return (raw, source) => {
+    if (!choices.includes(raw as T)) {
+      throw badRequest(`${source} must be one of ${choices.join(', ')}, got ${JSON.stringify(raw)}`, { field: source });
+    }
+    return raw;
+  };
+}
+
+function byteSize(raw: string, source: string): string {
+  const parsed = bytes.parse(raw);
+  if (parsed === null || !Number.isFinite(parsed) || parsed <= 0) {
+    throw badRequest(`${source} must be a size such as 64mb or 1048576, got ${JSON.stringify(raw)}`, { field: source });
+  }
+  return raw;
+}
+
+/** Switch values as they arrive from environment variables and config files. */
+function boolean(raw: string, source: string): boolean {
+  const lowered = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(lowered)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(lowered)) return false;
+  throw badRequest(`${source} must be true or false, got ${JSON.stringify(raw)}`, { field: source });
+}
+
+const SETTINGS: readonly Setting[] = [
+  { key: 'indexPath', flag: 'index_path', parse: text, description: 'FAISS Flat inner-product index file' },
+  { key: 'corpusPath', flag: 'corpus_path', parse: text, description: 'JSONL corpus, line i = index row i' },
+  { key: 'topk', flag: 'topk', parse: integer(1), description: 'default topk when a request omits it or sends null/0' },
+  {
+    key: 'retrieverName',
+    flag: 'retriever_name',
+    parse: text,
+    description: 'accepted for Search-R1 compatibility; prefixes come from retriever.json',
+  },
+  { key: 'retrieverModel', flag: 'retriever_model', parse: text, description: 'model folder with retriever.json' },
+  {
+    key: 'faissGpu',
+    flag: 'faiss_gpu',
+    valueWhenGiven: true,
+    description: 'accepted for Search-R1 compatibility; search runs on CPU',
+  },
+  { key: 'host', flag: 'host', parse: text, description: 'address to listen on' },
+  { key: 'port', flag: 'port', parse: integer(0, 65535), description: 'port to listen on (0 = any free port)' },
+  { key: 'device', flag: 'device', parse: oneOf(['cuda', 'cpu', 'auto']), description: 'encoder device: cuda|cpu|auto' },
+  { key: 'deviceId', flag: 'device_id', parse: integer(0), description: 'CUDA device ordinal' },
+  {
+    key: 'strictDevice',
+    flag: 'strict_device',
+    valueWhenGiven: true,
+    description: 'fail instead of falling back to CPU when the device cannot run',
+  },
+  { key: 'intraOpThreads', flag: 'intra_op_threads', parse: integer(1), description: 'ONNX Runtime intra-op threads' },
+  { key: 'interOpThreads', flag: 'inter_op_threads', parse: integer(1), description: 'ONNX Runtime inter-op threads' },
+  { key: 'maxQueries', flag: 'max_queries', parse: integer(1), description: 'most queries in one request' },
+  { key: 'maxQueryChars', flag: 'max_query_chars', parse: integer(1), description: 'most characters in one query' },
+  { key: 'maxTopk', flag: 'max_topk', parse: integer(1), description: 'largest topk a request may ask for' },
+  { key: 'bodyLimit', flag: 'body_limit', parse: byteSize, description: 'largest JSON request body (e.g. 64mb)' },
+  { key: 'dataDir', flag: 'data_dir', parse: text, description: 'folder for service state' },
+  { key: 'sidecarPath', flag: 'sidecar_path', parse: text, description: 'corpus row offsets file' },
+  { key: 'logQueries', flag: 'log_queries', valueWhenGiven: true, description: 'include query text in logs' },
+  {
+    key: 'logLevel',
+    flag: 'log_level',
+    parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    description: 'log level',
+  },
+  { key: 'trainingToken', flag: 'training_token', parse: text, description: 'bearer token for the training routes' },
+  {
+    key: 'trainingAuth',
+    flag: 'no_training_auth',
+    valueWhenGiven: false,
+    description: 'serve the training routes without a token',
+  },
+  {
+    key: 'requestTimeoutMs',
+    flag: 'request_timeout_ms',
+    parse: integer(0),
+    description: 'per-request deadline in ms, answered with 503 (0 = none)',
+  },
+];
+
+const CONFIG_FILE_FLAG = 'config';
+
+export function envName(flag: string): string {
+  return `RETRIEVER_${flag.toUpperCase()}`;
+}
+
+function dashed(flag: string): string {
+  return flag.replaceAll('_', '-');
+}
+
+/**
+ * Registers every serve option (Search-R1 snake_case spelling plus a hidden dash alias) on a
+ * commander command, so the CLI's `serve` subcommand and `parseServeArgs` share one definition.
+ */
+export function addServeOptions(command: Command): Command {
+  command.option(`--${CONFIG_FILE_FLAG} <file>`, `JSON or YAML file of settings (env ${envName(CONFIG_FILE_FLAG)})`);
+  for (const setting of SETTINGS) {
+    const value = setting.parse ? ' <value>' : '';
+    const help = `${setting.description} (env ${envName(setting.flag)})`;
+    command.addOption(new Option(`--${setting.flag}${value}`, help));
+    if (dashed(setting.flag) !== setting.flag) {
+      command.addOption(new Option(`--${dashed(setting.flag)}${value}`).hideHelp());
+    }
+  }
+  return command;
+}
+
+type Layer = Partial<Record<keyof ServiceConfig, unknown>>;
+
+function flagLayer(command: Command): Layer {
+  const layer: Layer = {};
+  for (const setting of SETTINGS) {
+    const spellings = [...new Set([setting.flag, dashed(setting.flag)])];
+    const given = spellings.flatMap((spelling) => {
+      const option = command.options.find((candidate) => candidate.long === `--${spelling}`);
+      if (!option || command.getOptionValueSource(option.attributeName()) !== 'cli') return [];
+      return [{ spelling, raw: command.getOptionValue(option.attributeName()) as unknown }];
+    });
+    if (given.length === 0) continue;
+    const values = new Set(given.map((entry) => String(entry.raw)));
+    if (values.size > 1) {
+      throw badRequest(`--${setting.flag} and --${dashed(setting.flag)} were both given with different values`, {
+        field: `--${setting.flag}`,
+      });
+    }
+    const { spelling, raw } = given[0]!;
+    layer[setting.key] = setting.parse ? setting.parse(String(raw), `--${spelling}`) : setting.valueWhenGiven;
+  }
+  return layer;
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Layer {
+  const layer: Layer = {};
+  for (const setting of SETTINGS) {
+    const name = envName(setting.flag);
+    const raw = env[name];
+    if (raw === undefined) continue;
+    layer[setting.key] = fromText(setting, raw, name);
+  }
+  return layer;
+}
+
+/** A switch named `no_x` given as `true` in env or a file means the same as passing `--no_x`. */
+function fromText(setting: Setting, raw: string, source: string): unknown {
+  if (setting.parse) return setting.parse(raw, source);
+  return boolean(raw, source) ? setting.valueWhenGiven : !setting.valueWhenGiven;
+}
+
+/** Keys may be spelled as the flag (`index_path`), its dash alias, or the config field (`indexPath`). */
+function fileLayer(file: string): Layer {
+  let parsed: unknown;
+  try {
+    const content = readFileSync(file, 'utf8');
+    parsed = /\.ya?ml$/i.test(file) ? yaml.load(content) : JSON.parse(content);
+  } catch (error) {
+    throw badRequest(`--${CONFIG_FILE_FLAG} ${file}: ${(error as Error).message}`, { field: `--${CONFIG_FILE_FLAG}` });
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw badRequest(`--${CONFIG_FILE_FLAG} ${file}: expected a mapping of settings`, { field: `--${CONFIG_FILE_FLAG}` });
+  }
+  const layer: Layer = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    const setting = SETTINGS.find((s) => s.flag === name || dashed(s.flag) === name || s.key === name);
+    const source = `${path.basename(file)}: ${name}`;
+    if (!setting) throw badRequest(`${source} is not a setting`, { field: name });
+    if (value === null || typeof value === 'object') {
+      throw badRequest(`${source} must be a string, number or boolean`, { field: name });
+    }
+    layer[setting.key] = fromText(setting, String(value), source);
+  }
+  return layer;
+}
+
+function checkConsistency(config: ServiceConfig): void {
+  if (config.topk > config.maxTopk) {
+    throw badRequest(`--topk (${config.topk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--topk' });
+  }
+}
+
+/** Merges the layers of an already-parsed command (the CLI's `serve`) with env and config file. */
+export function resolveServeConfig(command: Command, env: NodeJS.ProcessEnv): ServiceConfig {
+  const configFile = (command.getOptionValue(CONFIG_FILE_FLAG) as string | undefined) ?? env[envName(CONFIG_FILE_FLAG)];
+  const config = {
+    ...CONFIG_DEFAULTS,
+    ...(configFile ? fileLayer(configFile) : {}),
+    ...envLayer(env),
+    ...flagLayer(command),
+  } as ServiceConfig;
+  checkConsistency(config);
+  return config;
+}
+
+/**
+ * Parses `serve`'s arguments (without the program name or the subcommand) into one config.
+ * Throws ServiceError('bad_request') naming the flag, env variable or file key at fault.
+ */
+export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServiceConfig {
+  const command = addServeOptions(new Command('serve'))
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+  try {
+    command.parse(argv, { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) throw badRequest(error.message.replace(/^error: /, ''));
+    throw error;
+  }
+  return resolveServeConfig(command, env);
+}
+
+/** Lines to log at startup about flags that are accepted but change nothing. */
+export function compatibilityNotices(config: ServiceConfig): string[] {
+  const notices: string[] = [];
+  if (config.faissGpu) notices.push('--faiss_gpu: GPU search is not implemented yet; searching on CPU');
+  if (config.retrieverName !== undefined) {
+    notices.push(
+      `--retriever_name ${config.retrieverName}: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name`,
+    );
+  }
+  return notices;
+}

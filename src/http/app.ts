@@ -1,0 +1,39 @@
+import express, { type Express, type Router } from 'express';
+import helmet from 'helmet';
+import type { ServiceConfig } from '../config.js';
+import type { RetrievalService } from '../engine/types.js';
+import type { Logger } from '../log.js';
+import { errorHandler, notFoundHandler } from './errors.js';
+import { ServiceMetrics } from './metrics.js';
+import { observeRequests } from './request-log.js';
+import { retrieveRoutes } from './retrieve-routes.js';
+import { statusRoutes } from './status-routes.js';
+
+export interface AppOptions {
+  service: RetrievalService;
+  config: ServiceConfig;
+  logger: Logger;
+  /** A fresh per-app registry when absent. */
+  metrics?: ServiceMetrics;
+  /** Further route groups (the training routes), mounted after ours and before the 404 handler. */
+  extraRouters?: Router[];
+}
+
+export function createApp({ service, config, logger, metrics, extraRouters = [] }: AppOptions): Express {
+  const appMetrics = metrics ?? new ServiceMetrics(service);
+  const app = express();
+  app.disable('x-powered-by');
+  // Clients address us by IP and port; ETags on per-request search results only cost hashing.
+  app.set('etag', false);
+  app.use(helmet());
+  app.use(observeRequests(logger, appMetrics));
+  app.use(statusRoutes(service));
+  app.use(retrieveRoutes(service, config, appMetrics));
+  app.get('/metrics', async (_req, res) => {
+    res.type(appMetrics.registry.contentType).send(await appMetrics.registry.metrics());
+  });
+  for (const router of extraRouters) app.use(router);
+  app.use(notFoundHandler);
+  app.use(errorHandler(logger));
+  return app;
+}

@@ -1,0 +1,112 @@
+import { badRequest, ServiceError } from '../errors.js';
+import type { QueryInput } from '../engine/types.js';
+
+export interface RetrieveLimits {
+  /** What a missing, null or 0 topk means (Search-R1's `--topk`). */
+  defaultTopk: number;
+  maxTopk: number;
+  maxQueries: number;
+  maxQueryChars: number;
+}
+
+export interface RetrieveRequest {
+  inputs: QueryInput[];
+  topk: number;
+  returnScores: boolean;
+}
+
+function invalid(field: string, message: string): ServiceError {
+  return badRequest(`${field}: ${message}`, { field });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** `queries` (Search-R1) or `query` (one string, for single-query clients); not both. */
+function readQueryTexts(body: Record<string, unknown>, limits: RetrieveLimits): string[] {
+  if (body.queries !== undefined && body.query !== undefined) {
+    throw invalid('query', 'send either "queries" or "query", not both');
+  }
+  if (body.query !== undefined) {
+    if (typeof body.query !== 'string') throw invalid('query', 'must be a string');
+    return checkTexts([body.query], 'query', limits);
+  }
+  if (body.queries === undefined) throw invalid('queries', 'required: an array of strings');
+  if (!Array.isArray(body.queries)) throw invalid('queries', 'must be an array of strings');
+  return checkTexts(body.queries, 'queries', limits);
+}
+
+function checkTexts(values: unknown[], field: string, limits: RetrieveLimits): string[] {
+  if (values.length > limits.maxQueries) {
+    throw invalid(field, `${values.length} queries exceed the limit of ${limits.maxQueries} per request (--max_queries)`);
+  }
+  values.forEach((value, position) => {
+    const name = field === 'query' ? field : `${field}[${position}]`;
+    if (typeof value !== 'string') throw invalid(name, `must be a string, got ${describe(value)}`);
+    if (value.length > limits.maxQueryChars) {
+      throw invalid(name, `${value.length} characters exceed the limit of ${limits.maxQueryChars} (--max_query_chars)`);
+    }
+  });
+  return values as string[];
+}
+
+function readQuestions(body: Record<string, unknown>, count: number, limits: RetrieveLimits): string[] | undefined {
+  if (body.questions === undefined || body.questions === null) return undefined;
+  if (!Array.isArray(body.questions)) throw invalid('questions', 'must be an array of strings, one per query');
+  if (body.questions.length !== count) {
+    throw invalid('questions', `has ${body.questions.length} entries but there are ${count} queries`);
+  }
+  return checkTexts(body.questions, 'questions', limits);
+}
+
+const TOPK_FIELDS = ['topk', 'top_k', 'k'] as const;
+
+/** `topk` with its aliases `top_k` and `k`; aliases that disagree are an error, not a guess. */
+function readTopk(body: Record<string, unknown>, limits: RetrieveLimits): number {
+  const given = TOPK_FIELDS.filter((field) => body[field] !== undefined && body[field] !== null);
+  const values = given.map((field) => checkTopk(field, body[field], limits));
+  if (new Set(values).size > 1) {
+    throw invalid(given[1]!, `disagrees with ${given[0]} (${values[0]} vs ${values[1]}); send one`);
+  }
+  const topk = values[0] ?? 0;
+  return topk === 0 ? limits.defaultTopk : topk;
+}
+
+function checkTopk(field: string, value: unknown, limits: RetrieveLimits): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > limits.maxTopk) {
+    throw invalid(field, `must be an integer from 0 to ${limits.maxTopk} (--max_topk), got ${describe(value)}`);
+  }
+  return value;
+}
+
+function readReturnScores(body: Record<string, unknown>): boolean {
+  const value = body.return_scores;
+  if (value === undefined || value === null) return false;
+  if (typeof value !== 'boolean') throw invalid('return_scores', `must be true or false, got ${describe(value)}`);
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'object') return 'an object';
+  return `${typeof value} ${String(value)}`;
+}
+
+/**
+ * Validates a Search-R1 `/retrieve` body. Unknown fields are ignored, as the reference server's
+ * pydantic model ignores them.
+ */
+export function parseRetrieveRequest(body: unknown, limits: RetrieveLimits): RetrieveRequest {
+  if (!isRecord(body)) {
+    throw invalid('body', 'must be a JSON object such as {"queries": ["..."], "topk": 3, "return_scores": true}');
+  }
+  const queryTexts = readQueryTexts(body, limits);
+  const questions = readQuestions(body, queryTexts.length, limits);
+  const inputs = queryTexts.map((query, position) =>
+    questions ? { query, question: questions[position]! } : { query },
+  );
+  return { inputs, topk: readTopk(body, limits), returnScores: readReturnScores(body) };
+}

@@ -1,0 +1,69 @@
+import express, { Router } from 'express';
+import type { ServiceConfig } from '../config.js';
+import { ServiceError } from '../errors.js';
+import type { CorpusRow, RetrievalResult, RetrievalService, SearchHit } from '../engine/types.js';
+import { queryLogFields } from '../log.js';
+import type { ServiceMetrics } from './metrics.js';
+import { requestFacts } from './request-log.js';
+import { parseRetrieveRequest, type RetrieveLimits } from './retrieve-request.js';
+
+export const VERSION_HEADER = 'X-Retriever-Version';
+
+type ScoredDocument = { document: CorpusRow; score: number };
+
+/** Search-R1's response: scored `{document, score}` items, or bare rows when scores are off. */
+function renderHits(hits: SearchHit[][], returnScores: boolean): (ScoredDocument | CorpusRow)[][] {
+  return hits.map((list) =>
+    list.map((hit) => (returnScores ? { document: hit.document, score: hit.score } : hit.document)),
+  );
+}
+
+function withDeadline<T>(work: Promise<T>, timeoutMs: number, queries: number): Promise<T> {
+  if (timeoutMs <= 0) return work;
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ServiceError('timeout', `retrieval of ${queries} queries did not finish within ${timeoutMs} ms`),
+        ),
+      timeoutMs,
+    );
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+export function retrieveRoutes(service: RetrievalService, config: ServiceConfig, metrics: ServiceMetrics): Router {
+  const limits: RetrieveLimits = {
+    defaultTopk: config.topk,
+    maxTopk: config.maxTopk,
+    maxQueries: config.maxQueries,
+    maxQueryChars: config.maxQueryChars,
+  };
+  const router = Router();
+  router.post('/retrieve', express.json({ limit: config.bodyLimit }), async (req, res) => {
+    const request = parseRetrieveRequest(req.body, limits);
+    Object.assign(
+      requestFacts(res),
+      queryLogFields(
+        request.inputs.map((input) => input.query),
+        config.logQueries,
+      ),
+    );
+    // The Search-R1 agent posts an empty batch whenever no rollout searched this turn.
+    if (request.inputs.length === 0) {
+      const version = service.info()?.version;
+      if (version) res.setHeader(VERSION_HEADER, version);
+      res.json({ result: [] });
+      return;
+    }
+    const work = service.search(request.inputs, request.topk);
+    // A search that loses the race still settles later; swallow its rejection so it is not unhandled.
+    work.catch(() => undefined);
+    const result: RetrievalResult = await withDeadline(work, config.requestTimeoutMs, request.inputs.length);
+    metrics.observeRetrieval(request.inputs.length, result.timings);
+    res.setHeader(VERSION_HEADER, result.version);
+    res.json({ result: renderHits(result.hits, request.returnScores) });
+  });
+  return router;
+}

@@ -1,0 +1,30 @@
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { LogLevel } from './config.js';
+
+export type { Logger } from 'pino';
+
+export interface LoggerOptions {
+  logLevel: LogLevel;
+  logQueries: boolean;
+}
+
+/**
+ * One JSON object per line on stdout (or `destination`). Query text reaches the log only through
+ * `queryLogFields`, which honours `logQueries`: training prompts can be private data.
+ */
+export function createLogger(options: LoggerOptions, destination?: DestinationStream): Logger {
+  const settings = {
+    level: options.logLevel,
+    base: { service: 'agentic-retriever' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination ? pino(settings, destination) : pino(settings);
+}
+
+/** What a request log may say about its queries: always how many, their text only when allowed. */
+export function queryLogFields(
+  queryTexts: readonly string[],
+  logQueries: boolean,
+): { queries: number; queryTexts?: readonly string[] } {
+  return logQueries ? { queries: queryTexts.length, queryTexts } : { queries: queryTexts.length };
+}
