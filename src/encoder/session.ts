@@ -28,7 +28,10 @@ export interface EncoderSession {
   modelFile: string;
 }
 
-export const CUDA_FALLBACK_WARNING_CODE = 'ENCODER_CUDA_FALLBACK';
+/** Where a fallback warning goes when the caller gives no `warn`. */
+export function emitFallbackWarning(message: string): void {
+  process.emitWarning(message, { code: 'ENCODER_CUDA_FALLBACK' });
+}
 
 /**
  * Opens the model folder's ONNX graph on the preferred device. onnxruntime-node rejects a
@@ -42,10 +45,11 @@ export async function createEncoderSession(
   settings: SessionSettings = {},
 ): Promise<EncoderSession> {
   const { device = 'cpu', deviceId = 0, strict = false } = settings;
+  // onnxruntime-node throws, outside the returned promise, on an option present but undefined.
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
-    intraOpNumThreads: settings.intraOpNumThreads,
-    interOpNumThreads: settings.interOpNumThreads,
+    ...(settings.intraOpNumThreads !== undefined && { intraOpNumThreads: settings.intraOpNumThreads }),
+    ...(settings.interOpNumThreads !== undefined && { interOpNumThreads: settings.interOpNumThreads }),
   };
   const open = async (modelFile: string, executionProviders: InferenceSession.ExecutionProviderConfig[]) => {
     const file = path.join(modelDir, modelFile);
@@ -70,8 +74,7 @@ export async function createEncoderSession(
           deviceId,
         });
       }
-      const warn = settings.warn ?? ((message) => process.emitWarning(message, { code: CUDA_FALLBACK_WARNING_CODE }));
-      warn(`CUDA execution provider unavailable (device ${deviceId}), encoding on CPU instead: ${reason}`);
+      (settings.warn ?? emitFallbackWarning)(`CUDA execution provider unavailable (device ${deviceId}), encoding on CPU instead: ${reason}`);
     }
   }
   const session = await open(manifest.files.fp32, ['cpu']);
