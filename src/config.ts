@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import bytes from 'bytes';
 import { Command, CommanderError, Option } from 'commander';
-import yaml from 'js-yaml';
+import { load as loadYaml } from 'js-yaml';
 import { badRequest } from './errors.js';
 
 export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
@@ -252,7 +252,7 @@ function fileLayer(file: string): Layer {
   let parsed: unknown;
   try {
     const content = readFileSync(file, 'utf8');
-    parsed = /\.ya?ml$/i.test(file) ? yaml.load(content) : JSON.parse(content);
+    parsed = /\.ya?ml$/i.test(file) ? loadYaml(content) : JSON.parse(content);
   } catch (error) {
     throw badRequest(`--${CONFIG_FILE_FLAG} ${file}: ${(error as Error).message}`, { field: `--${CONFIG_FILE_FLAG}` });
   }

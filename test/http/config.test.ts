@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs } from '../../src/config.js';
+import { ServiceError } from '../../src/errors.js';
+
+function rejects(run: () => unknown, field: RegExp): void {
+  assert.throws(run, (error: unknown) => {
+    assert.ok(error instanceof ServiceError, `expected ServiceError, got ${String(error)}`);
+    assert.equal(error.code, 'bad_request');
+    assert.match(error.message, field);
+    return true;
+  });
+}
+
+describe('serve config', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'serve-config-'));
+  });
+
+  it('defaults: 0.0.0.0:8000, topk 3, limits sized for a GRPO batch, queries not logged', () => {
+    const config = parseServeArgs([], {});
+    assert.deepEqual(config, CONFIG_DEFAULTS);
+    assert.equal(config.host, '0.0.0.0');
+    assert.equal(config.port, 8000);
+    assert.equal(config.topk, 3);
+    assert.equal(config.device, 'auto');
+    assert.equal(config.maxQueries, 4096);
+    assert.equal(config.bodyLimit, '64mb');
+    assert.equal(config.logQueries, false);
+    assert.equal(config.trainingAuth, true);
+  });
+
+  it("accepts retrieval_server.py's launch line verbatim", () => {
+    const config = parseServeArgs(
+      [
+        '--index_path', 'e5_Flat.index', '--corpus_path', 'wiki-18.jsonl', '--topk', '3',
+        '--retriever_name', 'e5', '--retriever_model', 'models/e5', '--faiss_gpu',
+      ],
+      {},
+    );
+    assert.equal(config.indexPath, 'e5_Flat.index');
+    assert.equal(config.corpusPath, 'wiki-18.jsonl');
+    assert.equal(config.topk, 3);
+    assert.equal(config.retrieverName, 'e5');
+    assert.equal(config.retrieverModel, 'models/e5');
+    assert.equal(config.faissGpu, true);
+    assert.deepEqual(compatibilityNotices(config), [
+      '--faiss_gpu: GPU search is not implemented yet; searching on CPU',
+      "--retriever_name e5: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name",
+    ]);
+  });
+
+  it('accepts dash spellings as aliases, and rejects the two spellings disagreeing', () => {
+    const config = parseServeArgs(['--index-path', 'a.index', '--max-topk', '50', '--no-training-auth', '--strict-device'], {});
+    assert.equal(config.indexPath, 'a.index');
+    assert.equal(config.maxTopk, 50);
+    assert.equal(config.trainingAuth, false);
+    assert.equal(config.strictDevice, true);
+    assert.equal(parseServeArgs(['--no_training_auth'], {}).trainingAuth, false);
+    rejects(() => parseServeArgs(['--topk', '3', '--topk', '3', '--max_topk', '5', '--max-topk', '6'], {}), /--max_topk and --max-topk/);
+  });
+
+  it('layers defaults < config file < environment < flags', async () => {
+    const file = path.join(dir, 'serve.yaml');
+    await writeFile(file, 'port: 9100\ntopk: 5\nmax_queries: 100\nlogQueries: true\ndevice: cpu\n');
+    const env = { RETRIEVER_CONFIG: file, RETRIEVER_TOPK: '7', RETRIEVER_MAX_QUERIES: '200', RETRIEVER_HOST: '127.0.0.1' };
+    const config = parseServeArgs(['--topk', '9'], env);
+    assert.equal(config.port, 9100, 'file over default');
+    assert.equal(config.device, 'cpu', 'file over default');
+    assert.equal(config.logQueries, true, 'file switch');
+    assert.equal(config.maxQueries, 200, 'env over file');
+    assert.equal(config.host, '127.0.0.1', 'env over default');
+    assert.equal(config.topk, 9, 'flag over env and file');
+    assert.equal(config.maxTopk, 1000, 'default where nothing is said');
+  });
+
+  it('reads a JSON config file named by --config', async () => {
+    const file = path.join(dir, 'serve.json');
+    await writeFile(file, JSON.stringify({ 'body-limit': '2mb', faiss_gpu: true, request_timeout_ms: 0 }));
+    const config = parseServeArgs(['--config', file], {});
+    assert.equal(config.bodyLimit, '2mb');
+    assert.equal(config.faissGpu, true);
+    assert.equal(config.requestTimeoutMs, 0);
+  });
+
+  it('reads switches from the environment: true/false, 1/0', () => {
+    const env = { RETRIEVER_LOG_QUERIES: '1', RETRIEVER_NO_TRAINING_AUTH: 'true', RETRIEVER_FAISS_GPU: 'false' };
+    const config = parseServeArgs([], env);
+    assert.equal(config.logQueries, true);
+    assert.equal(config.trainingAuth, false);
+    assert.equal(config.faissGpu, false);
+  });
+
+  it('names the flag, variable or file key at fault', async () => {
+    rejects(() => parseServeArgs(['--port', 'eighty'], {}), /--port must be an integer between 0 and 65535, got "eighty"/);
+    rejects(() => parseServeArgs(['--port', '70000'], {}), /--port/);
+    rejects(() => parseServeArgs(['--topk', '2.5'], {}), /--topk must be an integer/);
+    rejects(() => parseServeArgs(['--topk', '0'], {}), /--topk/);
+    rejects(() => parseServeArgs(['--device', 'tpu'], {}), /--device must be one of cuda, cpu, auto, got "tpu"/);
+    rejects(() => parseServeArgs(['--body_limit', 'lots'], {}), /--body_limit must be a size/);
+    rejects(() => parseServeArgs(['--topk', '20', '--max_topk', '10'], {}), /--topk \(20\) must not exceed --max_topk \(10\)/);
+    rejects(() => parseServeArgs(['--bogus'], {}), /unknown option '--bogus'/);
+    rejects(() => parseServeArgs(['--index_path'], {}), /--index_path/);
+    rejects(() => parseServeArgs([], { RETRIEVER_MAX_QUERIES: '-1' }), /RETRIEVER_MAX_QUERIES must be an integer/);
+    rejects(() => parseServeArgs([], { RETRIEVER_LOG_QUERIES: 'maybe' }), /RETRIEVER_LOG_QUERIES must be true or false/);
+    const file = path.join(dir, 'bad.yaml');
+    await writeFile(file, 'max_topk: many\n');
+    rejects(() => parseServeArgs(['--config', file], {}), /bad\.yaml: max_topk must be an integer/);
+    await writeFile(file, 'colour: blue\n');
+    rejects(() => parseServeArgs(['--config', file], {}), /bad\.yaml: colour is not a setting/);
+    rejects(() => parseServeArgs(['--config', path.join(dir, 'missing.json')], {}), /--config .*missing\.json/);
+  });
+});
