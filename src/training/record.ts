@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto';
+import {
+  arrayField,
+  boundedNumberField,
+  checkDistinct,
+  nonNegativeIntegerField,
+  objectAt,
+  passageIdAt,
+  reject,
+  stringArrayField,
+  stringField,
+  type JsonObject,
+} from './fields.js';
+
+/** `em`: global answer correctness (GAC, 0 or 1); `local_utility`: the judge's LR / 100. */
+export interface PassageScore {
+  em: number;
+  local_utility: number;
+}
+
+/** One Agentic-R "step 4" training record (contracts §4): `passage_ids[0]` is the positive. */
+export interface TrainingRecord {
+  dataset: string;
+  query_id: string;
+  question: string;
+  round_index: number;
+  history_queries: string[];
+  query_text: string;
+  passage_ids: string[];
+  scores: PassageScore[];
+}
+
+/** Higher first: by `em`, then by `local_utility` — the order construction ranks candidates in. */
+export function compareScores(a: PassageScore, b: PassageScore): number {
+  return b.em - a.em || b.local_utility - a.local_utility;
+}
+
+/**
+ * Checks an Agentic-R record and returns it in the stored shape: exactly the contract's fields in
+ * the contract's order (unknown fields are dropped), so equal content always serialises to equal
+ * bytes and the idempotency key can be a hash of `JSON.stringify`.
+ */
+export function validateRecord(value: unknown, corpusRows: number): TrainingRecord {
+  const object = objectAt(value, 'record');
+  const record: TrainingRecord = {
+    dataset: stringField(object, 'dataset'),
+    query_id: stringField(object, 'query_id'),
+    question: stringField(object, 'question'),
+    round_index: nonNegativeIntegerField(object, 'round_index'),
+    history_queries: stringArrayField(object, 'history_queries'),
+    query_text: stringField(object, 'query_text'),
+    passage_ids: [],
+    scores: [],
+  };
+  const passageIds = arrayField(object, 'passage_ids');
+  const scores = arrayField(object, 'scores');
+  if (passageIds.length === 0) reject('invalid_value', 'passage_ids must hold at least the positive passage', 'passage_ids');
+  if (scores.length !== passageIds.length) {
+    reject('misaligned_scores', `scores has ${scores.length} entries for ${passageIds.length} passage_ids`, 'scores');
+  }
+  record.passage_ids = passageIds.map((id, i) => passageIdAt(id, `passage_ids[${i}]`, corpusRows));
+  record.scores = scores.map((score, i) => scoreAt(score, `scores[${i}]`));
+  checkDistinct(record.passage_ids, 'passage_ids');
+  checkPositiveFirst(record.scores);
+  return record;
+}
+
+function scoreAt(value: unknown, field: string): PassageScore {
+  const object: JsonObject = objectAt(value, field);
+  return {
+    em: boundedNumberField(object, 'em', 0, 1, `${field}.`),
+    local_utility: boundedNumberField(object, 'local_utility', 0, 1, `${field}.`),
+  };
+}
+
+/** The positive must answer correctly and rank first; ties with it are allowed (it is still a best). */
+function checkPositiveFirst(scores: readonly PassageScore[]): void {
+  const positive = scores[0]!;
+  if (positive.em !== 1) reject('positive_not_first', `scores[0].em must be 1 for the positive, got ${positive.em}`, 'scores[0].em');
+  scores.forEach((score, i) => {
+    if (compareScores(positive, score) > 0) {
+      reject(
+        'positive_not_first',
+        `passage_ids[${i}] (em ${score.em}, local_utility ${score.local_utility}) outranks the positive`,
+        `scores[${i}]`,
+      );
+    }
+  });
+}
+
+/** The stored line of a record: its canonical serialisation. */
+export function serialiseRecord(record: TrainingRecord): string {
+  return JSON.stringify(record);
+}
+
+/** Idempotency key of a stored line: 128 bits of SHA-256 (collisions are out of reach at any corpus size). */
+export function recordKey(line: string): string {
+  return createHash('sha256').update(line).digest('base64url').slice(0, 22);
+}

@@ -1,0 +1,211 @@
+import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Mutex } from 'async-mutex';
+import { ServiceError } from '../errors.js';
+import { REJECTION_REASONS, type RejectionReason } from './fields.js';
+import { readLineSpans } from './jsonl.js';
+import { recordKey, serialiseRecord, type TrainingRecord } from './record.js';
+import { RecordTally, type DatasetStats } from './tally.js';
+
+export const EXAMPLES_FILE = 'examples.jsonl';
+export const COUNTERS_FILE = 'ingest-counters.json';
+
+export type AppendOutcome = 'accepted' | 'duplicate';
+
+export interface RecordFilter {
+  dataset?: string;
+  roundIndex?: number;
+}
+
+export interface TrainingStats {
+  records: number;
+  datasets: Record<string, DatasetStats>;
+  /** Records re-sent after they were stored (answered `duplicate`, not stored again). */
+  duplicates: number;
+  rejections: Record<RejectionReason, number>;
+}
+
+interface IngestCounters {
+  duplicates: number;
+  rejections: Record<RejectionReason, number>;
+}
+
+/**
+ * Append-only JSONL store of training records in a data directory. An append resolves only after
+ * its bytes are fsynced, so an acknowledged record survives `kill -9`; a crash mid-append can
+ * leave only an unacknowledged partial last line, which `open` cuts off. One writer at a time.
+ */
+export class TrainingExampleStore {
+  private readonly writer = new Mutex();
+  /** Bytes of complete, fsynced lines: readers never look past it. */
+  private size: number;
+  private broken?: Error;
+
+  private constructor(
+    readonly dataDir: string,
+    /** Bytes of a torn final line that `open` removed (0 when the last shutdown was clean). */
+    readonly truncatedBytes: number,
+    private readonly file: FileHandle,
+    private readonly keys: Set<string>,
+    private readonly tally: RecordTally,
+    private readonly counters: IngestCounters,
+    size: number,
+  ) {
+    this.size = size;
+  }
+
+  static async open(dataDir: string): Promise<TrainingExampleStore> {
+    await mkdir(dataDir, { recursive: true });
+    const path = join(dataDir, EXAMPLES_FILE);
+    const file = await open(path, 'a');
+    try {
+      if ((await file.stat()).size === 0) await syncDirectory(dataDir);
+      const keys = new Set<string>();
+      const tally = new RecordTally();
+      let size = 0;
+      let truncatedBytes = 0;
+      for await (const span of readLineSpans(path)) {
+        if (!span.terminated) {
+          truncatedBytes = span.end - span.start;
+          await file.truncate(span.start);
+          await file.datasync();
+          break;
+        }
+        tally.add(parseStoredLine(span.text, path, span.line));
+        keys.add(recordKey(span.text));
+        size = span.end + 1;
+      }
+      const counters = await readCounters(join(dataDir, COUNTERS_FILE));
+      return new TrainingExampleStore(dataDir, truncatedBytes, file, keys, tally, counters, size);
+    } catch (error) {
+      await file.close();
+      throw error;
+    }
+  }
+
+  get path(): string {
+    return join(this.dataDir, EXAMPLES_FILE);
+  }
+
+  /**
+   * Stores the records not stored before (by content), in order, with one write and one fsync;
+   * a record repeated within `records` is a duplicate from its second copy on.
+   */
+  append(records: readonly TrainingRecord[]): Promise<AppendOutcome[]> {
+    return this.writer.runExclusive(async () => {
+      if (this.broken) throw new ServiceError('internal', `training store is unusable after a failed write: ${this.broken.message}`);
+      const fresh = new Map<string, { line: string; record: TrainingRecord }>();
+      const outcomes = records.map((record): AppendOutcome => {
+        const line = serialiseRecord(record);
+        const key = recordKey(line);
+        if (this.keys.has(key) || fresh.has(key)) return 'duplicate';
+        fresh.set(key, { line, record });
+        return 'accepted';
+      });
+      if (fresh.size > 0) await this.write([...fresh.values()].map(({ line }) => `${line}\n`).join(''));
+      for (const [key, { record }] of fresh) {
+        this.keys.add(key);
+        this.tally.add(record);
+      }
+      const duplicates = records.length - fresh.size;
+      if (duplicates > 0) {
+        this.counters.duplicates += duplicates;
+        await this.saveCounters();
+      }
+      return outcomes;
+    });
+  }
+
+  /** Adds refused records to the persisted counts by reason. */
+  countRejections(reasons: readonly RejectionReason[]): Promise<void> {
+    if (reasons.length === 0) return Promise.resolve();
+    return this.writer.runExclusive(async () => {
+      for (const reason of reasons) this.counters.rejections[reason] += 1;
+      await this.saveCounters();
+    });
+  }
+
+  stats(): TrainingStats {
+    return {
+      records: this.tally.records,
+      datasets: this.tally.datasetStats(),
+      duplicates: this.counters.duplicates,
+      rejections: { ...this.counters.rejections },
+    };
+  }
+
+  /** Stored records in append order, as of the call: later appends are not seen by this iteration. */
+  async *records(filter: RecordFilter = {}): AsyncGenerator<TrainingRecord> {
+    const path = this.path;
+    for await (const span of readLineSpans(path, this.size)) {
+      const record = parseStoredLine(span.text, path, span.line);
+      if (filter.dataset !== undefined && record.dataset !== filter.dataset) continue;
+      if (filter.roundIndex !== undefined && record.round_index !== filter.roundIndex) continue;
+      yield record;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writer.runExclusive(() => this.file.close());
+  }
+
+  private async write(text: string): Promise<void> {
+    try {
+      await this.file.appendFile(text);
+      await this.file.datasync();
+    } catch (error) {
+      // Cut back to the last acknowledged byte so a later append never lands after a half line.
+      await this.file.truncate(this.size).catch((truncateError: Error) => {
+        this.broken = truncateError;
+      });
+      throw new ServiceError('internal', `cannot store training records: ${(error as Error).message}`);
+    }
+    this.size += Buffer.byteLength(text);
+  }
+
+  private async saveCounters(): Promise<void> {
+    const path = join(this.dataDir, COUNTERS_FILE);
+    const temporary = `${path}.tmp`;
+    const file = await open(temporary, 'w');
+    try {
+      await file.writeFile(`${JSON.stringify(this.counters)}\n`);
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
+    await rename(temporary, path);
+    await syncDirectory(this.dataDir);
+  }
+}
+
+function parseStoredLine(text: string, path: string, line: number): TrainingRecord {
+  try {
+    return JSON.parse(text) as TrainingRecord;
+  } catch {
+    throw new ServiceError('internal', `${path} line ${line} is not a JSON record: the store is damaged`);
+  }
+}
+
+async function readCounters(path: string): Promise<IngestCounters> {
+  const rejections = Object.fromEntries(REJECTION_REASONS.map((reason) => [reason, 0])) as Record<RejectionReason, number>;
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { duplicates: 0, rejections };
+    throw error;
+  }
+  const stored = JSON.parse(text) as Partial<IngestCounters>;
+  for (const reason of REJECTION_REASONS) rejections[reason] = stored.rejections?.[reason] ?? 0;
+  return { duplicates: stored.duplicates ?? 0, rejections };
+}
+
+/** Makes a created or renamed entry of `dir` durable. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
