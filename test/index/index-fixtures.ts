@@ -1,0 +1,46 @@
+import { execFileSync } from 'node:child_process';
+import { seededNormal } from '../../src/encoder/weights.js';
+
+/** Debian's python with faiss and numpy (the `python3` on PATH lacks them). */
+const DEBIAN_PYTHON = '/usr/bin/python3';
+
+/** Runs a python script with `faiss` and `numpy as np` imported; `sys.argv[1:]` are `args`. */
+export function runPython(script: string, ...args: string[]): string {
+  return execFileSync(DEBIAN_PYTHON, ['-c', `import sys, faiss, numpy as np\n${script}`, ...args], { encoding: 'utf8' });
+}
+
+/** Row-major unit vectors from a seeded Gaussian, so scores are cosines as in a real index. */
+export function unitVectors(rows: number, dimension: number, seed: number): Float32Array {
+  const normal = seededNormal(seed);
+  const vectors = new Float32Array(rows * dimension);
+  for (let row = 0; row < rows; row++) {
+    const vector = vectors.subarray(row * dimension, (row + 1) * dimension);
+    for (let i = 0; i < dimension; i++) vector[i] = normal();
+    const norm = Math.hypot(...vector);
+    for (let i = 0; i < dimension; i++) vector[i]! /= norm;
+  }
+  return vectors;
+}
+
+/** Exhaustive inner-product ranking, best first: the answer a Flat IP index must give. */
+export function bruteForceTopk(base: Float32Array, queries: Float32Array, dimension: number, topk: number): { rowIndices: number[]; scores: number[] } {
+  const rows = base.length / dimension;
+  const rowIndices: number[] = [];
+  const scores: number[] = [];
+  for (let q = 0; q < queries.length / dimension; q++) {
+    const scored = Array.from({ length: rows }, (_, row) => {
+      let dot = 0;
+      for (let i = 0; i < dimension; i++) dot += base[row * dimension + i]! * queries[q * dimension + i]!;
+      return { row, dot };
+    }).sort((a, b) => b.dot - a.dot);
+    for (const { row, dot } of scored.slice(0, topk)) {
+      rowIndices.push(row);
+      scores.push(dot);
+    }
+  }
+  return { rowIndices, scores };
+}
+
+export function floatBytes(vectors: Float32Array): Buffer {
+  return Buffer.from(vectors.buffer, vectors.byteOffset, vectors.byteLength);
+}
