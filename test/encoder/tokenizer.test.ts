@@ -1,0 +1,197 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ServiceError } from '../../src/errors.js';
+import { batchesByLength, batchesInInputOrder } from '../../src/encoder/length-batches.js';
+import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
+import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';
+import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
+
+const CORPUS = [
+  'The Tragedy of Hamlet was written by Shakespeare.',
+  'Shakespeare, the playwright: birth year 1564; the Globe theatre.',
+  'Who wrote the query? The query was written in a year of note.',
+];
+
+describe('deriveVocabulary', () => {
+  const vocabulary = deriveVocabulary(CORPUS, { size: 400 });
+  const id = (token: string) => vocabulary.tokens.indexOf(token);
+
+  it('lays out the specials as bert-base-uncased does', () => {
+    assert.equal(vocabulary.tokens[0], '[PAD]');
+    assert.equal(vocabulary.tokens[1], '[unused0]');
+    assert.equal(vocabulary.tokens[99], '[unused98]');
+    assert.deepEqual(vocabulary.tokens.slice(100, 104), ['[UNK]', '[CLS]', '[SEP]', '[MASK]']);
+  });
+
+  it('has exactly size tokens, no duplicates, padded with further [unusedN]', () => {
+    assert.equal(vocabulary.tokens.length, 400);
+    assert.equal(new Set(vocabulary.tokens).size, 400);
+    assert.equal(vocabulary.tokens.at(-1)!.startsWith('[unused'), true);
+    assert.ok(id('[unused99]') > 104);
+  });
+
+  it('holds every ASCII character and its ## form, lowercased, before the words', () => {
+    for (const char of ['a', 'z', '0', '9', ',', ';']) {
+      assert.ok(id(char) > 103 && id(char) < id('the'), char);
+      assert.ok(id('##' + char) > 103 && id('##' + char) < id('the'), '##' + char);
+    }
+    assert.equal(id('A'), -1);
+  });
+
+  it('ranks whole words by frequency, ties alphabetically, lowercased with punctuation split off', () => {
+    assert.equal(vocabulary.tokens[id('the')], 'the');
+    const words = vocabulary.tokens.slice(id('the'), id('[unused99]'));
+    assert.deepEqual(words.slice(0, 7), ['the', 'of', 'query', 'shakespeare', 'was', 'written', 'year']);
+    assert.ok(!words.some((word) => /[A-Z.,:;]/.test(word)), words.join(' '));
+  });
+
+  it('counts the passages a token appears in; specials count everywhere', () => {
+    assert.equal(vocabulary.documents, 3);
+    assert.equal(vocabulary.documentFrequency[id('the')], 3);
+    assert.equal(vocabulary.documentFrequency[id('shakespeare')], 2);
+    assert.equal(vocabulary.documentFrequency[id('hamlet')], 1);
+    assert.equal(vocabulary.documentFrequency[id('[SEP]')], 3);
+    assert.equal(vocabulary.documentFrequency[id('[unused120]')], 3);
+  });
+
+  it('attributes out-of-vocabulary words to the character pieces they break into', () => {
+    // 104 specials + 68 lowercase printable ASCII characters and their ## forms: no room for words.
+    const small = deriveVocabulary(['xy xy', 'xy'], { size: 104 + 2 * 68 });
+    assert.equal(small.tokens.includes('xy'), false);
+    assert.equal(small.documentFrequency[small.tokens.indexOf('x')], 2);
+    assert.equal(small.documentFrequency[small.tokens.indexOf('##y')], 2);
+    assert.equal(small.documentFrequency[small.tokens.indexOf('q')], 0);
+  });
+
+  it('is deterministic', () => {
+    const again = deriveVocabulary(CORPUS, { size: 400 });
+    assert.deepEqual(again.tokens, vocabulary.tokens);
+    assert.deepEqual(again.documentFrequency, vocabulary.documentFrequency);
+  });
+
+  it('rejects a size below the special block', () => {
+    assert.throws(
+      () => deriveVocabulary(CORPUS, { size: 50 }),
+      (error) => error instanceof ServiceError && error.code === 'bad_request' && /at least 104/.test(error.message),
+    );
+  });
+});
+
+describe('WordPieceTokenizer on written tokenizer files', () => {
+  let dir: string;
+  let tokenizer: WordPieceTokenizer;
+  const vocabulary = deriveVocabulary(CORPUS, { size: 400 });
+  const id = (token: string) => vocabulary.tokens.indexOf(token);
+
+  before(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'tokenizer-test-'));
+    await writeTokenizerFiles(dir, vocabulary.tokens, { modelMaxLength: 512 });
+    tokenizer = await WordPieceTokenizer.load(dir);
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('writes the four files of a Hugging Face BERT folder', async () => {
+    const config = JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8'));
+    assert.equal(config.tokenizer_class, 'BertTokenizer');
+    assert.equal(config.do_lower_case, true);
+    assert.equal(config.model_max_length, 512);
+    assert.equal(config.added_tokens_decoder['102'].content, '[SEP]');
+    const specials = JSON.parse(await readFile(path.join(dir, 'special_tokens_map.json'), 'utf8'));
+    assert.deepEqual(specials, {
+      cls_token: '[CLS]',
+      mask_token: '[MASK]',
+      pad_token: '[PAD]',
+      sep_token: '[SEP]',
+      unk_token: '[UNK]',
+    });
+    const tokenizerJson = JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8'));
+    assert.deepEqual(
+      tokenizerJson.added_tokens.map((t: { id: number; special: boolean }) => [t.id, t.special]),
+      [[0, true], [100, true], [101, true], [102, true], [103, true]],
+    );
+    assert.equal(tokenizerJson.model.vocab['shakespeare'], id('shakespeare'));
+    assert.deepEqual(await readVocabularyFile(path.join(dir, 'vocab.txt')), vocabulary.tokens);
+  });
+
+  it('reads a literal [SEP] in the text as the special token 102, between the words around it', () => {
+    const ids = tokenizer.tokenIds('query: who wrote hamlet [SEP] shakespeare birth year', 256);
+    assert.deepEqual(tokenizer.tokensOf(ids), [
+      '[CLS]', 'query', ':', 'who', 'wrote', 'hamlet', '[SEP]', 'shakespeare', 'birth', 'year', '[SEP]',
+    ]);
+    assert.equal(ids[6], 102);
+    assert.deepEqual(ids, [101, id('query'), id(':'), id('who'), id('wrote'), id('hamlet'), 102,
+      id('shakespeare'), id('birth'), id('year'), 102]);
+  });
+
+  it('lowercases and strips accents, breaks unknown words into ## pieces, [UNK] only without pieces', () => {
+    assert.deepEqual(tokenizer.tokenIds('HÁMLET Shakespeare', 16), tokenizer.tokenIds('hamlet shakespeare', 16));
+    assert.deepEqual(tokenizer.tokensOf(tokenizer.tokenIds('zebra', 16)), ['[CLS]', 'z', '##e', '##b', '##r', '##a', '[SEP]']);
+    assert.deepEqual(tokenizer.tokensOf(tokenizer.tokenIds('中 😀', 16)), ['[CLS]', '[UNK]', '[UNK]', '[SEP]']);
+  });
+
+  it('encodes the empty string as [CLS] [SEP]', () => {
+    assert.deepEqual(tokenizer.tokenIds('', 16), [101, 102]);
+  });
+
+  it('truncates a long text to exactly max length, keeping [CLS] first, the head, and [SEP] last', () => {
+    const text = 'shakespeare wrote hamlet '.repeat(100);
+    const full = tokenizer.tokenIds(text, 10_000);
+    assert.equal(full.length, 302);
+    const truncated = tokenizer.tokenIds(text, 32);
+    assert.equal(truncated.length, 32);
+    assert.equal(truncated[0], 101);
+    assert.equal(truncated[31], 102);
+    assert.deepEqual(truncated.slice(0, 31), full.slice(0, 31));
+  });
+
+  it('leaves a text of exactly max length as it is', () => {
+    const ids = tokenizer.tokenIds('who wrote hamlet', 5);
+    assert.deepEqual(ids, [101, id('who'), id('wrote'), id('hamlet'), 102]);
+  });
+
+  it('rejects a max length that cannot hold [CLS] and [SEP]', () => {
+    assert.throws(() => tokenizer.tokenIds('x', 1), (error) => error instanceof ServiceError && error.code === 'bad_request');
+  });
+
+  it('fails with not_found for a folder without tokenizer.json', async () => {
+    await assert.rejects(
+      WordPieceTokenizer.load(path.join(dir, 'missing')),
+      (error) => error instanceof ServiceError && error.code === 'not_found' && /tokenizer\.json/.test(error.message),
+    );
+  });
+});
+
+describe('padBatch', () => {
+  it('pads to the longest row with the pad id and a zero mask, token types all zero', () => {
+    const batch = padBatch([[101, 7, 102], [101, 102]], 0);
+    assert.equal(batch.rows, 2);
+    assert.equal(batch.sequenceLength, 3);
+    assert.deepEqual(Array.from(batch.inputIds), [101n, 7n, 102n, 101n, 102n, 0n]);
+    assert.deepEqual(Array.from(batch.attentionMask), [1n, 1n, 1n, 1n, 1n, 0n]);
+    assert.deepEqual(Array.from(batch.tokenTypeIds), [0n, 0n, 0n, 0n, 0n, 0n]);
+  });
+});
+
+describe('length batching', () => {
+  const lengths = [30, 5, 12, 5, 40, 7, 30, 12, 6, 200];
+  const limits = { maxBatchSize: 3, maxBatchTokens: 64 };
+
+  it('groups similar lengths, shortest first, each batch within both limits, every input once', () => {
+    const batches = batchesByLength(lengths, limits);
+    assert.deepEqual(batches, [[1, 3, 8], [5, 2, 7], [0, 6], [4], [9]]);
+    for (const batch of batches) {
+      const padded = Math.max(...batch.map((index) => lengths[index]));
+      assert.ok(batch.length <= 3 && (batch.length === 1 || batch.length * padded <= 64));
+    }
+  });
+
+  it('keeps input order when not grouping by length', () => {
+    assert.deepEqual(batchesInInputOrder(lengths, limits), [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]);
+  });
+
+  it('plans nothing for no inputs', () => {
+    assert.deepEqual(batchesByLength([], limits), []);
+  });
+});
