@@ -9,16 +9,18 @@ export function runPython(script: string, ...args: string[]): string {
   return execFileSync(DEBIAN_PYTHON, ['-c', `import sys, faiss, numpy as np\n${script}`, ...args], { encoding: 'utf8' });
 }
 
-/** Row-major unit vectors from a seeded Gaussian, so scores are cosines as in a real index. */
-export function unitVectors(rows: number, dimension: number, seed: number): Float32Array {
+/** Fills `vector` with a unit-length Gaussian draw: the same seed always gives the same vector. */
+export function fillUnitGaussian(vector: Float32Array, seed: number): void {
   const normal = seededNormal(seed);
+  for (let i = 0; i < vector.length; i++) vector[i] = normal();
+  const norm = Math.hypot(...vector);
+  for (let i = 0; i < vector.length; i++) vector[i]! /= norm;
+}
+
+/** Row-major unit vectors, so scores are cosines as in a real index. */
+export function unitVectors(rows: number, dimension: number, seed: number): Float32Array {
   const vectors = new Float32Array(rows * dimension);
-  for (let row = 0; row < rows; row++) {
-    const vector = vectors.subarray(row * dimension, (row + 1) * dimension);
-    for (let i = 0; i < dimension; i++) vector[i] = normal();
-    const norm = Math.hypot(...vector);
-    for (let i = 0; i < dimension; i++) vector[i]! /= norm;
-  }
+  for (let row = 0; row < rows; row++) fillUnitGaussian(vectors.subarray(row * dimension, (row + 1) * dimension), seed * 1_000_003 + row);
   return vectors;
 }
 

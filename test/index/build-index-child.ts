@@ -1,0 +1,14 @@
+// Runs one index build in a separate process so a test can SIGKILL it midway.
+import { CorpusStore } from '../../src/corpus/corpus-store.js';
+import { buildIndex } from '../../src/index/build-index.js';
+import { HashingEncoder } from './hashing-encoder.js';
+
+const [corpusPath, outPath] = process.argv.slice(2);
+const corpus = await CorpusStore.open(corpusPath!);
+await buildIndex({
+  corpus,
+  encoder: new HashingEncoder('hashing', 16, 5),
+  outPath: outPath!,
+  batchSize: 20,
+  onProgress: (done) => process.stdout.write(`${done}\n`),
+});
