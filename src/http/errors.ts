@@ -60,19 +60,19 @@ function toServiceError(error: unknown): ServiceError {
   const parserError = error as BodyParserError;
   switch (parserError?.type) {
     case 'entity.parse.failed':
-      return new ServiceError('bad_request', `request body is not valid JSON: ${parserError.message}`, { field: 'body' });
+      return new ServiceError('bad_request', `body: not valid JSON: ${parserError.message}`, { field: 'body' });
     case 'entity.too.large':
       return new ServiceError(
         'payload_too_large',
-        `request body exceeds the ${parserError.limit} byte limit (--body_limit); send fewer or shorter queries`,
+        `body: exceeds the ${parserError.limit} byte limit (--body_limit); send fewer or shorter queries`,
         { field: 'body' },
       );
     case 'charset.unsupported':
     case 'encoding.unsupported':
     case 'request.size.invalid':
-      return new ServiceError('bad_request', parserError.message ?? 'unreadable request body', { field: 'body' });
+      return new ServiceError('bad_request', `body: ${parserError.message ?? 'unreadable'}`, { field: 'body' });
     case 'request.aborted':
-      return new ServiceError('bad_request', 'request aborted by the client before its body arrived', { field: 'body' });
+      return new ServiceError('bad_request', 'body: aborted by the client before it arrived', { field: 'body' });
   }
   return new ServiceError('internal', 'internal error');
 }

@@ -1,0 +1,76 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type {
+  CorpusRow,
+  QueryInput,
+  Readiness,
+  RetrievalResult,
+  RetrievalService,
+  RetrieverInfo,
+} from '../../src/engine/types.js';
+import { ServiceError } from '../../src/errors.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const SAMPLE_CORPUS_PATH = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
+
+export async function sampleRows(): Promise<CorpusRow[]> {
+  const text = await readFile(SAMPLE_CORPUS_PATH, 'utf8');
+  return text.trimEnd().split('\n').map((line) => JSON.parse(line) as CorpusRow);
+}
+
+/**
+ * A stand-in for the engine, for tests of the HTTP layer's own behaviour (validation, error
+ * mapping, readiness, shutdown). It answers query i with rows i, i+1, ... of the wiki18 sample
+ * and records what it was asked; `gate` holds every search until released.
+ */
+export class StandInService implements RetrievalService {
+  readonly calls: { inputs: readonly QueryInput[]; topk: number }[] = [];
+  loaded = true;
+  failWith?: ServiceError;
+  gate?: Promise<void>;
+
+  constructor(private readonly rows: CorpusRow[]) {}
+
+  async search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+    if (!this.loaded) throw new ServiceError('not_ready', 'retriever is loading');
+    this.calls.push({ inputs, topk });
+    await this.gate;
+    if (this.failWith) throw this.failWith;
+    const count = Math.min(topk, this.rows.length);
+    const hits = inputs.map((_, position) =>
+      Array.from({ length: count }, (__, rank) => {
+        const rowIndex = (position + rank) % this.rows.length;
+        return { rowIndex, score: 1 - rank / 100, document: this.rows[rowIndex]! };
+      }),
+    );
+    return { hits, version: 'stand-in-v1', timings: { encodeMs: 4, searchMs: 2, fetchMs: 1 } };
+  }
+
+  readiness(): Readiness {
+    return this.loaded ? { ready: true, stage: 'ready' } : { ready: false, stage: 'loading index', progress: 0.25 };
+  }
+
+  info(): RetrieverInfo | undefined {
+    if (!this.loaded) return undefined;
+    return {
+      version: 'stand-in-v1',
+      modelName: 'stand-in',
+      modelDir: '/nowhere',
+      manifest: {
+        name: 'stand-in',
+        dimension: 8,
+        queryPrefix: 'query: ',
+        passagePrefix: 'passage: ',
+        queryTemplate: '{question} [SEP] {query}',
+        maxQueryLength: 256,
+      } as RetrieverInfo['manifest'],
+      dimension: 8,
+      provider: 'cpu',
+      indexPath: '/nowhere/index',
+      indexRows: this.rows.length,
+      corpusPath: SAMPLE_CORPUS_PATH,
+      corpusRows: this.rows.length,
+    };
+  }
+}
