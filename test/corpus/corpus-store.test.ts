@@ -5,7 +5,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/engine/types.js';
-import { ServiceError } from '../../src/errors.js';
+import type { ServiceError } from '../../src/errors.js';
+import { isServiceError } from './assert-service-error.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const samplePath = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
@@ -14,15 +15,6 @@ async function sampleLines(file = samplePath): Promise<string[]> {
   const lines = (await readFile(file, 'utf8')).split('\n');
   assert.equal(lines.pop(), '', 'sample ends with a newline');
   return lines;
-}
-
-function isServiceError(code: string, pattern: RegExp) {
-  return (error: unknown): boolean => {
-    assert.ok(error instanceof ServiceError, `expected a ServiceError, got ${String(error)}`);
-    assert.equal(error.code, code);
-    assert.match(error.message, pattern);
-    return true;
-  };
 }
 
 describe('CorpusStore', function () {

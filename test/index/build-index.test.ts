@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
-import { ServiceError } from '../../src/errors.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { buildIndex } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
@@ -87,7 +87,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const reported = await killBuildMidway(corpusPath, killedPath, 300);
     assert.ok(reported >= 300 && reported < 1000, `killed after ${reported} rows`);
     await assert.rejects(stat(killedPath), /ENOENT/);
-    await assert.rejects(openFlatIndex(killedPath), (error: unknown) => error instanceof ServiceError && error.code === 'not_found');
+    await assert.rejects(openFlatIndex(killedPath), isServiceError('not_found', /killed\.index: cannot open/));
     // A kill can also land inside a row's write.
     await appendFile(partialPaths(killedPath).vectors, Buffer.alloc(DIMENSION * 2));
 
@@ -118,7 +118,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const outPath = path.join(dir, 'out.index');
     const controller = new AbortController();
     await assert.rejects(buildIndex({ corpus, encoder: new HashingEncoder('model-a'), outPath, batchSize: 100, signal: controller.signal, onProgress: (done) => done >= 100 && controller.abort() }));
-    const conflict = (error: unknown): boolean => error instanceof ServiceError && error.code === 'conflict' && /partial index build of a different encoder, corpus or shape/.test(error.message);
+    const conflict = isServiceError('conflict', /partial index build of a different encoder, corpus or shape/);
     await assert.rejects(buildIndex({ corpus, encoder: new HashingEncoder('model-b'), outPath, batchSize: 100 }), conflict);
 
     await appendFile(corpusPath, '{"id": "1000", "contents": "\\"Added\\"\\nrow"}\n');

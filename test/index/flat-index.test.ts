@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ServiceError } from '../../src/errors.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { FlatIndex, openFlatIndex } from '../../src/index/flat-index.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
 import { bruteForceTopk, floatBytes, runPython, unitVectors } from './index-fixtures.js';
@@ -88,21 +88,21 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     const index = await open('ours.index');
     const empty = await index.search(new Float32Array(0), 3);
     assert.deepEqual({ ...empty, rowIndices: [...empty.rowIndices], scores: [...empty.scores] }, { queries: 0, topk: 3, rowIndices: [], scores: [] });
-    await assert.rejects(index.search(new Float32Array(DIMENSION + 1), 3), (error: unknown) => error instanceof ServiceError && error.code === 'bad_request' && /not whole vectors of dimension 32/.test(error.message));
-    await assert.rejects(index.search(queries, 0), (error: unknown) => error instanceof ServiceError && error.code === 'bad_request' && /topk must be a positive integer/.test(error.message));
+    await assert.rejects(index.search(new Float32Array(DIMENSION + 1), 3), isServiceError('bad_request', /not whole vectors of dimension 32/));
+    await assert.rejects(index.search(queries, 0), isServiceError('bad_request', /topk must be a positive integer/));
   });
 
   it('keeps two indexes loaded at once (hot swap) and closing one leaves the other searchable', async function () {
     const older = await open('ours.index');
     const newer = await open('python-ip.index');
     await older.close();
-    await assert.rejects(older.search(queries, 3), /is closed/);
+    await assert.rejects(older.search(queries, 3), isServiceError('internal', /is closed/));
     assertMatchesBruteForce(await newer.search(queries, 3), base, queries, 3);
   });
 
   it('refuses an L2 file and dimension or row mismatches before loading', async function () {
-    await assert.rejects(open('python-l2.index'), (error: unknown) => error instanceof ServiceError && /is an IndexFlatL2 \(L2 metric\)/.test(error.message));
-    await assert.rejects(open('ours.index', { expectDimension: 768 }), (error: unknown) => error instanceof ServiceError && /dimension 32 does not match the encoder's dimension 768/.test(error.message));
-    await assert.rejects(open('ours.index', { expectRows: 1000 }), (error: unknown) => error instanceof ServiceError && /300 rows but the corpus has 1000 rows/.test(error.message));
+    await assert.rejects(open('python-l2.index'), isServiceError('bad_request', /is an IndexFlatL2 \(L2 metric\)/));
+    await assert.rejects(open('ours.index', { expectDimension: 768 }), isServiceError('bad_request', /dimension 32 does not match the encoder's dimension 768/));
+    await assert.rejects(open('ours.index', { expectRows: 1000 }), isServiceError('bad_request', /300 rows but the corpus has 1000 rows/));
   });
 });

@@ -2,22 +2,13 @@ import assert from 'node:assert/strict';
 import { copyFile, mkdtemp, readFile, rm, stat, truncate, appendFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ServiceError } from '../../src/errors.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { IxfiWriter, partialPaths } from '../../src/index/ixfi-writer.js';
 import { floatBytes, runPython, unitVectors } from './index-fixtures.js';
 
 const DIMENSION = 16;
 const ROWS = 50;
-
-function isServiceError(code: string, pattern: RegExp) {
-  return (error: unknown): boolean => {
-    assert.ok(error instanceof ServiceError, `expected a ServiceError, got ${String(error)}`);
-    assert.equal(error.code, code);
-    assert.match(error.message, pattern);
-    return true;
-  };
-}
 
 async function writeIndex(outPath: string, vectors: Float32Array, description: Record<string, unknown> = { encoder: 'a' }): Promise<void> {
   const writer = await IxfiWriter.open(outPath, { dimension: DIMENSION, rows: vectors.length / DIMENSION, description });
