@@ -1,0 +1,257 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ServiceError } from '../../src/errors.js';
+import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
+import { makeModel } from '../../src/encoder/make-model.js';
+import type { RetrieverManifest } from '../../src/encoder/manifest.js';
+import { composeQueryText, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
+
+const QUESTION = 'who wrote hamlet';
+const SUB_QUERY = 'shakespeare birth year';
+
+/** Queries of very different token lengths, shuffled so that input order is not length order. */
+const MIXED_QUERIES: QueryInput[] = [
+  { query: 'the history of the roman empire from augustus to the fall of constantinople in 1453' },
+  { query: 'paris' },
+  { question: QUESTION, query: SUB_QUERY },
+  { query: '' },
+  { query: 'which river flows through the capital city of hungary and what is its length' },
+  { query: 'évian-les-bains café 中文 😀' },
+  { query: 'lobbyist genentech' },
+  { question: 'when did the cathedral of pavia start construction', query: 'pavia cathedral 1488' },
+];
+
+function row(vectors: Float32Array, index: number, dimension: number): Float32Array {
+  return vectors.subarray(index * dimension, (index + 1) * dimension);
+}
+
+function maxAbsDifference(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  return a.reduce((max, value, i) => Math.max(max, Math.abs(value - b[i]!)), 0);
+}
+
+async function encodeEachAlone(encoder: EmbeddingEncoder, inputs: readonly QueryInput[]): Promise<Float32Array[]> {
+  const vectors: Float32Array[] = [];
+  for (const input of inputs) vectors.push(await encoder.encodeQueries([input]));
+  return vectors;
+}
+
+describe('query composition', () => {
+  const manifest = { queryPrefix: 'query: ', queryTemplate: '{question} [SEP] {query}' } as RetrieverManifest;
+
+  it('joins question and sub-query with the template, then adds the prefix', () => {
+    assert.equal(composeQueryText({ question: QUESTION, query: SUB_QUERY }, manifest), `query: ${QUESTION} [SEP] ${SUB_QUERY}`);
+  });
+
+  it('takes a query without a question as sent, possibly already joined', () => {
+    assert.equal(composeQueryText({ query: `${QUESTION} [SEP] ${SUB_QUERY}` }, manifest), `query: ${QUESTION} [SEP] ${SUB_QUERY}`);
+  });
+
+  it('does not expand template fields that appear inside the question or query', () => {
+    assert.equal(composeQueryText({ question: 'a {query}', query: 'b {question}' }, manifest), 'query: a {query} [SEP] b {question}');
+  });
+});
+
+describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)', () => {
+  let workDir: string;
+  let modelDir: string;
+  let manifest: RetrieverManifest;
+  let encoder: OnnxEncoder;
+  let dimension: number;
+
+  before(async () => {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'encoder-test-'));
+    modelDir = path.join(workDir, 'tiny');
+    manifest = await makeModel({ outDir: modelDir, preset: 'tiny', seed: 7, vocabularyCorpus: SAMPLE_CORPUS, vocabularyPassages: 1000 });
+    dimension = manifest.dimension;
+    encoder = await OnnxEncoder.load(modelDir);
+  });
+  after(async () => {
+    await encoder?.close();
+    await rm(workDir, { recursive: true, force: true });
+  });
+
+  it('returns one unit vector per query, on CPU', async () => {
+    assert.equal(encoder.provider, 'cpu');
+    const vectors = await encoder.encodeQueries(MIXED_QUERIES);
+    assert.equal(vectors.length, MIXED_QUERIES.length * dimension);
+    for (let i = 0; i < MIXED_QUERIES.length; i++) {
+      const norm = Math.hypot(...row(vectors, i, dimension));
+      assert.ok(Math.abs(norm - 1) < 1e-5, `row ${i} has norm ${norm}`);
+    }
+  });
+
+  it('gives the same embedding for (question, query) as for the pre-joined "question [SEP] query"', async () => {
+    const composed = await encoder.encodeQueries([{ question: QUESTION, query: SUB_QUERY }]);
+    const joined = await encoder.encodeQueries([{ query: `${QUESTION} [SEP] ${SUB_QUERY}` }]);
+    const withWordSep = await encoder.encodeQueries([{ query: `${QUESTION} sep ${SUB_QUERY}` }]);
+    assert.deepEqual(composed, joined);
+    assert.ok(maxAbsDifference(composed, withWordSep) > 1e-3, '[SEP] must not read as the word "sep"');
+  });
+
+  it('embeds a short query alone the same as inside a padded batch of longer queries (within 1e-5)', async () => {
+    const short: QueryInput = { query: 'paris' };
+    const alone = await encoder.encodeQueries([short]);
+    const longer = MIXED_QUERIES.filter((input) => input.query.length > 40);
+    const batch = await encoder.encodeQueries([...longer, short]);
+    assert.ok(maxAbsDifference(alone, row(batch, longer.length, dimension)) < 1e-5);
+  });
+
+  it('returns rows in input order when length batching reorders and splits the work', async () => {
+    const small = await OnnxEncoder.load(modelDir, { batchLimits: { maxBatchSize: 3, maxBatchTokens: 64 } });
+    try {
+      const batched = await small.encodeQueries(MIXED_QUERIES);
+      const alone = await encodeEachAlone(encoder, MIXED_QUERIES);
+      alone.forEach((vector, i) => assert.ok(maxAbsDifference(vector, row(batched, i, dimension)) < 1e-5, `row ${i}`));
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('gives the same rows with length batching off (batches in input order)', async () => {
+    const inOrder = await OnnxEncoder.load(modelDir, { lengthBatching: false, batchLimits: { maxBatchSize: 2 } });
+    try {
+      const a = await inOrder.encodeQueries(MIXED_QUERIES);
+      const b = await encoder.encodeQueries(MIXED_QUERIES);
+      assert.ok(maxAbsDifference(a, b) < 1e-5);
+    } finally {
+      await inOrder.close();
+    }
+  });
+
+  it('encodes no queries as an empty array, and empty and Unicode strings as finite vectors', async () => {
+    assert.equal((await encoder.encodeQueries([])).length, 0);
+    const vectors = await encoder.encodeQueries([{ query: '' }, { query: 'évian-les-bains café 中文 😀' }]);
+    assert.equal(vectors.length, 2 * dimension);
+    assert.ok(vectors.every(Number.isFinite));
+    assert.ok(maxAbsDifference(row(vectors, 0, dimension), row(vectors, 1, dimension)) > 1e-3);
+  });
+
+  it('truncates text beyond the max length instead of failing, keeping the head', async () => {
+    const head = 'the roman empire '.repeat(100);
+    const [a, b] = [head + 'paris '.repeat(300), head + 'london '.repeat(300)];
+    const vectors = await encoder.encodeQueries([{ query: a }, { query: b }]);
+    assert.deepEqual(row(vectors, 0, dimension), row(vectors, 1, dimension));
+  });
+
+  it('encodes passages with the passage prefix, not the query prefix', async () => {
+    const text = '"Pavia Cathedral"\nThe Cathedral of Pavia is a church in Pavia.';
+    const passage = await encoder.encodePassages([text]);
+    const asQuery = await encoder.encodeQueries([{ query: text }]);
+    assert.equal(passage.length, dimension);
+    assert.ok(Math.abs(Math.hypot(...passage) - 1) < 1e-5);
+    assert.ok(maxAbsDifference(passage, asQuery) > 1e-3);
+  });
+
+  it("falls back to CPU with exactly one warning when asked for CUDA on this CPU-only machine (CUDA's real load failure)", async () => {
+    const warnings: string[] = [];
+    const fallback = await OnnxEncoder.load(modelDir, { device: 'cuda', warn: (message) => warnings.push(message) });
+    try {
+      assert.equal(fallback.provider, 'cpu');
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0]!, /CUDA execution provider unavailable \(device 0\), encoding on CPU instead/);
+      assert.deepEqual(await fallback.encodeQueries(MIXED_QUERIES), await encoder.encodeQueries(MIXED_QUERIES));
+    } finally {
+      await fallback.close();
+    }
+  });
+
+  it('fails with a clear ServiceError when CUDA is demanded (strict) on this CPU-only machine', async () => {
+    const warnings: string[] = [];
+    await assert.rejects(
+      OnnxEncoder.load(modelDir, { device: 'cuda', strict: true, warn: (message) => warnings.push(message) }),
+      (error) =>
+        error instanceof ServiceError &&
+        error.code === 'internal' &&
+        /CUDA was demanded \(strict\) but its provider cannot load/.test(error.message),
+    );
+    assert.deepEqual(warnings, []);
+  });
+
+  it('names the missing manifest of a folder that is not a model', async () => {
+    await assert.rejects(
+      OnnxEncoder.load(workDir),
+      (error) => error instanceof ServiceError && error.code === 'not_found' && /retriever\.json/.test(error.message),
+    );
+  });
+
+  describe('WorkerEncoder', () => {
+    let worker: WorkerEncoder;
+    before(async () => {
+      worker = await WorkerEncoder.load(modelDir);
+    });
+    after(async () => worker?.close());
+
+    it('equals the in-process encoder on queries and passages', async () => {
+      assert.equal(worker.provider, 'cpu');
+      assert.deepEqual(worker.manifest, manifest);
+      assert.ok(maxAbsDifference(await worker.encodeQueries(MIXED_QUERIES), await encoder.encodeQueries(MIXED_QUERIES)) < 1e-6);
+      const passages = ['"Evan Morris"\nEvan Morris was a lobbyist.', ''];
+      assert.ok(maxAbsDifference(await worker.encodePassages(passages), await encoder.encodePassages(passages)) < 1e-6);
+    });
+
+    it('answers concurrent requests each with its own rows', async () => {
+      const [a, b] = await Promise.all([
+        worker.encodeQueries(MIXED_QUERIES.slice(0, 4)),
+        worker.encodeQueries(MIXED_QUERIES.slice(4)),
+      ]);
+      const all = await encoder.encodeQueries(MIXED_QUERIES);
+      assert.ok(maxAbsDifference(a, all.subarray(0, 4 * dimension)) < 1e-6);
+      assert.ok(maxAbsDifference(b, all.subarray(4 * dimension)) < 1e-6);
+    });
+
+    it('runs beside a second worker on the same model (as during a hot swap)', async () => {
+      const second = await WorkerEncoder.load(modelDir);
+      try {
+        assert.deepEqual(await second.encodeQueries(MIXED_QUERIES), await worker.encodeQueries(MIXED_QUERIES));
+      } finally {
+        await second.close();
+      }
+    });
+
+    it('propagates a load failure from the worker as the same ServiceError', async () => {
+      await assert.rejects(
+        WorkerEncoder.load(workDir),
+        (error) => error instanceof ServiceError && error.code === 'not_found' && /retriever\.json/.test(error.message),
+      );
+    });
+
+    it('forwards the one CUDA fallback warning to the caller (CPU-only machine)', async () => {
+      const warnings: string[] = [];
+      const fallback = await WorkerEncoder.load(modelDir, { device: 'auto', warn: (message) => warnings.push(message) });
+      try {
+        assert.equal(fallback.provider, 'cpu');
+        assert.equal(warnings.length, 1);
+        assert.match(warnings[0]!, /CUDA execution provider unavailable/);
+      } finally {
+        await fallback.close();
+      }
+    });
+
+    it('propagates strict CUDA failure from the worker (CPU-only machine)', async () => {
+      await assert.rejects(
+        WorkerEncoder.load(modelDir, { device: 'cuda', strict: true }),
+        (error) => error instanceof ServiceError && error.code === 'internal' && /CUDA was demanded/.test(error.message),
+      );
+    });
+
+    it('rejects requests after close with not_ready, and closes twice without error', async () => {
+      const closing = await WorkerEncoder.load(modelDir);
+      const inFlight = closing.encodeQueries(MIXED_QUERIES);
+      await closing.close();
+      assert.equal((await inFlight).length, MIXED_QUERIES.length * dimension);
+      await assert.rejects(
+        closing.encodeQueries([{ query: 'paris' }]),
+        (error) => error instanceof ServiceError && error.code === 'not_ready',
+      );
+      await closing.close();
+    });
+  });
+});
