@@ -1,0 +1,172 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import express, { Router, type Request, type RequestHandler } from 'express';
+import { ServiceError } from '../errors.js';
+import { constructRecords, newConstructionSummary } from '../training/construction.js';
+import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
+import { ingestRecords } from '../training/ingest.js';
+import { isObject } from '../training/fields.js';
+import { itemsOfArray, parseJsonLines, type InputItem } from '../training/jsonl.js';
+import type { TrainingRecord } from '../training/record.js';
+import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
+import { bearerAuth, type BearerAuthOptions } from './auth.js';
+
+export interface TrainingRouterOptions extends BearerAuthOptions {
+  store: TrainingExampleStore;
+  /** The served corpus, or undefined while it loads (training routes then answer 503). */
+  corpus: () => PassageSource | undefined;
+  /** Body limit of these routes, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
+  bodyLimit?: string | number;
+  /** Dataset that legacy tevatron records are filed under. */
+  legacyDataset?: string;
+}
+
+export const DEFAULT_TRAINING_BODY_LIMIT = '512mb';
+const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/json', 'application/*+json', 'text/plain'];
+const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
+
+/**
+ * `/training/*`: ingest of Agentic-R records, their export and statistics, and construction from
+ * scored rounds. Paths carry their `/training` prefix, so the app mounts this router at its root.
+ * Throws at construction when no token is configured and authentication was not turned off.
+ */
+export function trainingRouter(options: TrainingRouterOptions): Router {
+  const { store } = options;
+  const router = Router();
+  const readBody = bodyReader(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT);
+  const corpus = (): PassageSource => {
+    const source = options.corpus();
+    if (!source) throw new ServiceError('not_ready', 'the corpus is still loading; training routes need it');
+    return source;
+  };
+  router.use('/training', bearerAuth(options));
+
+  router.post('/training/examples', readBody, async (req, res) => {
+    const corpusRows = corpus().rows;
+    const items = itemsOf(parsedBody(req), 'records');
+    res.json(await ingestRecords(store, items, { corpusRows, legacyDataset: options.legacyDataset }));
+  });
+
+  router.get('/training/examples', async (req, res) => {
+    const format = exportFormat(req);
+    const records = store.records(recordFilter(req));
+    const documents = format === 'tevatron' ? tevatronRecords(records, corpus()) : records;
+    res.type('application/x-ndjson');
+    try {
+      await pipeline(Readable.from(jsonLines(documents)), res);
+    } catch (error) {
+      // A client that hangs up mid-stream is not a server failure.
+      if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+    }
+  });
+
+  router.get('/training/stats', (_req, res) => {
+    res.json(store.stats());
+  });
+
+  router.post('/training/construct', readBody, async (req, res) => {
+    const corpusRows = corpus().rows;
+    const body = parsedBody(req);
+    const seed = integerParam(req, body, 'seed') ?? 0;
+    const dataset = stringParam(req, body, 'dataset') ?? 'default';
+    const summary = newConstructionSummary(seed);
+    const records: TrainingRecord[] = [];
+    for await (const built of constructRecords(itemsOf(body, 'rounds'), { seed, dataset, corpusRows }, summary)) {
+      records.push(...built);
+    }
+    const outcomes = await store.append(records);
+    res.json({
+      ...summary,
+      accepted: outcomes.filter((outcome) => outcome === 'accepted').length,
+      duplicate: outcomes.filter((outcome) => outcome === 'duplicate').length,
+    });
+  });
+
+  return router;
+}
+
+/** body-parser's text reader with our limit; its failures become ServiceErrors naming the limit. */
+function bodyReader(limit: string | number): RequestHandler {
+  const parse = express.text({ type: BODY_TYPES, limit });
+  return (req, res, next) => {
+    parse(req, res, (error?: unknown) => {
+      if (!error) return next();
+      const parserError = error as { type?: string; limit?: number; message?: string };
+      if (parserError.type === 'entity.too.large') {
+        return next(new ServiceError('payload_too_large', `request body exceeds the training body limit (${parserError.limit} bytes)`, { field: 'body' }));
+      }
+      next(new ServiceError('bad_request', `unreadable request body: ${parserError.message ?? String(error)}`, { field: 'body' }));
+    });
+  };
+}
+
+/** A JSON body parsed; JSON Lines stay text (a string), parsed line by line later. */
+function parsedBody(req: Request): unknown {
+  return typeof req.body === 'string' && req.is('json') ? parseJsonBody(req.body) : req.body;
+}
+
+/** JSON bodies hold an array or `{<key>: [...]}`; text is JSON Lines. */
+function itemsOf(body: unknown, key: string): InputItem[] {
+  let items: InputItem[];
+  if (typeof body === 'string') items = parseJsonLines(body);
+  else if (Array.isArray(body)) items = itemsOfArray(body);
+  else if (isObject(body) && Array.isArray(body[key])) items = itemsOfArray(body[key]);
+  else if (body === undefined) {
+    throw new ServiceError('bad_request', `send JSON Lines (application/x-ndjson) or JSON (application/json)`, { field: 'body' });
+  } else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
+  if (items.length === 0) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
+  return items;
+}
+
+function parseJsonBody(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ServiceError('bad_request', `request body is not valid JSON: ${(error as Error).message}`, { field: 'body' });
+  }
+}
+
+function exportFormat(req: Request): (typeof EXPORT_FORMATS)[number] {
+  const format = req.query.format ?? 'jsonl';
+  const known = EXPORT_FORMATS.find((name) => name === format);
+  if (!known) throw new ServiceError('bad_request', `format must be one of ${EXPORT_FORMATS.join(', ')}`, { field: 'format' });
+  return known;
+}
+
+function recordFilter(req: Request): RecordFilter {
+  const filter: RecordFilter = {};
+  const dataset = req.query.dataset;
+  if (dataset !== undefined) {
+    if (typeof dataset !== 'string') throw new ServiceError('bad_request', 'dataset must be given once', { field: 'dataset' });
+    filter.dataset = dataset;
+  }
+  const round = req.query.round;
+  if (round !== undefined) {
+    if (typeof round !== 'string' || !/^\d+$/.test(round)) {
+      throw new ServiceError('bad_request', 'round must be a non-negative integer', { field: 'round' });
+    }
+    filter.roundIndex = Number(round);
+  }
+  return filter;
+}
+
+/** A parameter from the query string, else from a JSON object body. */
+function param(req: Request, body: unknown, name: string): unknown {
+  return req.query[name] ?? (isObject(body) ? body[name] : undefined);
+}
+
+function integerParam(req: Request, body: unknown, name: string): number | undefined {
+  const value = param(req, body, name);
+  if (value === undefined) return undefined;
+  const number = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value;
+  if (typeof number !== 'number' || !Number.isSafeInteger(number)) {
+    throw new ServiceError('bad_request', `${name} must be an integer`, { field: name });
+  }
+  return number;
+}
+
+function stringParam(req: Request, body: unknown, name: string): string | undefined {
+  const value = param(req, body, name);
+  if (value !== undefined && typeof value !== 'string') throw new ServiceError('bad_request', `${name} must be a string`, { field: name });
+  return value;
+}
