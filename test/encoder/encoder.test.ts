@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ServiceError } from '../../src/errors.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import type { RetrieverManifest } from '../../src/encoder/manifest.js';
@@ -167,10 +167,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     const warnings: string[] = [];
     await assert.rejects(
       OnnxEncoder.load(modelDir, { device: 'cuda', strict: true, warn: (message) => warnings.push(message) }),
-      (error) =>
-        error instanceof ServiceError &&
-        error.code === 'internal' &&
-        /CUDA was demanded \(strict\) but its provider cannot load/.test(error.message),
+      isServiceError('internal', /CUDA was demanded \(strict\) but its provider cannot load/),
     );
     assert.deepEqual(warnings, []);
   });
@@ -178,7 +175,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
   it('names the missing manifest of a folder that is not a model', async () => {
     await assert.rejects(
       OnnxEncoder.load(workDir),
-      (error) => error instanceof ServiceError && error.code === 'not_found' && /retriever\.json/.test(error.message),
+      isServiceError('not_found', /retriever\.json/),
     );
   });
 
@@ -219,7 +216,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     it('propagates a load failure from the worker as the same ServiceError', async () => {
       await assert.rejects(
         WorkerEncoder.load(workDir),
-        (error) => error instanceof ServiceError && error.code === 'not_found' && /retriever\.json/.test(error.message),
+        isServiceError('not_found', /retriever\.json/),
       );
     });
 
@@ -238,7 +235,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     it('propagates strict CUDA failure from the worker (CPU-only machine)', async () => {
       await assert.rejects(
         WorkerEncoder.load(modelDir, { device: 'cuda', strict: true }),
-        (error) => error instanceof ServiceError && error.code === 'internal' && /CUDA was demanded/.test(error.message),
+        isServiceError('internal', /CUDA was demanded/),
       );
     });
 
@@ -249,7 +246,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
       assert.equal((await inFlight).length, MIXED_QUERIES.length * dimension);
       await assert.rejects(
         closing.encodeQueries([{ query: 'paris' }]),
-        (error) => error instanceof ServiceError && error.code === 'not_ready',
+        isServiceError('not_ready', /closed/),
       );
       await closing.close();
     });

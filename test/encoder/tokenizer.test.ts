@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ServiceError } from '../../src/errors.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { batchesByLength, batchesInInputOrder } from '../../src/encoder/length-batches.js';
 import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';
@@ -74,7 +74,7 @@ describe('deriveVocabulary', () => {
   it('rejects a size below the special block', () => {
     assert.throws(
       () => deriveVocabulary(CORPUS, { size: 50 }),
-      (error) => error instanceof ServiceError && error.code === 'bad_request' && /at least 104/.test(error.message),
+      isServiceError('bad_request', /at least 104/),
     );
   });
 });
@@ -152,13 +152,13 @@ describe('WordPieceTokenizer on written tokenizer files', () => {
   });
 
   it('rejects a max length that cannot hold [CLS] and [SEP]', () => {
-    assert.throws(() => tokenizer.tokenIds('x', 1), (error) => error instanceof ServiceError && error.code === 'bad_request');
+    assert.throws(() => tokenizer.tokenIds('x', 1), isServiceError('bad_request', /at least 2/));
   });
 
   it('fails with not_found for a folder without tokenizer.json', async () => {
     await assert.rejects(
       WordPieceTokenizer.load(path.join(dir, 'missing')),
-      (error) => error instanceof ServiceError && error.code === 'not_found' && /tokenizer\.json/.test(error.message),
+      isServiceError('not_found', /tokenizer\.json/),
     );
   });
 });
