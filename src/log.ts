@@ -18,7 +18,8 @@ export function createLogger(options: LoggerOptions, destination?: DestinationSt
     base: { service: 'agentic-retriever' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination ? pino(settings, destination) : pino(settings);
+  // Synchronous stdout: one line per request is cheap, and nothing is lost when shutdown exits.
+  return pino(settings, destination ?? pino.destination({ dest: 1, sync: true }));
 }
 
 /** What a request log may say about its queries: always how many, their text only when allowed. */
