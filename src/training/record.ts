@@ -36,9 +36,8 @@ export function compareScores(a: PassageScore, b: PassageScore): number {
 }
 
 /**
- * Checks an Agentic-R record and returns it in the stored shape: exactly the contract's fields in
- * the contract's order (unknown fields are dropped), so equal content always serialises to equal
- * bytes and the idempotency key can be a hash of `JSON.stringify`.
+ * Checks an Agentic-R record and returns it in the stored shape: exactly the contract's fields
+ * (unknown fields are dropped, so they cannot make a re-sent record look new).
  */
 export function validateRecord(value: unknown, corpusRows: number): TrainingRecord {
   const object = objectAt(value, 'record');
@@ -88,9 +87,21 @@ function checkPositiveFirst(scores: readonly PassageScore[]): void {
   });
 }
 
-/** The stored line of a record: its canonical serialisation. */
+/**
+ * The stored line of a record: its canonical serialisation, the contract's fields in the
+ * contract's order whatever order the object was built in, so equal content gives equal bytes.
+ */
 export function serialiseRecord(record: TrainingRecord): string {
-  return JSON.stringify(record);
+  return JSON.stringify({
+    dataset: record.dataset,
+    query_id: record.query_id,
+    question: record.question,
+    round_index: record.round_index,
+    history_queries: record.history_queries,
+    query_text: record.query_text,
+    passage_ids: record.passage_ids,
+    scores: record.scores.map(({ em, local_utility }) => ({ em, local_utility })),
+  });
 }
 
 /** Idempotency key of a stored line: 128 bits of SHA-256 (collisions are out of reach at any corpus size). */
