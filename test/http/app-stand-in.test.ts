@@ -3,7 +3,7 @@ import request from 'supertest';
 import { ServiceError, type ErrorCode } from '../../src/errors.js';
 import { statusForCode } from '../../src/http/errors.js';
 import { createHarness, metricValue } from './app-harness.js';
-import { assertMatchesOpenApi } from './openapi-schemas.js';
+import { assertMatchesOpenApi, openApiDocument } from './openapi-schemas.js';
 import { sampleRows, StandInService } from './stand-in-service.js';
 
 /**
@@ -222,6 +222,18 @@ describe('HTTP app with a stand-in service', () => {
       assert.equal(res.body.retriever.version, 'stand-in-v1');
       assert.equal(res.body.retriever.indexRows, 1000);
       assertMatchesOpenApi('GET', '/info', res);
+    });
+
+    it('every path openapi.yaml documents is served', async () => {
+      const { app } = createHarness(new StandInService(rows));
+      const documented = Object.entries(openApiDocument.paths).flatMap(([route, operations]) =>
+        Object.keys(operations).map((method) => ({ route, method })),
+      );
+      assert.ok(documented.length >= 6);
+      for (const { route, method } of documented) {
+        const res = await request(app)[method as 'get' | 'post'](route).send(method === 'post' ? { queries: [] } : undefined);
+        assert.notEqual(res.status, 404, `${method.toUpperCase()} ${route} is documented but not served`);
+      }
     });
 
     it('/openapi.yaml serves the repository document, with security headers from helmet', async () => {
