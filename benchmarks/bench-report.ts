@@ -1,0 +1,27 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** `benchmarks/` in the source tree, whether run from `dist/benchmarks` or not. */
+export const benchmarksDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'benchmarks');
+export const workDir = path.join(benchmarksDir, 'work');
+
+export type Row = Record<string, string | number>;
+
+export function seconds(startNs: bigint): number {
+  return Number(process.hrtime.bigint() - startNs) / 1e9;
+}
+
+/** Prints a Markdown table and writes the results with the machine they ran on to `benchmarks/results/<name>.json`. */
+export async function report(name: string, rows: Row[], results: Record<string, unknown>): Promise<void> {
+  const columns = Object.keys(rows[0]!);
+  const lines = [`| ${columns.join(' | ')} |`, `| ${columns.map(() => '---').join(' | ')} |`];
+  for (const row of rows) lines.push(`| ${columns.map((column) => String(row[column] ?? '')).join(' | ')} |`);
+  console.log(lines.join('\n'));
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version };
+  const file = path.join(benchmarksDir, 'results', `${name}.json`);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, JSON.stringify({ name, date: new Date().toISOString(), machine, results, table: rows }, null, 2) + '\n');
+  console.log(`\nresults written to ${path.relative(process.cwd(), file)}`);
+}
