@@ -1,0 +1,306 @@
+import assert from 'node:assert/strict';
+import { readFile, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Express } from 'express';
+import request from 'supertest';
+import { CorpusStore } from '../../src/corpus/corpus-store.js';
+import type { CorpusRow } from '../../src/engine/types.js';
+import { ServiceError } from '../../src/errors.js';
+import { trainingRouter } from '../../src/http/training-routes.js';
+import type { TevatronRecord } from '../../src/training/legacy.js';
+import type { TrainingRecord } from '../../src/training/record.js';
+import { EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
+import { createHarness } from '../http/app-harness.js';
+import { StandInService } from '../http/stand-in-service.js';
+import { makeRecord, samplePath, scoredRound, temporaryDir } from './fixtures.js';
+
+const TOKEN = 'training-secret-7f3a';
+const AUTH = `Bearer ${TOKEN}`;
+
+function jsonl(values: readonly unknown[]): string {
+  return values.map((value) => JSON.stringify(value)).join('\n');
+}
+
+function parseJsonl<T>(text: string): T[] {
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as T);
+}
+
+describe('training routes (real app, real corpus store, real HTTP)', function () {
+  let dir: string;
+  let corpus: CorpusStore;
+  let store: TrainingExampleStore;
+  let corpusLoaded: boolean;
+  let app: Express;
+
+  function makeApp(options: { bodyLimit?: string; appBodyLimit?: string } = {}): Express {
+    const router = trainingRouter({
+      store,
+      corpus: () => (corpusLoaded ? corpus : undefined),
+      token: TOKEN,
+      ...(options.bodyLimit ? { bodyLimit: options.bodyLimit } : {}),
+    });
+    return createHarness(new StandInService([]), options.appBodyLimit ? { bodyLimit: options.appBodyLimit } : {}, [router]).app;
+  }
+
+  beforeEach(async function () {
+    dir = await temporaryDir('routes');
+    corpus = await CorpusStore.open(samplePath, { sidecarPath: path.join(dir, 'corpus.offsets') });
+    store = await TrainingExampleStore.open(path.join(dir, 'store'));
+    corpusLoaded = true;
+    app = makeApp();
+  });
+
+  afterEach(async function () {
+    await store.close();
+    await corpus.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('authentication', function () {
+    it('answers 401 with the error body and a Bearer challenge without a token or with a wrong one', async function () {
+      const missing = await request(app).get('/training/stats').expect(401);
+      assert.deepEqual(missing.body, { error: { code: 'unauthorized', message: 'missing bearer token' } });
+      assert.equal(missing.headers['www-authenticate'], 'Bearer');
+      const wrong = await request(app).get('/training/stats').set('Authorization', `Bearer ${TOKEN}x`).expect(401);
+      assert.deepEqual(wrong.body, { error: { code: 'unauthorized', message: 'invalid bearer token' } });
+      await request(app).get('/training/stats').set('Authorization', `Basic ${TOKEN}`).expect(401);
+      await request(app).post('/training/examples').type('application/x-ndjson').send(jsonl([makeRecord()])).expect(401);
+      assert.equal(store.stats().records, 0);
+      await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
+    });
+
+    it('refuses to build the routes without a token unless authentication is turned off by name', async function () {
+      assert.throws(() => trainingRouter({ store, corpus: () => corpus }), (error: unknown) => {
+        assert.ok(error instanceof ServiceError);
+        assert.match(error.message, /need a bearer token/);
+        return true;
+      });
+      assert.throws(() => trainingRouter({ store, corpus: () => corpus, token: '' }), ServiceError);
+      const open = createHarness(new StandInService([]), {}, [trainingRouter({ store, corpus: () => corpus, allowUnauthenticated: true })]).app;
+      await request(open).get('/training/stats').expect(200);
+    });
+  });
+
+  describe('POST /training/examples', function () {
+    it('rejects one record per reason code with its position and message, stores the valid one, answers 200', async function () {
+      const valid = makeRecord({ query_id: 'valid' });
+      const { question: _question, ...withoutQuestion } = makeRecord();
+      const misaligned = makeRecord();
+      misaligned.scores = misaligned.scores.slice(0, 15);
+      const outranked = makeRecord();
+      outranked.scores[4] = { em: 1, local_utility: 0.9 };
+      const wrongPositive = makeRecord();
+      wrongPositive.scores[0] = { em: 0, local_utility: 0.99 };
+      const repeated = makeRecord();
+      repeated.passage_ids[5] = '0';
+      const body = [
+        jsonl([valid, withoutQuestion, { ...makeRecord(), round_index: '1' }, { ...makeRecord(), passage_ids: ['01', ...makeRecord().passage_ids.slice(1)] }]),
+        '{"dataset": "nq", "query_id": ',
+        jsonl([misaligned, { ...makeRecord(), passage_ids: ['1000', ...makeRecord().passage_ids.slice(1)] }, outranked, wrongPositive, repeated]),
+      ].join('\n');
+      const response = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(body).expect(200);
+      const results = response.body.results as Record<string, unknown>[];
+      assert.deepEqual(
+        results.map(({ index, line, status, reason, field }) => ({ index, line, status, reason, field })),
+        [
+          { index: 0, line: 1, status: 'accepted', reason: undefined, field: undefined },
+          { index: 1, line: 2, status: 'rejected', reason: 'missing_field', field: 'question' },
+          { index: 2, line: 3, status: 'rejected', reason: 'wrong_type', field: 'round_index' },
+          { index: 3, line: 4, status: 'rejected', reason: 'invalid_value', field: 'passage_ids[0]' },
+          { index: 4, line: 5, status: 'rejected', reason: 'malformed_json', field: undefined },
+          { index: 5, line: 6, status: 'rejected', reason: 'misaligned_scores', field: 'scores' },
+          { index: 6, line: 7, status: 'rejected', reason: 'unknown_passage', field: 'passage_ids[0]' },
+          { index: 7, line: 8, status: 'rejected', reason: 'positive_not_first', field: 'scores[4]' },
+          { index: 8, line: 9, status: 'rejected', reason: 'positive_not_first', field: 'scores[0].em' },
+          { index: 9, line: 10, status: 'rejected', reason: 'duplicate_passage', field: 'passage_ids[5]' },
+        ],
+      );
+      assert.match(results[6]!.message as string, /1000 is not a row of the served corpus \(1000 rows\)/);
+      assert.match(results[5]!.message as string, /scores has 15 entries for 16 passage_ids/);
+      assert.match(results[4]!.message as string, /^not JSON: /);
+      assert.deepEqual(
+        { received: response.body.received, accepted: response.body.accepted, duplicate: response.body.duplicate, rejected: response.body.rejected },
+        { received: 10, accepted: 1, duplicate: 0, rejected: 9 },
+      );
+      const stats = (await request(app).get('/training/stats').set('Authorization', AUTH).expect(200)).body;
+      assert.equal(stats.records, 1);
+      assert.deepEqual(stats.rejections, {
+        malformed_json: 1,
+        missing_field: 1,
+        wrong_type: 1,
+        invalid_value: 1,
+        misaligned_scores: 1,
+        unknown_passage: 1,
+        positive_not_first: 2,
+        duplicate_passage: 1,
+      });
+      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      assert.deepEqual(stored, [valid]);
+    });
+
+    it('answers duplicate for a re-sent batch and leaves the store unchanged', async function () {
+      const records = [makeRecord({ query_id: 'a' }), makeRecord({ query_id: 'b' }, 30)];
+      const first = await request(app).post('/training/examples').set('Authorization', AUTH).send(records).expect(200);
+      assert.deepEqual(first.body.results, [{ index: 0, status: 'accepted' }, { index: 1, status: 'accepted' }]);
+      const file = path.join(dir, 'store', EXAMPLES_FILE);
+      const before = await readFile(file, 'utf8');
+      const again = await request(app).post('/training/examples').set('Authorization', AUTH).send({ records }).expect(200);
+      assert.deepEqual(again.body.results, [{ index: 0, status: 'duplicate' }, { index: 1, status: 'duplicate' }]);
+      assert.equal(again.body.duplicate, 2);
+      assert.equal(await readFile(file, 'utf8'), before);
+      const stats = (await request(app).get('/training/stats').set('Authorization', AUTH).expect(200)).body;
+      assert.equal(stats.records, 2);
+      assert.equal(stats.duplicates, 2);
+    });
+
+    it('accepts a tevatron legacy record as one stored record per positive', async function () {
+      const legacy = {
+        query_id: 'legacy-1',
+        query: 'Who founded Copenhagen? [SEP] Absalon Havn castle',
+        positive_passages: [{ docid: '32', title: 'Absalon', text: '...' }, { docid: 29, title: 'Absalon', text: '...' }],
+        negative_passages: [{ docid: '0', title: 'Evan Morris', text: '...' }, { docid: '1', title: 'Horatio Hale', text: '...' }],
+      };
+      const response = await request(app).post('/training/examples').set('Authorization', AUTH).send([legacy]).expect(200);
+      assert.deepEqual(response.body.results, [{ index: 0, status: 'accepted', records: 2 }]);
+      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      const common = {
+        dataset: 'tevatron',
+        query_id: 'legacy-1',
+        question: 'Who founded Copenhagen?',
+        round_index: 1,
+        history_queries: [],
+        query_text: 'Absalon Havn castle',
+      };
+      const scores = [{ em: 1, local_utility: 1 }, { em: 0, local_utility: 0 }, { em: 0, local_utility: 0 }];
+      assert.deepEqual(stored, [
+        { ...common, passage_ids: ['32', '0', '1'], scores },
+        { ...common, passage_ids: ['29', '0', '1'], scores },
+      ]);
+    });
+
+    it('takes JSONL bodies far above the app JSON limit, up to its own limit (413 beyond it)', async function () {
+      app = makeApp({ appBodyLimit: '1kb', bodyLimit: '300kb' });
+      const records = Array.from({ length: 40 }, (_, i) => makeRecord({ query_id: `big-${i}`, question: 'q'.repeat(4000) }));
+      const body = jsonl(records);
+      assert.ok(body.length > 150_000);
+      const accepted = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(body).expect(200);
+      assert.equal(accepted.body.accepted, 40);
+      const tooLarge = await request(app)
+        .post('/training/examples')
+        .set('Authorization', AUTH)
+        .type('application/x-ndjson')
+        .send(`${body}\n${body}`)
+        .expect(413);
+      assert.equal(tooLarge.body.error.code, 'payload_too_large');
+      assert.match(tooLarge.body.error.message, /training body limit \(307200 bytes\)/);
+    });
+
+    it('answers 400 when the body itself is unusable, storing nothing', async function () {
+      const post = () => request(app).post('/training/examples').set('Authorization', AUTH);
+      const notJson = await post().type('application/json').send('{"records": [').expect(400);
+      assert.equal(notJson.body.error.code, 'bad_request');
+      assert.match(notJson.body.error.message, /not valid JSON/);
+      const wrongShape = await post().send({ items: [makeRecord()] }).expect(400);
+      assert.match(wrongShape.body.error.message, /an array or an object with a "records" array/);
+      const empty = await post().type('application/x-ndjson').send('\n\n').expect(400);
+      assert.match(empty.body.error.message, /holds no records/);
+      const binary = await post().type('application/octet-stream').send(Buffer.from(jsonl([makeRecord()]))).expect(400);
+      assert.match(binary.body.error.message, /JSON Lines \(application\/x-ndjson\) or JSON/);
+      assert.equal(store.stats().records, 0);
+    });
+
+    it('answers 503 while the corpus is not loaded (passage ids cannot be checked yet)', async function () {
+      corpusLoaded = false;
+      const response = await request(app).post('/training/examples').set('Authorization', AUTH).send([makeRecord()]).expect(503);
+      assert.equal(response.body.error.code, 'not_ready');
+      assert.equal(store.stats().records, 0);
+    });
+  });
+
+  describe('GET /training/examples', function () {
+    it('streams JSONL filtered by dataset and round, and refuses unknown formats and bad rounds', async function () {
+      const records = [
+        makeRecord({ dataset: 'nq', round_index: 1 }),
+        makeRecord({ dataset: 'nq', round_index: 2 }),
+        makeRecord({ dataset: 'hotpotqa', round_index: 2 }),
+      ];
+      await request(app).post('/training/examples').set('Authorization', AUTH).send(records).expect(200);
+      const get = (query: string) => request(app).get(`/training/examples${query}`).set('Authorization', AUTH);
+      const all = await get('').expect(200);
+      assert.match(all.headers['content-type']!, /^application\/x-ndjson/);
+      assert.deepEqual(parseJsonl(all.text), records);
+      assert.deepEqual(parseJsonl((await get('?dataset=nq&round=2').expect(200)).text), [records[1]]);
+      assert.deepEqual(parseJsonl((await get('?round=2').expect(200)).text), records.slice(1));
+      assert.equal((await get('?dataset=trivia').expect(200)).text, '');
+      assert.equal((await get('?format=csv').expect(400)).body.error.field, 'format');
+      assert.equal((await get('?round=-1').expect(400)).body.error.field, 'round');
+    });
+
+    it('exports tevatron format with passage titles and texts resolved from the wiki18 sample', async function () {
+      const record = makeRecord({ query_id: 'tev', passage_ids: ['0', '29', '32', '999'], scores: [
+        { em: 1, local_utility: 0.9 }, { em: 0, local_utility: 0.5 }, { em: 0, local_utility: 0.4 }, { em: 0, local_utility: 0 },
+      ] });
+      await request(app).post('/training/examples').set('Authorization', AUTH).send([record]).expect(200);
+      const response = await request(app).get('/training/examples?format=tevatron').set('Authorization', AUTH).expect(200);
+      const [exported, ...rest] = parseJsonl<TevatronRecord>(response.text);
+      assert.equal(rest.length, 0);
+      assert.equal(exported!.query_id, 'tev');
+      assert.equal(exported!.query, 'Which city hosts the cathedral? [SEP] cathedral city');
+      assert.deepEqual(exported!.positive_passages.map((p) => p.docid), ['0']);
+      assert.deepEqual(exported!.negative_passages.map((p) => p.docid), ['29', '32', '999']);
+      const [evan] = exported!.positive_passages;
+      const [absalon, havn, last] = exported!.negative_passages;
+      // Row 0 has a quoted title; row 29 an unquoted one; row 32 keeps doubled quotes inside its text.
+      assert.equal(evan!.title, 'Evan Morris');
+      assert.ok(evan!.text.startsWith('Evan Morris Evan L. Morris (January 26, 1977 \u2013 July 9, 2015) was a lobbyist'));
+      assert.equal(absalon!.title, 'Absalon');
+      assert.ok(absalon!.text.startsWith('dragged forth and burnt. The whole population of Garz was then baptized'));
+      assert.ok(havn!.text.startsWith('city of ""Havn"" (English: Harbour)'));
+      const lines = (await readFile(samplePath, 'utf8')).split('\n');
+      const contents = (row: number) => (JSON.parse(lines[row]!) as CorpusRow).contents;
+      for (const [passage, row] of [[evan, 0], [absalon, 29], [havn, 32], [last, 999]] as const) {
+        assert.ok([`"${passage!.title}"\n${passage!.text}`, `${passage!.title}\n${passage!.text}`].includes(contents(row)), `row ${row}`);
+      }
+    });
+  });
+
+  describe('POST /training/construct', function () {
+    it('builds records from scored rounds, stores them, and answers the summary; re-sending is duplicate, another seed adds', async function () {
+      const wrong = Array.from({ length: 19 }, (_, i) => [0, 50 - i] as [0, number]);
+      const rounds = [
+        scoredRound([[1, 90], ...wrong], { query_id: 'kept' }),
+        scoredRound([[1, 30], ...wrong], { query_id: 'weak' }),
+        { ...scoredRound([[1, 90]]), query_id: 12 },
+      ];
+      const post = (seed: number) =>
+        request(app).post(`/training/construct?seed=${seed}`).set('Authorization', AUTH).type('application/x-ndjson').send(jsonl(rounds));
+      const first = await post(4).expect(200);
+      assert.deepEqual(first.body, {
+        seed: 4,
+        rounds: 3,
+        kept: 1,
+        records: 1,
+        skipped: { top_not_correct: 0, top_below_threshold: 1, too_few_negatives: 0 },
+        invalid: 1,
+        invalidRounds: [{ index: 2, line: 3, reason: 'wrong_type', message: 'query_id must be a string', field: 'query_id' }],
+        accepted: 1,
+        duplicate: 0,
+      });
+      const again = await post(4).expect(200);
+      assert.deepEqual([again.body.accepted, again.body.duplicate], [0, 1]);
+      const other = await post(5).expect(200);
+      assert.deepEqual([other.body.accepted, other.body.duplicate], [1, 0]);
+      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      assert.equal(stored.length, 2);
+      assert.ok(stored.every((record) => record.query_id === 'kept' && record.passage_ids[0] === '100' && record.passage_ids.length === 16));
+      assert.notDeepEqual(stored[0]!.passage_ids, stored[1]!.passage_ids);
+      const viaJson = await request(app).post('/training/construct').set('Authorization', AUTH).send({ rounds, seed: 4 }).expect(200);
+      assert.deepEqual([viaJson.body.seed, viaJson.body.duplicate], [4, 1]);
+      assert.equal((await request(app).post('/training/construct?seed=x').set('Authorization', AUTH).send({ rounds }).expect(400)).body.error.field, 'seed');
+      assert.ok((await stat(path.join(dir, 'store', EXAMPLES_FILE))).size > 0);
+    });
+  });
+});
