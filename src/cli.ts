@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { buildIndexCommand } from './commands/build-index.js';
+import { serve } from './commands/serve.js';
+import { addServeOptions, resolveServeConfig } from './config.js';
+import { ensureDemo } from './demo.js';
+import { makeModel } from './encoder/make-model.js';
+import { isPresetName, type PresetName } from './encoder/presets.js';
+import type { DevicePreference } from './encoder/session.js';
+import { ServiceError } from './errors.js';
+import { constructTrainingFile } from './training/construction-file.js';
+
+function integer(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isSafeInteger(parsed)) throw new InvalidArgumentError('expected an integer');
+  return parsed;
+}
+
+function preset(value: string): PresetName {
+  if (!isPresetName(value)) throw new InvalidArgumentError('expected tiny, e5-base or demo');
+  return value;
+}
+
+function device(value: string): DevicePreference {
+  if (value !== 'cuda' && value !== 'cpu' && value !== 'auto') throw new InvalidArgumentError('expected cuda, cpu or auto');
+  return value;
+}
+
+function print(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+const program = new Command('agentic-retriever')
+  .description('Search-R1-compatible retrieval server for Agentic-R/E5 retrievers')
+  .showHelpAfterError();
+
+addServeOptions(program.command('serve').description('serve POST /retrieve (flags of Search-R1 retrieval_server.py accepted)')).action(
+  async (_options, command: Command) => serve(resolveServeConfig(command, process.env)),
+);
+
+program
+  .command('make-model')
+  .description('build an ONNX model folder from a preset or a Hugging Face BERT checkpoint')
+  .requiredOption('--out <dir>', 'model folder to create')
+  .option('--preset <name>', 'tiny | e5-base | demo (generated weights)', preset)
+  .option('--checkpoint <dir>', 'Hugging Face/tevatron BERT folder (config.json + model.safetensors)')
+  .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model vocabulary from')
+  .option('--seed <n>', 'seed of generated weights', integer, 0)
+  .option('--fp16', 'also write model.fp16.onnx for CUDA', false)
+  .option('--name <name>', 'model name in retriever.json')
+  .option('--overwrite', 'replace an existing folder', false)
+  .action(async (options: { out: string; preset?: PresetName; checkpoint?: string; vocabularyCorpus?: string; seed: number; fp16: boolean; name?: string; overwrite: boolean }) => {
+    if (!options.preset === !options.checkpoint) throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
+    print(
+      await makeModel({
+        outDir: options.out,
+        preset: options.preset,
+        checkpointDir: options.checkpoint,
+        vocabularyCorpus: options.vocabularyCorpus,
+        seed: options.seed,
+        fp16: options.fp16,
+        name: options.name,
+        overwrite: options.overwrite,
+      }),
+    );
+  });
+
+program
+  .command('build-index')
+  .description('encode a wiki18 JSONL corpus into a FAISS Flat inner-product index (resumable)')
+  .requiredOption('--model <dir>', 'model folder')
+  .requiredOption('--corpus <jsonl>', 'wiki18-format corpus')
+  .requiredOption('--out <file>', 'index file to write, e.g. e5_Flat.index')
+  .option('--batch-size <n>', 'passages per encoder call', integer, 64)
+  .option('--device <device>', 'cuda | cpu | auto', device, 'auto')
+  .option('--sidecar <file>', 'corpus offsets file (default beside the corpus)')
+  .option('--restart', 'discard a partial build instead of resuming it', false)
+  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; sidecar?: string; restart: boolean }) => {
+    print(
+      await buildIndexCommand({
+        modelDir: options.model,
+        corpusPath: options.corpus,
+        outPath: options.out,
+        batchSize: options.batchSize,
+        device: options.device,
+        sidecarPath: options.sidecar,
+        restart: options.restart,
+      }),
+    );
+  });
+
+program
+  .command('build-demo')
+  .description('build the bundled demo model and index if missing or stale')
+  .action(async () => {
+    print(await ensureDemo((line) => process.stderr.write(`[demo] ${line}\n`)));
+  });
+
+program
+  .command('construct-training')
+  .description('apply the Agentic-R selection rule to scored rounds (JSONL) and write training records (JSONL)')
+  .requiredOption('--input <jsonl>', 'scored rounds')
+  .requiredOption('--output <jsonl>', 'training records to write')
+  .option('--seed <n>', 'seed of the negative sampling', integer, 0)
+  .option('--dataset <name>', 'dataset of rounds that name none', 'unknown')
+  .option('--corpus-rows <n>', 'reject passage ids at or past this row count', integer)
+  .action(async (options: { input: string; output: string; seed: number; dataset: string; corpusRows?: number }) => {
+    const { seed, dataset, corpusRows } = options;
+    print(await constructTrainingFile(options.input, options.output, { seed, dataset, corpusRows }));
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  const message = error instanceof ServiceError ? `${error.code}: ${error.message}` : String((error as Error).stack ?? error);
+  process.stderr.write(`error: ${message}\n`);
+  process.exitCode = 1;
+});

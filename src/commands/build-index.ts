@@ -1,0 +1,44 @@
+import { CorpusStore } from '../corpus/corpus-store.js';
+import type { DevicePreference } from '../encoder/session.js';
+import { WorkerEncoder } from '../encoder/worker-encoder.js';
+import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
+import { progressBar } from './progress.js';
+
+export interface BuildIndexCommand {
+  modelDir: string;
+  corpusPath: string;
+  outPath: string;
+  batchSize: number;
+  device: DevicePreference;
+  sidecarPath?: string;
+  restart: boolean;
+}
+
+/** `build-index`: Ctrl-C keeps the partial file, and running the same command again resumes it. */
+export async function buildIndexCommand(options: BuildIndexCommand): Promise<BuildIndexResult> {
+  const scan = progressBar('indexing corpus lines', 'bytes');
+  const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
+  scan.stop();
+  const encoder = await WorkerEncoder.load(options.modelDir, { device: options.device });
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bar = progressBar('encoding passages', 'passages');
+  try {
+    return await buildIndex({
+      corpus,
+      encoder,
+      outPath: options.outPath,
+      batchSize: options.batchSize,
+      restart: options.restart,
+      signal: abort.signal,
+      onProgress: (done, total) => bar.update(done, total),
+    });
+  } finally {
+    bar.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await Promise.allSettled([encoder.close(), corpus.close()]);
+  }
+}

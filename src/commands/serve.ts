@@ -1,0 +1,86 @@
+import path from 'node:path';
+import type { Router } from 'express';
+import type { ServiceConfig } from '../config.js';
+import { ensureDemo } from '../demo.js';
+import { ActiveRetriever } from '../engine/active-retriever.js';
+import { resolveModelFolder } from '../engine/model-folder.js';
+import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
+import { ServiceError } from '../errors.js';
+import { createApp } from '../http/app.js';
+import { trainingRouter } from '../http/training-routes.js';
+import { createLogger, type Logger } from '../log.js';
+import { startServer } from '../server.js';
+import { TrainingExampleStore } from '../training/store.js';
+
+/** The first version served after a start; later versions come from the training routes. */
+const INITIAL_VERSION = 'initial';
+
+/** The Search-R1 flags name the three files; none given means the bundled demo. */
+async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<RetrieverFiles> {
+  const given = { retriever_model: config.retrieverModel, index_path: config.indexPath, corpus_path: config.corpusPath };
+  const missing = Object.entries(given).filter(([, value]) => value === undefined).map(([flag]) => `--${flag}`);
+  if (missing.length === 3) {
+    logger.info('no --retriever_model/--index_path/--corpus_path given: serving the bundled demo');
+    return (await ensureDemo((line) => logger.info(line))).files;
+  }
+  if (missing.length > 0) throw new ServiceError('bad_request', `${missing.join(', ')} must be given too (or none of the three, for the demo)`);
+  const modelDir = await resolveModelFolder(config.retrieverModel!, {
+    cacheDir: path.join(config.dataDir, 'models'),
+    fp16: config.device !== 'cpu',
+    onConvert: (checkpoint, into) => logger.info({ checkpoint, into }, 'converting Hugging Face checkpoint to ONNX (once)'),
+  });
+  return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
+}
+
+async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<Router[]> {
+  if (config.trainingAuth && !config.trainingToken) {
+    logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
+    return [];
+  }
+  const store = await TrainingExampleStore.open(path.join(config.dataDir, 'training'));
+  if (store.truncatedBytes > 0) logger.warn({ bytes: store.truncatedBytes }, 'removed a torn, unacknowledged last training record');
+  return [
+    trainingRouter({
+      store,
+      corpus: () => active.current?.corpus,
+      token: config.trainingToken,
+      allowUnauthenticated: !config.trainingAuth,
+    }),
+  ];
+}
+
+/**
+ * Listens first, then loads: `/health` answers at once and `/ready` reports loading progress,
+ * so a launcher can wait on it instead of sleeping.
+ */
+export async function serve(config: ServiceConfig): Promise<void> {
+  const logger = createLogger(config);
+  const active = new ActiveRetriever();
+  const app = createApp({ service: active, config, logger, extraRouters: await trainingRoutes(config, active, logger) });
+  const running = await startServer(app, config, logger, { close: () => active.close() });
+  try {
+    active.loading('resolving files');
+    const files = await retrieverFiles(config, logger);
+    logger.info(files, 'loading retriever');
+    const retriever = await Retriever.load(files, {
+      version: INITIAL_VERSION,
+      encoder: {
+        device: config.device,
+        deviceId: config.deviceId,
+        strict: config.strictDevice,
+        ...(config.intraOpThreads !== undefined && { intraOpNumThreads: config.intraOpThreads }),
+        ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
+        warn: (message) => logger.warn(message),
+      },
+      onStage: (stage, progress) => active.loading(stage, progress),
+    });
+    await active.activate(retriever);
+    logger.info(retriever.info(), 'ready');
+  } catch (error) {
+    // Failing fast beats a server that only ever answers 503: the launch line needs fixing.
+    active.failed(error as Error);
+    logger.fatal({ err: error }, 'the retriever failed to load');
+    await running.shutdown('load failed');
+    process.exitCode = 1;
+  }
+}

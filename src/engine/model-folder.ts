@@ -1,0 +1,50 @@
+import { createHash } from 'node:crypto';
+import { realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { CONFIG_FILE, WEIGHTS_FILE } from '../encoder/hf-checkpoint.js';
+import { makeModel } from '../encoder/make-model.js';
+import { MANIFEST_FILE } from '../encoder/manifest.js';
+import { pathExists } from '../encoder/path-exists.js';
+import { ServiceError } from '../errors.js';
+
+export interface ModelFolderOptions {
+  /** Where converted checkpoints are kept between runs. */
+  cacheDir: string;
+  /** Also build the half-precision graph (worth it only when CUDA may run it). */
+  fp16: boolean;
+  onConvert?: (checkpointDir: string, modelDir: string) => void;
+}
+
+/**
+ * A model folder we can serve for `dir`: the folder itself when it holds our `retriever.json`;
+ * for a Hugging Face/tevatron BERT checkpoint (config.json + model.safetensors), its ONNX
+ * conversion, built once and reused until the checkpoint's files change.
+ */
+export async function resolveModelFolder(dir: string, options: ModelFolderOptions): Promise<string> {
+  if (await pathExists(path.join(dir, MANIFEST_FILE))) return dir;
+  const config = path.join(dir, CONFIG_FILE);
+  const weights = path.join(dir, WEIGHTS_FILE);
+  if (!(await pathExists(config)) || !(await pathExists(weights))) {
+    throw new ServiceError(
+      'not_found',
+      `${dir} is neither a model folder (${MANIFEST_FILE}) nor a Hugging Face BERT checkpoint (${CONFIG_FILE} + ${WEIGHTS_FILE})`,
+    );
+  }
+  const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${await checkpointKey(dir, [config, weights], options.fp16)}`);
+  if (!(await pathExists(path.join(modelDir, MANIFEST_FILE)))) {
+    options.onConvert?.(dir, modelDir);
+    await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, overwrite: true });
+  }
+  return modelDir;
+}
+
+/** Identifies a checkpoint by where it is and its files' sizes and times: hashing 440 MB would cost seconds. */
+async function checkpointKey(dir: string, files: readonly string[], fp16: boolean): Promise<string> {
+  const hash = createHash('sha256').update(await realpath(dir));
+  for (const file of files) {
+    const { size, mtimeMs } = await stat(file);
+    hash.update(`\0${path.basename(file)}:${size}:${mtimeMs}`);
+  }
+  hash.update(fp16 ? '\0fp16' : '\0fp32');
+  return hash.digest('hex').slice(0, 12);
+}

@@ -1,0 +1,129 @@
+import { performance } from 'node:perf_hooks';
+import { CorpusStore } from '../corpus/corpus-store.js';
+import type { EncoderOptions } from '../encoder/onnx-encoder.js';
+import { WorkerEncoder } from '../encoder/worker-encoder.js';
+import { ServiceError } from '../errors.js';
+import { FlatIndex } from '../index/flat-index.js';
+import type {
+  EmbeddingEncoder,
+  QueryInput,
+  RetrievalResult,
+  RetrieverInfo,
+  SearchHit,
+  VectorIndex,
+} from './types.js';
+
+/** The three files a retriever version is made of. */
+export interface RetrieverFiles {
+  modelDir: string;
+  indexPath: string;
+  corpusPath: string;
+  /** Where the corpus offsets sidecar lives; default beside the corpus. */
+  sidecarPath?: string;
+}
+
+export interface RetrieverLoadOptions {
+  version: string;
+  encoder?: EncoderOptions;
+  /** Reports each loading stage and, while the corpus is scanned, its fraction done. */
+  onStage?: (stage: string, progress?: number) => void;
+}
+
+/** Questions a warm-up encodes so the first real request pays no first-run cost. */
+const WARM_UP_QUERY: QueryInput = { question: 'who wrote hamlet?', query: 'hamlet author' };
+
+/**
+ * One immutable retriever version: an encoder, the index built with it, and the corpus whose
+ * row i is index row i. Serving swaps whole versions; a version never changes under a request.
+ */
+export class Retriever {
+  private constructor(
+    readonly version: string,
+    readonly files: RetrieverFiles,
+    readonly encoder: EmbeddingEncoder,
+    readonly index: VectorIndex,
+    readonly corpus: CorpusStore,
+  ) {}
+
+  /**
+   * Loads, cross-checks (model dimension = index dimension, index rows = corpus rows) and warms
+   * a version. Anything already opened is closed again when a later step fails.
+   */
+  static async load(files: RetrieverFiles, options: RetrieverLoadOptions): Promise<Retriever> {
+    const stage = options.onStage ?? (() => undefined);
+    const opened: { close(): Promise<void> }[] = [];
+    try {
+      stage('corpus', 0);
+      const corpus = await CorpusStore.open(files.corpusPath, {
+        sidecarPath: files.sidecarPath,
+        onProgress: (done, total) => stage('corpus', total > 0 ? done / total : 1),
+      });
+      opened.push(corpus);
+      stage('encoder');
+      const encoder = await WorkerEncoder.load(files.modelDir, options.encoder);
+      opened.push(encoder);
+      stage('index');
+      const index = await FlatIndex.open(files.indexPath, {
+        expectDimension: encoder.manifest.dimension,
+        expectRows: corpus.rows,
+      });
+      opened.push(index);
+      const retriever = new Retriever(options.version, files, encoder, index, corpus);
+      stage('warm-up');
+      await retriever.search([WARM_UP_QUERY], 1);
+      return retriever;
+    } catch (error) {
+      await Promise.allSettled(opened.reverse().map((part) => part.close()));
+      throw error;
+    }
+  }
+
+  async search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+    if (inputs.length === 0) return { hits: [], version: this.version, timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } };
+    const started = performance.now();
+    const vectors = await this.encoder.encodeQueries(inputs);
+    const encoded = performance.now();
+    const found = await this.index.search(vectors, topk);
+    const searched = performance.now();
+    const documents = await this.corpus.readRows(Array.from(found.rowIndices));
+    const fetched = performance.now();
+
+    const hits: SearchHit[][] = [];
+    for (let query = 0; query < found.queries; query++) {
+      const row: SearchHit[] = [];
+      for (let rank = 0; rank < found.topk; rank++) {
+        const at = query * found.topk + rank;
+        // FAISS pads with -1 when a query has fewer neighbours than k; a Flat index never does,
+        // but an index must never make us send a row that does not exist.
+        if (found.rowIndices[at]! < 0) throw new ServiceError('internal', `index returned no row at rank ${rank}`);
+        row.push({ rowIndex: found.rowIndices[at]!, score: found.scores[at]!, document: documents[at]! });
+      }
+      hits.push(row);
+    }
+    return {
+      hits,
+      version: this.version,
+      timings: { encodeMs: encoded - started, searchMs: searched - encoded, fetchMs: fetched - searched },
+    };
+  }
+
+  info(): RetrieverInfo {
+    const { manifest } = this.encoder;
+    return {
+      version: this.version,
+      modelName: manifest.name,
+      modelDir: this.files.modelDir,
+      manifest,
+      dimension: manifest.dimension,
+      provider: this.encoder.provider,
+      indexPath: this.files.indexPath,
+      indexRows: this.index.rows,
+      corpusPath: this.files.corpusPath,
+      corpusRows: this.corpus.rows,
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.encoder.close(), this.index.close(), this.corpus.close()]);
+  }
+}
