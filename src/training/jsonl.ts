@@ -48,10 +48,12 @@ export interface LineSpan {
   terminated: boolean;
 }
 
+const READ_CHUNK = 1024 * 1024;
+
 /** Lines of a file read in chunks, with their byte offsets; `end` bounds the read (exclusive). */
 export async function* readLineSpans(path: string, end?: number): AsyncGenerator<LineSpan> {
   if (end === 0) return;
-  const stream = createReadStream(path, end === undefined ? {} : { end: end - 1 });
+  const stream = createReadStream(path, end === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, end: end - 1 });
   let pending: Buffer[] = [];
   let pendingStart = 0;
   let offset = 0;
@@ -59,7 +61,8 @@ export async function* readLineSpans(path: string, end?: number): AsyncGenerator
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     let from = 0;
     for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, from)) {
-      const bytes = Buffer.concat([...pending, chunk.subarray(from, newline)]);
+      // Only a line that straddles chunks needs its pieces copied together.
+      const bytes = pending.length === 0 ? chunk.subarray(from, newline) : Buffer.concat([...pending, chunk.subarray(from, newline)]);
       pending = [];
       line += 1;
       yield { line, start: pendingStart, end: pendingStart + bytes.length, text: bytes.toString('utf8'), terminated: true };
