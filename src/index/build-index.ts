@@ -75,3 +75,8 @@ function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Recor
     corpus: corpus.identity,
   };
 }
+
+/** FlashRAG's name for a Flat index of a model, e.g. `e5-base-v2_Flat.index`, so users find the files they know. */
+export function flatIndexFileName(modelName: string): string {
+  return `${modelName.toLowerCase()}_Flat.index`;
+}

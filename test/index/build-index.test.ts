@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
-import { buildIndex } from '../../src/index/build-index.js';
+import { buildIndex, flatIndexFileName } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { partialPaths } from '../../src/index/ixfi-writer.js';
@@ -130,5 +130,9 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     } finally {
       await grown.close();
     }
+  });
+
+  it('names index files as FlashRAG does', function () {
+    assert.equal(flatIndexFileName('E5-Base-v2'), 'e5-base-v2_Flat.index');
   });
 });
