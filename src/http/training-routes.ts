@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { ServiceError } from '../errors.js';
-import { constructRecords, newConstructionSummary } from '../training/construction.js';
+import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
 import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
 import { ingestRecords } from '../training/ingest.js';
 import { isObject } from '../training/fields.js';
@@ -68,7 +68,7 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     const corpusRows = corpus().rows;
     const body = parsedBody(req);
     const seed = integerParam(req, body, 'seed') ?? 0;
-    const dataset = stringParam(req, body, 'dataset') ?? 'default';
+    const dataset = stringParam(req, body, 'dataset') ?? DEFAULT_ROUND_DATASET;
     const summary = newConstructionSummary(seed);
     const records: TrainingRecord[] = [];
     for await (const built of constructRecords(itemsOf(body, 'rounds'), { seed, dataset, corpusRows }, summary)) {

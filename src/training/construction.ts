@@ -46,6 +46,9 @@ export interface ScoredRound {
   candidates: ScoredCandidate[];
 }
 
+/** Dataset of rounds that name none, when the caller names none either. */
+export const DEFAULT_ROUND_DATASET = 'default';
+
 export type SkipReason = 'top_not_correct' | 'top_below_threshold' | 'too_few_negatives';
 
 export interface RoundOptions {

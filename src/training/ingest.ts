@@ -1,4 +1,4 @@
-import { rejectionOf, type Rejection, type RejectionReason } from './fields.js';
+import { rejectionOf, type Rejection } from './fields.js';
 import { positionOf, type InputItem, type ItemPosition } from './jsonl.js';
 import { fromLegacyRecord, isLegacyRecord } from './legacy.js';
 import { validateRecord, type TrainingRecord } from './record.js';
@@ -50,7 +50,7 @@ export async function ingestRecords(
     const status: IngestStatus = mine.includes('accepted') ? 'accepted' : 'duplicate';
     return entry.records.length === 1 ? { ...position, status } : { ...position, status, records: entry.records.length };
   });
-  await store.countRejections(results.flatMap((result) => (result.reason ? [result.reason as RejectionReason] : [])));
+  await store.countRejections(results.flatMap((result) => (result.reason ? [result.reason] : [])));
   return {
     received: items.length,
     accepted: results.filter((result) => result.status === 'accepted').length,
