@@ -1,6 +1,7 @@
-import { access, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
+import { pathExists } from './path-exists.js';
 import type { BertArchitecture } from './manifest.js';
 import { readSafetensors, toFloat32 } from './safetensors.js';
 import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.js';
@@ -115,8 +116,8 @@ export async function readBertConfig(checkpointDir: string): Promise<BertArchite
 export async function readBertCheckpoint(checkpointDir: string): Promise<BertCheckpoint> {
   const architecture = await readBertConfig(checkpointDir);
   const file = path.join(checkpointDir, WEIGHTS_FILE);
-  if (!(await exists(file))) {
-    const hasPickle = await exists(path.join(checkpointDir, 'pytorch_model.bin'));
+  if (!(await pathExists(file))) {
+    const hasPickle = await pathExists(path.join(checkpointDir, 'pytorch_model.bin'));
     throw new ServiceError(
       'not_found',
       hasPickle
@@ -139,13 +140,4 @@ export async function readBertCheckpoint(checkpointDir: string): Promise<BertChe
   }
   checkBertWeights(architecture, weights, file);
   return { architecture, weights, weightsDtype: [...dtypes].sort().join('+') };
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await access(file);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -36,10 +36,15 @@ export const PRESETS: Readonly<Record<PresetName, BertPreset>> = {
     shape: { ...BERT_SHAPE, hiddenSize: 768, numHiddenLayers: 12, numAttentionHeads: 12, intermediateSize: 3072 },
     vocabulary: { size: 30522, exact: true },
   },
-  /** A lexical matcher dressed as BERT (see demo-weights.ts): wide enough that word directions barely overlap. */
+  /**
+   * A lexical matcher dressed as BERT (see demo-weights.ts). Random word directions overlap by
+   * about 1/√hidden, so width buys ranking quality; its layers only pass tokens through, so one
+   * is enough. On the 1k wiki18 sample, 3-word queries drawn from a passage found it first 151
+   * times in 200 at 768 × 1 layer, 135 at 512 × 2 and 123 at 384 × 2, for similar compute.
+   */
   demo: {
     name: 'demo',
-    shape: { ...BERT_SHAPE, hiddenSize: 384, numHiddenLayers: 2, numAttentionHeads: 6, intermediateSize: 768 },
+    shape: { ...BERT_SHAPE, hiddenSize: 768, numHiddenLayers: 1, numAttentionHeads: 12, intermediateSize: 768 },
     vocabulary: { size: 30522, exact: false },
   },
 };

@@ -1,0 +1,226 @@
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { ServiceError } from '../errors.js';
+import { pathExists } from './path-exists.js';
+import { demoBertWeights } from './demo-weights.js';
+import { readBertCheckpoint } from './hf-checkpoint.js';
+import {
+  E5_DEFAULTS,
+  MANIFEST_FORMAT,
+  writeManifest,
+  type BertArchitecture,
+  type ModelProvenance,
+  type RetrieverManifest,
+} from './manifest.js';
+import { buildBertOnnx } from './onnx-graph.js';
+import { presetArchitecture, presetByName, type PresetName } from './presets.js';
+import {
+  readVocabularyFile,
+  SPECIAL_TOKENS_MAP_FILE,
+  TOKENIZER_CONFIG_FILE,
+  TOKENIZER_FILE,
+  VOCAB_FILE,
+  writeTokenizerFiles,
+} from './tokenizer-files.js';
+import { deriveVocabulary, type Vocabulary } from './vocabulary.js';
+import { generateBertWeights, type BertWeights } from './weights.js';
+
+export const FP32_MODEL_FILE = 'model.onnx';
+export const FP16_MODEL_FILE = 'model.fp16.onnx';
+
+/** Passages read from the head of a corpus to derive a generated model's vocabulary. */
+export const DEFAULT_VOCABULARY_PASSAGES = 100_000;
+
+export interface MakeModelOptions {
+  /** The model folder to create; it must not exist unless `overwrite`. */
+  outDir: string;
+  /** A generated model (default `demo` when no checkpoint is given). */
+  preset?: PresetName;
+  /** Seed of a generated model's weights (default 0). */
+  seed?: number;
+  /** A Hugging Face BERT folder (config.json, model.safetensors, tokenizer files) to convert instead. */
+  checkpointDir?: string;
+  /** wiki18-format JSONL whose passages give a generated model its vocabulary (required for presets). */
+  vocabularyCorpus?: string;
+  /** How many passages from the corpus head to read for the vocabulary. */
+  vocabularyPassages?: number;
+  /** Also write `model.fp16.onnx` (half-precision weights and compute, for CUDA). */
+  fp16?: boolean;
+  /** The manifest's name; default the preset's name or the checkpoint folder's name. */
+  name?: string;
+  /** Replace an existing `outDir`. */
+  overwrite?: boolean;
+}
+
+interface ModelSource {
+  name: string;
+  architecture: BertArchitecture;
+  weights: BertWeights;
+  provenance: ModelProvenance;
+  writeTokenizer(dir: string): Promise<void>;
+}
+
+/**
+ * Builds a model folder (`model.onnx`, optional `model.fp16.onnx`, Hugging Face tokenizer files,
+ * `retriever.json`) from a preset or a checkpoint. The folder is assembled beside `outDir` and
+ * renamed into place last, so an interrupted build never leaves a folder that looks complete.
+ */
+export async function makeModel(options: MakeModelOptions): Promise<RetrieverManifest> {
+  const outDir = path.resolve(options.outDir);
+  if ((await pathExists(outDir)) && !options.overwrite) {
+    throw new ServiceError('conflict', `model folder ${outDir} already exists`);
+  }
+  const source = options.checkpointDir ? await checkpointSource(options) : await presetSource(options);
+  await mkdir(path.dirname(outDir), { recursive: true });
+  const staging = await mkdtemp(path.join(path.dirname(outDir), `.${path.basename(outDir)}.partial-`));
+  try {
+    await source.writeTokenizer(staging);
+    await writeFile(path.join(staging, FP32_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp32'));
+    if (options.fp16) {
+      await writeFile(path.join(staging, FP16_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp16'));
+    }
+    const { architecture } = source;
+    const manifest: RetrieverManifest = {
+      format: MANIFEST_FORMAT,
+      name: options.name ?? source.name,
+      dimension: architecture.hiddenSize,
+      ...E5_DEFAULTS,
+      maxQueryLength: Math.min(E5_DEFAULTS.maxQueryLength, architecture.maxPositionEmbeddings),
+      maxPassageLength: Math.min(E5_DEFAULTS.maxPassageLength, architecture.maxPositionEmbeddings),
+      outputs: { ...E5_DEFAULTS.outputs },
+      files: options.fp16 ? { fp32: FP32_MODEL_FILE, fp16: FP16_MODEL_FILE } : { fp32: FP32_MODEL_FILE },
+      architecture,
+      provenance: source.provenance,
+    };
+    await writeManifest(staging, manifest);
+    await moveIntoPlace(staging, outDir);
+    return manifest;
+  } catch (error) {
+    await rm(staging, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+async function moveIntoPlace(staging: string, outDir: string): Promise<void> {
+  if (!(await pathExists(outDir))) {
+    await rename(staging, outDir);
+    return;
+  }
+  const replaced = `${staging}.replaced`;
+  await rename(outDir, replaced);
+  await rename(staging, outDir);
+  await rm(replaced, { recursive: true, force: true });
+}
+
+async function presetSource(options: MakeModelOptions): Promise<ModelSource> {
+  const preset = presetByName(options.preset ?? 'demo');
+  const seed = options.seed ?? 0;
+  if (!Number.isSafeInteger(seed)) throw new ServiceError('bad_request', `seed must be an integer, got ${seed}`);
+  if (!options.vocabularyCorpus) {
+    throw new ServiceError('bad_request', `preset ${preset.name} needs a corpus to derive its vocabulary from`);
+  }
+  const corpus = path.resolve(options.vocabularyCorpus);
+  const passages = await corpusHead(corpus, options.vocabularyPassages ?? DEFAULT_VOCABULARY_PASSAGES);
+  const derived = deriveVocabulary(passages, { size: preset.vocabulary.size });
+  const vocabulary = preset.vocabulary.exact ? derived : withoutPadding(derived);
+  const architecture = presetArchitecture(preset, vocabulary.tokens.length);
+  const weights =
+    preset.name === 'demo' ? demoBertWeights(architecture, vocabulary, seed) : generateBertWeights(architecture, seed);
+  return {
+    name: preset.name,
+    architecture,
+    weights,
+    provenance: { source: 'preset', preset: preset.name, seed, vocabularyFrom: corpus, createdAt: new Date().toISOString() },
+    writeTokenizer: (dir) =>
+      writeTokenizerFiles(dir, vocabulary.tokens, { modelMaxLength: architecture.maxPositionEmbeddings }),
+  };
+}
+
+/** Drops the `[unusedN]` tokens a derived vocabulary is padded with after its last real token. */
+function withoutPadding(vocabulary: Vocabulary): Vocabulary {
+  let end = vocabulary.tokens.length;
+  while (end > 0 && /^\[unused\d+\]$/.test(vocabulary.tokens[end - 1]!)) end--;
+  return {
+    tokens: vocabulary.tokens.slice(0, end),
+    documentFrequency: vocabulary.documentFrequency.slice(0, end),
+    documents: vocabulary.documents,
+  };
+}
+
+/** The `contents` of the first `limit` rows of a wiki18-format JSONL file. */
+async function corpusHead(file: string, limit: number): Promise<string[]> {
+  if (!(await pathExists(file))) throw new ServiceError('not_found', `vocabulary corpus ${file} not found`);
+  const passages: string[] = [];
+  const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+  try {
+    for await (const line of lines) {
+      if (passages.length >= limit) break;
+      if (line.trim() === '') continue;
+      let contents: unknown;
+      try {
+        contents = (JSON.parse(line) as { contents?: unknown }).contents;
+      } catch {
+        contents = undefined;
+      }
+      if (typeof contents !== 'string') {
+        throw new ServiceError('bad_request', `${file}: line ${passages.length + 1} is not a JSON row with string "contents"`);
+      }
+      passages.push(contents);
+    }
+  } finally {
+    lines.close();
+  }
+  if (passages.length === 0) throw new ServiceError('bad_request', `vocabulary corpus ${file} has no passages`);
+  return passages;
+}
+
+const TOKENIZER_FILES = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE];
+
+async function checkpointSource(options: MakeModelOptions): Promise<ModelSource> {
+  if (options.preset) {
+    throw new ServiceError('bad_request', 'give either a preset or a checkpoint folder, not both');
+  }
+  const checkpointDir = path.resolve(options.checkpointDir!);
+  const { architecture, weights, weightsDtype } = await readBertCheckpoint(checkpointDir);
+  const tokenCount = await checkpointTokenCount(checkpointDir);
+  if (tokenCount > architecture.vocabSize) {
+    throw new ServiceError(
+      'bad_request',
+      `${checkpointDir}: the tokenizer has ${tokenCount} tokens but the model only ${architecture.vocabSize} embeddings`,
+    );
+  }
+  return {
+    name: path.basename(checkpointDir),
+    architecture,
+    weights,
+    provenance: { source: 'checkpoint', checkpointPath: checkpointDir, weightsDtype, createdAt: new Date().toISOString() },
+    writeTokenizer: async (dir) => {
+      if (await pathExists(path.join(checkpointDir, TOKENIZER_FILE))) {
+        for (const file of TOKENIZER_FILES) {
+          if (await pathExists(path.join(checkpointDir, file))) await copyFile(path.join(checkpointDir, file), path.join(dir, file));
+        }
+        return;
+      }
+      const tokens = await readVocabularyFile(path.join(checkpointDir, VOCAB_FILE));
+      await writeTokenizerFiles(dir, tokens, { modelMaxLength: architecture.maxPositionEmbeddings });
+    },
+  };
+}
+
+/** One more than the highest token id the checkpoint's tokenizer can emit. */
+async function checkpointTokenCount(checkpointDir: string): Promise<number> {
+  const tokenizerFile = path.join(checkpointDir, TOKENIZER_FILE);
+  if (await pathExists(tokenizerFile)) {
+    const json = JSON.parse(await readFile(tokenizerFile, 'utf8')) as {
+      model?: { vocab?: Record<string, number> };
+      added_tokens?: Array<{ id: number }>;
+    };
+    const ids = [...Object.values(json.model?.vocab ?? {}), ...(json.added_tokens ?? []).map((token) => token.id)];
+    return ids.reduce((max, id) => Math.max(max, id + 1), 0);
+  }
+  const vocabFile = path.join(checkpointDir, VOCAB_FILE);
+  if (await pathExists(vocabFile)) return (await readVocabularyFile(vocabFile)).length;
+  throw new ServiceError('bad_request', `${checkpointDir} has neither ${TOKENIZER_FILE} nor ${VOCAB_FILE}`);
+}
