@@ -1,8 +1,10 @@
-import { copyFile, mkdtemp } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
+import { pathExists } from '../../src/encoder/path-exists.js';
+import type { PresetName } from '../../src/encoder/presets.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
@@ -10,26 +12,35 @@ import type { QueryInput, RetrievalResult, RetrievalService } from '../../src/en
 import { buildIndex } from '../../src/index/build-index.js';
 import { SAMPLE_CORPUS_PATH } from './stand-in-service.js';
 
+/**
+ * A generated model (`preset`) and its FAISS Flat index over a copy of the 1k wiki18 sample, in
+ * `dir`; reused when `dir` already holds a finished index.
+ */
+export async function buildSampleRetriever(dir: string, preset: PresetName, seed = 7): Promise<RetrieverFiles> {
+  const files = {
+    modelDir: path.join(dir, 'model'),
+    indexPath: path.join(dir, `${preset}_Flat.index`),
+    corpusPath: path.join(dir, 'wiki18-sample-1k.jsonl'),
+  };
+  if (await pathExists(files.indexPath)) return files;
+  await mkdir(dir, { recursive: true });
+  await copyFile(SAMPLE_CORPUS_PATH, files.corpusPath);
+  await makeModel({ outDir: files.modelDir, preset, seed, vocabularyCorpus: files.corpusPath, overwrite: true });
+  const corpus = await CorpusStore.open(files.corpusPath);
+  const encoder = await WorkerEncoder.load(files.modelDir);
+  try {
+    await buildIndex({ corpus, encoder, outPath: files.indexPath, batchSize: 64, restart: true });
+  } finally {
+    await Promise.all([encoder.close(), corpus.close()]);
+  }
+  return files;
+}
+
 let fixture: Promise<RetrieverFiles> | undefined;
 
-/** A tiny-preset model and its FAISS Flat index over the 1k wiki18 sample, built once per run. */
+/** The tiny-preset retriever over the wiki18 sample, built once per test run. */
 export function realFixture(): Promise<RetrieverFiles> {
-  fixture ??= (async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'http-contract-'));
-    const corpusPath = path.join(dir, 'wiki18-sample-1k.jsonl');
-    await copyFile(SAMPLE_CORPUS_PATH, corpusPath);
-    const modelDir = path.join(dir, 'model');
-    await makeModel({ outDir: modelDir, preset: 'tiny', seed: 7, vocabularyCorpus: corpusPath });
-    const indexPath = path.join(dir, 'tiny_Flat.index');
-    const corpus = await CorpusStore.open(corpusPath);
-    const encoder = await WorkerEncoder.load(modelDir);
-    try {
-      await buildIndex({ corpus, encoder, outPath: indexPath, batchSize: 128 });
-    } finally {
-      await Promise.all([encoder.close(), corpus.close()]);
-    }
-    return { modelDir, indexPath, corpusPath };
-  })();
+  fixture ??= mkdtemp(path.join(tmpdir(), 'http-contract-')).then((dir) => buildSampleRetriever(dir, 'tiny'));
   return fixture;
 }
 
@@ -70,8 +81,8 @@ export class RealService implements RetrievalService {
   }
 }
 
-export async function loadRealService(files: RetrieverFiles): Promise<RealService> {
+export async function loadRealService(files: RetrieverFiles, version = 'contract-v1'): Promise<RealService> {
   const active = new ActiveRetriever();
-  active.activate(await Retriever.load(files, { version: 'contract-v1', onStage: (stage, progress) => active.loading(stage, progress) }));
+  await active.activate(await Retriever.load(files, { version, onStage: (stage, progress) => active.loading(stage, progress) }));
   return new RealService(active);
 }
