@@ -8,6 +8,7 @@ import { makeModel } from './encoder/make-model.js';
 import { isPresetName, type PresetName } from './encoder/presets.js';
 import type { DevicePreference } from './encoder/session.js';
 import { ServiceError } from './errors.js';
+import { DEFAULT_ROUND_DATASET } from './training/construction.js';
 import { constructTrainingFile } from './training/construction-file.js';
 
 function integer(value: string): number {
@@ -102,7 +103,7 @@ program
   .requiredOption('--input <jsonl>', 'scored rounds')
   .requiredOption('--output <jsonl>', 'training records to write')
   .option('--seed <n>', 'seed of the negative sampling', integer, 0)
-  .option('--dataset <name>', 'dataset of rounds that name none', 'unknown')
+  .option('--dataset <name>', 'dataset of rounds that name none', DEFAULT_ROUND_DATASET)
   .option('--corpus-rows <n>', 'reject passage ids at or past this row count', integer)
   .action(async (options: { input: string; output: string; seed: number; dataset: string; corpusRows?: number }) => {
     const { seed, dataset, corpusRows } = options;

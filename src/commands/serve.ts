@@ -32,21 +32,25 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
 }
 
-async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<Router[]> {
+interface TrainingRoutes {
+  routers: Router[];
+  close(): Promise<void>;
+}
+
+async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
   if (config.trainingAuth && !config.trainingToken) {
     logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
-    return [];
+    return { routers: [], close: async () => undefined };
   }
   const store = await TrainingExampleStore.open(path.join(config.dataDir, 'training'));
   if (store.truncatedBytes > 0) logger.warn({ bytes: store.truncatedBytes }, 'removed a torn, unacknowledged last training record');
-  return [
-    trainingRouter({
-      store,
-      corpus: () => active.current?.corpus,
-      token: config.trainingToken,
-      allowUnauthenticated: !config.trainingAuth,
-    }),
-  ];
+  const router = trainingRouter({
+    store,
+    corpus: () => active.current?.corpus,
+    token: config.trainingToken,
+    allowUnauthenticated: !config.trainingAuth,
+  });
+  return { routers: [router], close: () => store.close() };
 }
 
 /**
@@ -56,8 +60,12 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
 export async function serve(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
   const active = new ActiveRetriever();
-  const app = createApp({ service: active, config, logger, extraRouters: await trainingRoutes(config, active, logger) });
-  const running = await startServer(app, config, logger, { close: () => active.close() });
+  const training = await trainingRoutes(config, active, logger);
+  const app = createApp({ service: active, config, logger, extraRouters: training.routers });
+  const close = async (): Promise<void> => {
+    await Promise.all([active.close(), training.close()]);
+  };
+  const running = await startServer(app, config, logger, { close });
   try {
     active.loading('resolving files');
     const files = await retrieverFiles(config, logger);
