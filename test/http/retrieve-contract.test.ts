@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import request from 'supertest';
+import { ActiveRetriever } from '../../src/engine/active-retriever.js';
+import { Retriever } from '../../src/engine/retriever.js';
 import type { CorpusRow } from '../../src/engine/types.js';
 import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness, metricValue, type Harness } from './app-harness.js';
@@ -28,6 +30,41 @@ function renderLikeSearchR1(hits: ScoredItem[]): string {
 function ids(result: (ScoredItem | CorpusRow)[][]): string[][] {
   return result.map((hits) => hits.map((hit) => ('document' in hit ? (hit.document as CorpusRow).id : hit.id)));
 }
+
+describe('readiness of the real engine', function () {
+  it('/ready is 503 with the loading stage before the retriever is active, 200 after; /retrieve waits with 503', async () => {
+    const active = new ActiveRetriever();
+    const { app } = createHarness(active);
+    const before = await request(app).get('/ready').expect(503);
+    assert.equal(before.headers['retry-after'], '5');
+    assert.deepEqual(before.body, { ready: false, stage: 'starting' });
+    assertMatchesOpenApi('GET', '/ready', before);
+    const early = await request(app).post('/retrieve').send({ queries: ['too early'] }).expect(503);
+    assert.equal(early.body.error.code, 'not_ready');
+    assert.ok(Number(early.headers['retry-after']) > 0);
+
+    const seen: unknown[] = [];
+    const retriever = await Retriever.load(await realFixture(), {
+      version: 'readiness-v1',
+      onStage: (stage, progress) => {
+        active.loading(stage, progress);
+        seen.push(active.readiness());
+      },
+    });
+    assert.ok(seen.length > 0 && seen.every((state) => (state as { ready: boolean }).ready === false));
+    assert.equal((await request(app).get('/ready')).status, 503, 'loaded but not yet active');
+    await active.activate(retriever);
+    try {
+      const after = await request(app).get('/ready').expect(200);
+      assert.equal(after.body.ready, true);
+      assertMatchesOpenApi('GET', '/ready', after);
+      const served = await request(app).post('/retrieve').send({ queries: ['now'] }).expect(200);
+      assert.equal(served.headers[VERSION_HEADER.toLowerCase()], 'readiness-v1');
+    } finally {
+      await active.close();
+    }
+  });
+});
 
 /** The Search-R1 `/retrieve` contract (contracts.md §1–§2) against the real engine over HTTP. */
 describe('POST /retrieve contract (real engine: tiny model, FAISS Flat over the wiki18 sample)', function () {
