@@ -100,6 +100,9 @@ function describe(value: unknown): string {
  * pydantic model ignores them.
  */
 export function parseRetrieveRequest(body: unknown, limits: RetrieveLimits): RetrieveRequest {
+  if (body === undefined) {
+    throw invalid('body', 'missing: send a JSON object with Content-Type: application/json');
+  }
   if (!isRecord(body)) {
     throw invalid('body', 'must be a JSON object such as {"queries": ["..."], "topk": 3, "return_scores": true}');
   }

@@ -110,6 +110,13 @@ describe('HTTP app with a stand-in service', () => {
       });
     }
 
+    it('a body sent as a form (curl -d without a JSON content type) → 400 saying how to send it', async () => {
+      const { app } = createHarness(new StandInService(rows));
+      const res = await request(app).post('/retrieve').type('form').send('queries=a').expect(400);
+      assert.equal(res.body.error.field, 'body');
+      assert.match(res.body.error.message, /Content-Type: application\/json/);
+    });
+
     it('an oversize body → 413 payload_too_large naming body, and the next request still works', async () => {
       const service = new StandInService(rows);
       const { app } = createHarness(service, { bodyLimit: '1kb' });
