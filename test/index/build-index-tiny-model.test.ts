@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CorpusStore } from '../../src/corpus/corpus-store.js';
+import { makeModel } from '../../src/encoder/make-model.js';
+import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { buildIndex } from '../../src/index/build-index.js';
+import { openFlatIndex } from '../../src/index/flat-index.js';
+import { floatBytes, runPython } from './index-fixtures.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const samplePath = path.resolve(here, '..', '..', '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
+const CHECKED_ROWS = [0, 1, 500, 998, 999];
+
+describe('buildIndex over the 1k wiki18 sample with the tiny ONNX model', function () {
+  let dir: string;
+  let corpus: CorpusStore;
+  let encoder: OnnxEncoder;
+  let outPath: string;
+
+  before(async function () {
+    dir = await mkdtemp(path.join(tmpdir(), 'build-index-tiny-'));
+    const modelDir = path.join(dir, 'tiny');
+    await makeModel({ outDir: modelDir, preset: 'tiny', seed: 3, vocabularyCorpus: samplePath, vocabularyPassages: 1000 });
+    encoder = await OnnxEncoder.load(modelDir);
+    corpus = await CorpusStore.open(samplePath, { sidecarPath: path.join(dir, 'sample.offsets') });
+    outPath = path.join(dir, 'tiny_Flat.index');
+    await buildIndex({ corpus, encoder, outPath, batchSize: 64 });
+  });
+
+  after(async function () {
+    await encoder?.close();
+    await corpus?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('stores, for each row, the vector encodePassages gives that row alone, and Python faiss reads the same vectors', async function () {
+    const { dimension } = encoder.manifest;
+    const rows = await corpus.readRows(CHECKED_ROWS);
+    const expected = await encoder.encodePassages(rows.map((row) => row.contents));
+    const stored = runPython(
+      `index = faiss.read_index(sys.argv[1])
+print(index.d, index.ntotal, index.metric_type)
+for row in map(int, sys.argv[2:]):
+    print(' '.join(repr(float(v)) for v in index.reconstruct(row)))`,
+      outPath, ...CHECKED_ROWS.map(String),
+    ).trim().split('\n');
+    assert.equal(stored[0], `${dimension} 1000 0`);
+    CHECKED_ROWS.forEach((rowIndex, i) => {
+      const vector = stored[i + 1]!.split(' ').map(Number);
+      assert.equal(vector.length, dimension);
+      vector.forEach((value, j) => assert.ok(Math.abs(value - expected[i * dimension + j]!) < 1e-5, `row ${rowIndex}[${j}]: ${value} vs ${expected[i * dimension + j]}`));
+      assert.ok(Math.abs(Math.hypot(...vector) - 1) < 1e-5, `row ${rowIndex} is a unit vector`);
+    });
+    assert.notDeepEqual(floatBytes(expected.subarray(0, dimension)), floatBytes(expected.subarray(dimension, 2 * dimension)), 'rows differ');
+  });
+
+  it('finds each checked passage as its own best hit through FlatIndex', async function () {
+    const index = await openFlatIndex(outPath, { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows });
+    try {
+      const passages = (await corpus.readRows(CHECKED_ROWS)).map((row) => row.contents);
+      const { rowIndices, scores } = await index.search(await encoder.encodePassages(passages), 1);
+      assert.deepEqual([...rowIndices], CHECKED_ROWS);
+      scores.forEach((score) => assert.ok(Math.abs(score - 1) < 1e-4, `score ${score}`));
+    } finally {
+      await index.close();
+    }
+  });
+});
