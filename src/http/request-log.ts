@@ -13,6 +13,9 @@ export function requestFacts(res: Response): RequestFacts {
   return res.locals.requestFacts as RequestFacts;
 }
 
+/** Probed every few seconds by load balancers and Prometheus: logged at debug so they do not drown the rest. */
+const PROBE_ROUTES = new Set(['/health', '/ready', '/metrics']);
+
 /**
  * One structured access-log line and one metrics observation per finished response. The route
  * label is the matched template (`/retrieve`), never the raw URL, so probes of random paths
@@ -25,7 +28,8 @@ export function observeRequests(logger: Logger, metrics: ServiceMetrics): Reques
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
       metrics.observeRequest(req.method, route, res.statusCode, seconds);
-      logger.info(
+      const level = PROBE_ROUTES.has(route) && res.statusCode < 500 ? 'debug' : 'info';
+      logger[level](
         {
           method: req.method,
           route,

@@ -267,6 +267,17 @@ describe('HTTP app with a stand-in service', () => {
       assert.doesNotMatch(JSON.stringify(harness.logLines), /private prompt text/);
     });
 
+    it('logs probes (/health, /ready, /metrics) at debug, not info', async () => {
+      const harness = createHarness(new StandInService(rows));
+      await request(harness.app).get('/health').expect(200);
+      await request(harness.app).get('/metrics').expect(200);
+      await request(harness.app).get('/info').expect(200);
+      assert.deepEqual(
+        harness.logLines.filter((line) => line.msg === 'request').map((line) => line.route),
+        ['/info'],
+      );
+    });
+
     it('logs query text when --log_queries is on', async () => {
       const harness = createHarness(new StandInService(rows), { logQueries: true });
       await request(harness.app).post('/retrieve').send({ queries: ['visible query'] }).expect(200);
