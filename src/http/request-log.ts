@@ -13,7 +13,10 @@ export function requestFacts(res: Response): RequestFacts {
   return res.locals.requestFacts as RequestFacts;
 }
 
-/** Probed every few seconds by load balancers and Prometheus: logged at debug so they do not drown the rest. */
+/**
+ * Polled every few seconds by launchers, load balancers and Prometheus (a 503 from /ready is the
+ * normal answer while loading): logged at debug so they do not drown the request lines.
+ */
 const PROBE_ROUTES = new Set(['/health', '/ready', '/metrics']);
 
 /**
@@ -28,7 +31,7 @@ export function observeRequests(logger: Logger, metrics: ServiceMetrics): Reques
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
       metrics.observeRequest(req.method, route, res.statusCode, seconds);
-      const level = PROBE_ROUTES.has(route) && res.statusCode < 500 ? 'debug' : 'info';
+      const level = PROBE_ROUTES.has(route) ? 'debug' : 'info';
       logger[level](
         {
           method: req.method,
