@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
+import type { QueryInput } from '../../src/engine/types.js';
+import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
+import { bruteForceTopk } from '../index/index-fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from './retriever-fixture.js';
+
+const QUERIES: QueryInput[] = [
+  { query: 'who was the lobbyist for genentech' },
+  { question: 'Where did Horatio Hale study?', query: 'united states exploring expedition ethnologist' },
+  { query: 'pavia cathedral [SEP] construction date' },
+];
+
+async function indexVectors(indexPath: string): Promise<Float32Array> {
+  const bytes = await readFile(indexPath);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset + IXFI_HEADER_BYTES, bytes.byteOffset + bytes.length));
+}
+
+describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 1k wiki18 sample)', function () {
+  let files: RetrieverFiles;
+  let retriever: Retriever;
+  let lines: string[];
+
+  before(async function () {
+    files = await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: SAMPLE_CORPUS });
+    retriever = await Retriever.load(files, { version: 'v-test' });
+    lines = (await readFile(files.corpusPath, 'utf8')).trimEnd().split('\n');
+  });
+
+  after(async function () {
+    await retriever?.close();
+  });
+
+  it('returns what a brute-force inner product over the index vectors returns, with the corpus rows at those positions', async function () {
+    const encoder = await OnnxEncoder.load(files.modelDir, { device: 'cpu' });
+    const queryVectors = await encoder.encodeQueries(QUERIES);
+    await encoder.close();
+    const expected = bruteForceTopk(await indexVectors(files.indexPath), queryVectors, retriever.index.dimension, 5);
+
+    const result = await retriever.search(QUERIES, 5);
+    assert.equal(result.version, 'v-test');
+    assert.equal(result.hits.length, QUERIES.length);
+    result.hits.forEach((hits, query) => {
+      assert.deepEqual(
+        hits.map((hit) => hit.rowIndex),
+        expected.rowIndices.slice(query * 5, query * 5 + 5),
+      );
+      hits.forEach((hit, rank) => {
+        assert.ok(Math.abs(hit.score - expected.scores[query * 5 + rank]!) < 1e-5);
+        assert.deepEqual(hit.document, JSON.parse(lines[hit.rowIndex]!));
+        assert.equal(hit.document.id, String(hit.rowIndex));
+        if (rank > 0) assert.ok(hit.score <= hits[rank - 1]!.score, 'best first');
+      });
+    });
+    assert.ok(result.timings.encodeMs > 0 && result.timings.searchMs > 0 && result.timings.fetchMs >= 0);
+  });
+
+  it('clamps topk to the index rows and answers an empty batch without encoding', async function () {
+    const clamped = await retriever.search([{ query: 'hamlet' }], 5000);
+    assert.equal(clamped.hits[0]!.length, 1000);
+    assert.equal(new Set(clamped.hits[0]!.map((hit) => hit.rowIndex)).size, 1000);
+    const empty = await retriever.search([], 3);
+    assert.deepEqual(empty.hits, []);
+    assert.deepEqual(empty.timings, { encodeMs: 0, searchMs: 0, fetchMs: 0 });
+  });
+
+  it('refuses an index whose row count is not the corpus row count', async function () {
+    const shorter = files.corpusPath.replace(/\.jsonl$/, '-999.jsonl');
+    await writeFile(shorter, lines.slice(0, 999).join('\n') + '\n');
+    await assert.rejects(
+      Retriever.load({ ...files, corpusPath: shorter }, { version: 'bad' }),
+      isServiceError('bad_request', /1000 rows.*999|999.*1000/),
+    );
+  });
+
+  it('refuses an index built by a model of another dimension', async function () {
+    const demo = await buildRetrieverFiles({ preset: 'demo', seed: 0, corpus: DEMO_CORPUS });
+    await assert.rejects(
+      Retriever.load({ ...demo, modelDir: files.modelDir }, { version: 'bad' }),
+      isServiceError('bad_request', /dimension/),
+    );
+  });
+});
