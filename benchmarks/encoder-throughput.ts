@@ -1,0 +1,221 @@
+/**
+ * Query-encoding throughput of the e5-base-shaped model on this machine's CPU:
+ * (1) one raw `session.run` over all queries as a single unsorted padded batch (the baseline),
+ * (2) OnnxEncoder batching in input order, (3) OnnxEncoder batching by token length;
+ * each at intraOpNumThreads 1 and 2, reported as queries/s and as ratios against (1).
+ *
+ *   node dist/benchmarks/encoder-throughput.js [--queries 512] [--repeats 1]
+ */
+import { access, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { uniformInt } from 'pure-rand/distribution/uniformInt';
+import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
+import { Tensor } from 'onnxruntime-node';
+import type { QueryInput } from '../src/engine/types.js';
+import { makeModel } from '../src/encoder/make-model.js';
+import { MANIFEST_FILE, readManifest, type RetrieverManifest } from '../src/encoder/manifest.js';
+import { batchesByLength, batchesInInputOrder, DEFAULT_BATCH_LIMITS } from '../src/encoder/length-batches.js';
+import { composeQueryText, OnnxEncoder } from '../src/encoder/onnx-encoder.js';
+import { createEncoderSession } from '../src/encoder/session.js';
+import { padBatch, WordPieceTokenizer } from '../src/encoder/tokenizer.js';
+import { benchmarksDir, report, seconds, workDir, type Row } from './bench-report.js';
+
+const SAMPLE_CORPUS = path.resolve(benchmarksDir, '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
+const MODEL_DIR = path.join(workDir, 'e5-base');
+const SEED = 20251121;
+const WARM_UP_QUERIES = 8;
+
+const QUESTION_OPENINGS = [
+  'who was', 'when did', 'what is the name of', 'where is', 'which', 'how many', 'in what year did',
+  'what was the role of', 'who founded', 'what country is',
+];
+
+/** The e5-base preset model, built once and kept under benchmarks/work/. */
+async function e5BaseModel(): Promise<RetrieverManifest> {
+  try {
+    await access(path.join(MODEL_DIR, MANIFEST_FILE));
+    return await readManifest(MODEL_DIR);
+  } catch {
+    console.log(`building the e5-base preset model in ${MODEL_DIR} (once)...`);
+    return makeModel({ outDir: MODEL_DIR, preset: 'e5-base', seed: 1, vocabularyCorpus: SAMPLE_CORPUS, overwrite: true });
+  }
+}
+
+/**
+ * Search-R1-like rollout queries: a question about a passage's subject plus a shorter sub-query
+ * naming it, with lengths varied as an agent's are. Deterministic for a given count.
+ */
+async function searchR1Queries(count: number): Promise<QueryInput[]> {
+  const passages = (await readFile(SAMPLE_CORPUS, 'utf8'))
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => (JSON.parse(line) as { contents: string }).contents);
+  const rng = xoroshiro128plus(SEED);
+  const pick = <T>(items: readonly T[]): T => items[uniformInt(rng, 0, items.length - 1)]!;
+  return Array.from({ length: count }, () => {
+    const contents = pick(passages);
+    const newline = contents.indexOf('\n');
+    const title = contents.slice(0, newline).replaceAll('"', '');
+    const words = contents.slice(newline + 1).match(/[A-Za-z]{3,}/g) ?? [];
+    const phrase = (length: number) => {
+      const start = uniformInt(rng, 0, Math.max(0, words.length - length));
+      return words.slice(start, start + length).join(' ');
+    };
+    const question = `${pick(QUESTION_OPENINGS)} ${title} ${phrase(uniformInt(rng, 2, 12))}?`;
+    return { question, query: `${title} ${phrase(uniformInt(rng, 1, 7))}` };
+  });
+}
+
+interface Timing {
+  /** Wall-clock seconds: what a client waits. */
+  wall: number;
+  /** CPU seconds of this process: the work done, less disturbed by other processes on the cores. */
+  cpu: number;
+}
+
+/** Best of `repeats` timed calls of `work`, after `warmUp` (a small call that lets ORT allocate and optimise). */
+async function bestTiming(repeats: number, warmUp: () => Promise<unknown>, work: () => Promise<unknown>): Promise<Timing> {
+  await warmUp();
+  let best: Timing = { wall: Infinity, cpu: Infinity };
+  for (let i = 0; i < repeats; i++) {
+    const start = process.hrtime.bigint();
+    const cpuStart = process.cpuUsage();
+    await work();
+    const cpuUsed = process.cpuUsage(cpuStart);
+    const timing = { wall: seconds(start), cpu: (cpuUsed.user + cpuUsed.system) / 1e6 };
+    if (timing.wall < best.wall) best = timing;
+  }
+  return best;
+}
+
+/** (1): every query in one batch padded to the longest, `session.run` alone (tokenized beforehand). */
+async function rawSessionTiming(
+  manifest: RetrieverManifest,
+  tokenSequences: number[][],
+  padTokenId: number,
+  intraOpNumThreads: number,
+  repeats: number,
+): Promise<Timing> {
+  const { session } = await createEncoderSession(MODEL_DIR, manifest, { intraOpNumThreads, interOpNumThreads: 1 });
+  try {
+    const feeds = (sequences: number[][]) => {
+      const batch = padBatch(sequences, padTokenId);
+      const dims = [batch.rows, batch.sequenceLength];
+      return {
+        input_ids: new Tensor('int64', batch.inputIds, dims),
+        attention_mask: new Tensor('int64', batch.attentionMask, dims),
+        token_type_ids: new Tensor('int64', batch.tokenTypeIds, dims),
+      };
+    };
+    const all = feeds(tokenSequences);
+    const few = feeds(tokenSequences.slice(0, WARM_UP_QUERIES));
+    return await bestTiming(
+      repeats,
+      () => session.run(few, [manifest.outputs.embedding]),
+      () => session.run(all, [manifest.outputs.embedding]),
+    );
+  } finally {
+    await session.release();
+  }
+}
+
+async function encoderTiming(
+  queries: readonly QueryInput[],
+  lengthBatching: boolean,
+  intraOpNumThreads: number,
+  repeats: number,
+): Promise<Timing> {
+  const encoder = await OnnxEncoder.load(MODEL_DIR, { lengthBatching, intraOpNumThreads, interOpNumThreads: 1 });
+  try {
+    return await bestTiming(
+      repeats,
+      () => encoder.encodeQueries(queries.slice(0, WARM_UP_QUERIES)),
+      () => encoder.encodeQueries(queries),
+    );
+  } finally {
+    await encoder.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { queries: { type: 'string', default: '512' }, repeats: { type: 'string', default: '1' } },
+  });
+  const queryCount = Number(values.queries);
+  const repeats = Number(values.repeats);
+  const manifest = await e5BaseModel();
+  const queries = await searchR1Queries(queryCount);
+  const tokenizer = await WordPieceTokenizer.load(MODEL_DIR);
+  const tokenSequences = queries.map((input) =>
+    tokenizer.tokenIds(composeQueryText(input, manifest), manifest.maxQueryLength),
+  );
+  const lengths = tokenSequences.map((ids) => ids.length).sort((a, b) => a - b);
+  const tokenStats = {
+    min: lengths[0],
+    median: lengths[Math.floor(lengths.length / 2)],
+    mean: Number((lengths.reduce((sum, n) => sum + n, 0) / lengths.length).toFixed(1)),
+    max: lengths.at(-1),
+  };
+  console.log(`${queryCount} queries, tokens per query ${JSON.stringify(tokenStats)}, best of ${repeats}`);
+
+  const tokenLengths = tokenSequences.map((ids) => ids.length);
+  const paddedTokens = (batches: number[][]) =>
+    batches.reduce((sum, batch) => sum + batch.length * Math.max(...batch.map((index) => tokenLengths[index]!)), 0);
+  const computedTokens = {
+    raw: paddedTokens([tokenLengths.map((_, index) => index)]),
+    inOrder: paddedTokens(batchesInInputOrder(tokenLengths, DEFAULT_BATCH_LIMITS)),
+    byLength: paddedTokens(batchesByLength(tokenLengths, DEFAULT_BATCH_LIMITS)),
+  };
+  const loadBefore = os.loadavg();
+  const rows: Row[] = [];
+  const measurements = [];
+  for (const threads of [1, 2]) {
+    const raw = await rawSessionTiming(manifest, tokenSequences, tokenizer.padTokenId, threads, repeats);
+    const inOrder = await encoderTiming(queries, false, threads, repeats);
+    const byLength = await encoderTiming(queries, true, threads, repeats);
+    for (const [mode, timing, tokens] of [
+      ['(1) raw session.run, one unsorted padded batch', raw, computedTokens.raw],
+      ['(2) encoder, batches in input order', inOrder, computedTokens.inOrder],
+      ['(3) encoder, batches by token length', byLength, computedTokens.byLength],
+    ] as const) {
+      const measurement = {
+        intraOpNumThreads: threads,
+        mode,
+        paddedTokens: tokens,
+        wallSeconds: timing.wall,
+        cpuSeconds: timing.cpu,
+        queriesPerSecond: queryCount / timing.wall,
+        queriesPerCpuSecond: queryCount / timing.cpu,
+        ratioToRaw: raw.wall / timing.wall,
+        cpuRatioToRaw: raw.cpu / timing.cpu,
+      };
+      measurements.push(measurement);
+      rows.push({
+        intraOpNumThreads: threads,
+        mode,
+        'padded tokens': tokens,
+        'wall s': timing.wall.toFixed(2),
+        'queries/s': measurement.queriesPerSecond.toFixed(1),
+        'vs (1)': `${measurement.ratioToRaw.toFixed(2)}x`,
+        'CPU s': timing.cpu.toFixed(2),
+        'queries/CPU-s': measurement.queriesPerCpuSecond.toFixed(1),
+        'CPU vs (1)': `${measurement.cpuRatioToRaw.toFixed(2)}x`,
+      });
+    }
+  }
+  await report('encoder-throughput', rows, {
+    // Other processes share these cores; a high load average makes every number here slower.
+    loadAverage: { before: loadBefore, after: os.loadavg() },
+    model: { preset: 'e5-base', dimension: manifest.dimension, layers: manifest.architecture.numHiddenLayers },
+    queries: queryCount,
+    repeats,
+    tokensPerQuery: tokenStats,
+    realTokens: tokenLengths.reduce((sum, n) => sum + n, 0),
+    batchLimits: DEFAULT_BATCH_LIMITS,
+    measurements,
+  });
+}
+
+await main();
