@@ -1,5 +1,5 @@
-import { setFloat16 } from '@petamoriken/float16';
 import onnxProto from 'onnx-proto';
+import { float32ToFloat16 } from './half-precision.js';
 import type { BertArchitecture } from './manifest.js';
 import { checkBertWeights, layerPrefix, type BertWeights } from './weights.js';
 
@@ -92,11 +92,7 @@ function bytesOf(values: Float32Array | BigInt64Array): Uint8Array {
 }
 
 function floatBytes(values: Float32Array, precision: GraphPrecision): Uint8Array {
-  if (precision === 'fp32') return bytesOf(values);
-  const bytes = new Uint8Array(values.length * 2);
-  const view = new DataView(bytes.buffer);
-  for (let i = 0; i < values.length; i++) setFloat16(view, i * 2, values[i]!, true);
-  return bytes;
+  return precision === 'fp32' ? bytesOf(values) : float32ToFloat16(values);
 }
 
 /** `[out, in]` (PyTorch Linear) → `[in, out]`, so that `x · W` is one MatMul. */

@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
-import { getFloat16, setFloat16 } from '@petamoriken/float16';
 import { ServiceError } from '../errors.js';
+import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './half-precision.js';
 import { elementCount, type WeightTensor } from './weights.js';
 
 /**
@@ -11,10 +11,10 @@ import { elementCount, type WeightTensor } from './weights.js';
 
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
 
-const FLOAT_BYTES: Record<FloatDtype, number> = { F32: 4, F16: 2, BF16: 2 };
-
 const DTYPE_BYTES: Record<string, number> = {
-  ...FLOAT_BYTES,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
   F64: 8,
   I64: 8,
   I32: 4,
@@ -75,56 +75,33 @@ export async function readSafetensors(file: string): Promise<Map<string, Safeten
   return entries;
 }
 
-export function isFloatDtype(dtype: string): dtype is FloatDtype {
-  return Object.hasOwn(FLOAT_BYTES, dtype);
-}
-
 /** A float tensor widened to float32 (exactly: every F16 and BF16 value is a float32 value). */
 export function toFloat32(entry: SafetensorsEntry, name: string): Float32Array {
-  const { dtype, bytes } = entry;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const count = elementCount(entry.shape);
-  const values = new Float32Array(count);
-  switch (dtype) {
-    case 'F32':
-      for (let i = 0; i < count; i++) values[i] = view.getFloat32(i * 4, true);
-      return values;
-    case 'F16':
-      for (let i = 0; i < count; i++) values[i] = getFloat16(view, i * 2, true);
-      return values;
-    case 'BF16': {
-      // bfloat16 is the upper half of a float32's bits.
-      const bits = new Uint32Array(values.buffer);
-      for (let i = 0; i < count; i++) bits[i] = view.getUint16(i * 2, true) << 16;
+  switch (entry.dtype) {
+    case 'F32': {
+      const values = new Float32Array(entry.bytes.byteLength / 4);
+      new Uint8Array(values.buffer).set(entry.bytes);
       return values;
     }
+    case 'F16':
+      return float16ToFloat32(entry.bytes);
+    case 'BF16':
+      return bfloat16ToFloat32(entry.bytes);
     default:
-      throw new ServiceError('bad_request', `tensor ${name} has dtype ${dtype}; only F32, F16 and BF16 are supported`);
+      throw new ServiceError('bad_request', `tensor ${name} has dtype ${entry.dtype}; only F32, F16 and BF16 are supported`);
   }
 }
 
 /** Narrows float32 values to `dtype`, rounding to nearest even as torch's `.half()`/`.bfloat16()` do. */
-export function encodeFloats(values: Float32Array, dtype: FloatDtype): Uint8Array {
-  const bytes = new Uint8Array(values.length * FLOAT_BYTES[dtype]);
-  const view = new DataView(bytes.buffer);
+function encodeFloats(values: Float32Array, dtype: FloatDtype): Uint8Array {
   switch (dtype) {
     case 'F32':
-      for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
-      break;
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     case 'F16':
-      for (let i = 0; i < values.length; i++) setFloat16(view, i * 2, values[i]!, true);
-      break;
-    case 'BF16': {
-      const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-      for (let i = 0; i < values.length; i++) {
-        const word = bits[i]!;
-        const rounded = (word + 0x7fff + ((word >>> 16) & 1)) >>> 16;
-        view.setUint16(i * 2, rounded, true);
-      }
-      break;
-    }
+      return float32ToFloat16(values);
+    case 'BF16':
+      return float32ToBfloat16(values);
   }
-  return bytes;
 }
 
 /** Writes float tensors as one `.safetensors` file of a single dtype, in the map's order. */
