@@ -3,17 +3,17 @@ import type { Router } from 'express';
 import type { ServiceConfig } from '../config.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever } from '../engine/active-retriever.js';
+import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { resolveModelFolder } from '../engine/model-folder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
 import { trainingRouter } from '../http/training-routes.js';
+import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
 import { TrainingExampleStore } from '../training/store.js';
-
-/** The first version served after a start; later versions come from the training routes. */
-const INITIAL_VERSION = 'initial';
+import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
 /** The Search-R1 flags name the three files; none given means the bundled demo. */
 async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<RetrieverFiles> {
@@ -34,7 +34,20 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
 
 interface TrainingRoutes {
   routers: Router[];
+  /** Checkpoint versions; present with the training routes. */
+  versions?: VersionManager;
   close(): Promise<void>;
+}
+
+function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
+  return {
+    device: config.device,
+    deviceId: config.deviceId,
+    strict: config.strictDevice,
+    ...(config.intraOpThreads !== undefined && { intraOpNumThreads: config.intraOpThreads }),
+    ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
+    warn: (message) => logger.warn(message),
+  };
 }
 
 async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
@@ -50,7 +63,24 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     token: config.trainingToken,
     allowUnauthenticated: !config.trainingAuth,
   });
-  return { routers: [router], close: () => store.close() };
+  const versions = await VersionManager.open({
+    dataDir: config.dataDir,
+    active,
+    encoder: encoderOptions(config, logger),
+    // Index builds share the CPU with serving: one thread keeps request latency steady.
+    buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
+    fp16: config.device !== 'cpu',
+    log: (message, fields) => logger.info(fields ?? {}, message),
+  });
+  const versionRoutes = versionRouter({ versions, token: config.trainingToken, allowUnauthenticated: !config.trainingAuth });
+  return {
+    routers: [router, versionRoutes],
+    versions,
+    close: async () => {
+      await versions.close();
+      await store.close();
+    },
+  };
 }
 
 /**
@@ -70,19 +100,17 @@ export async function serve(config: ServiceConfig): Promise<void> {
     active.loading('resolving files');
     const files = await retrieverFiles(config, logger);
     logger.info(files, 'loading retriever');
-    const retriever = await Retriever.load(files, {
-      version: INITIAL_VERSION,
-      encoder: {
-        device: config.device,
-        deviceId: config.deviceId,
-        strict: config.strictDevice,
-        ...(config.intraOpThreads !== undefined && { intraOpNumThreads: config.intraOpThreads }),
-        ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
-        warn: (message) => logger.warn(message),
-      },
-      onStage: (stage, progress) => active.loading(stage, progress),
-    });
-    await active.activate(retriever);
+    const load = {
+      encoder: encoderOptions(config, logger),
+      onStage: (stage: string, progress?: number) => active.loading(stage, progress),
+    };
+    // With the training routes on, a version activated before the restart serves instead.
+    let retriever: Retriever;
+    if (training.versions) retriever = await training.versions.startServing(files, load);
+    else {
+      retriever = await Retriever.load(files, { ...load, version: INITIAL_VERSION });
+      await active.activate(retriever);
+    }
     logger.info(retriever.info(), 'ready');
   } catch (error) {
     // Failing fast beats a server that only ever answers 503: the launch line needs fixing.

@@ -201,7 +201,7 @@ async function readCounters(path: string): Promise<IngestCounters> {
 }
 
 /** Makes a created or renamed entry of `dir` durable. */
-async function syncDirectory(dir: string): Promise<void> {
+export async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();

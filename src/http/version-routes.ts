@@ -1,0 +1,88 @@
+import express, { Router, type Request } from 'express';
+import { ServiceError } from '../errors.js';
+import type { VersionManager } from '../versions/version-manager.js';
+import { bearerAuth, type BearerAuthOptions } from './auth.js';
+
+export interface VersionRouterOptions extends BearerAuthOptions {
+  versions: VersionManager;
+}
+
+/**
+ * `/training/versions*` and `/training/jobs*`: register checkpoints, build their indexes in the
+ * background, activate a version or roll back, behind the training routes' bearer token.
+ */
+export function versionRouter({ versions, ...auth }: VersionRouterOptions): Router {
+  const router = Router();
+  const json = express.json({ limit: '64kb' });
+  router.use(['/training/versions', '/training/jobs'], bearerAuth(auth));
+
+  router.get('/training/versions', (_req, res) => {
+    res.json({ active: versions.registry.activeId ?? null, previous: versions.registry.previousId ?? null, versions: versions.registry.versions() });
+  });
+
+  router.post('/training/versions', json, async (req, res) => {
+    const body = objectBody(req);
+    const modelPath = stringField(body, 'model_path', true)!;
+    const indexPath = stringField(body, 'index_path', false);
+    const label = stringField(body, 'label', false);
+    const buildIndex = body.build_index;
+    if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
+      throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
+    }
+    const registered = await versions.register({
+      modelPath,
+      ...(indexPath !== undefined && { indexPath }),
+      ...(buildIndex !== undefined && { buildIndex }),
+      ...(label !== undefined && { label }),
+    });
+    res.status(201).json(registered);
+  });
+
+  // Before `/:id` routes, so `rollback` is never taken for a version id.
+  router.post('/training/versions/rollback', async (_req, res) => {
+    res.json(await versions.rollback());
+  });
+
+  router.get('/training/versions/:id', (req, res) => {
+    res.json(versions.registry.version(String(req.params.id)));
+  });
+
+  router.post('/training/versions/:id/activate', async (req, res) => {
+    res.json(await versions.activate(String(req.params.id)));
+  });
+
+  router.post('/training/versions/:id/build', async (req, res) => {
+    res.status(202).json(await versions.build(String(req.params.id)));
+  });
+
+  router.get('/training/jobs', (_req, res) => {
+    res.json({ jobs: versions.jobs.list() });
+  });
+
+  router.get('/training/jobs/:id', (req, res) => {
+    res.json(versions.jobs.view(String(req.params.id)));
+  });
+
+  router.delete('/training/jobs/:id', async (req, res) => {
+    res.json(await versions.jobs.cancel(String(req.params.id)));
+  });
+
+  return router;
+}
+
+function objectBody(req: Request): Record<string, unknown> {
+  const body: unknown = req.body;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new ServiceError('bad_request', 'send a JSON object (Content-Type: application/json)', { field: 'body' });
+  }
+  return body as Record<string, unknown>;
+}
+
+function stringField(body: Record<string, unknown>, field: string, required: boolean): string | undefined {
+  const value = body[field];
+  if (value === undefined && !required) return undefined;
+  if (typeof value !== 'string' || value === '') {
+    throw new ServiceError('bad_request', `${field} must be a non-empty string`, { field });
+  }
+  return value;
+}

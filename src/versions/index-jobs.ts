@@ -1,0 +1,179 @@
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { CorpusStore } from '../corpus/corpus-store.js';
+import type { EncoderOptions } from '../encoder/onnx-encoder.js';
+import { WorkerEncoder } from '../encoder/worker-encoder.js';
+import { ServiceError } from '../errors.js';
+import { buildIndex } from '../index/build-index.js';
+import type { JobRecord, VersionRegistry } from './version-registry.js';
+
+export interface IndexJobOptions {
+  /** Settings of the build's own encoder worker (give it few threads: serving shares the CPU). */
+  encoder?: EncoderOptions;
+  /** Passages per encoder call. */
+  batchSize: number;
+  /** Called when a job ends, whatever the outcome. */
+  onEnd?: (job: JobRecord) => void;
+  /** Called when a job's end could not be recorded (the registry could not be written). */
+  onError?: (error: unknown) => void;
+}
+
+/** A job as `GET /training/jobs/:id` shows it: the stored record plus live rate and ETA. */
+export interface JobView extends JobRecord {
+  rowsPerSecond?: number;
+  etaSeconds?: number;
+}
+
+interface RunningJob {
+  controller: AbortController;
+  rowsDone: number;
+  rowsTotal: number;
+  /** Rows and time when this run's progress started counting, for the rate. */
+  baseRows: number;
+  baseTime: number;
+  finished: Promise<void>;
+}
+
+/**
+ * Background index builds: each encodes the served corpus with a version's encoder, in its own
+ * worker thread, into the version's index path. Progress lives in memory; state changes are
+ * persisted in the registry. A cancelled build leaves its partial file, which the next build of
+ * that version resumes.
+ */
+export class IndexJobs {
+  private readonly running = new Map<string, RunningJob>();
+
+  constructor(
+    private readonly registry: VersionRegistry,
+    private readonly options: IndexJobOptions,
+  ) {}
+
+  /** Starts building the index of `versionId`; the version is `building` until the job ends. */
+  async start(versionId: string): Promise<JobView> {
+    const version = this.registry.version(versionId);
+    const busy = [...this.running.keys()].find((jobId) => this.registry.job(jobId).versionId === versionId);
+    if (busy) throw new ServiceError('conflict', `version ${versionId} is already building its index (job ${busy})`);
+    const job = await this.registry.addJob({
+      versionId,
+      state: 'running',
+      indexPath: version.indexPath,
+      rowsDone: 0,
+      rowsTotal: 0,
+      resumedFrom: 0,
+      startedAt: new Date().toISOString(),
+    });
+    await this.registry.updateVersion(versionId, { state: 'building', reason: undefined, jobId: job.id });
+    const run: RunningJob = {
+      controller: new AbortController(),
+      rowsDone: 0,
+      rowsTotal: 0,
+      baseRows: 0,
+      baseTime: performance.now(),
+      finished: Promise.resolve(),
+    };
+    this.running.set(job.id, run);
+    run.finished = this.run(job.id, run).catch((error: unknown) => {
+      this.running.delete(job.id);
+      this.options.onError?.(error);
+    });
+    return this.view(job.id);
+  }
+
+  view(jobId: string): JobView {
+    const job = this.registry.job(jobId);
+    const run = this.running.get(jobId);
+    if (!run) return job;
+    const view: JobView = { ...job, rowsDone: run.rowsDone, rowsTotal: run.rowsTotal };
+    const seconds = (performance.now() - run.baseTime) / 1000;
+    const rows = run.rowsDone - run.baseRows;
+    if (rows > 0 && seconds > 0) {
+      view.rowsPerSecond = rows / seconds;
+      view.etaSeconds = (run.rowsTotal - run.rowsDone) / view.rowsPerSecond;
+    }
+    return view;
+  }
+
+  list(): JobView[] {
+    return this.registry.jobs().map((job) => this.view(job.id));
+  }
+
+  /** Stops a running job between batches; resolves once it has ended. */
+  async cancel(jobId: string): Promise<JobView> {
+    const job = this.registry.job(jobId);
+    const run = this.running.get(jobId);
+    if (!run) throw new ServiceError('conflict', `job ${jobId} is not running (it is ${job.state})`);
+    run.controller.abort();
+    await run.finished;
+    return this.view(jobId);
+  }
+
+  /** Cancels every running job and waits for them to end (server shutdown). */
+  async close(): Promise<void> {
+    await Promise.all([...this.running.keys()].map((jobId) => this.cancel(jobId)));
+  }
+
+  private async run(jobId: string, run: RunningJob): Promise<void> {
+    const version = this.registry.version(this.registry.job(jobId).versionId);
+    const opened: { close(): Promise<void> }[] = [];
+    let ended: Pick<JobRecord, 'state' | 'reason'>;
+    let resumedFrom = 0;
+    try {
+      await mkdir(path.dirname(version.indexPath), { recursive: true });
+      const corpus = await CorpusStore.open(version.corpusPath, { sidecarPath: version.sidecarPath });
+      opened.push(corpus);
+      const encoder = await WorkerEncoder.load(version.modelDir, this.options.encoder);
+      opened.push(encoder);
+      let first = true;
+      const result = await buildIndex({
+        corpus,
+        encoder,
+        outPath: version.indexPath,
+        batchSize: this.options.batchSize,
+        signal: run.controller.signal,
+        onProgress: (done, total) => {
+          if (first) {
+            first = false;
+            resumedFrom = done;
+            Object.assign(run, { baseRows: done, baseTime: performance.now() });
+          }
+          Object.assign(run, { rowsDone: done, rowsTotal: total });
+        },
+      });
+      resumedFrom = result.resumedFrom;
+      ended = { state: 'done' };
+    } catch (error) {
+      ended = run.controller.signal.aborted
+        ? { state: 'cancelled', reason: 'cancelled' }
+        : { state: 'failed', reason: (error as Error).message };
+    } finally {
+      await Promise.allSettled(opened.reverse().map((part) => part.close()));
+    }
+    const job: JobRecord = {
+      ...this.registry.job(jobId),
+      ...ended,
+      rowsDone: run.rowsDone,
+      rowsTotal: run.rowsTotal,
+      resumedFrom,
+      finishedAt: new Date().toISOString(),
+    };
+    // The version first: whoever sees the job ended finds the version's new state too.
+    await this.registry.updateVersion(version.id, versionAfter(job, version.id));
+    await this.registry.updateJob(jobId, job);
+    this.running.delete(jobId);
+    this.options.onEnd?.(job);
+  }
+}
+
+function versionAfter(job: JobRecord, versionId: string): { state: 'ready' | 'registered' | 'failed'; reason?: string } {
+  switch (job.state) {
+    case 'done':
+      return { state: 'ready', reason: undefined };
+    case 'cancelled':
+      return {
+        state: 'registered',
+        reason: `index build ${job.id} cancelled at row ${job.rowsDone} of ${job.rowsTotal}; POST /training/versions/${versionId}/build resumes it`,
+      };
+    default:
+      return { state: 'failed', reason: `index build ${job.id} failed: ${job.reason}` };
+  }
+}

@@ -1,0 +1,90 @@
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Express } from 'express';
+import request from 'supertest';
+import { readManifest, type BertArchitecture } from '../../src/encoder/manifest.js';
+import { writeSafetensors } from '../../src/encoder/safetensors.js';
+import { SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE } from '../../src/encoder/tokenizer-files.js';
+import { generateBertWeights } from '../../src/encoder/weights.js';
+import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
+import type { QueryInput, SearchHit } from '../../src/engine/types.js';
+import type { JobView } from '../../src/versions/index-jobs.js';
+
+export const TOKEN = 'versions-secret-91c2';
+export const AUTH = `Bearer ${TOKEN}`;
+
+export function temporaryDir(name: string): Promise<string> {
+  return mkdtemp(path.join(tmpdir(), `versions-${name}-`));
+}
+
+/** What `BertModel.save_pretrained` writes as config.json; fields left out take BertConfig's defaults. */
+function bertConfig(arch: BertArchitecture): Record<string, unknown> {
+  return {
+    architectures: ['BertModel'],
+    model_type: 'bert',
+    vocab_size: arch.vocabSize,
+    hidden_size: arch.hiddenSize,
+    num_hidden_layers: arch.numHiddenLayers,
+    num_attention_heads: arch.numAttentionHeads,
+    intermediate_size: arch.intermediateSize,
+    max_position_embeddings: arch.maxPositionEmbeddings,
+    type_vocab_size: arch.typeVocabSize,
+    layer_norm_eps: arch.layerNormEps,
+    torch_dtype: 'float16',
+  };
+}
+
+/**
+ * A tevatron-style Hugging Face checkpoint folder (config.json, fp16 model.safetensors, the
+ * tokenizer files; no ONNX) with the architecture and tokenizer of `likeModelDir` and fresh
+ * weights from `seed`: a "fine-tuned" version of that model.
+ */
+export async function writeCheckpoint(dir: string, likeModelDir: string, seed: number): Promise<string> {
+  const { architecture } = await readManifest(likeModelDir);
+  await mkdir(dir, { recursive: true });
+  for (const file of [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE]) {
+    await copyFile(path.join(likeModelDir, file), path.join(dir, file));
+  }
+  await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfig(architecture)));
+  await writeSafetensors(path.join(dir, 'model.safetensors'), generateBertWeights(architecture, seed), 'F16', { format: 'pt' });
+  return dir;
+}
+
+/** What `POST /retrieve` with `return_scores: true` answers for these hits. */
+export function scoredResult(hits: SearchHit[][]): { document: unknown; score: number }[][] {
+  return hits.map((list) => list.map((hit) => ({ document: hit.document, score: hit.score })));
+}
+
+/** Each version's own answer to each query set, from its own Retriever, loaded and closed here. */
+export async function expectedResults(
+  versions: Record<string, RetrieverFiles>,
+  querySets: readonly (readonly QueryInput[])[],
+  topk: number,
+): Promise<Map<string, unknown[][][]>> {
+  const expected = new Map<string, unknown[][][]>();
+  for (const [version, files] of Object.entries(versions)) {
+    const retriever = await Retriever.load(files, { version });
+    try {
+      const results = [];
+      for (const inputs of querySets) results.push(scoredResult((await retriever.search(inputs, topk)).hits));
+      expected.set(version, results);
+    } finally {
+      await retriever.close();
+    }
+  }
+  return expected;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `GET /training/jobs/:id` until the job leaves `running`; returns every view seen. */
+export async function pollJob(app: Express, jobId: string, until: (job: JobView) => boolean = (job) => job.state !== 'running'): Promise<JobView[]> {
+  const seen: JobView[] = [];
+  for (;;) {
+    const { body } = await request(app).get(`/training/jobs/${jobId}`).set('Authorization', AUTH).expect(200);
+    seen.push(body as JobView);
+    if (until(body as JobView)) return seen;
+    await sleep(20);
+  }
+}

@@ -1,0 +1,356 @@
+import assert from 'node:assert/strict';
+import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Express } from 'express';
+import request from 'supertest';
+import { ActiveRetriever } from '../../src/engine/active-retriever.js';
+import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import type { QueryInput } from '../../src/engine/types.js';
+import { encodeIxfiHeader } from '../../src/index/ixfi-header.js';
+import { versionRouter } from '../../src/http/version-routes.js';
+import type { JobView } from '../../src/versions/index-jobs.js';
+import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
+import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
+import { createHarness } from '../http/app-harness.js';
+import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
+
+const QUERIES: QueryInput[] = [
+  { query: 'who was the lobbyist for genentech' },
+  { question: 'Where did Horatio Hale study?', query: 'united states exploring expedition ethnologist' },
+  { query: 'pavia cathedral construction date' },
+];
+const TOPK = 5;
+/** Rows of demo/corpus.jsonl. */
+const ROWS = 243;
+
+interface Service {
+  dataDir: string;
+  active: ActiveRetriever;
+  versions: VersionManager;
+  app: Express;
+}
+
+describe('checkpoint versions: register, build, activate, roll back (tiny models, the demo corpus, real HTTP)', function () {
+  let initialFiles: RetrieverFiles;
+  let checkpointDir: string;
+  let scratch: string;
+  const services: Service[] = [];
+
+  /** A service as `serve` starts it with the training routes on: the registry decides what serves. */
+  async function startService(dataDir?: string, buildBatchSize = 64): Promise<Service> {
+    const dir = dataDir ?? (await temporaryDir('data'));
+    const active = new ActiveRetriever();
+    const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 } });
+    await versions.startServing(initialFiles, {});
+    const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
+    const service = { dataDir: dir, active, versions, app };
+    services.push(service);
+    return service;
+  }
+
+  async function stopService(service: Service): Promise<void> {
+    services.splice(services.indexOf(service), 1);
+    await service.versions.close();
+    await service.active.close();
+  }
+
+  function retrieve(app: Express, inputs: readonly QueryInput[] = QUERIES) {
+    const queries = inputs.map((input) => (input.question ? `${input.question} [SEP] ${input.query}` : input.query));
+    return request(app).post('/retrieve').send({ queries, topk: TOPK, return_scores: true }).expect(200);
+  }
+
+  /** A version of the launch model with its own copy of the index, registered as prebuilt. */
+  async function registerCopy(service: Service, name: string): Promise<VersionRecord> {
+    const indexPath = path.join(scratch, `${name}.index`);
+    await cp(initialFiles.indexPath, indexPath);
+    const { body } = await request(service.app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: initialFiles.modelDir, index_path: indexPath })
+      .expect(201);
+    return body.version;
+  }
+
+  before(async function () {
+    initialFiles = await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: DEMO_CORPUS });
+    scratch = await temporaryDir('scratch');
+    checkpointDir = await writeCheckpoint(path.join(scratch, 'checkpoint-500'), initialFiles.modelDir, 500);
+  });
+
+  afterEach(async function () {
+    for (const service of [...services]) await stopService(service);
+  });
+
+  after(async function () {
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('serves the launch files as version "initial" and lists it as active', async function () {
+    const { app } = await startService();
+    const response = await retrieve(app);
+    assert.equal(response.headers['x-retriever-version'], INITIAL_VERSION);
+    const { body } = await request(app).get('/training/versions').set('Authorization', AUTH).expect(200);
+    assert.equal(body.active, INITIAL_VERSION);
+    assert.equal(body.previous, null);
+    assert.deepEqual(
+      body.versions.map((version: VersionRecord) => [version.id, version.state, version.modelDir, version.indexPath]),
+      [[INITIAL_VERSION, 'active', initialFiles.modelDir, initialFiles.indexPath]],
+    );
+  });
+
+  it('answers 401 without the bearer token', async function () {
+    const { app } = await startService();
+    const { body } = await request(app).get('/training/versions').expect(401);
+    assert.equal(body.error.code, 'unauthorized');
+    await request(app).post('/training/versions').send({ model_path: checkpointDir, build_index: true }).expect(401);
+    await request(app).get('/training/jobs').expect(401);
+  });
+
+  it('registers a safetensors checkpoint, builds its index in a job, activates it exactly at the swap, and rolls back', async function () {
+    const service = await startService();
+    const { app } = service;
+    const registered = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: checkpointDir, build_index: true, label: 'checkpoint-500' })
+      .expect(201);
+    const versionId: string = registered.body.version.id;
+    assert.equal(versionId, 'v1');
+    assert.equal(registered.body.version.state, 'building');
+    assert.equal(registered.body.version.source, checkpointDir);
+    assert.equal(registered.body.version.label, 'checkpoint-500');
+    assert.equal(registered.body.version.jobId, registered.body.job.id);
+    // The checkpoint was converted into our model folder under the data dir.
+    assert.ok(registered.body.version.modelDir.startsWith(path.join(service.dataDir, 'models') + path.sep));
+    assert.equal(JSON.parse(await readFile(path.join(registered.body.version.modelDir, 'retriever.json'), 'utf8')).provenance.source, 'checkpoint');
+
+    const progress = await pollJob(app, registered.body.job.id);
+    const done = progress.at(-1)!;
+    assert.equal(done.state, 'done');
+    assert.equal(done.rowsDone, ROWS);
+    assert.equal(done.rowsTotal, ROWS);
+    assert.ok(done.finishedAt);
+    for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.rowsDone >= progress[i - 1]!.rowsDone, 'progress never goes back');
+    const midway = progress.filter((view) => view.state === 'running' && view.rowsPerSecond !== undefined);
+    for (const view of midway) {
+      assert.ok(view.rowsPerSecond! > 0);
+      assert.ok(Math.abs(view.etaSeconds! - (view.rowsTotal - view.rowsDone) / view.rowsPerSecond!) < 1e-6);
+    }
+    const built: VersionRecord = (await request(app).get(`/training/versions/${versionId}`).set('Authorization', AUTH).expect(200)).body;
+    assert.equal(built.state, 'ready');
+    assert.ok(built.indexPath.startsWith(path.join(service.dataDir, 'versions', versionId) + path.sep));
+    assert.equal((await stat(built.indexPath)).size, 45 + ROWS * 32 * 4);
+
+    const expected = await expectedResults(
+      { [INITIAL_VERSION]: initialFiles, [versionId]: { modelDir: built.modelDir, indexPath: built.indexPath, corpusPath: built.corpusPath } },
+      [QUERIES],
+      TOPK,
+    );
+    assert.notDeepEqual(expected.get(versionId), expected.get(INITIAL_VERSION), 'the two versions rank differently');
+
+    const before = await retrieve(app);
+    assert.equal(before.headers['x-retriever-version'], INITIAL_VERSION);
+    assert.deepEqual(before.body.result, expected.get(INITIAL_VERSION)![0]);
+
+    const activation = await request(app).post(`/training/versions/${versionId}/activate`).set('Authorization', AUTH).expect(200);
+    assert.equal(activation.body.version.id, versionId);
+    assert.equal(activation.body.version.state, 'active');
+    assert.equal(activation.body.previous, INITIAL_VERSION);
+    assert.ok(activation.body.loadMs > 0);
+
+    const after = await retrieve(app);
+    assert.equal(after.headers['x-retriever-version'], versionId);
+    assert.deepEqual(after.body.result, expected.get(versionId)![0]);
+    const info = await request(app).get('/info').expect(200);
+    assert.equal(info.body.retriever.version, versionId);
+    assert.equal(info.body.retriever.modelDir, built.modelDir);
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    assert.equal(listed.active, versionId);
+    assert.equal(listed.previous, INITIAL_VERSION);
+    assert.deepEqual(
+      listed.versions.map((version: VersionRecord) => [version.id, version.state]),
+      [[INITIAL_VERSION, 'ready'], [versionId, 'active']],
+    );
+
+    const rollback = await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(200);
+    assert.equal(rollback.body.version.id, INITIAL_VERSION);
+    assert.equal(rollback.body.previous, versionId);
+    const rolledBack = await retrieve(app);
+    assert.equal(rolledBack.headers['x-retriever-version'], INITIAL_VERSION);
+    assert.deepEqual(rolledBack.body.result, expected.get(INITIAL_VERSION)![0]);
+    assert.equal((await request(app).get('/info').expect(200)).body.retriever.version, INITIAL_VERSION);
+
+    const nothingBefore = await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(409);
+    assert.equal(nothingBefore.body.error.code, 'conflict');
+    assert.match(nothingBefore.body.error.message, /no previously active version/);
+  });
+
+  it('registers a prebuilt index and refuses one that does not fit the model or the corpus, naming why', async function () {
+    const { app } = await startService();
+    const ok = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: initialFiles.modelDir, index_path: initialFiles.indexPath })
+      .expect(201);
+    assert.equal(ok.body.version.state, 'ready');
+    assert.equal(ok.body.version.modelDir, initialFiles.modelDir);
+    assert.equal(ok.body.job, undefined);
+
+    const wrongDimension = path.join(scratch, 'dimension-8.index');
+    await writeFile(wrongDimension, Buffer.concat([encodeIxfiHeader({ dimension: 8, rows: ROWS }), Buffer.alloc(ROWS * 8 * 4)]));
+    const dimension = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: checkpointDir, index_path: wrongDimension })
+      .expect(400);
+    assert.equal(dimension.body.error.field, 'index_path');
+    assert.match(dimension.body.error.message, /dimension 8 does not match the encoder's dimension 32/);
+
+    const wrongRows = path.join(scratch, 'rows-10.index');
+    await writeFile(wrongRows, Buffer.concat([encodeIxfiHeader({ dimension: 32, rows: 10 }), Buffer.alloc(10 * 32 * 4)]));
+    const rows = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: initialFiles.modelDir, index_path: wrongRows })
+      .expect(400);
+    assert.match(rows.body.error.message, /10 rows but the corpus has 243 rows/);
+
+    const noModel = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: path.join(scratch, 'missing'), build_index: true })
+      .expect(400);
+    assert.equal(noModel.body.error.field, 'model_path');
+    assert.match(noModel.body.error.message, /neither a model folder/);
+
+    for (const body of [{ model_path: checkpointDir }, { model_path: checkpointDir, build_index: true, index_path: wrongRows }]) {
+      const both = await request(app).post('/training/versions').set('Authorization', AUTH).send(body).expect(400);
+      assert.match(both.body.error.message, /either index_path or build_index/);
+    }
+    const badType = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: 7 }).expect(400);
+    assert.equal(badType.body.error.field, 'model_path');
+    const unknown = await request(app).post('/training/versions/v404/activate').set('Authorization', AUTH).expect(404);
+    assert.equal(unknown.body.error.code, 'not_found');
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    assert.equal(listed.versions.length, 2, 'refused registrations leave nothing behind');
+  });
+
+  it('serialises activations: a second one while the first loads is a 409, and the first completes', async function () {
+    const { app } = await startService();
+    const ids: string[] = [];
+    for (let n = 0; n < 2; n++) {
+      const { body } = await request(app)
+        .post('/training/versions')
+        .set('Authorization', AUTH)
+        .send({ model_path: initialFiles.modelDir, index_path: initialFiles.indexPath })
+        .expect(201);
+      ids.push(body.version.id);
+    }
+    const [first, second] = await Promise.all(
+      ids.map((id) => request(app).post(`/training/versions/${id}/activate`).set('Authorization', AUTH)),
+    );
+    const statuses = [first!.status, second!.status];
+    assert.deepEqual([...statuses].sort(), [200, 409]);
+    const winner = statuses[0] === 200 ? first! : second!;
+    const loser = statuses[0] === 200 ? second! : first!;
+    assert.equal(loser.body.error.code, 'conflict');
+    assert.match(loser.body.error.message, /another activation or rollback is in progress/);
+    assert.equal((await retrieve(app)).headers['x-retriever-version'], winner.body.version.id);
+  });
+
+  it('leaves the old version serving when an activation fails, and marks the version failed with the reason', async function () {
+    const service = await startService();
+    const { app } = service;
+    const modelCopy = path.join(scratch, 'model-copy');
+    await cp(initialFiles.modelDir, modelCopy, { recursive: true });
+    const indexCopy = path.join(scratch, 'index-copy.index');
+    await cp(initialFiles.indexPath, indexCopy);
+    const vanishing = (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: modelCopy, index_path: indexCopy }).expect(201)).body.version;
+    const swapped = (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: modelCopy, index_path: indexCopy }).expect(201)).body.version;
+    await writeFile(indexCopy, Buffer.concat([encodeIxfiHeader({ dimension: 8, rows: ROWS }), Buffer.alloc(ROWS * 8 * 4)]));
+
+    const mismatch = await request(app).post(`/training/versions/${swapped.id}/activate`).set('Authorization', AUTH).expect(400);
+    assert.match(mismatch.body.error.message, new RegExp(`version ${swapped.id}: activation failed: .*dimension 8 does not match the encoder's dimension 32`));
+    await rm(modelCopy, { recursive: true });
+    const missing = await request(app).post(`/training/versions/${vanishing.id}/activate`).set('Authorization', AUTH);
+    assert.ok(missing.status >= 400 && missing.status < 600);
+    assert.match(missing.body.error.message, new RegExp(`version ${vanishing.id}: activation failed: .*model-copy`));
+
+    const response = await retrieve(app);
+    assert.equal(response.headers['x-retriever-version'], INITIAL_VERSION);
+    const states = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    assert.equal(states.active, INITIAL_VERSION);
+    const byId = new Map(states.versions.map((version: VersionRecord) => [version.id, version]));
+    assert.equal((byId.get(swapped.id) as VersionRecord).state, 'failed');
+    assert.match((byId.get(swapped.id) as VersionRecord).reason!, /dimension 8 does not match/);
+    assert.equal((byId.get(vanishing.id) as VersionRecord).state, 'failed');
+    assert.match((byId.get(vanishing.id) as VersionRecord).reason!, /model-copy/);
+    assert.equal((byId.get(INITIAL_VERSION) as VersionRecord).state, 'active');
+  });
+
+  it('remembers the active version and the history across a restart', async function () {
+    const first = await startService();
+    const version = await registerCopy(first, 'remembered');
+    await request(first.app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
+    await stopService(first);
+    const stored = JSON.parse(await readFile(path.join(first.dataDir, 'versions', REGISTRY_FILE), 'utf8'));
+    assert.equal(stored.activeId, version.id);
+
+    const again = await startService(first.dataDir);
+    assert.equal((await retrieve(again.app)).headers['x-retriever-version'], version.id);
+    assert.equal(again.active.current!.files.indexPath, version.indexPath);
+    const listed = (await request(again.app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    assert.equal(listed.active, version.id);
+    assert.equal(listed.previous, INITIAL_VERSION);
+    await request(again.app).post('/training/versions/rollback').set('Authorization', AUTH).expect(200);
+    assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
+  });
+
+  it('serves the launch files when the remembered version no longer loads, and marks it failed', async function () {
+    const first = await startService();
+    const version = await registerCopy(first, 'vanishing');
+    await request(first.app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
+    await stopService(first);
+    await rm(version.indexPath);
+
+    const again = await startService(first.dataDir);
+    assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
+    const reloaded = again.versions.registry.version(version.id);
+    assert.equal(reloaded.state, 'failed');
+    assert.match(reloaded.reason!, /cannot open/);
+  });
+
+  it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
+    const service = await startService(undefined, 8);
+    const { app } = service;
+    const { body } = await request(app)
+      .post('/training/versions')
+      .set('Authorization', AUTH)
+      .send({ model_path: checkpointDir, build_index: true })
+      .expect(201);
+    await pollJob(app, body.job.id, (job) => job.rowsDone >= 16 || job.state !== 'running');
+    const cancelled = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200);
+    assert.equal(cancelled.body.state, 'cancelled');
+    assert.ok(cancelled.body.rowsDone >= 16 && cancelled.body.rowsDone < ROWS, `stopped at ${cancelled.body.rowsDone}`);
+    const version: VersionRecord = (await request(app).get(`/training/versions/${body.version.id}`).set('Authorization', AUTH).expect(200)).body;
+    assert.equal(version.state, 'registered');
+    assert.match(version.reason!, new RegExp(`cancelled at row ${cancelled.body.rowsDone} of ${ROWS}; POST /training/versions/${version.id}/build resumes it`));
+    assert.equal((await stat(`${version.indexPath}.partial`)).isFile(), true);
+    const early = await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(409);
+    assert.match(early.body.error.message, /has no index yet \(registered/);
+    const again = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
+    assert.match(again.body.error.message, /is not running \(it is cancelled\)/);
+
+    const resumed = await request(app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH).expect(202);
+    assert.notEqual(resumed.body.id, body.job.id);
+    const finished = (await pollJob(app, resumed.body.id)).at(-1)!;
+    assert.equal(finished.state, 'done');
+    assert.equal(finished.resumedFrom, cancelled.body.rowsDone);
+    assert.equal(finished.rowsDone, ROWS);
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs;
+    assert.deepEqual(jobs.map((job: JobView) => [job.id, job.state]), [[body.job.id, 'cancelled'], [resumed.body.id, 'done']]);
+    await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
+    assert.equal((await retrieve(app)).headers['x-retriever-version'], version.id);
+  });
+});
