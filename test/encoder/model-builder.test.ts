@@ -4,13 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { f16round } from '@petamoriken/float16';
 import ort from 'onnxruntime-node';
-import { ServiceError } from '../../src/errors.js';
 import { readBertCheckpoint } from '../../src/encoder/hf-checkpoint.js';
 import type { BertArchitecture } from '../../src/encoder/manifest.js';
 import { buildBertOnnx, type GraphPrecision } from '../../src/encoder/onnx-graph.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { writeSafetensors, type FloatDtype } from '../../src/encoder/safetensors.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { referenceLastHiddenState } from './reference-bert.js';
 
 const arch = presetArchitecture(PRESETS.tiny, 300);
@@ -84,15 +84,6 @@ const SEQUENCES = [
   [101, 250, 102],
   [101, 5, 6, 7, 8, 9, 10, 11, 12, 200, 201, 202, 102],
 ];
-
-async function expectServiceError(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof ServiceError, `expected a ServiceError, got ${String(error)}`);
-    assert.equal(error.code === 'bad_request' || error.code === 'not_found', true, error.code);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
 
 describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
   const weights = generateBertWeights(arch, SEED);
@@ -271,15 +262,18 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
       partial.delete('encoder.layer.1.intermediate.dense.weight');
       partial.delete('embeddings.LayerNorm.bias');
       const dir = await checkpointFolder('missing', 'F32', partial);
-      await expectServiceError(
+      await assert.rejects(
         readBertCheckpoint(dir),
-        /missing 2 BERT tensor\(s\): embeddings\.LayerNorm\.bias, encoder\.layer\.1\.intermediate\.dense\.weight/,
+        isServiceError('bad_request', /missing 2 BERT tensor\(s\): embeddings\.LayerNorm\.bias, encoder\.layer\.1\.intermediate\.dense\.weight/),
       );
     });
 
     it('refuses a tensor whose shape disagrees with config.json', async function () {
       const dir = await checkpointFolder('wide', 'F32', weights, { ...hfConfig(arch), intermediate_size: 128 });
-      await expectServiceError(readBertCheckpoint(dir), /encoder\.layer\.0\.intermediate\.dense\.weight has shape \[64, 32\].*\[128, 32\]/);
+      await assert.rejects(
+        readBertCheckpoint(dir),
+        isServiceError('bad_request', /encoder\.layer\.0\.intermediate\.dense\.weight has shape \[64, 32\].*\[128, 32\]/),
+      );
     });
 
     for (const [field, value, pattern] of [
@@ -292,22 +286,22 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
     ] as const) {
       it(`refuses config.json with ${field}: ${JSON.stringify(value)}`, async function () {
         const dir = await checkpointFolder(`config-${field}-${value}`, 'F32', weights, { ...hfConfig(arch), [field]: value });
-        await expectServiceError(readBertCheckpoint(dir), pattern);
+        await assert.rejects(readBertCheckpoint(dir), isServiceError('bad_request', pattern));
       });
     }
 
     it('reports a folder without config.json or model.safetensors', async function () {
-      await expectServiceError(readBertCheckpoint(path.join(tmp, 'nowhere')), /no config\.json/);
+      await assert.rejects(readBertCheckpoint(path.join(tmp, 'nowhere')), isServiceError('not_found', /no config\.json/));
       const dir = path.join(tmp, 'config-only');
       await mkdir(dir);
       await writeFile(path.join(dir, 'config.json'), JSON.stringify(hfConfig(arch)));
-      await expectServiceError(readBertCheckpoint(dir), /no model\.safetensors/);
+      await assert.rejects(readBertCheckpoint(dir), isServiceError('not_found', /no model\.safetensors/));
     });
 
     it('reports a truncated safetensors file', async function () {
       const dir = await checkpointFolder('truncated', 'F32', weights);
       await truncate(path.join(dir, 'model.safetensors'), 1000);
-      await expectServiceError(readBertCheckpoint(dir), /not a valid safetensors file/);
+      await assert.rejects(readBertCheckpoint(dir), isServiceError('bad_request', /not a valid safetensors file/));
     });
   });
 });
