@@ -19,7 +19,8 @@ export async function report(name: string, rows: Row[], results: Record<string, 
   const lines = [`| ${columns.join(' | ')} |`, `| ${columns.map(() => '---').join(' | ')} |`];
   for (const row of rows) lines.push(`| ${columns.map((column) => String(row[column] ?? '')).join(' | ')} |`);
   console.log(lines.join('\n'));
-  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version };
+  // Other work on the machine skews absolute numbers; the load average says how much there was.
+  const machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadAverage: os.loadavg() };
   const file = path.join(benchmarksDir, 'results', `${name}.json`);
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, JSON.stringify({ name, date: new Date().toISOString(), machine, results, table: rows }, null, 2) + '\n');
