@@ -92,6 +92,26 @@ export function bertArchitectureFromConfig(json: unknown, file: string): BertArc
   };
 }
 
+/** The `config.json` a Hugging Face `BertModel.save_pretrained` writes for `arch`. */
+export function bertConfigJson(arch: BertArchitecture, torchDtype = 'float32'): Record<string, unknown> {
+  return {
+    architectures: ['BertModel'],
+    model_type: 'bert',
+    vocab_size: arch.vocabSize,
+    hidden_size: arch.hiddenSize,
+    num_hidden_layers: arch.numHiddenLayers,
+    num_attention_heads: arch.numAttentionHeads,
+    intermediate_size: arch.intermediateSize,
+    hidden_act: arch.hiddenAct,
+    max_position_embeddings: arch.maxPositionEmbeddings,
+    type_vocab_size: arch.typeVocabSize,
+    layer_norm_eps: arch.layerNormEps,
+    position_embedding_type: 'absolute',
+    pad_token_id: 0,
+    torch_dtype: torchDtype,
+  };
+}
+
 export async function readBertConfig(checkpointDir: string): Promise<BertArchitecture> {
   const file = path.join(checkpointDir, CONFIG_FILE);
   let text: string;

@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { FP16_MODEL_FILE, FP32_MODEL_FILE, makeModel } from '../../src/encoder/make-model.js';
-import { readManifest, type BertArchitecture } from '../../src/encoder/manifest.js';
+import { bertConfigJson } from '../../src/encoder/hf-checkpoint.js';
+import { readManifest } from '../../src/encoder/manifest.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { writeSafetensors } from '../../src/encoder/safetensors.js';
 import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';
@@ -16,22 +17,6 @@ import { isServiceError } from '../corpus/assert-service-error.js';
 const repoRoot = path.resolve(import.meta.dirname, '..', '..', '..');
 const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt'];
-
-function hfConfig(a: BertArchitecture): Record<string, unknown> {
-  return {
-    architectures: ['BertModel'],
-    model_type: 'bert',
-    vocab_size: a.vocabSize,
-    hidden_size: a.hiddenSize,
-    num_hidden_layers: a.numHiddenLayers,
-    num_attention_heads: a.numAttentionHeads,
-    intermediate_size: a.intermediateSize,
-    hidden_act: 'gelu',
-    max_position_embeddings: a.maxPositionEmbeddings,
-    type_vocab_size: a.typeVocabSize,
-    layer_norm_eps: a.layerNormEps,
-  };
-}
 
 async function embed(modelFile: string, ids: number[]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(modelFile, { intraOpNumThreads: 1 });
@@ -70,7 +55,7 @@ describe('makeModel: model folders from presets and Hugging Face checkpoints', f
     const arch = presetArchitecture(PRESETS.tiny, tokens.length - (options.extraTokens ?? 0));
     const weights: BertWeights = generateBertWeights(arch, 99);
     if (options.drop) weights.delete(options.drop);
-    await writeFile(path.join(dir, 'config.json'), JSON.stringify(hfConfig(arch)));
+    await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfigJson(arch)));
     await writeSafetensors(path.join(dir, 'model.safetensors'), weights, 'F16', { format: 'pt' });
     await writeFile(path.join(dir, 'trainer_state.json'), '{}');
     if (options.tokenizer === 'full') {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { f16round } from '@petamoriken/float16';
 import ort from 'onnxruntime-node';
-import { readBertCheckpoint } from '../../src/encoder/hf-checkpoint.js';
+import { bertConfigJson, readBertCheckpoint } from '../../src/encoder/hf-checkpoint.js';
 import type { BertArchitecture } from '../../src/encoder/manifest.js';
 import { buildBertOnnx, type GraphPrecision } from '../../src/encoder/onnx-graph.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
@@ -15,26 +15,6 @@ import { referenceLastHiddenState } from './reference-bert.js';
 
 const arch = presetArchitecture(PRESETS.tiny, 300);
 const SEED = 1234;
-
-/** What a Hugging Face `BertModel.save_pretrained` writes as config.json for `arch`. */
-function hfConfig(a: BertArchitecture): Record<string, unknown> {
-  return {
-    architectures: ['BertModel'],
-    model_type: 'bert',
-    vocab_size: a.vocabSize,
-    hidden_size: a.hiddenSize,
-    num_hidden_layers: a.numHiddenLayers,
-    num_attention_heads: a.numAttentionHeads,
-    intermediate_size: a.intermediateSize,
-    hidden_act: 'gelu',
-    max_position_embeddings: a.maxPositionEmbeddings,
-    type_vocab_size: a.typeVocabSize,
-    layer_norm_eps: a.layerNormEps,
-    position_embedding_type: 'absolute',
-    pad_token_id: 0,
-    torch_dtype: 'float32',
-  };
-}
 
 interface Encoded {
   lastHiddenState: Float32Array;
@@ -100,7 +80,7 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  async function checkpointFolder(name: string, dtype: FloatDtype, tensors: BertWeights, config = hfConfig(arch)) {
+  async function checkpointFolder(name: string, dtype: FloatDtype, tensors: BertWeights, config = bertConfigJson(arch)) {
     const dir = path.join(tmp, name);
     await mkdir(dir, { recursive: true });
     await writeFile(path.join(dir, 'config.json'), JSON.stringify(config));
@@ -269,7 +249,7 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
     });
 
     it('refuses a tensor whose shape disagrees with config.json', async function () {
-      const dir = await checkpointFolder('wide', 'F32', weights, { ...hfConfig(arch), intermediate_size: 128 });
+      const dir = await checkpointFolder('wide', 'F32', weights, { ...bertConfigJson(arch), intermediate_size: 128 });
       await assert.rejects(
         readBertCheckpoint(dir),
         isServiceError('bad_request', /encoder\.layer\.0\.intermediate\.dense\.weight has shape \[64, 32\].*\[128, 32\]/),
@@ -285,7 +265,7 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
       ['num_hidden_layers', 0, /num_hidden_layers must be a positive integer/],
     ] as const) {
       it(`refuses config.json with ${field}: ${JSON.stringify(value)}`, async function () {
-        const dir = await checkpointFolder(`config-${field}-${value}`, 'F32', weights, { ...hfConfig(arch), [field]: value });
+        const dir = await checkpointFolder(`config-${field}-${value}`, 'F32', weights, { ...bertConfigJson(arch), [field]: value });
         await assert.rejects(readBertCheckpoint(dir), isServiceError('bad_request', pattern));
       });
     }
@@ -294,7 +274,7 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
       await assert.rejects(readBertCheckpoint(path.join(tmp, 'nowhere')), isServiceError('not_found', /no config\.json/));
       const dir = path.join(tmp, 'config-only');
       await mkdir(dir);
-      await writeFile(path.join(dir, 'config.json'), JSON.stringify(hfConfig(arch)));
+      await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfigJson(arch)));
       await assert.rejects(readBertCheckpoint(dir), isServiceError('not_found', /no model\.safetensors/));
     });
 
