@@ -8,6 +8,7 @@ import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
+export const WEIGHTS_INDEX_FILE = 'model.safetensors.index.json';
 
 /** A Hugging Face BERT checkpoint folder, read into canonical tensors. */
 export interface BertCheckpoint {
@@ -130,34 +131,53 @@ export async function readBertConfig(checkpointDir: string): Promise<BertArchite
 }
 
 /**
- * Reads `config.json` and `model.safetensors`. Tensor names may carry the `bert.` prefix of
- * task-head models; heads, the pooler and buffers such as `position_ids` are ignored.
+ * Reads `config.json` and `model.safetensors` (or the shards a `model.safetensors.index.json`
+ * lists). Tensor names may carry the `bert.` prefix of task-head models; heads, the pooler and
+ * buffers such as `position_ids` are ignored.
  */
 export async function readBertCheckpoint(checkpointDir: string): Promise<BertCheckpoint> {
   const architecture = await readBertConfig(checkpointDir);
-  const file = path.join(checkpointDir, WEIGHTS_FILE);
-  if (!(await pathExists(file))) {
-    const hasPickle = await pathExists(path.join(checkpointDir, 'pytorch_model.bin'));
-    throw new ServiceError(
-      'not_found',
-      hasPickle
-        ? `${checkpointDir} has pytorch_model.bin but no ${WEIGHTS_FILE}; save it with safe_serialization=True`
-        : `no ${WEIGHTS_FILE} in checkpoint folder ${checkpointDir}`,
-    );
-  }
-  const entries = await readSafetensors(file);
   const wanted = bertTensorShapes(architecture);
   const weights: BertWeights = new Map();
   const dtypes = new Set<string>();
-  for (const [storedName, entry] of entries) {
-    const name = storedName.startsWith('bert.') ? storedName.slice('bert.'.length) : storedName;
-    if (!wanted.has(name)) continue;
-    if (weights.has(name)) {
-      throw new ServiceError('bad_request', `${file}: tensor ${name} is stored both with and without the "bert." prefix`);
+  for (const file of await weightFiles(checkpointDir)) {
+    for (const [storedName, entry] of await readSafetensors(file)) {
+      const name = storedName.startsWith('bert.') ? storedName.slice('bert.'.length) : storedName;
+      if (!wanted.has(name)) continue;
+      if (weights.has(name)) {
+        throw new ServiceError('bad_request', `${checkpointDir}: tensor ${name} is stored twice (with and without "bert."?)`);
+      }
+      weights.set(name, { shape: entry.shape, data: toFloat32(entry, `${file}: ${storedName}`) });
+      dtypes.add(entry.dtype);
     }
-    weights.set(name, { shape: entry.shape, data: toFloat32(entry, `${file}: ${storedName}`) });
-    dtypes.add(entry.dtype);
   }
-  checkBertWeights(architecture, weights, file);
+  checkBertWeights(architecture, weights, checkpointDir);
   return { architecture, weights, weightsDtype: [...dtypes].sort().join('+') };
+}
+
+/** The safetensors files of a checkpoint: one file, or the shards its index names. */
+async function weightFiles(checkpointDir: string): Promise<string[]> {
+  const single = path.join(checkpointDir, WEIGHTS_FILE);
+  if (await pathExists(single)) return [single];
+  const indexFile = path.join(checkpointDir, WEIGHTS_INDEX_FILE);
+  if (await pathExists(indexFile)) {
+    let weightMap: Record<string, string>;
+    try {
+      weightMap = (JSON.parse(await readFile(indexFile, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    } catch (error) {
+      throw new ServiceError('bad_request', `${indexFile}: not a safetensors index (${(error as Error).message})`);
+    }
+    const shards = [...new Set(Object.values(weightMap ?? {}))];
+    if (shards.length === 0 || shards.some((shard) => typeof shard !== 'string' || shard !== path.basename(shard))) {
+      throw new ServiceError('bad_request', `${indexFile}: weight_map must name shard files in the checkpoint folder`);
+    }
+    return shards.sort().map((shard) => path.join(checkpointDir, shard));
+  }
+  const hasPickle = await pathExists(path.join(checkpointDir, 'pytorch_model.bin'));
+  throw new ServiceError(
+    'not_found',
+    hasPickle
+      ? `${checkpointDir} has pytorch_model.bin but no ${WEIGHTS_FILE}; save it with safe_serialization=True`
+      : `no ${WEIGHTS_FILE} in checkpoint folder ${checkpointDir}`,
+  );
 }

@@ -195,6 +195,26 @@ describe('BERT model builder (tiny preset, real ONNX Runtime)', function () {
       await fromCheckpoint.release();
     });
 
+    it('a checkpoint sharded by model.safetensors.index.json reads as the weights it was split from', async function () {
+      const dir = path.join(tmp, 'sharded');
+      await mkdir(dir);
+      await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfigJson(arch)));
+      const names = [...weights.keys()];
+      const shards = [names.slice(0, 10), names.slice(10)].map((part, i) => ({
+        file: `model-0000${i + 1}-of-00002.safetensors`,
+        tensors: new Map(part.map((name) => [name, weights.get(name)!])),
+      }));
+      const weightMap: Record<string, string> = {};
+      for (const shard of shards) {
+        await writeSafetensors(path.join(dir, shard.file), shard.tensors, 'F32');
+        for (const name of shard.tensors.keys()) weightMap[name] = shard.file;
+      }
+      await writeFile(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+      const checkpoint = await readBertCheckpoint(dir);
+      assert.equal(checkpoint.weights.size, weights.size);
+      for (const [name, tensor] of weights) assert.deepEqual(checkpoint.weights.get(name)!.data, tensor.data, name);
+    });
+
     for (const [dtype, tolerance] of [
       ['F16', 2e-3],
       ['BF16', 2e-2],
