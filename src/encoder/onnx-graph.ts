@@ -62,14 +62,12 @@ class GraphBuilder {
     return name;
   }
 
-  /** A constant in the graph's precision. */
-  scalar(value: number): string {
-    return this.floats(`const_${this.counter++}`, [], Float32Array.of(value));
-  }
-
-  float32Scalar(value: number): string {
+  /** A float constant, in the graph's precision unless `float32` is asked for. */
+  scalar(value: number, type: 'graph' | 'float32' = 'graph'): string {
     const name = `const_${this.counter++}`;
-    this.initializers.push({ name, dims: [], dataType: DataType.FLOAT, rawData: bytesOf(Float32Array.of(value)) });
+    const precision = type === 'float32' ? 'fp32' : this.precision;
+    const dataType = type === 'float32' ? DataType.FLOAT : this.floatType;
+    this.initializers.push({ name, dims: [], dataType, rawData: floatBytes(Float32Array.of(value), precision) });
     return name;
   }
 
@@ -206,9 +204,9 @@ export function buildBertOnnx(
   const sequenceAxis = g.int64s([1]);
   const summed = g.op('ReduceSum', [g.op('Mul', [hidden, tokenWeights]), sequenceAxis], { keepdims: 0 });
   const counts = g.op('ReduceSum', [tokenWeights, sequenceAxis], { keepdims: 0 });
-  const mean = g.op('Div', [summed, g.op('Max', [counts, g.float32Scalar(MIN_TOKEN_COUNT)])]);
+  const mean = g.op('Div', [summed, g.op('Max', [counts, g.scalar(MIN_TOKEN_COUNT, 'float32')])]);
   const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
-  g.op('Div', [mean, g.op('Max', [norm, g.float32Scalar(NORMALIZE_EPS)])], {}, GRAPH_OUTPUTS.embedding);
+  g.op('Div', [mean, g.op('Max', [norm, g.scalar(NORMALIZE_EPS, 'float32')])], {}, GRAPH_OUTPUTS.embedding);
 
   const model = onnx.ModelProto.create({
     irVersion: IR_VERSION,
