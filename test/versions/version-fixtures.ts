@@ -10,6 +10,7 @@ import { generateBertWeights } from '../../src/encoder/weights.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput, SearchHit } from '../../src/engine/types.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
+import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
 
 export const TOKEN = 'versions-secret-91c2';
 export const AUTH = `Bearer ${TOKEN}`;
@@ -82,9 +83,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export async function pollJob(app: Express, jobId: string, until: (job: JobView) => boolean = (job) => job.state !== 'running'): Promise<JobView[]> {
   const seen: JobView[] = [];
   for (;;) {
-    const { body } = await request(app).get(`/training/jobs/${jobId}`).set('Authorization', AUTH).expect(200);
-    seen.push(body as JobView);
-    if (until(body as JobView)) return seen;
+    const response = await request(app).get(`/training/jobs/${jobId}`).set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('GET', '/training/jobs/{id}', response);
+    const body = response.body as JobView;
+    seen.push(body);
+    if (until(body)) return seen;
     await sleep(20);
   }
 }

@@ -13,6 +13,7 @@ import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-mana
 import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
 import { createHarness } from '../http/app-harness.js';
+import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
 import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
 
 const QUERIES: QueryInput[] = [
@@ -101,7 +102,9 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
 
   it('answers 401 without the bearer token', async function () {
     const { app } = await startService();
-    const { body } = await request(app).get('/training/versions').expect(401);
+    const unauthorized = await request(app).get('/training/versions').expect(401);
+    assertMatchesOpenApi('GET', '/training/versions', unauthorized);
+    const { body } = unauthorized;
     assert.equal(body.error.code, 'unauthorized');
     await request(app).post('/training/versions').send({ model_path: checkpointDir, build_index: true }).expect(401);
     await request(app).get('/training/jobs').expect(401);
@@ -115,6 +118,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       .set('Authorization', AUTH)
       .send({ model_path: checkpointDir, build_index: true, label: 'checkpoint-500' })
       .expect(201);
+    assertMatchesOpenApi('POST', '/training/versions', registered);
     const versionId: string = registered.body.version.id;
     assert.equal(versionId, 'v1');
     assert.equal(registered.body.version.state, 'building');
@@ -137,7 +141,9 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       assert.ok(view.rowsPerSecond! > 0);
       assert.ok(Math.abs(view.etaSeconds! - (view.rowsTotal - view.rowsDone) / view.rowsPerSecond!) < 1e-6);
     }
-    const built: VersionRecord = (await request(app).get(`/training/versions/${versionId}`).set('Authorization', AUTH).expect(200)).body;
+    const builtResponse = await request(app).get(`/training/versions/${versionId}`).set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('GET', '/training/versions/{id}', builtResponse);
+    const built: VersionRecord = builtResponse.body;
     assert.equal(built.state, 'ready');
     assert.ok(built.indexPath.startsWith(path.join(service.dataDir, 'versions', versionId) + path.sep));
     assert.equal((await stat(built.indexPath)).size, 45 + ROWS * 32 * 4);
@@ -154,6 +160,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.deepEqual(before.body.result, expected.get(INITIAL_VERSION)![0]);
 
     const activation = await request(app).post(`/training/versions/${versionId}/activate`).set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/activate', activation);
     assert.equal(activation.body.version.id, versionId);
     assert.equal(activation.body.version.state, 'active');
     assert.equal(activation.body.previous, INITIAL_VERSION);
@@ -165,7 +172,9 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const info = await request(app).get('/info').expect(200);
     assert.equal(info.body.retriever.version, versionId);
     assert.equal(info.body.retriever.modelDir, built.modelDir);
-    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    const listing = await request(app).get('/training/versions').set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('GET', '/training/versions', listing);
+    const listed = listing.body;
     assert.equal(listed.active, versionId);
     assert.equal(listed.previous, INITIAL_VERSION);
     assert.deepEqual(
@@ -174,6 +183,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     );
 
     const rollback = await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions/rollback', rollback);
     assert.equal(rollback.body.version.id, INITIAL_VERSION);
     assert.equal(rollback.body.previous, versionId);
     const rolledBack = await retrieve(app);
@@ -182,6 +192,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await request(app).get('/info').expect(200)).body.retriever.version, INITIAL_VERSION);
 
     const nothingBefore = await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(409);
+    assertMatchesOpenApi('POST', '/training/versions/rollback', nothingBefore);
     assert.equal(nothingBefore.body.error.code, 'conflict');
     assert.match(nothingBefore.body.error.message, /no previously active version/);
   });
@@ -204,6 +215,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       .set('Authorization', AUTH)
       .send({ model_path: checkpointDir, index_path: wrongDimension })
       .expect(400);
+    assertMatchesOpenApi('POST', '/training/versions', dimension);
     assert.equal(dimension.body.error.field, 'index_path');
     assert.match(dimension.body.error.message, /dimension 8 does not match the encoder's dimension 32/);
 
@@ -231,6 +243,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const badType = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: 7 }).expect(400);
     assert.equal(badType.body.error.field, 'model_path');
     const unknown = await request(app).post('/training/versions/v404/activate').set('Authorization', AUTH).expect(404);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/activate', unknown);
     assert.equal(unknown.body.error.code, 'not_found');
     const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
     assert.equal(listed.versions.length, 2, 'refused registrations leave nothing behind');
@@ -254,6 +267,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.deepEqual([...statuses].sort(), [200, 409]);
     const winner = statuses[0] === 200 ? first! : second!;
     const loser = statuses[0] === 200 ? second! : first!;
+    assertMatchesOpenApi('POST', '/training/versions/{id}/activate', loser);
     assert.equal(loser.body.error.code, 'conflict');
     assert.match(loser.body.error.message, /another activation or rollback is in progress/);
     assert.equal((await retrieve(app)).headers['x-retriever-version'], winner.body.version.id);
@@ -271,6 +285,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await writeFile(indexCopy, Buffer.concat([encodeIxfiHeader({ dimension: 8, rows: ROWS }), Buffer.alloc(ROWS * 8 * 4)]));
 
     const mismatch = await request(app).post(`/training/versions/${swapped.id}/activate`).set('Authorization', AUTH).expect(400);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/activate', mismatch);
     assert.match(mismatch.body.error.message, new RegExp(`version ${swapped.id}: activation failed: .*dimension 8 does not match the encoder's dimension 32`));
     await rm(modelCopy, { recursive: true });
     const missing = await request(app).post(`/training/versions/${vanishing.id}/activate`).set('Authorization', AUTH);
@@ -331,6 +346,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       .expect(201);
     await pollJob(app, body.job.id, (job) => job.rowsDone >= 16 || job.state !== 'running');
     const cancelled = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('DELETE', '/training/jobs/{id}', cancelled);
     assert.equal(cancelled.body.state, 'cancelled');
     assert.ok(cancelled.body.rowsDone >= 16 && cancelled.body.rowsDone < ROWS, `stopped at ${cancelled.body.rowsDone}`);
     const version: VersionRecord = (await request(app).get(`/training/versions/${body.version.id}`).set('Authorization', AUTH).expect(200)).body;
@@ -343,12 +359,15 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.match(again.body.error.message, /is not running \(it is cancelled\)/);
 
     const resumed = await request(app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH).expect(202);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/build', resumed);
     assert.notEqual(resumed.body.id, body.job.id);
     const finished = (await pollJob(app, resumed.body.id)).at(-1)!;
     assert.equal(finished.state, 'done');
     assert.equal(finished.resumedFrom, cancelled.body.rowsDone);
     assert.equal(finished.rowsDone, ROWS);
-    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs;
+    const jobList = await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('GET', '/training/jobs', jobList);
+    const jobs = jobList.body.jobs;
     assert.deepEqual(jobs.map((job: JobView) => [job.id, job.state]), [[body.job.id, 'cancelled'], [resumed.body.id, 'done']]);
     await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
     assert.equal((await retrieve(app)).headers['x-retriever-version'], version.id);
