@@ -83,14 +83,19 @@ export class VersionManager {
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
-      this.options.log?.(`serving remembered active version ${rememberedId} instead of the launch files`, {
-        version: this.registry.version(rememberedId),
-      });
-      try {
-        return await this.serve(rememberedId, load, 'activate');
-      } catch (error) {
-        await this.registry.updateVersion(rememberedId, { state: 'failed', reason: (error as Error).message });
-        this.options.log?.(`remembered version ${rememberedId} failed to load (${(error as Error).message}); serving the launch files`);
+      const remembered = this.registry.version(rememberedId);
+      if (path.resolve(remembered.corpusPath) !== path.resolve(files.corpusPath)) {
+        // Its index rows are rows of another corpus: serving it would answer from the wrong passages.
+        const reason = `registered for corpus ${remembered.corpusPath}, but the server now serves ${files.corpusPath}`;
+        await this.registry.updateVersion(rememberedId, { state: 'failed', reason });
+        this.options.log?.(`remembered active version ${rememberedId} not served: ${reason}; serving the launch files`);
+      } else {
+        this.options.log?.(`serving remembered active version ${rememberedId} instead of the launch files`, { version: remembered });
+        try {
+          return await this.serve(rememberedId, load, 'activate');
+        } catch (error) {
+          this.options.log?.(`remembered version ${rememberedId} failed to load (${(error as Error).message}); serving the launch files`);
+        }
       }
     }
     return this.serve(INITIAL_VERSION, load, 'activate');

@@ -39,11 +39,11 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
   const services: Service[] = [];
 
   /** A service as `serve` starts it with the training routes on: the registry decides what serves. */
-  async function startService(dataDir?: string, buildBatchSize = 64): Promise<Service> {
+  async function startService(dataDir?: string, buildBatchSize = 64, launchFiles = initialFiles): Promise<Service> {
     const dir = dataDir ?? (await temporaryDir('data'));
     const active = new ActiveRetriever();
     const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 } });
-    await versions.startServing(initialFiles, {});
+    await versions.startServing(launchFiles, {});
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
     const service = { dataDir: dir, active, versions, app };
     services.push(service);
@@ -333,7 +333,24 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
     const reloaded = again.versions.registry.version(version.id);
     assert.equal(reloaded.state, 'failed');
-    assert.match(reloaded.reason!, /cannot open/);
+    assert.match(reloaded.reason!, /activation failed: .*cannot open/);
+  });
+
+  it('does not serve a remembered version registered for another corpus than the launch flags name', async function () {
+    const first = await startService();
+    const version = await registerCopy(first, 'other-corpus');
+    await request(first.app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
+    await stopService(first);
+    const movedCorpus = path.join(scratch, 'moved-corpus.jsonl');
+    await cp(initialFiles.corpusPath, movedCorpus);
+
+    const again = await startService(first.dataDir, 64, { ...initialFiles, corpusPath: movedCorpus, sidecarPath: `${movedCorpus}.offsets` });
+    assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
+    assert.equal(again.active.current!.files.corpusPath, movedCorpus);
+    const refused = again.versions.registry.version(version.id);
+    assert.equal(refused.state, 'failed');
+    assert.equal(refused.reason, `registered for corpus ${initialFiles.corpusPath}, but the server now serves ${movedCorpus}`);
+    assert.equal(again.versions.registry.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
   });
 
   it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
