@@ -1,9 +1,9 @@
 import type { VectorIndex, VectorSearchResult } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
-import { faissWorker } from './faiss-worker-client.js';
+import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
 
-/** A FAISS IndexFlatIP file loaded in the faiss worker. */
+/** A FAISS IndexFlatIP file loaded in a faiss host process of its own. */
 export class FlatIndex implements VectorIndex {
   private closed = false;
 
@@ -11,18 +11,23 @@ export class FlatIndex implements VectorIndex {
     readonly path: string,
     readonly dimension: number,
     readonly rows: number,
-    private readonly handle: number,
+    private readonly host: FaissHost,
   ) {}
 
   /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
   static async open(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
     const { dimension, rows } = await readIxfiHeader(path, expect);
-    const loaded = await faissWorker.request({ op: 'load', path });
-    if (loaded.dimension !== dimension || loaded.rows !== rows) {
-      await faissWorker.request({ op: 'unload', handle: loaded.handle! });
-      throw new ServiceError('internal', `index ${path}: FAISS read ${loaded.rows}×${loaded.dimension}, header says ${rows}×${dimension}`);
+    const host = FaissHost.start();
+    try {
+      const loaded = await host.request({ op: 'load', path });
+      if (loaded.dimension !== dimension || loaded.rows !== rows) {
+        throw new ServiceError('internal', `index ${path}: FAISS read ${loaded.rows}×${loaded.dimension}, header says ${rows}×${dimension}`);
+      }
+    } catch (error) {
+      await host.stop();
+      throw error;
     }
-    return new FlatIndex(path, dimension, rows, loaded.handle!);
+    return new FlatIndex(path, dimension, rows, host);
   }
 
   async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
@@ -35,14 +40,14 @@ export class FlatIndex implements VectorIndex {
     // faiss-node throws when k exceeds ntotal.
     const k = Math.min(topk, this.rows);
     if (queries === 0 || k === 0) return { queries, topk: k, rowIndices: new Int32Array(0), scores: new Float32Array(0) };
-    const { rowIndices, scores } = await faissWorker.request({ op: 'search', handle: this.handle, vectors, topk: k });
+    const { rowIndices, scores } = await this.host.request({ op: 'search', vectors, topk: k });
     return { queries, topk: k, rowIndices: rowIndices!, scores: scores! };
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await faissWorker.request({ op: 'unload', handle: this.handle });
+    await this.host.stop();
   }
 }
 

@@ -20,7 +20,7 @@ function assertMatchesBruteForce(actual: { queries: number; topk: number; rowInd
   actual.scores.forEach((score, i) => assert.ok(Math.abs(score - expected.scores[i]!) < 1e-5, `score ${i}: ${score} vs ${expected.scores[i]}`));
 }
 
-describe('FlatIndex (faiss-node in the faiss worker)', function () {
+describe('FlatIndex (faiss-node in a host process per index)', function () {
   let dir: string;
   const base = unitVectors(ROWS, DIMENSION, 11);
   const queries = unitVectors(7, DIMENSION, 12);
@@ -98,6 +98,28 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await older.close();
     await assert.rejects(older.search(queries, 3), isServiceError('internal', /is closed/));
     assertMatchesBruteForce(await newer.search(queries, 3), base, queries, 3);
+  });
+
+  it('keeps answering searches on a loaded index while another index loads (each index has its own host process)', async function () {
+    const bigPath = path.join(dir, 'big.index');
+    const bigRows = 100_000;
+    const writer = await IxfiWriter.open(bigPath, { dimension: DIMENSION, rows: bigRows, description: {} });
+    for (let done = 0; done < bigRows; done += ROWS) await writer.append(base.subarray(0, Math.min(ROWS, bigRows - done) * DIMENSION));
+    await writer.finish();
+    const active = await open('ours.index');
+    let loaded = false;
+    const loading = openFlatIndex(bigPath).then((index) => {
+      loaded = true;
+      opened.push(index);
+      return index;
+    });
+    let searchesWhileLoading = 0;
+    while (!loaded) {
+      assertMatchesBruteForce(await active.search(queries, 3), base, queries, 3);
+      if (!loaded) searchesWhileLoading++;
+    }
+    assert.ok(searchesWhileLoading >= 3, `only ${searchesWhileLoading} searches finished while the other index loaded`);
+    assert.equal((await loading).rows, bigRows);
   });
 
   it('refuses an L2 file and dimension or row mismatches before loading', async function () {
