@@ -77,7 +77,7 @@ export function elementCount(shape: readonly number[]): number {
 }
 
 /** Standard deviation of Hugging Face's BERT initialisation (`initializer_range`). */
-export const INITIALIZER_RANGE = 0.02;
+const INITIALIZER_RANGE = 0.02;
 
 /** A Gaussian sampler over a seeded generator: the same seed always gives the same stream. */
 export function seededNormal(seed: number): () => number {
