@@ -5,7 +5,7 @@ import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
-import { ServiceError } from '../errors.js';
+import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { readIxfiHeader } from '../index/ixfi-header.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
@@ -56,6 +56,8 @@ export interface ActivationResult {
  */
 export class VersionManager {
   private readonly activation = new Mutex();
+  /** Set by close: a version that finishes loading afterwards is closed instead of served. */
+  private closing = false;
 
   private constructor(
     readonly registry: VersionRegistry,
@@ -181,8 +183,11 @@ export class VersionManager {
     });
   }
 
+  /** Cancels index jobs and waits for a running activation to end. */
   async close(): Promise<void> {
+    this.closing = true;
     await this.jobs.close();
+    await this.activation.waitForUnlock();
   }
 
   private exclusively<T>(work: () => Promise<T>): Promise<T> {
@@ -223,11 +228,15 @@ export class VersionManager {
     } catch (error) {
       const reason = `activation failed: ${(error as Error).message}`;
       await this.registry.updateVersion(id, { state: 'failed', reason });
-      throw error instanceof ServiceError ? new ServiceError(error.code === 'not_found' ? 'bad_request' : error.code, `version ${id}: ${reason}`) : new ServiceError('internal', `version ${id}: ${reason}`);
+      throw new ServiceError(activationErrorCode(error), `version ${id}: ${reason}`);
     }
   }
 
   private async activateLoaded(retriever: Retriever, how: 'activate' | 'rollback'): Promise<void> {
+    if (this.closing) {
+      await retriever.close();
+      throw new ServiceError('not_ready', `version ${retriever.version} loaded while the server was shutting down; not activated`);
+    }
     const released = this.options.active.activate(retriever);
     await this.registry.markActive(retriever.version, how);
     await released;
@@ -238,6 +247,12 @@ export class VersionManager {
     if (!current) throw new ServiceError('not_ready', 'no version is serving yet; versions are registered against the served corpus');
     return { corpusPath: current.files.corpusPath, sidecarPath: current.corpus.sidecarPath, rows: current.corpus.rows };
   }
+}
+
+/** A file that is missing or does not fit is the version's fault (400), not an unknown route (404). */
+function activationErrorCode(error: unknown): ErrorCode {
+  if (!(error instanceof ServiceError)) return 'internal';
+  return error.code === 'not_found' ? 'bad_request' : error.code;
 }
 
 function versionFiles(version: VersionRecord): RetrieverFiles {

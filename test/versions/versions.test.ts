@@ -288,8 +288,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assertMatchesOpenApi('POST', '/training/versions/{id}/activate', mismatch);
     assert.match(mismatch.body.error.message, new RegExp(`version ${swapped.id}: activation failed: .*dimension 8 does not match the encoder's dimension 32`));
     await rm(modelCopy, { recursive: true });
-    const missing = await request(app).post(`/training/versions/${vanishing.id}/activate`).set('Authorization', AUTH);
-    assert.ok(missing.status >= 400 && missing.status < 600);
+    const missing = await request(app).post(`/training/versions/${vanishing.id}/activate`).set('Authorization', AUTH).expect(400);
     assert.match(missing.body.error.message, new RegExp(`version ${vanishing.id}: activation failed: .*model-copy`));
 
     const response = await retrieve(app);
@@ -351,6 +350,19 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(refused.state, 'failed');
     assert.equal(refused.reason, `registered for corpus ${initialFiles.corpusPath}, but the server now serves ${movedCorpus}`);
     assert.equal(again.versions.registry.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
+  });
+
+  it('does not serve a version that finishes loading while the server shuts down', async function () {
+    const service = await startService();
+    const version = await registerCopy(service, 'late');
+    const outcome = service.versions.activate(version.id).then(
+      () => undefined,
+      (error: Error) => error,
+    );
+    await stopService(service);
+    assert.match((await outcome)?.message ?? 'activated', new RegExp(`version ${version.id} loaded while the server was shutting down`));
+    assert.equal(service.active.current, undefined);
+    assert.equal(service.versions.registry.activeId, INITIAL_VERSION);
   });
 
   it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
