@@ -11,15 +11,21 @@ import { elementCount, type WeightTensor } from './weights.js';
 
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
 
+/** Every dtype the format defines, so that files holding tensors we skip still read. */
 const DTYPE_BYTES: Record<string, number> = {
+  F64: 8,
   F32: 4,
   F16: 2,
   BF16: 2,
-  F64: 8,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
   I64: 8,
   I32: 4,
   I16: 2,
   I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
   U8: 1,
   BOOL: 1,
 };
