@@ -13,7 +13,7 @@ import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-mana
 import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
 import { createHarness } from '../http/app-harness.js';
-import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
+import { assertMatchesOpenApi, openApiDocument } from '../http/openapi-schemas.js';
 import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
 
 const QUERIES: QueryInput[] = [
@@ -98,6 +98,19 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       body.versions.map((version: VersionRecord) => [version.id, version.state, version.modelDir, version.indexPath]),
       [[INITIAL_VERSION, 'active', initialFiles.modelDir, initialFiles.indexPath]],
     );
+  });
+
+  it('serves every /training/versions and /training/jobs operation openapi.yaml documents', async function () {
+    const { app } = await startService();
+    const documented = Object.entries(openApiDocument.paths)
+      .filter(([route]) => /^\/training\/(versions|jobs)/.test(route))
+      .flatMap(([route, operations]) => Object.keys(operations).filter((key) => key !== 'parameters').map((method) => ({ route, method })));
+    assert.equal(documented.length, 9);
+    for (const { route, method } of documented) {
+      const res = await request(app)[method as 'get' | 'post' | 'delete'](route.replace('{id}', 'unknown-id')).set('Authorization', AUTH);
+      assert.doesNotMatch(String(res.body.error?.message), /^no route/, `${method.toUpperCase()} ${route} is documented but not served`);
+      assertMatchesOpenApi(method, route, res);
+    }
   });
 
   it('answers 401 without the bearer token', async function () {
