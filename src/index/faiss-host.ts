@@ -52,6 +52,8 @@ export class FaissHost {
 
   /** Ends the process (and so frees its index); resolves once it has exited. */
   async stop(): Promise<void> {
+    // Referenced, so that waiting for the exit keeps an otherwise idle process alive.
+    this.child.ref();
     if (this.child.connected) this.child.disconnect();
     await this.exited;
   }

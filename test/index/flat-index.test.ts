@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -120,6 +121,17 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     }
     assert.ok(searchesWhileLoading >= 3, `only ${searchesWhileLoading} searches finished while the other index loaded`);
     assert.equal((await loading).rows, bigRows);
+  });
+
+  it('lets a process with nothing else to do search, close and exit (an idle host never holds it open)', function () {
+    const flatIndexModule = new URL('../../src/index/flat-index.js', import.meta.url).href;
+    const script = `import { openFlatIndex } from ${JSON.stringify(flatIndexModule)};
+const index = await openFlatIndex(${JSON.stringify(path.join(dir, 'ours.index'))});
+const { rowIndices } = await index.search(new Float32Array(${DIMENSION}).fill(1), 2);
+await index.close();
+console.log('closed', rowIndices.length);`;
+    const output = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(output.trim(), 'closed 2');
   });
 
   it('refuses an L2 file and dimension or row mismatches before loading', async function () {
