@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { realpath, stat } from 'node:fs/promises';
+import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { CONFIG_FILE, WEIGHTS_FILE } from '../encoder/hf-checkpoint.js';
+import { CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../encoder/hf-checkpoint.js';
 import { makeModel } from '../encoder/make-model.js';
 import { MANIFEST_FILE } from '../encoder/manifest.js';
 import { pathExists } from '../encoder/path-exists.js';
@@ -17,20 +17,22 @@ export interface ModelFolderOptions {
 
 /**
  * A model folder we can serve for `dir`: the folder itself when it holds our `retriever.json`;
- * for a Hugging Face/tevatron BERT checkpoint (config.json + model.safetensors), its ONNX
+ * for a Hugging Face/tevatron BERT checkpoint (config.json + model.safetensors, or its shards
+ * with model.safetensors.index.json), its ONNX
  * conversion, built once and reused until the checkpoint's files change.
  */
 export async function resolveModelFolder(dir: string, options: ModelFolderOptions): Promise<string> {
   if (await pathExists(path.join(dir, MANIFEST_FILE))) return dir;
   const config = path.join(dir, CONFIG_FILE);
-  const weights = path.join(dir, WEIGHTS_FILE);
-  if (!(await pathExists(config)) || !(await pathExists(weights))) {
+  const weights = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.safetensors') || name === WEIGHTS_INDEX_FILE);
+  if (!(await pathExists(config)) || weights.length === 0) {
     throw new ServiceError(
       'not_found',
-      `${dir} is neither a model folder (${MANIFEST_FILE}) nor a Hugging Face BERT checkpoint (${CONFIG_FILE} + ${WEIGHTS_FILE})`,
+      `${dir} is neither a model folder (${MANIFEST_FILE}) nor a Hugging Face BERT checkpoint (${CONFIG_FILE} + ${WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE})`,
     );
   }
-  const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${await checkpointKey(dir, [config, weights], options.fp16)}`);
+  const files = [config, ...weights.sort().map((name) => path.join(dir, name))];
+  const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${await checkpointKey(dir, files, options.fp16)}`);
   if (!(await pathExists(path.join(modelDir, MANIFEST_FILE)))) {
     options.onConvert?.(dir, modelDir);
     await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, overwrite: true });
