@@ -48,8 +48,11 @@ export class IndexJobs {
     private readonly options: IndexJobOptions,
   ) {}
 
-  /** Starts building the index of `versionId`; the version is `building` until the job ends. */
-  async start(versionId: string): Promise<JobView> {
+  /**
+   * Starts building the index of `versionId` over `corpusRows` rows; the version is `building`
+   * until the job ends.
+   */
+  async start(versionId: string, corpusRows: number): Promise<JobView> {
     const version = this.registry.version(versionId);
     const busy = [...this.running.keys()].find((jobId) => this.registry.job(jobId).versionId === versionId);
     if (busy) throw new ServiceError('conflict', `version ${versionId} is already building its index (job ${busy})`);
@@ -58,7 +61,7 @@ export class IndexJobs {
       state: 'running',
       indexPath: version.indexPath,
       rowsDone: 0,
-      rowsTotal: 0,
+      rowsTotal: corpusRows,
       resumedFrom: 0,
       startedAt: new Date().toISOString(),
     });
@@ -66,7 +69,7 @@ export class IndexJobs {
     const run: RunningJob = {
       controller: new AbortController(),
       rowsDone: 0,
-      rowsTotal: 0,
+      rowsTotal: corpusRows,
       baseRows: 0,
       baseTime: performance.now(),
       finished: Promise.resolve(),

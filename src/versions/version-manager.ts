@@ -155,18 +155,24 @@ export class VersionManager {
     const id = this.registry.newVersionId();
     const indexPath = path.join(this.registry.dir, id, flatIndexFileName(manifest.name));
     await this.registry.addVersion({ ...fields, id, indexPath, state: 'registered' });
-    const job = await this.jobs.start(id);
+    const job = await this.jobs.start(id, corpus.rows);
     return { version: this.registry.version(id), job };
   }
 
   /** Starts (or resumes) building a version's index. */
   async build(versionId: string): Promise<JobView> {
     const version = this.registry.version(versionId);
-    if (version.state === 'active') throw new ServiceError('conflict', `version ${versionId} is serving; its index is not rebuilt under it`);
+    if (version.state !== 'registered' && version.state !== 'failed') {
+      throw new ServiceError('conflict', `version ${versionId} is ${version.state}; only a registered or failed version's index is built`);
+    }
     if (!version.indexPath.startsWith(this.registry.dir + path.sep)) {
       throw new ServiceError('conflict', `version ${versionId} uses a prebuilt index (${version.indexPath}); register the checkpoint again to build one`);
     }
-    return this.jobs.start(versionId);
+    const corpus = this.servedCorpus();
+    if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
+      throw new ServiceError('conflict', `version ${versionId} was registered for corpus ${version.corpusPath}, but the server serves ${corpus.corpusPath}`);
+    }
+    return this.jobs.start(versionId, corpus.rows);
   }
 
   /** Makes `id` serve new requests; resolves once the version it replaced is released. */

@@ -138,6 +138,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(registered.body.version.source, checkpointDir);
     assert.equal(registered.body.version.label, 'checkpoint-500');
     assert.equal(registered.body.version.jobId, registered.body.job.id);
+    assert.deepEqual([registered.body.job.state, registered.body.job.rowsTotal], ['running', ROWS]);
     // The checkpoint was converted into our model folder under the data dir.
     assert.ok(registered.body.version.modelDir.startsWith(path.join(service.dataDir, 'models') + path.sep));
     assert.equal(JSON.parse(await readFile(path.join(registered.body.version.modelDir, 'retriever.json'), 'utf8')).provenance.source, 'checkpoint');
@@ -411,6 +412,8 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assertMatchesOpenApi('GET', '/training/jobs', jobList);
     const jobs = jobList.body.jobs;
     assert.deepEqual(jobs.map((job: JobView) => [job.id, job.state]), [[body.job.id, 'cancelled'], [resumed.body.id, 'done']]);
+    const rebuild = await request(app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH).expect(409);
+    assert.match(rebuild.body.error.message, /is ready; only a registered or failed version's index is built/);
     await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
     assert.equal((await retrieve(app)).headers['x-retriever-version'], version.id);
   });
