@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ServiceError } from '../errors.js';
 import type { FaissReply, FaissRequest } from './faiss-protocol.js';
@@ -7,6 +8,17 @@ type Request = FaissRequest extends infer R ? (R extends { id: number } ? Omit<R
 type Success = Extract<FaissReply, { ok: true }>;
 
 const HOST_ENTRY = fileURLToPath(new URL('../workers/faiss-worker.js', import.meta.url));
+
+/**
+ * OpenBLAS reads its thread count once, at load. On two cores its pool on top of OpenMP's
+ * oversubscribes (setup notes: 512 queries over 100k×768 took 0.8 s with one thread, 1.1 s
+ * by default); on larger hosts the pool is what makes big query batches fast, so keep it.
+ * A value the user set always wins.
+ */
+function openblasThreads(): Record<string, string> {
+  if (process.env.OPENBLAS_NUM_THREADS !== undefined || availableParallelism() > 2) return {};
+  return { OPENBLAS_NUM_THREADS: '1' };
+}
 
 /** The client side of one faiss host process (see src/workers/faiss-worker.ts). */
 export class FaissHost {
@@ -33,9 +45,7 @@ export class FaissHost {
         execArgv: [],
         serialization: 'advanced',
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        // OpenBLAS reads its thread count once, at load; its pool on top of OpenMP's
-        // oversubscribes small machines (setup notes: 0.8 s instead of 1.1 s for 512 queries on 2 cores).
-        env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1' },
+        env: { ...process.env, ...openblasThreads() },
       }),
     );
   }
