@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     arrayBufferMBPerMillionRows: perMillion(child.arrayBufferBytes),
     fetch1536RandomRowsMs: fetchMs,
   };
-  await report('corpus-sidecar', [
+  await report(values.gb === '1' ? 'corpus-sidecar' : `corpus-sidecar-${values.gb}gb`, [
     { measure: 'corpus', value: `${(size / MB).toFixed(0)} MB, ${rows} rows` },
     { measure: 'raw sequential read (baseline, page cache warm)', value: `${results.rawReadMBps.toFixed(0)} MB/s` },
     { measure: 'sidecar build (scan + write)', value: `${results.sidecarBuildMBps.toFixed(0)} MB/s (${buildSeconds.toFixed(2)} s)` },

@@ -68,8 +68,9 @@ export async function scanLineOffsets(file: FileHandle, size: number, onProgress
   const chunk = Buffer.allocUnsafe(SCAN_CHUNK);
   for (let position = 0; position < size; ) {
     const { bytesRead } = await file.read(chunk, 0, Math.min(SCAN_CHUNK, size - position), position);
-    if (bytesRead === 0) throw new Error(`corpus shrank while scanning, at byte ${position}`);
-    for (let at = chunk.indexOf(NEWLINE, 0); at !== -1 && at < bytesRead; at = chunk.indexOf(NEWLINE, at + 1)) {
+    if (bytesRead === 0) throw new ServiceError('conflict', `corpus shrank while its offsets were being built, at byte ${position}`);
+    const view = chunk.subarray(0, bytesRead);
+    for (let at = view.indexOf(NEWLINE); at !== -1; at = view.indexOf(NEWLINE, at + 1)) {
       const next = position + at + 1;
       if (next < size) push(next);
     }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -147,6 +147,20 @@ describe('CorpusStore', function () {
     try {
       assert.equal(corpus.sidecarRebuilt, true);
       assert.match((await corpus.readRow(0)).contents, /^"Ivan Morris"/);
+    } finally {
+      await corpus.close();
+    }
+  });
+
+  it('rebuilds a damaged sidecar instead of trusting it', async function () {
+    const first = await CorpusStore.open(corpusPath);
+    await first.close();
+    await truncate(first.sidecarPath, 1000);
+    const corpus = await CorpusStore.open(corpusPath);
+    try {
+      assert.equal(corpus.sidecarRebuilt, true);
+      assert.equal((await stat(corpus.sidecarPath)).size, 72 + 1001 * 8);
+      assert.equal((await corpus.readRow(999)).id, '999');
     } finally {
       await corpus.close();
     }
