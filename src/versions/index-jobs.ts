@@ -42,6 +42,8 @@ interface RunningJob {
  */
 export class IndexJobs {
   private readonly running = new Map<string, RunningJob>();
+  /** Versions with a job starting or running, claimed before the first await so two starts cannot both pass. */
+  private readonly building = new Set<string>();
 
   constructor(
     private readonly registry: VersionRegistry,
@@ -54,12 +56,21 @@ export class IndexJobs {
    */
   async start(versionId: string, corpusRows: number): Promise<JobView> {
     const version = this.registry.version(versionId);
-    const busy = [...this.running.keys()].find((jobId) => this.registry.job(jobId).versionId === versionId);
-    if (busy) throw new ServiceError('conflict', `version ${versionId} is already building its index (job ${busy})`);
+    if (this.building.has(versionId)) throw new ServiceError('conflict', `version ${versionId} is already building its index`);
+    this.building.add(versionId);
+    try {
+      return await this.launch(version.id, version.indexPath, corpusRows);
+    } catch (error) {
+      this.building.delete(versionId);
+      throw error;
+    }
+  }
+
+  private async launch(versionId: string, indexPath: string, corpusRows: number): Promise<JobView> {
     const job = await this.registry.addJob({
       versionId,
       state: 'running',
-      indexPath: version.indexPath,
+      indexPath,
       rowsDone: 0,
       rowsTotal: corpusRows,
       resumedFrom: 0,
@@ -75,10 +86,12 @@ export class IndexJobs {
       finished: Promise.resolve(),
     };
     this.running.set(job.id, run);
-    run.finished = this.run(job.id, run).catch((error: unknown) => {
-      this.running.delete(job.id);
-      this.options.onError?.(error);
-    });
+    run.finished = this.run(job.id, run)
+      .catch((error: unknown) => this.options.onError?.(error))
+      .finally(() => {
+        this.running.delete(job.id);
+        this.building.delete(versionId);
+      });
     return this.view(job.id);
   }
 
@@ -162,7 +175,6 @@ export class IndexJobs {
     // The version first: whoever sees the job ended finds the version's new state too.
     await this.registry.updateVersion(version.id, versionAfter(job, version.id));
     await this.registry.updateJob(jobId, job);
-    this.running.delete(jobId);
     this.options.onEnd?.(job);
   }
 }

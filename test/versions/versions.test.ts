@@ -401,7 +401,12 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const again = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
     assert.match(again.body.error.message, /is not running \(it is cancelled\)/);
 
-    const resumed = await request(app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH).expect(202);
+    const starts = await Promise.all(
+      [0, 1].map(() => request(app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH)),
+    );
+    assert.deepEqual(starts.map((start) => start.status).sort(), [202, 409], 'one build of a version at a time');
+    const resumed = starts.find((start) => start.status === 202)!;
+    assert.match(starts.find((start) => start.status === 409)!.body.error.message, new RegExp(`version ${version.id} is (already building its index|building)`));
     assertMatchesOpenApi('POST', '/training/versions/{id}/build', resumed);
     assert.notEqual(resumed.body.id, body.job.id);
     const finished = (await pollJob(app, resumed.body.id)).at(-1)!;
