@@ -4,12 +4,12 @@
  * `node dist/benchmarks/corpus-sidecar.js [--gb 1]`
  */
 import { execFileSync } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CorpusStore } from '../src/corpus/corpus-store.js';
+import { writeFully } from '../src/corpus/file-io.js';
 import { benchmarksDir, report, seconds, workDir } from './bench-report.js';
 
 const MB = 1e6;
@@ -20,14 +20,24 @@ async function generateCorpus(file: string, bytes: number): Promise<void> {
     .trimEnd()
     .split('\n')
     .map((line) => (JSON.parse(line) as { contents: string }).contents);
-  const out = createWriteStream(file);
-  let written = 0;
-  for (let row = 0; written < bytes; row++) {
-    const line = `${JSON.stringify({ id: String(row), contents: sample[row % sample.length] })}\n`;
-    written += Buffer.byteLength(line);
-    if (!out.write(line)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
+  const out = await open(file, 'w');
+  try {
+    let written = 0;
+    for (let row = 0; written < bytes; ) {
+      // One write per ~8 MB block: a write per line is what would make generation slow.
+      const lines: string[] = [];
+      for (let blockBytes = 0; blockBytes < 8e6 && written + blockBytes < bytes; row++) {
+        const line = `${JSON.stringify({ id: String(row), contents: sample[row % sample.length] })}\n`;
+        lines.push(line);
+        blockBytes += Buffer.byteLength(line);
+      }
+      const block = Buffer.from(lines.join(''));
+      await writeFully(out, block, written);
+      written += block.length;
+    }
+  } finally {
+    await out.close();
   }
-  await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
 }
 
 async function rawSequentialRead(file: string): Promise<number> {
