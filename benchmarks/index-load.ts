@@ -128,7 +128,7 @@ async function main(): Promise<void> {
     rssGB: { beforeLoad: rssBefore, loaded: rssLoaded, afterClose: rssClosed },
     openblasThreads: process.env.OPENBLAS_NUM_THREADS,
   };
-  await report('index-load', [
+  await report(rows === 1_000_000 && dimension === 768 ? 'index-load' : `index-load-${rows}x${dimension}`, [
     { measure: 'index file', value: `${rows} × ${dimension} fp32, ${(size / GB).toFixed(2)} GB` },
     { measure: 'raw read into one buffer (baseline, page cache warm)', value: `${baseline.toFixed(2)} s (${results.rawReadGBps.toFixed(2)} GB/s)` },
     { measure: 'FlatIndex.open (header check, host process start, IndexFlatIP.read)', value: `${loadSeconds.toFixed(2)} s (${results.flatIndexLoadGBps.toFixed(2)} GB/s)` },
