@@ -6,6 +6,8 @@ import type { ServiceMetrics } from './metrics.js';
 export interface RequestFacts {
   queries?: number;
   queryTexts?: readonly string[];
+  /** The engine's own time for this request's batch, so a log line shows what HTTP added. */
+  engineMs?: number;
 }
 
 export function requestFacts(res: Response): RequestFacts {

@@ -62,6 +62,8 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
     work.catch(() => undefined);
     const result: RetrievalResult = await withDeadline(work, config.requestTimeoutMs, request.inputs.length);
     metrics.observeRetrieval(request.inputs.length, result.timings);
+    const { encodeMs, searchMs, fetchMs } = result.timings;
+    requestFacts(res).engineMs = Math.round((encodeMs + searchMs + fetchMs) * 1e3) / 1e3;
     res.setHeader(VERSION_HEADER, result.version);
     res.json({ result: renderHits(result.hits, request.returnScores) });
   });

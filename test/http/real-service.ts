@@ -1,47 +1,11 @@
-import { copyFile, mkdir, mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { CorpusStore } from '../../src/corpus/corpus-store.js';
-import { makeModel } from '../../src/encoder/make-model.js';
-import { pathExists } from '../../src/encoder/path-exists.js';
-import type { PresetName } from '../../src/encoder/presets.js';
-import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput, RetrievalResult, RetrievalService } from '../../src/engine/types.js';
-import { buildIndex } from '../../src/index/build-index.js';
-import { SAMPLE_CORPUS_PATH } from './stand-in-service.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
 
-/**
- * A generated model (`preset`) and its FAISS Flat index over a copy of the 1k wiki18 sample, in
- * `dir`; reused when `dir` already holds a finished index.
- */
-export async function buildSampleRetriever(dir: string, preset: PresetName, seed = 7): Promise<RetrieverFiles> {
-  const files = {
-    modelDir: path.join(dir, 'model'),
-    indexPath: path.join(dir, `${preset}_Flat.index`),
-    corpusPath: path.join(dir, 'wiki18-sample-1k.jsonl'),
-  };
-  if (await pathExists(files.indexPath)) return files;
-  await mkdir(dir, { recursive: true });
-  await copyFile(SAMPLE_CORPUS_PATH, files.corpusPath);
-  await makeModel({ outDir: files.modelDir, preset, seed, vocabularyCorpus: files.corpusPath, overwrite: true });
-  const corpus = await CorpusStore.open(files.corpusPath);
-  const encoder = await WorkerEncoder.load(files.modelDir);
-  try {
-    await buildIndex({ corpus, encoder, outPath: files.indexPath, batchSize: 64, restart: true });
-  } finally {
-    await Promise.all([encoder.close(), corpus.close()]);
-  }
-  return files;
-}
-
-let fixture: Promise<RetrieverFiles> | undefined;
-
-/** The tiny-preset retriever over the wiki18 sample, built once per test run. */
+/** The tiny-preset retriever over the wiki18 sample that the engine tests use too (built once per run). */
 export function realFixture(): Promise<RetrieverFiles> {
-  fixture ??= mkdtemp(path.join(tmpdir(), 'http-contract-')).then((dir) => buildSampleRetriever(dir, 'tiny'));
-  return fixture;
+  return buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: SAMPLE_CORPUS });
 }
 
 /**

@@ -1,6 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type {
   CorpusRow,
   QueryInput,
@@ -10,12 +8,10 @@ import type {
   RetrieverInfo,
 } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const SAMPLE_CORPUS_PATH = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
+import { SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
 
 export async function sampleRows(): Promise<CorpusRow[]> {
-  const text = await readFile(SAMPLE_CORPUS_PATH, 'utf8');
+  const text = await readFile(SAMPLE_CORPUS, 'utf8');
   return text.trimEnd().split('\n').map((line) => JSON.parse(line) as CorpusRow);
 }
 
@@ -69,7 +65,7 @@ export class StandInService implements RetrievalService {
       provider: 'cpu',
       indexPath: '/nowhere/index',
       indexRows: this.rows.length,
-      corpusPath: SAMPLE_CORPUS_PATH,
+      corpusPath: SAMPLE_CORPUS,
       corpusRows: this.rows.length,
     };
   }
