@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
@@ -114,6 +115,7 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
       await new Promise((resolve) => server?.close(resolve));
       await versions.close();
       await active.close();
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

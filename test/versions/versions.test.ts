@@ -37,10 +37,12 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
   let checkpointDir: string;
   let scratch: string;
   const services: Service[] = [];
+  const dataDirs = new Set<string>();
 
   /** A service as `serve` starts it with the training routes on: the registry decides what serves. */
   async function startService(dataDir?: string, buildBatchSize = 64, launchFiles = initialFiles): Promise<Service> {
     const dir = dataDir ?? (await temporaryDir('data'));
+    dataDirs.add(dir);
     const active = new ActiveRetriever();
     const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 } });
     await versions.startServing(launchFiles, {});
@@ -84,7 +86,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
   });
 
   after(async function () {
-    await rm(scratch, { recursive: true, force: true });
+    for (const dir of [scratch, ...dataDirs]) await rm(dir, { recursive: true, force: true });
   });
 
   it('serves the launch files as version "initial" and lists it as active', async function () {
