@@ -53,7 +53,10 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     await swapped;
     assert.equal(old.version, 'a');
     assert.equal(old.hits.length, BIG_BATCH.length);
-    assert.deepEqual(events, ['next on b', 'in-flight done on a', 'a released']);
+    // Whether the next request or the big one finishes first is up to the machine; the release
+    // must come after the big one either way.
+    assert.deepEqual([...events].sort(), ['a released', 'in-flight done on a', 'next on b']);
+    assert.ok(events.indexOf('in-flight done on a') < events.indexOf('a released'));
     // Released means closed: its encoder worker no longer answers.
     await assert.rejects(a.search([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
 
