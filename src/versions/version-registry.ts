@@ -93,7 +93,7 @@ export class VersionRegistry {
       if (version?.state === 'building') {
         Object.assign(version, {
           state: 'registered',
-          reason: `index build interrupted by a server restart at row ${job.rowsDone} of ${job.rowsTotal}; POST /training/versions/${version.id}/build resumes it`,
+          reason: `index build ${job.id} interrupted by a server restart; POST /training/versions/${version.id}/build resumes it from its partial file`,
         });
       }
     }

@@ -6,15 +6,19 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
-import { AUTH, temporaryDir, TOKEN } from './version-fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
+import type { JobView } from '../../src/versions/index-jobs.js';
+import { AUTH, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
 
 const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js');
 
 interface Served {
   url: string;
   messages: string[];
+  /** SIGTERM; resolves with the exit code. */
   stop(): Promise<number | null>;
+  /** SIGKILL, as a crash or an OOM kill would end it. */
+  crash(): Promise<void>;
 }
 
 /** `serve` in a child process, as launched in production; resolves once it reports ready. */
@@ -46,6 +50,10 @@ async function serve(files: RetrieverFiles, dataDir: string): Promise<Served> {
       child.kill('SIGTERM');
       const [code] = await exited;
       return code as number | null;
+    },
+    crash: async () => {
+      child.kill('SIGKILL');
+      await exited;
     },
   };
 }
@@ -96,6 +104,53 @@ describe('serve with the training routes remembers the active version across a r
       const rollback = await call(`${second.url}/training/versions/rollback`, 'POST');
       assert.equal((rollback.body.version as { id: string }).id, 'initial');
       assert.equal((await call(`${second.url}/retrieve`, 'POST', { queries: ['hamlet'] })).version, 'initial');
+    } finally {
+      assert.equal(await second.stop(), 0);
+    }
+  });
+
+  it('a build killed with the server is marked interrupted at the next start and resumes from its partial file', async function () {
+    const sample = await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: SAMPLE_CORPUS });
+    const checkpoint = await writeCheckpoint(path.join(dataDir, 'checkpoint-600'), sample.modelDir, 600);
+    const crashDir = path.join(dataDir, 'crash');
+    const first = await serve(sample, crashDir);
+    let versionId: string;
+    let jobId: string;
+    try {
+      const registered = await call(`${first.url}/training/versions`, 'POST', { model_path: checkpoint, build_index: true });
+      assert.equal(registered.status, 201);
+      versionId = (registered.body.version as { id: string }).id;
+      jobId = (registered.body.job as { id: string }).id;
+      for (;;) {
+        const job = (await call(`${first.url}/training/jobs/${jobId}`, 'GET')).body as unknown as JobView;
+        assert.equal(job.state, 'running', 'the kill must land mid-build');
+        if (job.rowsDone >= 64) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    } finally {
+      await first.crash();
+    }
+
+    const second = await serve(sample, crashDir);
+    try {
+      const interrupted = (await call(`${second.url}/training/jobs/${jobId}`, 'GET')).body as unknown as JobView;
+      assert.equal(interrupted.state, 'failed');
+      assert.equal(interrupted.reason, 'interrupted by a server restart');
+      const version = (await call(`${second.url}/training/versions/${versionId}`, 'GET')).body as { state: string; reason: string };
+      assert.equal(version.state, 'registered');
+      assert.equal(version.reason, `index build ${jobId} interrupted by a server restart; POST /training/versions/${versionId}/build resumes it from its partial file`);
+      const resumed = await call(`${second.url}/training/versions/${versionId}/build`, 'POST');
+      assert.equal(resumed.status, 202);
+      let job: JobView;
+      do {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        job = (await call(`${second.url}/training/jobs/${(resumed.body as { id: string }).id}`, 'GET')).body as unknown as JobView;
+      } while (job.state === 'running');
+      assert.equal(job.state, 'done');
+      assert.ok(job.resumedFrom >= 64, `resumed from row ${job.resumedFrom}`);
+      assert.equal(job.rowsDone, 1000);
+      assert.equal((await call(`${second.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
+      assert.equal((await call(`${second.url}/retrieve`, 'POST', { queries: ['hamlet'] })).version, versionId);
     } finally {
       assert.equal(await second.stop(), 0);
     }
