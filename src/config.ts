@@ -44,6 +44,16 @@ export interface ServiceConfig {
   trainingAuth: boolean;
   /** 0 disables the per-request deadline. */
   requestTimeoutMs: number;
+  /** Most queries merged into one engine batch across requests; 1 turns merging off. */
+  batchMaxQueries: number;
+  /** Most estimated tokens (characters / 4) merged into one engine batch. */
+  batchMaxTokens: number;
+  /** How long an idle batcher lingers for more requests; 0 runs at once. */
+  batchMaxWaitMs: number;
+  /** Queries allowed to wait for a batch; beyond that a request is refused with 503 + Retry-After. */
+  queueMaxQueries: number;
+  /** Result cache memory bound in bytes; 0 turns the cache off. */
+  resultCacheBytes: number;
 }
 
 export const CONFIG_DEFAULTS: ServiceConfig = {
@@ -66,6 +76,15 @@ export const CONFIG_DEFAULTS: ServiceConfig = {
   logLevel: 'info',
   trainingAuth: true,
   requestTimeoutMs: 300_000,
+  // Under many single-query clients batches form while the previous one runs; a lone big
+  // request (Search-R1's turn) starts at once and runs whole, so neither shape waits.
+  batchMaxQueries: 256,
+  batchMaxTokens: 16_384,
+  batchMaxWaitMs: 0,
+  // Room for three GRPO-sized (2,560-query) turns, or thousands of single-query clients.
+  queueMaxQueries: 8192,
+  // Results of a version never change; GRPO rollouts repeat their questions' first queries.
+  resultCacheBytes: 64 * 2 ** 20,
 };
 
 type Parser = (raw: string, source: string) => unknown;
@@ -112,6 +131,15 @@ function byteSize(raw: string, source: string): string {
     throw badRequest(`${source} must be a size such as 64mb or 1048576, got ${JSON.stringify(raw)}`, { field: source });
   }
   return raw;
+}
+
+/** A byte count in `bytes` notation (`64mb`), where 0 is allowed and means "off". */
+function byteCount(raw: string, source: string): number {
+  const parsed = bytes.parse(raw);
+  if (parsed === null || !Number.isFinite(parsed) || parsed < 0) {
+    throw badRequest(`${source} must be a size such as 64mb, 0 or 1048576, got ${JSON.stringify(raw)}`, { field: source });
+  }
+  return Math.floor(parsed);
 }
 
 /** Switch values as they arrive from environment variables and config files. */
@@ -176,6 +204,36 @@ const SETTINGS: readonly Setting[] = [
     flag: 'request_timeout_ms',
     parse: integer(0),
     description: 'per-request deadline in ms, answered with 503 (0 = none)',
+  },
+  {
+    key: 'batchMaxQueries',
+    flag: 'batch_max_queries',
+    parse: integer(1),
+    description: 'most queries merged across requests into one encode + search batch (1 = no merging)',
+  },
+  {
+    key: 'batchMaxTokens',
+    flag: 'batch_max_tokens',
+    parse: integer(1),
+    description: 'most estimated tokens (characters / 4) in one merged batch',
+  },
+  {
+    key: 'batchMaxWaitMs',
+    flag: 'batch_max_wait_ms',
+    parse: integer(0),
+    description: 'ms an idle batcher waits for more requests before running (0 = at once)',
+  },
+  {
+    key: 'queueMaxQueries',
+    flag: 'queue_max_queries',
+    parse: integer(1),
+    description: 'queries allowed to wait for a batch; more are refused with 503 + Retry-After',
+  },
+  {
+    key: 'resultCacheBytes',
+    flag: 'result_cache_size',
+    parse: byteCount,
+    description: 'memory bound of the LRU result cache, e.g. 64mb (0 = off)',
   },
 ];
 

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Router } from 'express';
 import type { ServiceConfig } from '../config.js';
 import { ensureDemo } from '../demo.js';
-import { ActiveRetriever } from '../engine/active-retriever.js';
+import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { resolveModelFolder } from '../engine/model-folder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
@@ -50,6 +50,18 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
   };
 }
 
+function servingOptions(config: ServiceConfig): ServingOptions {
+  return {
+    batching: {
+      maxBatchQueries: config.batchMaxQueries,
+      maxBatchTokens: config.batchMaxTokens,
+      maxWaitMs: config.batchMaxWaitMs,
+      maxQueuedQueries: config.queueMaxQueries,
+    },
+    resultCacheBytes: config.resultCacheBytes,
+  };
+}
+
 async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
   if (config.trainingAuth && !config.trainingToken) {
     logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
@@ -89,7 +101,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
  */
 export async function serve(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
-  const active = new ActiveRetriever();
+  const active = new ActiveRetriever(servingOptions(config));
   const training = await trainingRoutes(config, active, logger);
   const app = createApp({ service: active, config, logger, extraRouters: training.routers });
   const close = async (): Promise<void> => {

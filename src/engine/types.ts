@@ -71,9 +71,12 @@ export interface RetrievalResult {
 /** What the HTTP layer talks to: the active retriever, whichever version that is now. */
 export interface RetrievalService {
   /** Throws ServiceError('not_ready') before a retriever is loaded. */
-  search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult>;
+  search(inputs: readonly QueryInput[], topk: number, options?: SearchOptions): Promise<RetrievalResult>;
   readiness(): Readiness;
   info(): RetrieverInfo | undefined;
+  /** Subscribes to batching, cache and overload events (services without a batcher have none). */
+  observeThroughput?(observer: ThroughputObserver): void;
+  throughput?(): ThroughputState;
 }
 
 export interface Readiness {
@@ -95,4 +98,39 @@ export interface RetrieverInfo {
   indexRows: number;
   corpusPath: string;
   corpusRows: number;
+}
+
+/** Per-call options of {@link RetrievalService.search}. */
+export interface SearchOptions {
+  /** Aborting it (the request's deadline) drops the call from the queue with ServiceError('timeout'). */
+  signal?: AbortSignal;
+}
+
+/** One batch the cross-request batcher ran: what was merged into a single encode + search + fetch. */
+export interface BatchStats {
+  requests: number;
+  /** Queries of all merged requests, duplicates included. */
+  queries: number;
+  /** Distinct final query texts: what was encoded and searched. */
+  uniqueQueries: number;
+  /** Token estimate (characters / 4 per query) that the batch budget is counted in. */
+  estimatedTokens: number;
+  /** How long each merged request waited in the queue. */
+  waitMs: readonly number[];
+}
+
+/** Receives throughput events of whichever version serves. */
+export interface ThroughputObserver {
+  batch(stats: BatchStats): void;
+  cacheLookups(hits: number, misses: number): void;
+  /** A request refused because the queue was full. */
+  overloaded(queries: number): void;
+}
+
+/** Queue and cache state now, for gauges. */
+export interface ThroughputState {
+  queuedQueries: number;
+  queuedRequests: number;
+  cacheEntries: number;
+  cacheBytes: number;
 }

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { RetrievalService, RetrievalTimings } from '../engine/types.js';
+import { registerThroughputMetrics } from './throughput-metrics.js';
 
 const LATENCY_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2560, 4096];
@@ -72,6 +73,7 @@ export class ServiceMetrics {
         this.set(service.readiness().ready ? 1 : 0);
       },
     });
+    registerThroughputMetrics(this.registry, service);
   }
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {

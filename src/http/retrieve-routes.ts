@@ -57,7 +57,9 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
       res.json({ result: [] });
       return;
     }
-    const work = service.search(request.inputs, request.topk);
+    // The same deadline also drops the request from the batcher's queue if it is still waiting there.
+    const signal = config.requestTimeoutMs > 0 ? AbortSignal.timeout(config.requestTimeoutMs) : undefined;
+    const work = service.search(request.inputs, request.topk, { signal });
     // A search that loses the race still settles later; swallow its rejection so it is not unhandled.
     work.catch(() => undefined);
     const result: RetrievalResult = await withDeadline(work, config.requestTimeoutMs, request.inputs.length);

@@ -1,0 +1,224 @@
+import { performance } from 'node:perf_hooks';
+import { composeQueryText } from '../encoder/onnx-encoder.js';
+import { ServiceError } from '../errors.js';
+import type { ResultCache } from './result-cache.js';
+import type { Retriever } from './retriever.js';
+import type {
+  QueryInput,
+  RetrievalResult,
+  RetrievalTimings,
+  SearchHit,
+  SearchOptions,
+  ThroughputObserver,
+} from './types.js';
+
+/** How requests are merged into batches and how many queries may wait. */
+export interface BatchingOptions {
+  /** Most queries merged into one batch; 1 turns cross-request merging off. A larger request runs alone, whole. */
+  maxBatchQueries: number;
+  /** Most estimated tokens (characters / 4) merged into one batch. */
+  maxBatchTokens: number;
+  /**
+   * How long an idle batcher lingers for more requests before running what it has. 0 runs at
+   * once: requests that arrive while a batch runs are merged into the next one anyway.
+   */
+  maxWaitMs: number;
+  /** Queries allowed to wait; a request that would exceed it is refused with 'overloaded'. */
+  maxQueuedQueries: number;
+}
+
+export const DEFAULT_BATCHING: BatchingOptions = {
+  maxBatchQueries: 256,
+  maxBatchTokens: 16_384,
+  maxWaitMs: 0,
+  maxQueuedQueries: 8192,
+};
+
+/**
+ * Estimated WordPiece tokens of a query, plus [CLS] and [SEP]. The exact count is known only
+ * inside the encoder worker; tokenizing on the main thread too would double the tokenizer cost
+ * on the thread that serves HTTP. The estimate only sizes batches: the encoder still groups by
+ * exact length under its own exact token budget.
+ */
+export function estimateTokens(queryText: string): number {
+  return Math.ceil(queryText.length / 4) + 2;
+}
+
+interface QueuedRequest {
+  /** Final query text of each input (what the encoder sees). */
+  texts: string[];
+  topk: number;
+  /** Filled from the cache at arrival, the rest when the batch ends. */
+  hits: (SearchHit[] | undefined)[];
+  /** Positions still to search. */
+  missing: number[];
+  tokens: number;
+  enqueuedAt: number;
+  resolve: (result: RetrievalResult) => void;
+  reject: (error: unknown) => void;
+  detach: () => void;
+}
+
+const NO_TIME: RetrievalTimings = { encodeMs: 0, searchMs: 0, fetchMs: 0 };
+
+/**
+ * Merges concurrent requests on one retriever version into shared batches: one encode, one
+ * FAISS search and one row fetch per batch, over the distinct final query texts, with results
+ * scattered back to each request in its own order. One batch runs at a time; the encoder and the
+ * faiss host each use every core while it does.
+ */
+export class QueryBatcher {
+  private readonly queue: QueuedRequest[] = [];
+  private queuedQueries = 0;
+  private running = false;
+  private lingering?: NodeJS.Timeout;
+
+  constructor(
+    private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'search'>,
+    private readonly options: BatchingOptions,
+    private readonly cache?: ResultCache,
+    private readonly observer?: ThroughputObserver,
+  ) {}
+
+  get queued(): { queries: number; requests: number } {
+    return { queries: this.queuedQueries, requests: this.queue.length };
+  }
+
+  search(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
+    const { version, encoder } = this.retriever;
+    if (inputs.length === 0) return Promise.resolve({ hits: [], version, timings: NO_TIME });
+    const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
+    const hits = texts.map((text) => this.cache?.get(version, text, topk));
+    const missing = hits.flatMap((found, position) => (found ? [] : [position]));
+    if (this.cache) this.observer?.cacheLookups(texts.length - missing.length, missing.length);
+    if (missing.length === 0) return Promise.resolve({ hits: hits as SearchHit[][], version, timings: NO_TIME });
+
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(deadlineError(missing.length));
+    // A request bigger than the whole queue is still admitted when nothing waits, else it could never run.
+    if (this.queuedQueries > 0 && this.queuedQueries + missing.length > this.options.maxQueuedQueries) {
+      this.observer?.overloaded(missing.length);
+      return Promise.reject(
+        new ServiceError(
+          'overloaded',
+          `${this.queuedQueries} queries are already waiting (limit ${this.options.maxQueuedQueries}); retry shortly`,
+          { retryAfterSeconds: 1 },
+        ),
+      );
+    }
+    return new Promise<RetrievalResult>((resolve, reject) => {
+      const request: QueuedRequest = {
+        texts,
+        topk,
+        hits,
+        missing,
+        tokens: missing.reduce((sum, position) => sum + estimateTokens(texts[position]!), 0),
+        enqueuedAt: performance.now(),
+        resolve,
+        reject,
+        detach: () => undefined,
+      };
+      if (signal) {
+        const onAbort = () => this.expire(request);
+        signal.addEventListener('abort', onAbort, { once: true });
+        request.detach = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.queue.push(request);
+      this.queuedQueries += missing.length;
+      this.schedule();
+    });
+  }
+
+  private expire(request: QueuedRequest): void {
+    const at = this.queue.indexOf(request);
+    if (at < 0) return;
+    this.queue.splice(at, 1);
+    this.queuedQueries -= request.missing.length;
+    request.reject(deadlineError(request.missing.length));
+  }
+
+  private schedule(): void {
+    if (this.running || this.queue.length === 0 || this.lingering) return;
+    if (this.options.maxWaitMs <= 0 || this.full()) {
+      void this.runBatch();
+      return;
+    }
+    this.lingering = setTimeout(() => {
+      this.lingering = undefined;
+      this.schedule();
+    }, this.options.maxWaitMs);
+  }
+
+  private full(): boolean {
+    const tokens = this.queue.reduce((sum, request) => sum + request.tokens, 0);
+    return this.queuedQueries >= this.options.maxBatchQueries || tokens >= this.options.maxBatchTokens;
+  }
+
+  /** Takes whole requests, oldest first, while they fit the limits; the first is always taken. */
+  private takeBatch(): QueuedRequest[] {
+    const batch: QueuedRequest[] = [];
+    let queries = 0;
+    let tokens = 0;
+    while (this.queue.length > 0) {
+      const next = this.queue[0]!;
+      const fits =
+        queries + next.missing.length <= this.options.maxBatchQueries && tokens + next.tokens <= this.options.maxBatchTokens;
+      if (batch.length > 0 && !fits) break;
+      this.queue.shift();
+      this.queuedQueries -= next.missing.length;
+      next.detach();
+      batch.push(next);
+      queries += next.missing.length;
+      tokens += next.tokens;
+    }
+    return batch;
+  }
+
+  private async runBatch(): Promise<void> {
+    if (this.lingering) clearTimeout(this.lingering);
+    this.lingering = undefined;
+    this.running = true;
+    const batch = this.takeBatch();
+    const started = performance.now();
+    // Distinct final texts, each searched at the largest topk any request asks of it.
+    const unique = new Map<string, number>();
+    let topk = 1;
+    for (const request of batch) {
+      topk = Math.max(topk, request.topk);
+      for (const position of request.missing) {
+        const text = request.texts[position]!;
+        if (!unique.has(text)) unique.set(text, unique.size);
+      }
+    }
+    try {
+      const { manifest } = this.retriever.encoder;
+      const inputs = [...unique.keys()].map((text) => ({ query: text.slice(manifest.queryPrefix.length) }));
+      const result = await this.retriever.search(inputs, topk);
+      this.observer?.batch({
+        requests: batch.length,
+        queries: batch.reduce((sum, request) => sum + request.missing.length, 0),
+        uniqueQueries: unique.size,
+        estimatedTokens: batch.reduce((sum, request) => sum + request.tokens, 0),
+        waitMs: batch.map((request) => started - request.enqueuedAt),
+      });
+      for (const request of batch) {
+        for (const position of request.missing) {
+          const text = request.texts[position]!;
+          const found = result.hits[unique.get(text)!]!.slice(0, request.topk);
+          request.hits[position] = found;
+          this.cache?.set(result.version, text, request.topk, found);
+        }
+        request.resolve({ hits: request.hits as SearchHit[][], version: result.version, timings: result.timings });
+      }
+    } catch (error) {
+      for (const request of batch) request.reject(error);
+    } finally {
+      this.running = false;
+      this.schedule();
+    }
+  }
+}
+
+function deadlineError(queries: number): ServiceError {
+  return new ServiceError('timeout', `retrieval of ${queries} queries waited past its deadline`);
+}
