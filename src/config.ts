@@ -255,7 +255,9 @@ export function addServeOptions(command: Command): Command {
   command.option(`--${CONFIG_FILE_FLAG} <file>`, `JSON or YAML file of settings (env ${envName(CONFIG_FILE_FLAG)})`);
   for (const setting of SETTINGS) {
     const value = setting.parse ? ' <value>' : '';
-    const help = `${setting.description} (env ${envName(setting.flag)})`;
+    const fallback = CONFIG_DEFAULTS[setting.key];
+    const shown = setting.parse && fallback !== undefined ? `default ${String(fallback)}; ` : '';
+    const help = `${setting.description} (${shown}env ${envName(setting.flag)})`;
     command.addOption(new Option(`--${setting.flag}${value}`, help));
     if (dashed(setting.flag) !== setting.flag) {
       command.addOption(new Option(`--${dashed(setting.flag)}${value}`).hideHelp());
