@@ -44,6 +44,7 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
     device: config.device,
     deviceId: config.deviceId,
     strict: config.strictDevice,
+    batchLimits: { maxBatchSize: config.encoderBatchRows },
     ...(config.intraOpThreads !== undefined && { intraOpNumThreads: config.intraOpThreads }),
     ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
     warn: (message) => logger.warn(message),

@@ -3,13 +3,14 @@ import { CONFIG_DEFAULTS, parseServeArgs } from '../../src/config.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
 
 describe('throughput settings: batching, queue and result cache', function () {
-  it('defaults to merging up to 256 queries at once, an 8192-query queue and a 64 MiB cache', function () {
+  it('defaults to merging up to 256 queries at once, an 8192-query queue, a 64 MiB cache and 32-row encoder runs', function () {
     const config = parseServeArgs([], {});
     assert.equal(config.batchMaxQueries, 256);
     assert.equal(config.batchMaxTokens, 16_384);
     assert.equal(config.batchMaxWaitMs, 0);
     assert.equal(config.queueMaxQueries, 8192);
     assert.equal(config.resultCacheBytes, 64 * 2 ** 20);
+    assert.equal(config.encoderBatchRows, 32);
     assert.equal(CONFIG_DEFAULTS.resultCacheBytes, config.resultCacheBytes);
   });
 
