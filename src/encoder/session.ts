@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InferenceSession } from 'onnxruntime-node';
 import { ServiceError } from '../errors.js';
@@ -34,6 +36,17 @@ export function emitFallbackWarning(message: string): void {
 }
 
 /**
+ * Whether onnxruntime-node's CUDA provider library was installed beside its binding (the
+ * package ships CPU only; `ONNXRUNTIME_NODE_INSTALL=cuda12` adds it). Without it, `auto` does not
+ * try CUDA: the attempt could only fail, and ORT logs that failure as an error.
+ */
+export function cudaProviderInstalled(): boolean {
+  const packageDir = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+  const binaryDir = path.join(packageDir, 'bin', 'napi-v6', process.platform, process.arch);
+  return existsSync(path.join(binaryDir, 'libonnxruntime_providers_cuda.so'));
+}
+
+/**
  * Opens the model folder's ONNX graph on the preferred device. onnxruntime-node rejects a
  * session asking for CUDA when the CUDA provider libraries cannot load (it does not fall back on
  * its own), so the fallback to CPU happens here, with the fp32 file. The CUDA success path runs
@@ -60,7 +73,7 @@ export async function createEncoderSession(
     return InferenceSession.create(file, { ...common, executionProviders });
   };
 
-  if (device !== 'cpu') {
+  if (device === 'cuda' || (device === 'auto' && cudaProviderInstalled())) {
     const gpuFile = manifest.files.fp16 ?? manifest.files.fp32;
     try {
       const session = await open(gpuFile, [{ name: 'cuda', deviceId }, 'cpu']);

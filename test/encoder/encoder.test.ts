@@ -8,6 +8,7 @@ import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import type { RetrieverManifest } from '../../src/encoder/manifest.js';
 import { composeQueryText, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { cudaProviderInstalled } from '../../src/encoder/session.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -163,6 +164,18 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     }
   });
 
+  it('takes CPU without trying CUDA or warning under device auto when the CUDA provider is not installed (as here)', async function () {
+    if (cudaProviderInstalled()) this.skip();
+    const warnings: string[] = [];
+    const auto = await OnnxEncoder.load(modelDir, { device: 'auto', warn: (message) => warnings.push(message) });
+    try {
+      assert.equal(auto.provider, 'cpu');
+      assert.deepEqual(warnings, []);
+    } finally {
+      await auto.close();
+    }
+  });
+
   it('fails with a clear ServiceError when CUDA is demanded (strict) on this CPU-only machine', async () => {
     const warnings: string[] = [];
     await assert.rejects(
@@ -222,7 +235,7 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
 
     it('forwards the one CUDA fallback warning to the caller (CPU-only machine)', async () => {
       const warnings: string[] = [];
-      const fallback = await WorkerEncoder.load(modelDir, { device: 'auto', warn: (message) => warnings.push(message) });
+      const fallback = await WorkerEncoder.load(modelDir, { device: 'cuda', warn: (message) => warnings.push(message) });
       try {
         assert.equal(fallback.provider, 'cpu');
         assert.equal(warnings.length, 1);
