@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Express } from 'express';
 import request from 'supertest';
-import { readManifest, type BertArchitecture } from '../../src/encoder/manifest.js';
+import { bertConfigJson } from '../../src/encoder/hf-checkpoint.js';
+import { readManifest } from '../../src/encoder/manifest.js';
 import { writeSafetensors } from '../../src/encoder/safetensors.js';
 import { SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE } from '../../src/encoder/tokenizer-files.js';
 import { generateBertWeights } from '../../src/encoder/weights.js';
@@ -19,23 +20,6 @@ export function temporaryDir(name: string): Promise<string> {
   return mkdtemp(path.join(tmpdir(), `versions-${name}-`));
 }
 
-/** What `BertModel.save_pretrained` writes as config.json; fields left out take BertConfig's defaults. */
-function bertConfig(arch: BertArchitecture): Record<string, unknown> {
-  return {
-    architectures: ['BertModel'],
-    model_type: 'bert',
-    vocab_size: arch.vocabSize,
-    hidden_size: arch.hiddenSize,
-    num_hidden_layers: arch.numHiddenLayers,
-    num_attention_heads: arch.numAttentionHeads,
-    intermediate_size: arch.intermediateSize,
-    max_position_embeddings: arch.maxPositionEmbeddings,
-    type_vocab_size: arch.typeVocabSize,
-    layer_norm_eps: arch.layerNormEps,
-    torch_dtype: 'float16',
-  };
-}
-
 /**
  * A tevatron-style Hugging Face checkpoint folder (config.json, fp16 model.safetensors, the
  * tokenizer files; no ONNX) with the architecture and tokenizer of `likeModelDir` and fresh
@@ -47,7 +31,7 @@ export async function writeCheckpoint(dir: string, likeModelDir: string, seed: n
   for (const file of [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE]) {
     await copyFile(path.join(likeModelDir, file), path.join(dir, file));
   }
-  await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfig(architecture)));
+  await writeFile(path.join(dir, 'config.json'), JSON.stringify(bertConfigJson(architecture, 'float16')));
   await writeSafetensors(path.join(dir, 'model.safetensors'), generateBertWeights(architecture, seed), 'F16', { format: 'pt' });
   return dir;
 }
