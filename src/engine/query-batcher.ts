@@ -220,5 +220,5 @@ export class QueryBatcher {
 }
 
 function deadlineError(queries: number): ServiceError {
-  return new ServiceError('timeout', `retrieval of ${queries} queries waited past its deadline`);
+  return new ServiceError('timeout', `retrieval of ${queries} queries left the queue: its deadline passed or its client went away`);
 }

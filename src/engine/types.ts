@@ -102,7 +102,7 @@ export interface RetrieverInfo {
 
 /** Per-call options of {@link RetrievalService.search}. */
 export interface SearchOptions {
-  /** Aborting it (the request's deadline) drops the call from the queue with ServiceError('timeout'). */
+  /** Aborting it (deadline passed, client gone) drops the call from the queue with ServiceError('timeout'). */
   signal?: AbortSignal;
 }
 

@@ -57,8 +57,16 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
       res.json({ result: [] });
       return;
     }
-    // The same deadline also drops the request from the batcher's queue if it is still waiting there.
-    const signal = config.requestTimeoutMs > 0 ? AbortSignal.timeout(config.requestTimeoutMs) : undefined;
+    // A request still waiting in the batcher's queue leaves it at its deadline, or when its client
+    // has gone (verl's search tool gives up after 30 s and retries: nobody reads that answer).
+    const clientGone = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) clientGone.abort();
+    });
+    const signal =
+      config.requestTimeoutMs > 0
+        ? AbortSignal.any([clientGone.signal, AbortSignal.timeout(config.requestTimeoutMs)])
+        : clientGone.signal;
     const work = service.search(request.inputs, request.topk, { signal });
     // A search that loses the race still settles later; swallow its rejection so it is not unhandled.
     work.catch(() => undefined);

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import request from 'supertest';
 import { ActiveRetriever, type ServingOptions } from '../../src/engine/active-retriever.js';
@@ -131,12 +134,41 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     assert.equal(expired.status, 503);
     assert.equal(expired.headers['retry-after'], '1');
     assert.equal(expired.body.error.code, 'timeout');
-    await assert.rejects(active.search([{ query: 'thames' }], 3, { signal: AbortSignal.abort() }), isServiceError('timeout', /deadline/));
+    await assert.rejects(active.search([{ query: 'thames' }], 3, { signal: AbortSignal.abort() }), isServiceError('timeout', /deadline passed/));
 
     await occupier;
     await nextTurn();
     assert.deepEqual(batches.map((batch) => batch.queries), [OCCUPIER.length]);
     assert.equal(active.throughput().queuedQueries, 0);
+  });
+
+  it('drops a queued request whose client has gone away, without running it', async function () {
+    const active = await serving({ batching: {}, resultCacheBytes: 0 });
+    const batches: BatchStats[] = [];
+    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    const server = createHarness(active).app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const occupier = active.search(OCCUPIER, 3);
+      const body = JSON.stringify({ queries: ['pavia', 'thames'], topk: 3 });
+      const client = http.request({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        method: 'POST',
+        path: '/retrieve',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      });
+      client.on('error', () => undefined);
+      client.end(body);
+      await untilQueued(active, 2);
+      client.destroy();
+      while (active.throughput().queuedQueries > 0) await nextTurn();
+      await occupier;
+      await nextTurn();
+      assert.deepEqual(batches.map((batch) => batch.queries), [OCCUPIER.length]);
+    } finally {
+      server.close();
+    }
   });
 
   it('answers repeated queries from the cache with identical bodies, and a version swap invalidates it', async function () {
