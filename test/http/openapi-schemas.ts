@@ -49,8 +49,13 @@ export function assertMatchesOpenApi(method: string, route: string, res: Respons
   }
   const schema = response.content?.['application/json']?.schema;
   if (!schema?.$ref) return;
-  const validate = ajv.getSchema(`openapi${schema.$ref}`);
-  assert.ok(validate, `openapi.yaml: ${schema.$ref} is not defined`);
-  const valid = validate(res.body);
-  assert.ok(valid, `${method} ${route} ${res.status} body violates ${schema.$ref}: ${ajv.errorsText(validate.errors)}`);
+  assertMatchesSchema(schema.$ref, res.body, `${method} ${route} ${res.status} body`);
+}
+
+/** Asserts a value matches a schema of openapi.yaml, e.g. one line of a JSON Lines response. */
+export function assertMatchesSchema(ref: string, value: unknown, what: string): void {
+  const validate = ajv.getSchema(`openapi${ref}`);
+  assert.ok(validate, `openapi.yaml: ${ref} is not defined`);
+  const valid = validate(value);
+  assert.ok(valid, `${what} violates ${ref}: ${ajv.errorsText(validate.errors)}`);
 }

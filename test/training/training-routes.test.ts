@@ -7,10 +7,12 @@ import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
 import { trainingRouter } from '../../src/http/training-routes.js';
+import { REJECTION_REASONS } from '../../src/training/fields.js';
 import type { TevatronRecord } from '../../src/training/legacy.js';
 import type { TrainingRecord } from '../../src/training/record.js';
 import { EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
 import { createHarness } from '../http/app-harness.js';
+import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from '../http/openapi-schemas.js';
 import { StandInService } from '../http/stand-in-service.js';
 import { makeRecord, samplePath, scoredRound, temporaryDir } from './fixtures.js';
 
@@ -27,6 +29,20 @@ function parseJsonl<T>(text: string): T[] {
     .filter((line) => line !== '')
     .map((line) => JSON.parse(line) as T);
 }
+
+/** The JSON Lines export checked line by line against the schema openapi.yaml names for its format. */
+function exportedLines<T>(res: request.Response, schema: 'TrainingRecord' | 'TevatronRecord'): T[] {
+  assertMatchesOpenApi('GET', '/training/examples', res);
+  assert.match(res.headers['content-type'] ?? '', /^application\/x-ndjson/);
+  const lines = parseJsonl<T>(res.text);
+  lines.forEach((line, i) => assertMatchesSchema(`#/components/schemas/${schema}`, line, `export line ${i + 1}`));
+  return lines;
+}
+
+/** The four data operations openapi.yaml documents under /training (versions and jobs have their own tests). */
+const DATA_OPERATIONS = Object.entries(openApiDocument.paths)
+  .filter(([route]) => route.startsWith('/training') && !/^\/training\/(versions|jobs)/.test(route))
+  .flatMap(([route, operations]) => Object.keys(operations).map((method) => ({ route, method: method.toUpperCase() })));
 
 describe('training routes (real app, real corpus store, real HTTP)', function () {
   let dir: string;
@@ -64,8 +80,10 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       const missing = await request(app).get('/training/stats').expect(401);
       assert.deepEqual(missing.body, { error: { code: 'unauthorized', message: 'missing bearer token' } });
       assert.equal(missing.headers['www-authenticate'], 'Bearer');
+      assertMatchesOpenApi('GET', '/training/stats', missing);
       const wrong = await request(app).get('/training/stats').set('Authorization', `Bearer ${TOKEN}x`).expect(401);
       assert.deepEqual(wrong.body, { error: { code: 'unauthorized', message: 'invalid bearer token' } });
+      assertMatchesOpenApi('GET', '/training/stats', wrong);
       await request(app).get('/training/stats').set('Authorization', `Basic ${TOKEN}`).expect(401);
       await request(app).post('/training/examples').type('application/x-ndjson').send(jsonl([makeRecord()])).expect(401);
       assert.equal(store.stats().records, 0);
@@ -81,6 +99,40 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.throws(() => trainingRouter({ store, corpus: () => corpus, token: '' }), ServiceError);
       const open = createHarness(new StandInService([]), {}, [trainingRouter({ store, corpus: () => corpus, allowUnauthenticated: true })]).app;
       await request(open).get('/training/stats').expect(200);
+    });
+  });
+
+  describe('openapi.yaml', function () {
+    it('documents exactly the four data operations, and each is served, answering what it documents', async function () {
+      assert.deepEqual(
+        DATA_OPERATIONS.map(({ method, route }) => `${method} ${route}`).sort(),
+        ['GET /training/examples', 'GET /training/stats', 'POST /training/construct', 'POST /training/examples'],
+      );
+      const wrong = Array.from({ length: 15 }, (_, i) => [0, 40 - i] as [0, number]);
+      const bodies: Record<string, unknown> = {
+        'POST /training/examples': [makeRecord()],
+        'POST /training/construct': { rounds: [scoredRound([[1, 80], ...wrong], { dataset: null })], seed: -3 },
+      };
+      for (const { method, route } of DATA_OPERATIONS) {
+        const send = (authorization?: string) => {
+          const req = method === 'POST' ? request(app).post(route) : request(app).get(route);
+          if (authorization) req.set('Authorization', authorization);
+          return method === 'POST' ? req.send(bodies[`${method} ${route}`] as object) : req;
+        };
+        const refused = await send().expect(401);
+        assertMatchesOpenApi(method, route, refused);
+        const served = await send(AUTH);
+        assert.equal(served.status, 200, `${method} ${route} is documented but answered ${served.status}`);
+        assertMatchesOpenApi(method, route, served);
+      }
+      const stats = await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
+      assert.deepEqual(Object.keys(stats.body.datasets), ['default', 'hotpotqa']);
+      assert.equal(stats.body.datasets.default.records, 1);
+    });
+
+    it('lists exactly the rejection reason codes the validators use', function () {
+      const documented = openApiDocument.components.schemas.RejectionReason as { enum: string[] };
+      assert.deepEqual(documented.enum, [...REJECTION_REASONS]);
     });
   });
 
@@ -102,6 +154,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         jsonl([misaligned, { ...makeRecord(), passage_ids: ['1000', ...makeRecord().passage_ids.slice(1)] }, outranked, wrongPositive, repeated]),
       ].join('\n');
       const response = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(body).expect(200);
+      assertMatchesOpenApi('POST', '/training/examples', response);
       const results = response.body.results as Record<string, unknown>[];
       assert.deepEqual(
         results.map(({ index, line, status, reason, field }) => ({ index, line, status, reason, field })),
@@ -125,7 +178,9 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         { received: response.body.received, accepted: response.body.accepted, duplicate: response.body.duplicate, rejected: response.body.rejected },
         { received: 10, accepted: 1, duplicate: 0, rejected: 9 },
       );
-      const stats = (await request(app).get('/training/stats').set('Authorization', AUTH).expect(200)).body;
+      const statsResponse = await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
+      assertMatchesOpenApi('GET', '/training/stats', statsResponse);
+      const stats = statsResponse.body;
       assert.equal(stats.records, 1);
       assert.deepEqual(stats.rejections, {
         malformed_json: 1,
@@ -137,7 +192,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         positive_not_first: 2,
         duplicate_passage: 1,
       });
-      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      const stored = exportedLines<TrainingRecord>(await request(app).get('/training/examples').set('Authorization', AUTH).expect(200), 'TrainingRecord');
       assert.deepEqual(stored, [valid]);
     });
 
@@ -145,15 +200,21 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       const records = [makeRecord({ query_id: 'a' }), makeRecord({ query_id: 'b' }, 30)];
       const first = await request(app).post('/training/examples').set('Authorization', AUTH).send(records).expect(200);
       assert.deepEqual(first.body.results, [{ index: 0, status: 'accepted' }, { index: 1, status: 'accepted' }]);
+      assertMatchesOpenApi('POST', '/training/examples', first);
       const file = path.join(dir, 'store', EXAMPLES_FILE);
       const before = await readFile(file, 'utf8');
       const again = await request(app).post('/training/examples').set('Authorization', AUTH).send({ records }).expect(200);
       assert.deepEqual(again.body.results, [{ index: 0, status: 'duplicate' }, { index: 1, status: 'duplicate' }]);
       assert.equal(again.body.duplicate, 2);
+      assertMatchesOpenApi('POST', '/training/examples', again);
       assert.equal(await readFile(file, 'utf8'), before);
-      const stats = (await request(app).get('/training/stats').set('Authorization', AUTH).expect(200)).body;
-      assert.equal(stats.records, 2);
-      assert.equal(stats.duplicates, 2);
+      const statsResponse = await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
+      assertMatchesOpenApi('GET', '/training/stats', statsResponse);
+      assert.deepEqual(statsResponse.body.datasets, {
+        hotpotqa: { records: 2, queries: 2, rounds: 2, positives: 2, byRound: { '1': 2 } },
+      });
+      assert.equal(statsResponse.body.records, 2);
+      assert.equal(statsResponse.body.duplicates, 2);
     });
 
     it('accepts a tevatron legacy record as one stored record per positive', async function () {
@@ -165,7 +226,8 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       };
       const response = await request(app).post('/training/examples').set('Authorization', AUTH).send([legacy]).expect(200);
       assert.deepEqual(response.body.results, [{ index: 0, status: 'accepted', records: 2 }]);
-      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      assertMatchesOpenApi('POST', '/training/examples', response);
+      const stored = exportedLines<TrainingRecord>(await request(app).get('/training/examples').set('Authorization', AUTH).expect(200), 'TrainingRecord');
       const common = {
         dataset: 'tevatron',
         query_id: 'legacy-1',
@@ -188,6 +250,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.ok(body.length > 150_000);
       const accepted = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(body).expect(200);
       assert.equal(accepted.body.accepted, 40);
+      assertMatchesOpenApi('POST', '/training/examples', accepted);
       const tooLarge = await request(app)
         .post('/training/examples')
         .set('Authorization', AUTH)
@@ -196,6 +259,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         .expect(413);
       assert.equal(tooLarge.body.error.code, 'payload_too_large');
       assert.match(tooLarge.body.error.message, /training body limit \(307200 bytes\)/);
+      assertMatchesOpenApi('POST', '/training/examples', tooLarge);
     });
 
     it('answers 400 when the body itself is unusable, storing nothing', async function () {
@@ -209,6 +273,10 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.match(empty.body.error.message, /holds no records/);
       const binary = await post().type('application/octet-stream').send(Buffer.from(jsonl([makeRecord()]))).expect(400);
       assert.match(binary.body.error.message, /JSON Lines \(application\/x-ndjson\) or JSON/);
+      for (const refused of [notJson, wrongShape, empty, binary]) {
+        assert.equal(refused.body.error.field, 'body');
+        assertMatchesOpenApi('POST', '/training/examples', refused);
+      }
       assert.equal(store.stats().records, 0);
     });
 
@@ -216,7 +284,11 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       corpusLoaded = false;
       const response = await request(app).post('/training/examples').set('Authorization', AUTH).send([makeRecord()]).expect(503);
       assert.equal(response.body.error.code, 'not_ready');
+      assert.equal(response.headers['retry-after'], '5');
+      assertMatchesOpenApi('POST', '/training/examples', response);
       assert.equal(store.stats().records, 0);
+      const construct = await request(app).post('/training/construct').set('Authorization', AUTH).send([scoredRound([[1, 90]])]).expect(503);
+      assertMatchesOpenApi('POST', '/training/construct', construct);
     });
   });
 
@@ -229,14 +301,25 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       ];
       await request(app).post('/training/examples').set('Authorization', AUTH).send(records).expect(200);
       const get = (query: string) => request(app).get(`/training/examples${query}`).set('Authorization', AUTH);
-      const all = await get('').expect(200);
-      assert.match(all.headers['content-type']!, /^application\/x-ndjson/);
-      assert.deepEqual(parseJsonl(all.text), records);
-      assert.deepEqual(parseJsonl((await get('?dataset=nq&round=2').expect(200)).text), [records[1]]);
-      assert.deepEqual(parseJsonl((await get('?round=2').expect(200)).text), records.slice(1));
+      assert.deepEqual(exportedLines(await get('').expect(200), 'TrainingRecord'), records);
+      assert.deepEqual(exportedLines(await get('?format=jsonl&dataset=nq&round=2').expect(200), 'TrainingRecord'), [records[1]]);
+      assert.deepEqual(exportedLines(await get('?round=2').expect(200), 'TrainingRecord'), records.slice(1));
       assert.equal((await get('?dataset=trivia').expect(200)).text, '');
-      assert.equal((await get('?format=csv').expect(400)).body.error.field, 'format');
-      assert.equal((await get('?round=-1').expect(400)).body.error.field, 'round');
+      for (const [query, field] of [['?format=csv', 'format'], ['?round=-1', 'round'], ['?round=1.5', 'round'], ['?dataset=nq&dataset=hotpotqa', 'dataset']]) {
+        const refused = await get(query!).expect(400);
+        assert.equal(refused.body.error.field, field, query);
+        assertMatchesOpenApi('GET', '/training/examples', refused);
+      }
+    });
+
+    it('exports the stored format while the corpus loads, and answers 503 for tevatron, which reads passages from it', async function () {
+      await request(app).post('/training/examples').set('Authorization', AUTH).send([makeRecord()]).expect(200);
+      corpusLoaded = false;
+      const get = (query: string) => request(app).get(`/training/examples${query}`).set('Authorization', AUTH);
+      assert.deepEqual(exportedLines(await get('').expect(200), 'TrainingRecord'), [makeRecord()]);
+      const loading = await get('?format=tevatron').expect(503);
+      assert.equal(loading.body.error.code, 'not_ready');
+      assertMatchesOpenApi('GET', '/training/examples', loading);
     });
 
     it('exports tevatron format with passage titles and texts resolved from the wiki18 sample', async function () {
@@ -245,7 +328,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       ] });
       await request(app).post('/training/examples').set('Authorization', AUTH).send([record]).expect(200);
       const response = await request(app).get('/training/examples?format=tevatron').set('Authorization', AUTH).expect(200);
-      const [exported, ...rest] = parseJsonl<TevatronRecord>(response.text);
+      const [exported, ...rest] = exportedLines<TevatronRecord>(response, 'TevatronRecord');
       assert.equal(rest.length, 0);
       assert.equal(exported!.query_id, 'tev');
       assert.equal(exported!.query, 'Which city hosts the cathedral? [SEP] cathedral city');
@@ -278,6 +361,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       const post = (seed: number) =>
         request(app).post(`/training/construct?seed=${seed}`).set('Authorization', AUTH).type('application/x-ndjson').send(jsonl(rounds));
       const first = await post(4).expect(200);
+      assertMatchesOpenApi('POST', '/training/construct', first);
       assert.deepEqual(first.body, {
         seed: 4,
         rounds: 3,
@@ -291,15 +375,25 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       });
       const again = await post(4).expect(200);
       assert.deepEqual([again.body.accepted, again.body.duplicate], [0, 1]);
+      assertMatchesOpenApi('POST', '/training/construct', again);
       const other = await post(5).expect(200);
       assert.deepEqual([other.body.accepted, other.body.duplicate], [1, 0]);
-      const stored = parseJsonl<TrainingRecord>((await request(app).get('/training/examples').set('Authorization', AUTH).expect(200)).text);
+      const stored = exportedLines<TrainingRecord>(await request(app).get('/training/examples').set('Authorization', AUTH).expect(200), 'TrainingRecord');
       assert.equal(stored.length, 2);
       assert.ok(stored.every((record) => record.query_id === 'kept' && record.passage_ids[0] === '100' && record.passage_ids.length === 16));
       assert.notDeepEqual(stored[0]!.passage_ids, stored[1]!.passage_ids);
       const viaJson = await request(app).post('/training/construct').set('Authorization', AUTH).send({ rounds, seed: 4 }).expect(200);
       assert.deepEqual([viaJson.body.seed, viaJson.body.duplicate], [4, 1]);
-      assert.equal((await request(app).post('/training/construct?seed=x').set('Authorization', AUTH).send({ rounds }).expect(400)).body.error.field, 'seed');
+      assertMatchesOpenApi('POST', '/training/construct', viaJson);
+      const badSeed = await request(app).post('/training/construct?seed=x').set('Authorization', AUTH).send({ rounds }).expect(400);
+      assert.equal(badSeed.body.error.field, 'seed');
+      assertMatchesOpenApi('POST', '/training/construct', badSeed);
+      const badDataset = await request(app).post('/training/construct').set('Authorization', AUTH).send({ rounds, dataset: 7 }).expect(400);
+      assert.equal(badDataset.body.error.field, 'dataset');
+      assertMatchesOpenApi('POST', '/training/construct', badDataset);
+      const noRounds = await request(app).post('/training/construct').set('Authorization', AUTH).send({ records: rounds }).expect(400);
+      assert.match(noRounds.body.error.message, /an array or an object with a "rounds" array/);
+      assertMatchesOpenApi('POST', '/training/construct', noRounds);
       assert.ok((await stat(path.join(dir, 'store', EXAMPLES_FILE))).size > 0);
     });
   });
