@@ -22,7 +22,8 @@ export interface TrainingRouterOptions extends BearerAuthOptions {
 }
 
 export const DEFAULT_TRAINING_BODY_LIMIT = '512mb';
-const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', 'application/json', 'application/*+json', 'text/plain'];
+const JSON_TYPES = ['application/json', 'application/*+json'];
+const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', ...JSON_TYPES, 'text/plain'];
 const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
 
 /**
@@ -102,7 +103,7 @@ function bodyReader(limit: string | number): RequestHandler {
 
 /** A JSON body parsed; JSON Lines stay text (a string), parsed line by line later. */
 function parsedBody(req: Request): unknown {
-  return typeof req.body === 'string' && req.is('json') ? parseJsonBody(req.body) : req.body;
+  return typeof req.body === 'string' && req.is(JSON_TYPES) ? parseJsonBody(req.body) : req.body;
 }
 
 /** JSON bodies hold an array or `{<key>: [...]}`; text is JSON Lines. */

@@ -262,6 +262,17 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assertMatchesOpenApi('POST', '/training/examples', tooLarge);
     });
 
+    it('parses structured-syntax JSON types (application/*+json) as JSON, not as JSON Lines', async function () {
+      const response = await request(app)
+        .post('/training/examples')
+        .set('Authorization', AUTH)
+        .type('application/vnd.api+json')
+        .send(JSON.stringify({ records: [makeRecord({ query_id: 'plus-json' })] }))
+        .expect(200);
+      assert.equal(response.body.accepted, 1);
+      assert.equal(response.body.results[0].status, 'accepted');
+    });
+
     it('answers 400 when the body itself is unusable, storing nothing', async function () {
       const post = () => request(app).post('/training/examples').set('Authorization', AUTH);
       const notJson = await post().type('application/json').send('{"records": [').expect(400);
