@@ -4,7 +4,6 @@ import type { ServiceConfig } from '../config.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
-import { resolveModelFolder } from '../engine/model-folder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
@@ -13,6 +12,7 @@ import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
 import { TrainingExampleStore } from '../training/store.js';
+import { resolveModelFolderOffThread } from '../versions/model-folder-thread.js';
 import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
 /** The Search-R1 flags name the three files; none given means the bundled demo. */
@@ -24,10 +24,12 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
     return (await ensureDemo((line) => logger.info(line))).files;
   }
   if (missing.length > 0) throw new ServiceError('bad_request', `${missing.join(', ')} must be given too (or none of the three, for the demo)`);
-  const modelDir = await resolveModelFolder(config.retrieverModel!, {
+  logger.info({ model: config.retrieverModel }, 'resolving the model folder (a Hugging Face checkpoint is converted to ONNX once)');
+  // Off the event loop: converting an e5-base checkpoint takes seconds of CPU, and /health must answer meanwhile.
+  const modelDir = await resolveModelFolderOffThread({
+    dir: config.retrieverModel!,
     cacheDir: path.join(config.dataDir, 'models'),
     fp16: config.device !== 'cpu',
-    onConvert: (checkpoint, into) => logger.info({ checkpoint, into }, 'converting Hugging Face checkpoint to ONNX (once)'),
   });
   return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
 }
