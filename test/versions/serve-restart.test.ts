@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, rm } from 'node:fs/promises';
+import { cp, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +78,30 @@ describe('serve with the training routes remembers the active version across a r
 
   after(async function () {
     await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('serves a Hugging Face checkpoint given as --retriever_model, converted once into <data_dir>/models and reused', async function () {
+    const checkpoint = await writeCheckpoint(path.join(dataDir, 'trained_models', 'checkpoint-200'), files.modelDir, 21);
+    const checkpointDataDir = path.join(dataDir, 'checkpoint-serve');
+    const modelDirs: string[] = [];
+    for (let start = 0; start < 2; start++) {
+      const served = await serve({ ...files, modelDir: checkpoint }, checkpointDataDir);
+      try {
+        const info = await call(`${served.url}/info`, 'GET');
+        const retriever = info.body.retriever as { modelDir: string; modelName: string; manifest: { provenance: { source: string } } };
+        assert.equal(retriever.modelName, 'checkpoint-200');
+        assert.equal(retriever.manifest.provenance.source, 'checkpoint');
+        modelDirs.push(retriever.modelDir);
+        const answer = await call(`${served.url}/retrieve`, 'POST', { queries: ['hamlet'], topk: 2 });
+        assert.equal(answer.status, 200);
+        assert.equal((answer.body.result as unknown[][])[0]!.length, 2);
+      } finally {
+        assert.equal(await served.stop(), 0);
+      }
+    }
+    assert.equal(path.dirname(modelDirs[0]!), path.join(checkpointDataDir, 'models'));
+    assert.equal(modelDirs[1], modelDirs[0]);
+    assert.deepEqual(await readdir(path.join(checkpointDataDir, 'models')), [path.basename(modelDirs[0]!)]);
   });
 
   it('serves the launch flags as "initial", then the activated version after SIGTERM and a new start', async function () {
