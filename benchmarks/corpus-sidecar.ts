@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CorpusStore } from '../src/corpus/corpus-store.js';
-import { writeFully } from '../src/corpus/file-io.js';
+import { writeFully } from '../src/file-io.js';
 import { benchmarksDir, report, seconds, workDir } from './bench-report.js';
 
 const MB = 1e6;

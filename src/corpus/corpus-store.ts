@@ -10,7 +10,7 @@ import {
   type CorpusIdentity,
   type ScanProgress,
 } from './offsets-sidecar.js';
-import { readFully } from './file-io.js';
+import { readFully } from '../file-io.js';
 
 export interface CorpusOpenOptions {
   /** Where the offsets sidecar lives; default `<corpus>.offsets` (set it when the corpus folder is read-only). */

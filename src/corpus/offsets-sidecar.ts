@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ServiceError } from '../errors.js';
-import { readFully, writeFileAtomically } from './file-io.js';
+import { readFully, writeFileAtomically } from '../file-io.js';
 
 /**
  * The persisted line index of a JSONL corpus: `rows + 1` byte offsets, `offsets[i]` the start of

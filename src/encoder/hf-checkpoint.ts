@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
-import { pathExists } from './path-exists.js';
+import { pathExists } from '../file-io.js';
 import type { BertArchitecture } from './manifest.js';
 import { readSafetensors, toFloat32 } from './safetensors.js';
 import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.js';

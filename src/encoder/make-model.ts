@@ -3,7 +3,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
-import { pathExists } from './path-exists.js';
+import { pathExists } from '../file-io.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
 import {

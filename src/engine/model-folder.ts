@@ -4,7 +4,7 @@ import path from 'node:path';
 import { CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../encoder/hf-checkpoint.js';
 import { makeModel } from '../encoder/make-model.js';
 import { MANIFEST_FILE } from '../encoder/manifest.js';
-import { pathExists } from '../encoder/path-exists.js';
+import { pathExists } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 
 export interface ModelFolderOptions {

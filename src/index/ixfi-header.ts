@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { readFully } from '../corpus/file-io.js';
+import { readFully } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 
 /**

@@ -2,7 +2,7 @@ import { endianness } from 'node:os';
 import { dirname } from 'node:path';
 import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
-import { readFully, writeFileAtomically, writeFully } from '../corpus/file-io.js';
+import { readFully, syncDirectory, writeFileAtomically, writeFully } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 import { encodeIxfiHeader, ixfiFileBytes, IXFI_HEADER_BYTES } from './ixfi-header.js';
 
@@ -124,7 +124,7 @@ export class IxfiWriter {
     this.file = undefined;
     const paths = partialPaths(this.outPath);
     await rename(paths.vectors, this.outPath);
-    await syncDirectory(this.outPath);
+    await syncDirectory(dirname(this.outPath));
     await rm(paths.description, { force: true });
   }
 
@@ -158,11 +158,3 @@ async function readPartialDescription(path: string): Promise<unknown> {
   }
 }
 
-async function syncDirectory(path: string): Promise<void> {
-  const directory = await open(dirname(path), 'r');
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
-  }
-}

@@ -1,7 +1,8 @@
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Mutex } from 'async-mutex';
 import { ServiceError } from '../errors.js';
+import { syncDirectory, writeFileAtomically } from '../file-io.js';
 import { REJECTION_REASONS, type RejectionReason } from './fields.js';
 import { readLineSpans } from './jsonl.js';
 import { recordKey, serialiseRecord, type TrainingRecord } from './record.js';
@@ -164,17 +165,7 @@ export class TrainingExampleStore {
   }
 
   private async saveCounters(): Promise<void> {
-    const path = join(this.dataDir, COUNTERS_FILE);
-    const temporary = `${path}.tmp`;
-    const file = await open(temporary, 'w');
-    try {
-      await file.writeFile(`${JSON.stringify(this.counters)}\n`);
-      await file.datasync();
-    } finally {
-      await file.close();
-    }
-    await rename(temporary, path);
-    await syncDirectory(this.dataDir);
+    await writeFileAtomically(join(this.dataDir, COUNTERS_FILE), [Buffer.from(`${JSON.stringify(this.counters)}\n`)]);
   }
 }
 
@@ -200,12 +191,3 @@ async function readCounters(path: string): Promise<IngestCounters> {
   return { duplicates: stored.duplicates ?? 0, rejections };
 }
 
-/** Makes a created or renamed entry of `dir` durable. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}

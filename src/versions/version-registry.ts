@@ -1,8 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { writeFileAtomically } from '../corpus/file-io.js';
+import { writeFileAtomically } from '../file-io.js';
 import { ServiceError } from '../errors.js';
-import { syncDirectory } from '../training/store.js';
 
 /**
  * `registered`: known, but without a usable index yet (its build was cancelled or interrupted);
@@ -203,10 +202,9 @@ export class VersionRegistry {
   /** Writes the whole document; saves run one after another, each writing the state as of its turn. */
   private save(): Promise<void> {
     const file = path.join(this.dir, REGISTRY_FILE);
-    const run = this.saving.then(async () => {
-      await writeFileAtomically(file, [Buffer.from(`${JSON.stringify(this.document, null, 2)}\n`)]);
-      await syncDirectory(this.dir);
-    });
+    const run = this.saving.then(() =>
+      writeFileAtomically(file, [Buffer.from(`${JSON.stringify(this.document, null, 2)}\n`)]),
+    );
     this.saving = run.catch(() => undefined);
     return run;
   }

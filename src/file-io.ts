@@ -1,4 +1,14 @@
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { access, open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+export async function pathExists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Reads `buffer.length` bytes at `position`; a short file is an error, never silent zeros. */
 export async function readFully(file: FileHandle, buffer: Uint8Array, position: number): Promise<void> {
@@ -19,7 +29,20 @@ export async function writeFully(file: FileHandle, buffer: Uint8Array, position:
   }
 }
 
-/** Writes beside the target, syncs and renames, so a reader never sees a half-written file. */
+/** Makes a created or renamed entry of `dir` durable. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes beside the target, syncs and renames, so a reader never sees a half-written file, then
+ * syncs the folder so the rename itself survives a crash.
+ */
 export async function writeFileAtomically(path: string, parts: readonly Uint8Array[]): Promise<void> {
   const temp = `${path}.${process.pid}.tmp`;
   try {
@@ -35,6 +58,7 @@ export async function writeFileAtomically(path: string, parts: readonly Uint8Arr
       await file.close();
     }
     await rename(temp, path);
+    await syncDirectory(dirname(path));
   } catch (error) {
     await rm(temp, { force: true });
     throw error;
