@@ -12,7 +12,7 @@ import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
 import { TrainingExampleStore } from '../training/store.js';
-import { resolveModelFolderOffThread } from '../versions/model-folder-thread.js';
+import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
 /** The Search-R1 flags name the three files; none given means the bundled demo. */

@@ -9,7 +9,7 @@ import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { readIxfiHeader } from '../index/ixfi-header.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
-import { resolveModelFolderOffThread } from './model-folder-thread.js';
+import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { VersionRegistry, type VersionRecord } from './version-registry.js';
 
 /** The version the launch flags name. */

@@ -15,7 +15,7 @@ export type ModelFolderReply = { ok: true; modelDir: string } | { ok: false; cod
  */
 export function resolveModelFolderOffThread(request: ModelFolderRequest): Promise<string> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./model-folder-worker.js', import.meta.url), { workerData: request });
+    const worker = new Worker(new URL('../workers/model-folder-worker.js', import.meta.url), { workerData: request });
     let replied = false;
     worker.once('message', (reply: ModelFolderReply) => {
       replied = true;

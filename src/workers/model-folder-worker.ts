@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { resolveModelFolder } from '../engine/model-folder.js';
 import { ServiceError } from '../errors.js';
-import type { ModelFolderReply, ModelFolderRequest } from './model-folder-thread.js';
+import type { ModelFolderReply, ModelFolderRequest } from '../engine/model-folder-thread.js';
 
 const { dir, cacheDir, fp16 } = workerData as ModelFolderRequest;
 let reply: ModelFolderReply;
