@@ -2,14 +2,12 @@ import assert from 'node:assert/strict';
 import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/engine/types.js';
 import type { ServiceError } from '../../src/errors.js';
 import { isServiceError } from './assert-service-error.js';
+import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const samplePath = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 
 async function sampleLines(file = samplePath): Promise<string[]> {
   const lines = (await readFile(file, 'utf8')).split('\n');

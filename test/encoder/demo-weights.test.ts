@@ -9,9 +9,8 @@ import { buildBertOnnx } from '../../src/encoder/onnx-graph.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { bertBasicWords, deriveVocabulary, type Vocabulary } from '../../src/encoder/vocabulary.js';
+import { SAMPLE_CORPUS } from '../sample-data.js';
 
-const repoRoot = path.resolve(import.meta.dirname, '..', '..', '..');
-const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const PASSAGES = 60;
 
 describe('demo preset: BERT weights that make an IDF-weighted lexical matcher', function () {

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
 import { makeModel } from '../../src/encoder/make-model.js';
@@ -10,9 +9,8 @@ import type { RetrieverManifest } from '../../src/encoder/manifest.js';
 import { composeQueryText, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { cudaProviderInstalled } from '../../src/encoder/session.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
+import { SAMPLE_CORPUS } from '../sample-data.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 
 const QUESTION = 'who wrote hamlet';
 const SUB_QUERY = 'shakespeare birth year';

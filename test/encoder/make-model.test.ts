@@ -13,9 +13,8 @@ import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
+import { SAMPLE_CORPUS } from '../sample-data.js';
 
-const repoRoot = path.resolve(import.meta.dirname, '..', '..', '..');
-const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt'];
 
 async function embed(modelFile: string, ids: number[]): Promise<Float32Array> {

@@ -7,10 +7,8 @@ import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import type { PresetName } from '../../src/encoder/presets.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildIndex } from '../../src/index/build-index.js';
+export { DEMO_CORPUS, repoRoot, SAMPLE_CORPUS } from '../sample-data.js';
 
-export const repoRoot = path.resolve(import.meta.dirname, '..', '..', '..');
-export const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
-export const DEMO_CORPUS = path.join(repoRoot, 'demo', 'corpus.jsonl');
 
 export interface FixtureSpec {
   preset: PresetName;

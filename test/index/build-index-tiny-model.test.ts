@@ -2,16 +2,14 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { buildIndex } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
 import { floatBytes, runPython } from './index-fixtures.js';
+import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const samplePath = path.resolve(here, '..', '..', '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const CHECKED_ROWS = [0, 1, 500, 998, 999];
 
 describe('buildIndex over the 1k wiki18 sample with the tiny ONNX model', function () {

@@ -13,9 +13,9 @@ import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.j
 import { partialPaths } from '../../src/index/ixfi-writer.js';
 import { HashingEncoder } from './hashing-encoder.js';
 import { floatBytes } from './index-fixtures.js';
+import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const samplePath = path.resolve(here, '..', '..', '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const DIMENSION = 16;
 
 /** Starts a build in a child process and SIGKILLs it once it reports at least `killAfterRows` rows. */

@@ -1,12 +1,10 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ScoredCandidate } from '../../src/training/construction.js';
 import type { TrainingRecord } from '../../src/training/record.js';
+export { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const samplePath = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 /** Rows of the 1k wiki18 sample: passage ids must be below it. */
 export const SAMPLE_ROWS = 1000;
 
