@@ -1,7 +1,7 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { ServiceError } from '../errors.js';
 import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
-import { batchesByLength, batchesInInputOrder, DEFAULT_BATCH_LIMITS, type BatchLimits } from './length-batches.js';
+import { batchesByLength, batchesInInputOrder, defaultBatchLimits, type BatchLimits } from './length-batches.js';
 import { GRAPH_INPUTS } from './onnx-graph.js';
 import { readManifest, type RetrieverManifest } from './manifest.js';
 import { createEncoderSession, type SessionSettings } from './session.js';
@@ -64,7 +64,7 @@ export class OnnxEncoder implements EmbeddingEncoder {
       await session.release();
       throw new ServiceError('bad_request', `the ONNX graph of ${modelDir} ${mismatch}`);
     }
-    const limits = { ...DEFAULT_BATCH_LIMITS, ...options.batchLimits };
+    const limits = { ...defaultBatchLimits(provider), ...options.batchLimits };
     return new OnnxEncoder(manifest, provider, session, tokenizer, limits, options.lengthBatching ?? true);
   }
 

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import { batchesByLength, batchesInInputOrder } from '../../src/encoder/length-batches.js';
+import { uniformInt } from 'pure-rand/distribution/uniformInt';
+import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';
 import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
@@ -176,7 +178,9 @@ describe('padBatch', () => {
 
 describe('length batching', () => {
   const lengths = [30, 5, 12, 5, 40, 7, 30, 12, 6, 200];
-  const limits = { maxBatchSize: 3, maxBatchTokens: 64 };
+  const limits = { maxBatchSize: 3, maxBatchTokens: 64, runCostTokens: 8 };
+  const planCost = (batches: number[][], of: readonly number[], runCost: number) =>
+    batches.reduce((sum, batch) => sum + runCost + batch.length * Math.max(...batch.map((index) => of[index]!)), 0);
 
   it('groups similar lengths, shortest first, each batch within both limits, every input once', () => {
     const batches = batchesByLength(lengths, limits);
@@ -184,6 +188,39 @@ describe('length batching', () => {
     for (const batch of batches) {
       const padded = Math.max(...batch.map((index) => lengths[index]));
       assert.ok(batch.length <= 3 && (batch.length === 1 || batch.length * padded <= 64));
+    }
+  });
+
+  it('splits off a long row when the padding saved outweighs the cost of one more run', () => {
+    const mixed = [10, 10, 30, 10, 10];
+    // One run: 8 + 5 × 30 = 158 tokens; two: (8 + 4 × 10) + (8 + 30) = 86.
+    assert.deepEqual(batchesByLength(mixed, { maxBatchSize: 32, maxBatchTokens: 16_384, runCostTokens: 8 }), [[0, 1, 3, 4], [2]]);
+    // At 100 tokens a run: one is 250, two are 270.
+    assert.deepEqual(batchesByLength(mixed, { maxBatchSize: 32, maxBatchTokens: 16_384, runCostTokens: 100 }), [[0, 1, 3, 4, 2]]);
+  });
+
+  it('finds the cheapest of all ways to cut the sorted inputs into runs', () => {
+    const rng = xoroshiro128plus(7);
+    for (let trial = 0; trial < 40; trial++) {
+      const of = Array.from({ length: uniformInt(rng, 1, 9) }, () => uniformInt(rng, 2, 40));
+      const trialLimits = { maxBatchSize: uniformInt(rng, 1, 5), maxBatchTokens: uniformInt(rng, 40, 120), runCostTokens: uniformInt(rng, 0, 30) };
+      const sorted = of.map((_, index) => index).sort((a, b) => of[a]! - of[b]! || a - b);
+      // Every subset of the n - 1 gaps between sorted neighbours is one way to cut.
+      let cheapest = Infinity;
+      for (let cuts = 0; cuts < 2 ** (sorted.length - 1); cuts++) {
+        const runs: number[][] = [[sorted[0]!]];
+        for (let i = 1; i < sorted.length; i++) {
+          if (cuts & (1 << (i - 1))) runs.push([]);
+          runs.at(-1)!.push(sorted[i]!);
+        }
+        const allowed = runs.every(
+          (run) => run.length <= trialLimits.maxBatchSize && (run.length === 1 || run.length * Math.max(...run.map((index) => of[index]!)) <= trialLimits.maxBatchTokens),
+        );
+        if (allowed) cheapest = Math.min(cheapest, planCost(runs, of, trialLimits.runCostTokens));
+      }
+      const plan = batchesByLength(of, trialLimits);
+      assert.deepEqual(plan.flat().sort((a, b) => a - b), of.map((_, index) => index), `trial ${trial}: every input once`);
+      assert.equal(planCost(plan, of, trialLimits.runCostTokens), cheapest, `trial ${trial}: ${JSON.stringify({ of, trialLimits })}`);
     }
   });
 
