@@ -17,18 +17,20 @@ export interface EncoderOptions extends SessionSettings {
 export type EncoderSettings = Omit<EncoderOptions, 'warn'>;
 
 /**
- * The text a model sees for one query: Agentic-R's `{question} [SEP] {query}` when the question
- * is given separately (else the query as sent, possibly already joined), after the query prefix.
+ * What a model sees for one query, before the query prefix: Agentic-R's `{question} [SEP] {query}`
+ * when the question is given separately, else the query as sent (possibly already joined).
  */
-export function composeQueryText(input: QueryInput, manifest: RetrieverManifest): string {
+export function composeQueryBody(input: QueryInput, manifest: RetrieverManifest): string {
   const { question, query } = input;
-  const body =
-    question === undefined
-      ? query
-      : manifest.queryTemplate.replace(/\{(question|query)\}/g, (_, field: string) =>
-          field === 'question' ? question : query,
-        );
-  return manifest.queryPrefix + body;
+  if (question === undefined) return query;
+  return manifest.queryTemplate.replace(/\{(question|query)\}/g, (_, field: string) =>
+    field === 'question' ? question : query,
+  );
+}
+
+/** The text a model sees for one query: the query prefix, then its {@link composeQueryBody}. */
+export function composeQueryText(input: QueryInput, manifest: RetrieverManifest): string {
+  return manifest.queryPrefix + composeQueryBody(input, manifest);
 }
 
 type BertInputName = (typeof GRAPH_INPUTS)[number];

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { composeQueryText } from '../encoder/onnx-encoder.js';
+import { composeQueryBody } from '../encoder/onnx-encoder.js';
 import { ServiceError } from '../errors.js';
 import type { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
@@ -45,8 +45,11 @@ export function estimateTokens(queryText: string): number {
 }
 
 interface QueuedRequest {
-  /** Final query text of each input (what the encoder sees). */
-  texts: string[];
+  /**
+   * Each input's query body: its final text less the version's fixed query prefix, so within a
+   * version equal bodies are equal final texts.
+   */
+  bodies: string[];
   topk: number;
   /** Filled from the cache at arrival, the rest when the batch ends. */
   hits: (SearchHit[] | undefined)[];
@@ -87,10 +90,10 @@ export class QueryBatcher {
   search(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
     const { version, encoder } = this.retriever;
     if (inputs.length === 0) return Promise.resolve({ hits: [], version, timings: NO_TIME });
-    const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
-    const hits = texts.map((text) => this.cache?.get(version, text, topk));
+    const bodies = inputs.map((input) => composeQueryBody(input, encoder.manifest));
+    const hits = bodies.map((body) => this.cache?.get(version, body, topk));
     const missing = hits.flatMap((found, position) => (found ? [] : [position]));
-    if (this.cache) this.observer?.cacheLookups(texts.length - missing.length, missing.length);
+    if (this.cache) this.observer?.cacheLookups(bodies.length - missing.length, missing.length);
     if (missing.length === 0) return Promise.resolve({ hits: hits as SearchHit[][], version, timings: NO_TIME });
 
     const { signal } = options;
@@ -108,11 +111,11 @@ export class QueryBatcher {
     }
     return new Promise<RetrievalResult>((resolve, reject) => {
       const request: QueuedRequest = {
-        texts,
+        bodies,
         topk,
         hits,
         missing,
-        tokens: missing.reduce((sum, position) => sum + estimateTokens(texts[position]!), 0),
+        tokens: missing.reduce((sum, position) => sum + estimateTokens(bodies[position]!), 0),
         enqueuedAt: performance.now(),
         resolve,
         reject,
@@ -186,13 +189,12 @@ export class QueryBatcher {
     for (const request of batch) {
       topk = Math.max(topk, request.topk);
       for (const position of request.missing) {
-        const text = request.texts[position]!;
-        if (!unique.has(text)) unique.set(text, unique.size);
+        const body = request.bodies[position]!;
+        if (!unique.has(body)) unique.set(body, unique.size);
       }
     }
     try {
-      const { manifest } = this.retriever.encoder;
-      const inputs = [...unique.keys()].map((text) => ({ query: text.slice(manifest.queryPrefix.length) }));
+      const inputs = [...unique.keys()].map((body) => ({ query: body }));
       const result = await this.retriever.search(inputs, topk);
       this.observer?.batch({
         requests: batch.length,
@@ -203,10 +205,10 @@ export class QueryBatcher {
       });
       for (const request of batch) {
         for (const position of request.missing) {
-          const text = request.texts[position]!;
-          const found = result.hits[unique.get(text)!]!.slice(0, request.topk);
+          const body = request.bodies[position]!;
+          const found = result.hits[unique.get(body)!]!.slice(0, request.topk);
           request.hits[position] = found;
-          this.cache?.set(result.version, text, request.topk, found);
+          this.cache?.set(result.version, body, request.topk, found);
         }
         request.resolve({ hits: request.hits as SearchHit[][], version: result.version, timings: result.timings });
       }
