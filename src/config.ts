@@ -54,7 +54,7 @@ export interface ServiceConfig {
   queueMaxQueries: number;
   /** Result cache memory bound in bytes; 0 turns the cache off. */
   resultCacheBytes: number;
-  /** Most rows in one ONNX Runtime run; the encoder groups each batch's queries by token length into runs of this size. */
+  /** Most rows in one ONNX Runtime run; the encoder sorts each batch's queries by token length and cuts them into runs of at most this size. */
   encoderBatchRows: number;
 }
 
