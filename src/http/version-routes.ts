@@ -9,7 +9,7 @@ export interface VersionRouterOptions extends BearerAuthOptions {
 
 /**
  * `/training/versions*` and `/training/jobs*`: register checkpoints, build their indexes in the
- * background, activate a version or roll back, behind the training routes' bearer token.
+ * background, activate a version or roll back, delete one, behind the training routes' bearer token.
  */
 export function versionRouter({ versions, ...auth }: VersionRouterOptions): Router {
   const router = Router();
@@ -45,6 +45,10 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
 
   router.get('/training/versions/:id', (req, res) => {
     res.json(versions.registry.version(String(req.params.id)));
+  });
+
+  router.delete('/training/versions/:id', async (req, res) => {
+    res.json(await versions.remove(String(req.params.id)));
   });
 
   router.post('/training/versions/:id/activate', async (req, res) => {

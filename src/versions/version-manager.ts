@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mutex, tryAcquire } from 'async-mutex';
@@ -7,6 +8,7 @@ import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
+import { pathExists } from '../file-io.js';
 import { readIxfiHeader } from '../index/ixfi-header.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
@@ -37,6 +39,13 @@ export interface RegisterRequest {
   /** Build the index with this model as a background job instead. */
   buildIndex?: boolean;
   label?: string;
+}
+
+export interface RemovalResult {
+  /** The version as it was. */
+  version: VersionRecord;
+  /** Files and folders deleted: only what this service made for the version. */
+  removed: string[];
 }
 
 export interface ActivationResult {
@@ -189,6 +198,39 @@ export class VersionManager {
     });
   }
 
+  /**
+   * Forgets a version and deletes what this service made for it: its folder under versions/ (a
+   * built index, a partial one) and its ONNX conversion under models/ unless another version
+   * uses it. A prebuilt index or a model folder the client named is left where it is.
+   */
+  remove(id: string): Promise<RemovalResult> {
+    return this.exclusively(async () => {
+      const version = this.registry.version(id);
+      if (id === INITIAL_VERSION) {
+        throw new ServiceError('conflict', `version ${id} is the launch flags' files; restart with other flags instead of deleting it`);
+      }
+      if (id === this.registry.activeId || this.options.active.current?.version === id) {
+        throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
+      }
+      if (version.state === 'building') {
+        throw new ServiceError('conflict', `version ${id} is building its index; cancel job ${version.jobId} (DELETE /training/jobs/${version.jobId}) first`);
+      }
+      await this.registry.removeVersion(id);
+      const owned = [path.join(this.registry.dir, id)];
+      const modelCache = path.resolve(this.options.dataDir, 'models');
+      const modelShared = this.registry.versions().some((other) => other.modelDir === version.modelDir);
+      if (version.modelDir.startsWith(modelCache + path.sep) && !modelShared) owned.push(version.modelDir);
+      const removed: string[] = [];
+      for (const file of owned) {
+        if (!(await pathExists(file))) continue;
+        await rm(file, { recursive: true, force: true });
+        removed.push(file);
+      }
+      this.options.log?.(`version ${id} deleted`, { removed });
+      return { version, removed };
+    });
+  }
+
   /** Cancels index jobs and waits for a running activation to end. */
   async close(): Promise<void> {
     this.closing = true;
@@ -197,7 +239,7 @@ export class VersionManager {
   }
 
   private exclusively<T>(work: () => Promise<T>): Promise<T> {
-    const busy = new ServiceError('conflict', 'another activation or rollback is in progress; retry when it has finished');
+    const busy = new ServiceError('conflict', 'another activation, rollback or deletion is in progress; retry when it has finished');
     return tryAcquire(this.activation, busy).runExclusive(work);
   }
 

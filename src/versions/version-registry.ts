@@ -193,6 +193,19 @@ export class VersionRegistry {
     return { ...version };
   }
 
+  /** Forgets a version, its index jobs and its entries in the activation history. */
+  async removeVersion(id: string): Promise<VersionRecord> {
+    const version = this.liveVersion(id);
+    const { document } = this;
+    document.versions = document.versions.filter((candidate) => candidate.id !== id);
+    document.jobs = document.jobs.filter((job) => job.versionId !== id);
+    // Dropping an entry can leave one version twice in a row; once is where a rollback goes.
+    const kept = document.history.filter((entry) => entry !== id);
+    document.history = kept.filter((entry, at) => at === 0 || entry !== kept[at - 1]);
+    await this.save();
+    return { ...version };
+  }
+
   private liveVersion(id: string): VersionRecord {
     const version = this.document.versions.find((candidate) => candidate.id === id);
     if (!version) throw new ServiceError('not_found', `no version ${id}`);

@@ -107,7 +107,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const documented = Object.entries(openApiDocument.paths)
       .filter(([route]) => /^\/training\/(versions|jobs)/.test(route))
       .flatMap(([route, operations]) => Object.keys(operations).filter((key) => key !== 'parameters').map((method) => ({ route, method })));
-    assert.equal(documented.length, 9);
+    assert.equal(documented.length, 10);
     for (const { route, method } of documented) {
       const res = await request(app)[method as 'get' | 'post' | 'delete'](route.replace('{id}', 'unknown-id')).set('Authorization', AUTH);
       assert.doesNotMatch(String(res.body.error?.message), /^no route/, `${method.toUpperCase()} ${route} is documented but not served`);
@@ -285,7 +285,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const loser = statuses[0] === 200 ? second! : first!;
     assertMatchesOpenApi('POST', '/training/versions/{id}/activate', loser);
     assert.equal(loser.body.error.code, 'conflict');
-    assert.match(loser.body.error.message, /another activation or rollback is in progress/);
+    assert.match(loser.body.error.message, /another activation, rollback or deletion is in progress/);
     assert.equal((await retrieve(app)).headers['x-retriever-version'], winner.body.version.id);
   });
 
@@ -379,6 +379,58 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.match((await outcome)?.message ?? 'activated', new RegExp(`version ${version.id} loaded while the server was shutting down`));
     assert.equal(service.active.current, undefined);
     assert.equal(service.versions.registry.activeId, INITIAL_VERSION);
+  });
+
+  it('deletes a version with the files made for it, keeps what the client named, and refuses the active, the launch and a building version', async function () {
+    const service = await startService(undefined, 8);
+    const { app } = service;
+    const remove = (id: string) => request(app).delete(`/training/versions/${id}`).set('Authorization', AUTH);
+    const register = async () =>
+      (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: checkpointDir, build_index: true }).expect(201)).body;
+    const versionsDir = path.join(service.dataDir, 'versions');
+
+    const first = await register();
+    const building = await remove(first.version.id).expect(409);
+    assertMatchesOpenApi('DELETE', '/training/versions/{id}', building);
+    assert.match(building.body.error.message, new RegExp(`version v1 is building its index; cancel job ${first.job.id} \\(DELETE /training/jobs/${first.job.id}\\) first`));
+    assert.equal((await pollJob(app, first.job.id)).at(-1)!.state, 'done');
+    // The same checkpoint again: a second version sharing the first one's ONNX conversion.
+    const second = await register();
+    assert.equal(second.version.modelDir, first.version.modelDir);
+    await pollJob(app, second.job.id);
+    const copy = await registerCopy(service, 'kept-by-client');
+
+    await request(app).post('/training/versions/v1/activate').set('Authorization', AUTH).expect(200);
+    assert.match((await remove('v1').expect(409)).body.error.message, /version v1 is active; activate or roll back to another version first/);
+    assert.match((await remove(INITIAL_VERSION).expect(409)).body.error.message, /version initial is the launch flags' files/);
+    await request(app).post(`/training/versions/${copy.id}/activate`).set('Authorization', AUTH).expect(200);
+
+    const deleted = await remove('v1').expect(200);
+    assertMatchesOpenApi('DELETE', '/training/versions/{id}', deleted);
+    assert.equal(deleted.body.version.id, 'v1');
+    assert.deepEqual(deleted.body.removed, [path.join(versionsDir, 'v1')], 'the conversion v2 still uses stays');
+    await assert.rejects(stat(path.join(versionsDir, 'v1')), { code: 'ENOENT' });
+    assert.ok((await stat(first.version.modelDir)).isDirectory());
+    assert.equal((await request(app).get('/training/versions/v1').set('Authorization', AUTH).expect(404)).body.error.code, 'not_found');
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
+    assert.deepEqual(listed.versions.map((version: VersionRecord) => version.id), [INITIAL_VERSION, 'v2', copy.id]);
+    assert.equal(listed.previous, INITIAL_VERSION, 'a rollback skips the deleted version');
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs;
+    assert.deepEqual(jobs.map((job: JobView) => job.versionId), ['v2']);
+    const registry = JSON.parse(await readFile(path.join(versionsDir, REGISTRY_FILE), 'utf8'));
+    assert.deepEqual(registry.history, [INITIAL_VERSION, copy.id]);
+
+    const last = await remove('v2').expect(200);
+    assert.deepEqual(last.body.removed, [path.join(versionsDir, 'v2'), second.version.modelDir], 'no version uses the conversion now');
+    await assert.rejects(stat(second.version.modelDir), { code: 'ENOENT' });
+
+    await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(200);
+    const prebuilt = await remove(copy.id).expect(200);
+    assert.deepEqual(prebuilt.body.removed, []);
+    assert.ok((await stat(copy.indexPath)).isFile(), 'an index the client named stays');
+    assert.ok((await stat(initialFiles.modelDir)).isDirectory());
+    assert.equal((await remove('v404').expect(404)).body.error.code, 'not_found');
+    assert.equal((await retrieve(app)).headers['x-retriever-version'], INITIAL_VERSION);
   });
 
   it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
