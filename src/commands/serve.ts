@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Router } from 'express';
 import type { ServiceConfig } from '../config.js';
+import { lockDataDir } from '../data-dir-lock.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
@@ -104,11 +105,13 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
  */
 export async function serve(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
+  const unlock = await lockDataDir(config.dataDir, (message) => logger.error(message));
   const active = new ActiveRetriever(servingOptions(config));
   const training = await trainingRoutes(config, active, logger);
   const app = createApp({ service: active, config, logger, extraRouters: training.routers });
   const close = async (): Promise<void> => {
     await Promise.all([active.close(), training.close()]);
+    await unlock();
   };
   const running = await startServer(app, config, logger, { close });
   try {

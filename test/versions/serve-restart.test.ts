@@ -5,6 +5,7 @@ import { cp, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { DATA_DIR_LOCK } from '../../src/data-dir-lock.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
@@ -33,7 +34,8 @@ async function serve(files: RetrieverFiles, dataDir: string): Promise<Served> {
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const messages: string[] = [];
   let port: number | undefined;
-  const exited = once(child, 'exit');
+  // 'close', not 'exit': it comes after stderr has been read to the end.
+  const exited = once(child, 'close');
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout }).on('line', (text) => {
       const line = JSON.parse(text) as { msg: string; port?: number };
@@ -131,6 +133,24 @@ describe('serve with the training routes remembers the active version across a r
     } finally {
       assert.equal(await second.stop(), 0);
     }
+  });
+
+  it('refuses a second server on the same data dir, naming it, while the first serves on; a stopped server frees it', async function () {
+    const shared = path.join(dataDir, 'shared');
+    const first = await serve(files, shared);
+    try {
+      await assert.rejects(serve(files, shared), (error: Error) => {
+        assert.match(error.message, /serve exited \(1\) before ready: error: conflict: the data dir \S*shared is in use by another running server/);
+        return true;
+      });
+      const answer = await call(`${first.url}/retrieve`, 'POST', { queries: ['hamlet'] });
+      assert.deepEqual([answer.status, answer.version], [200, 'initial']);
+    } finally {
+      assert.equal(await first.stop(), 0);
+    }
+    assert.ok(!(await readdir(shared)).includes(DATA_DIR_LOCK), 'released at shutdown');
+    const next = await serve(files, shared);
+    assert.equal(await next.stop(), 0);
   });
 
   it('a build killed with the server is marked interrupted at the next start and resumes from its partial file', async function () {
