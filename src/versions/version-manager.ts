@@ -215,17 +215,19 @@ export class VersionManager {
       if (version.state === 'building') {
         throw new ServiceError('conflict', `version ${id} is building its index; cancel job ${version.jobId} (DELETE /training/jobs/${version.jobId}) first`);
       }
-      await this.registry.removeVersion(id);
       const owned = [path.join(this.registry.dir, id)];
       const modelCache = path.resolve(this.options.dataDir, 'models');
-      const modelShared = this.registry.versions().some((other) => other.modelDir === version.modelDir);
+      const modelShared = this.registry.versions().some((other) => other.id !== id && other.modelDir === version.modelDir);
       if (version.modelDir.startsWith(modelCache + path.sep) && !modelShared) owned.push(version.modelDir);
+      // Files first: a crash midway leaves the version listed, and deleting it again finishes the
+      // job, where the other order would leave its index on disk with nothing pointing at it.
       const removed: string[] = [];
       for (const file of owned) {
         if (!(await pathExists(file))) continue;
         await rm(file, { recursive: true, force: true });
         removed.push(file);
       }
+      await this.registry.removeVersion(id);
       this.options.log?.(`version ${id} deleted`, { removed });
       return { version, removed };
     });
