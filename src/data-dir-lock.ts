@@ -1,11 +1,17 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import lockfile from 'proper-lockfile';
+import lockfile, { type LockOptions } from 'proper-lockfile';
 import { ServiceError } from './errors.js';
 
 export const DATA_DIR_LOCK = 'serve.lock';
 /** proper-lockfile's floor: a lock not refreshed for this long was left by a server that died. */
 const STALE_MS = 5_000;
+const RETRY_MS = 1_000;
+
+export interface DataDirLockLog {
+  info(message: string): void;
+  error(message: string): void;
+}
 
 /**
  * Holds `<dataDir>/serve.lock` while a server runs, so a second server started on the same data
@@ -13,17 +19,24 @@ const STALE_MS = 5_000;
  * registry and the model cache with the first one's. A lock left by a killed server goes stale
  * within STALE_MS; a start meanwhile waits it out. Resolves to the release function.
  */
-export async function lockDataDir(dataDir: string, warn: (message: string) => void): Promise<() => Promise<void>> {
+export async function lockDataDir(dataDir: string, log: DataDirLockLog): Promise<() => Promise<void>> {
   await mkdir(dataDir, { recursive: true });
   const lockfilePath = path.join(dataDir, DATA_DIR_LOCK);
+  const options: LockOptions = {
+    lockfilePath,
+    stale: STALE_MS,
+    // The default throws from a timer, which would kill a serving process over a late refresh.
+    onCompromised: (error) => log.error(`the data dir lock ${lockfilePath} was lost (${error.message}); another server may now write to ${dataDir}`),
+  };
   try {
-    return await lockfile.lock(dataDir, {
-      lockfilePath,
-      stale: STALE_MS,
-      retries: { retries: Math.ceil(STALE_MS / 1_000) + 1, minTimeout: 1_000, maxTimeout: 1_000 },
-      // The default throws from a timer, which would kill a serving process over a late refresh.
-      onCompromised: (error) => warn(`the data dir lock ${lockfilePath} was lost (${error.message}); another server may now write to ${dataDir}`),
-    });
+    return await lockfile.lock(dataDir, options);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error;
+  }
+  const retries = Math.ceil(STALE_MS / RETRY_MS) + 1;
+  log.info(`the data dir lock ${lockfilePath} is held; waiting up to ${(retries * RETRY_MS) / 1_000} s in case the server that took it has died`);
+  try {
+    return await lockfile.lock(dataDir, { ...options, retries: { retries, minTimeout: RETRY_MS, maxTimeout: RETRY_MS } });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error;
     throw new ServiceError(

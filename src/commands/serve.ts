@@ -105,7 +105,10 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
  */
 export async function serve(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
-  const unlock = await lockDataDir(config.dataDir, (message) => logger.error(message));
+  const unlock = await lockDataDir(config.dataDir, {
+    info: (message) => logger.info(message),
+    error: (message) => logger.error(message),
+  });
   const active = new ActiveRetriever(servingOptions(config));
   const training = await trainingRoutes(config, active, logger);
   const app = createApp({ service: active, config, logger, extraRouters: training.routers });

@@ -43,7 +43,7 @@ async function serve(files: RetrieverFiles, dataDir: string): Promise<Served> {
       if (line.port !== undefined) port = line.port;
       if (line.msg === 'ready') resolve();
     });
-    void exited.then(([code]) => reject(new Error(`serve exited (${String(code)}) before ready: ${stderr}`)));
+    void exited.then(([code]) => reject(new Error(`serve exited (${String(code)}) before ready: ${stderr}log: ${messages.join(' | ')}`)));
   });
   return {
     url: `http://127.0.0.1:${port}`,
@@ -141,6 +141,7 @@ describe('serve with the training routes remembers the active version across a r
     try {
       await assert.rejects(serve(files, shared), (error: Error) => {
         assert.match(error.message, /serve exited \(1\) before ready: error: conflict: the data dir \S*shared is in use by another running server/);
+        assert.match(error.message, /log: the data dir lock \S*serve\.lock is held; waiting up to 6 s in case the server that took it has died/);
         return true;
       });
       const answer = await call(`${first.url}/retrieve`, 'POST', { queries: ['hamlet'] });
@@ -177,6 +178,10 @@ describe('serve with the training routes remembers the active version across a r
 
     const second = await serve(sample, crashDir);
     try {
+      assert.ok(
+        second.messages.some((message) => /serve\.lock is held; waiting up to 6 s/.test(message)),
+        'the lock of the killed server was still fresh, and was waited out',
+      );
       const interrupted = (await call(`${second.url}/training/jobs/${jobId}`, 'GET')).body as unknown as JobView;
       assert.equal(interrupted.state, 'failed');
       assert.equal(interrupted.reason, 'interrupted by a server restart');
