@@ -15,12 +15,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
-import { Tensor } from 'onnxruntime-node';
 import type { QueryInput } from '../src/engine/types.js';
 import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE, readManifest, type RetrieverManifest } from '../src/encoder/manifest.js';
 import { batchesByLength, batchesInInputOrder, DEFAULT_BATCH_LIMITS, type BatchLimits } from '../src/encoder/length-batches.js';
-import { composeQueryText, OnnxEncoder } from '../src/encoder/onnx-encoder.js';
+import { bertFeeds, composeQueryText, OnnxEncoder } from '../src/encoder/onnx-encoder.js';
 import { createEncoderSession } from '../src/encoder/session.js';
 import { padBatch, WordPieceTokenizer } from '../src/encoder/tokenizer.js';
 import { benchmarksDir, report, seconds, workDir, type Row } from './bench-report.js';
@@ -103,15 +102,7 @@ async function rawSessionTiming(
 ): Promise<Timing> {
   const { session } = await createEncoderSession(MODEL_DIR, manifest, { intraOpNumThreads, interOpNumThreads: 1 });
   try {
-    const feeds = (sequences: number[][]) => {
-      const batch = padBatch(sequences, padTokenId);
-      const dims = [batch.rows, batch.sequenceLength];
-      return {
-        input_ids: new Tensor('int64', batch.inputIds, dims),
-        attention_mask: new Tensor('int64', batch.attentionMask, dims),
-        token_type_ids: new Tensor('int64', batch.tokenTypeIds, dims),
-      };
-    };
+    const feeds = (sequences: number[][]) => bertFeeds(padBatch(sequences, padTokenId), session.inputNames);
     const all = feeds(tokenSequences);
     const few = feeds(tokenSequences.slice(0, WARM_UP_QUERIES));
     return await bestTiming(

@@ -5,7 +5,7 @@ import { batchesByLength, batchesInInputOrder, defaultBatchLimits, type BatchLim
 import { GRAPH_INPUTS } from './onnx-graph.js';
 import { readManifest, type RetrieverManifest } from './manifest.js';
 import { createEncoderSession, type SessionSettings } from './session.js';
-import { padBatch, WordPieceTokenizer } from './tokenizer.js';
+import { padBatch, WordPieceTokenizer, type TokenizedBatch } from './tokenizer.js';
 
 export interface EncoderOptions extends SessionSettings {
   batchLimits?: Partial<BatchLimits>;
@@ -34,6 +34,17 @@ export function composeQueryText(input: QueryInput, manifest: RetrieverManifest)
 }
 
 type BertInputName = (typeof GRAPH_INPUTS)[number];
+
+/** ONNX Runtime feeds of a padded batch, for the inputs a BERT graph declares (`session.inputNames`). */
+export function bertFeeds(batch: TokenizedBatch, inputNames: readonly string[]): Record<string, Tensor> {
+  const dims = [batch.rows, batch.sequenceLength];
+  const inputs: Record<BertInputName, BigInt64Array> = {
+    input_ids: batch.inputIds,
+    attention_mask: batch.attentionMask,
+    token_type_ids: batch.tokenTypeIds,
+  };
+  return Object.fromEntries(inputNames.map((name) => [name, new Tensor('int64', inputs[name as BertInputName], dims)]));
+}
 
 /** Why the graph cannot serve this manifest, or undefined when it can. */
 function graphSignatureMismatch(session: InferenceSession, manifest: RetrieverManifest): string | undefined {
@@ -104,17 +115,8 @@ export class OnnxEncoder implements EmbeddingEncoder {
   /** Embeddings of one padded batch, row-major. */
   private async run(sequences: readonly (readonly number[])[]): Promise<Float32Array> {
     const batch = padBatch(sequences, this.tokenizer.padTokenId);
-    const dims = [batch.rows, batch.sequenceLength];
-    const inputs: Record<BertInputName, BigInt64Array> = {
-      input_ids: batch.inputIds,
-      attention_mask: batch.attentionMask,
-      token_type_ids: batch.tokenTypeIds,
-    };
-    const feeds = Object.fromEntries(
-      this.session.inputNames.map((name) => [name, new Tensor('int64', inputs[name as BertInputName], dims)]),
-    );
     const outputName = this.manifest.outputs.embedding;
-    const output = (await this.session.run(feeds, [outputName]))[outputName];
+    const output = (await this.session.run(bertFeeds(batch, this.session.inputNames), [outputName]))[outputName];
     if (output.type !== 'float32' || output.dims.length !== 2 || output.dims[1] !== this.manifest.dimension) {
       throw new ServiceError(
         'internal',

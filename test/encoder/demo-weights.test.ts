@@ -6,7 +6,8 @@ import ort from 'onnxruntime-node';
 import { demoBertWeights, lexicalWeights, SINK_DIMS } from '../../src/encoder/demo-weights.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import { buildBertOnnx } from '../../src/encoder/onnx-graph.js';
-import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { bertFeeds, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { padBatch } from '../../src/encoder/tokenizer.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { bertBasicWords, deriveVocabulary, type Vocabulary } from '../../src/encoder/vocabulary.js';
 import { SAMPLE_CORPUS } from '../sample-data.js';
@@ -51,12 +52,7 @@ describe('demo preset: BERT weights that make an IDF-weighted lexical matcher', 
     for (const sentence of sentences) {
       const ids = sentence.map(idOf);
       assert.ok(ids.every((id) => id >= 0), sentence.join(' '));
-      const dims = [1, ids.length];
-      const out = await session.run({
-        input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), dims),
-        attention_mask: new ort.Tensor('int64', new BigInt64Array(ids.length).fill(1n), dims),
-        token_type_ids: new ort.Tensor('int64', new BigInt64Array(ids.length), dims),
-      });
+      const out = await session.run(bertFeeds(padBatch([ids], 0), session.inputNames));
       const bag = new Float64Array(h);
       for (const id of ids) {
         // A lexical row is a·u with ‖u‖ = √h; the token passes the layers unchanged.

@@ -9,7 +9,8 @@ import { readManifest } from '../../src/encoder/manifest.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { writeSafetensors } from '../../src/encoder/safetensors.js';
 import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';
-import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
+import { bertFeeds } from '../../src/encoder/onnx-encoder.js';
+import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
@@ -19,12 +20,7 @@ const TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer
 
 async function embed(modelFile: string, ids: number[]): Promise<Float32Array> {
   const session = await ort.InferenceSession.create(modelFile, { intraOpNumThreads: 1 });
-  const dims = [1, ids.length];
-  const out = await session.run({
-    input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), dims),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(ids.length).fill(1n), dims),
-    token_type_ids: new ort.Tensor('int64', new BigInt64Array(ids.length), dims),
-  });
+  const out = await session.run(bertFeeds(padBatch([ids], 0), session.inputNames));
   await session.release();
   return out['sentence_embedding']!.data as Float32Array;
 }
