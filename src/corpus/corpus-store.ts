@@ -1,4 +1,4 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { CorpusRow } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
 import {
@@ -10,7 +10,7 @@ import {
   type CorpusIdentity,
   type ScanProgress,
 } from './offsets-sidecar.js';
-import { readFully } from '../file-io.js';
+import { openRegularFile, readFully } from '../file-io.js';
 
 export interface CorpusOpenOptions {
   /** Where the offsets sidecar lives; default `<corpus>.offsets` (set it when the corpus folder is read-only). */
@@ -41,12 +41,7 @@ export class CorpusStore {
 
   static async open(path: string, options: CorpusOpenOptions = {}): Promise<CorpusStore> {
     const sidecarPath = options.sidecarPath ?? `${path}.offsets`;
-    let file: FileHandle;
-    try {
-      file = await open(path, 'r');
-    } catch (error) {
-      throw new ServiceError('not_found', `cannot open corpus ${path}: ${(error as Error).message}`);
-    }
+    const file = await openRegularFile(path, 'corpus');
     try {
       const identity = await corpusIdentity(file);
       const stored = await readSidecar(sidecarPath, identity);

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { ServiceError } from '../errors.js';
-import { readFully, writeFileAtomically } from '../file-io.js';
+import { openRegularFile, readFully, writeFileAtomically } from '../file-io.js';
 
 /**
  * The persisted line index of a JSONL corpus: `rows + 1` byte offsets, `offsets[i]` the start of
@@ -85,7 +85,7 @@ export async function scanLineOffsets(file: FileHandle, size: number, onProgress
 export async function readSidecar(sidecarPath: string, identity: CorpusIdentity): Promise<Float64Array | undefined> {
   let file: FileHandle;
   try {
-    file = await open(sidecarPath, 'r');
+    file = await openRegularFile(sidecarPath, 'offsets sidecar');
   } catch {
     return undefined;
   }

@@ -1,7 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
-import { pathExists } from '../file-io.js';
+import { pathExists, readRegularFile } from '../file-io.js';
 import type { BertArchitecture } from './manifest.js';
 import { readSafetensors, toFloat32 } from './safetensors.js';
 import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.js';
@@ -115,12 +114,7 @@ export function bertConfigJson(arch: BertArchitecture, torchDtype = 'float32'): 
 
 export async function readBertConfig(checkpointDir: string): Promise<BertArchitecture> {
   const file = path.join(checkpointDir, CONFIG_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new ServiceError('not_found', `no ${CONFIG_FILE} in checkpoint folder ${checkpointDir}`);
-  }
+  const text = (await readRegularFile(file, 'checkpoint config', { missing: `no ${CONFIG_FILE} in checkpoint folder ${checkpointDir}` })).toString('utf8');
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -161,9 +155,10 @@ async function weightFiles(checkpointDir: string): Promise<string[]> {
   if (await pathExists(single)) return [single];
   const indexFile = path.join(checkpointDir, WEIGHTS_INDEX_FILE);
   if (await pathExists(indexFile)) {
+    const text = (await readRegularFile(indexFile, 'safetensors index')).toString('utf8');
     let weightMap: Record<string, string>;
     try {
-      weightMap = (JSON.parse(await readFile(indexFile, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+      weightMap = (JSON.parse(text) as { weight_map: Record<string, string> }).weight_map;
     } catch (error) {
       throw new ServiceError('bad_request', `${indexFile}: not a safetensors index (${(error as Error).message})`);
     }

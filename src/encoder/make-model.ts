@@ -1,9 +1,9 @@
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
-import { pathExists } from '../file-io.js';
+import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile } from '../file-io.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
 import {
@@ -151,7 +151,7 @@ function withoutPadding(vocabulary: Vocabulary): Vocabulary {
 
 /** The `contents` of the first `limit` rows of a wiki18-format JSONL file. */
 async function corpusHead(file: string, limit: number): Promise<string[]> {
-  if (!(await pathExists(file))) throw new ServiceError('not_found', `vocabulary corpus ${file} not found`);
+  await checkRegularFile(file, 'vocabulary corpus', { missing: `vocabulary corpus ${file} not found` });
   const passages: string[] = [];
   const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
   try {
@@ -199,7 +199,10 @@ async function checkpointSource(options: MakeModelOptions): Promise<ModelSource>
     writeTokenizer: async (dir) => {
       if (await pathExists(path.join(checkpointDir, TOKENIZER_FILE))) {
         for (const file of TOKENIZER_FILES) {
-          if (await pathExists(path.join(checkpointDir, file))) await copyFile(path.join(checkpointDir, file), path.join(dir, file));
+          const source = path.join(checkpointDir, file);
+          if (!(await pathExists(source))) continue;
+          await checkRegularFile(source, 'tokenizer file', { maxBytes: METADATA_FILE_LIMIT });
+          await copyFile(source, path.join(dir, file));
         }
         return;
       }
@@ -213,7 +216,7 @@ async function checkpointSource(options: MakeModelOptions): Promise<ModelSource>
 async function checkpointTokenCount(checkpointDir: string): Promise<number> {
   const tokenizerFile = path.join(checkpointDir, TOKENIZER_FILE);
   if (await pathExists(tokenizerFile)) {
-    const json = JSON.parse(await readFile(tokenizerFile, 'utf8')) as {
+    const json = JSON.parse((await readRegularFile(tokenizerFile, 'tokenizer')).toString('utf8')) as {
       model?: { vocab?: Record<string, number> };
       added_tokens?: Array<{ id: number }>;
     };

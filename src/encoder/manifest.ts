@@ -1,6 +1,7 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
+import { readRegularFile } from '../file-io.js';
 
 export const MANIFEST_FILE = 'retriever.json';
 export const MANIFEST_FORMAT = 'agentic-retriever/1';
@@ -59,12 +60,7 @@ export const E5_DEFAULTS = {
 
 export async function readManifest(modelDir: string): Promise<RetrieverManifest> {
   const file = path.join(modelDir, MANIFEST_FILE);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch {
-    throw new ServiceError('not_found', `no ${MANIFEST_FILE} in model folder ${modelDir}`);
-  }
+  const text = (await readRegularFile(file, 'model manifest', { missing: `no ${MANIFEST_FILE} in model folder ${modelDir}` })).toString('utf8');
   const manifest = JSON.parse(text) as RetrieverManifest;
   if (manifest.format !== MANIFEST_FORMAT) {
     throw new ServiceError('bad_request', `${file}: unsupported manifest format ${String(manifest.format)}`);

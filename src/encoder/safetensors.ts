@@ -1,5 +1,6 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { ServiceError } from '../errors.js';
+import { readRegularFile } from '../file-io.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './half-precision.js';
 import { elementCount, type WeightTensor } from './weights.js';
 
@@ -48,7 +49,7 @@ const MAX_HEADER_BYTES = 100_000_000;
 
 /** Reads every tensor of a `.safetensors` file, checking the header against the file's size. */
 export async function readSafetensors(file: string): Promise<Map<string, SafetensorsEntry>> {
-  const buffer = await readFile(file);
+  const buffer = await readRegularFile(file, 'safetensors weights', { maxBytes: Infinity });
   const fail = (why: string) => new ServiceError('bad_request', `${file}: not a valid safetensors file: ${why}`);
   if (buffer.length < HEADER_LENGTH_BYTES) throw fail('shorter than its header length');
   const headerLength = Number(buffer.readBigUInt64LE(0));

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
-import { access } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InferenceSession } from 'onnxruntime-node';
 import { ServiceError } from '../errors.js';
+import { checkRegularFile } from '../file-io.js';
 import type { ExecutionProviderName } from '../engine/types.js';
 import type { RetrieverManifest } from './manifest.js';
 
@@ -67,9 +67,7 @@ export async function createEncoderSession(
   const open = async (modelFile: string, executionProviders: InferenceSession.ExecutionProviderConfig[]) => {
     const file = path.join(modelDir, modelFile);
     // A missing file must not read as "CUDA unavailable" below.
-    await access(file).catch(() => {
-      throw new ServiceError('not_found', `model file ${file} does not exist`);
-    });
+    await checkRegularFile(file, 'model file', { missing: `model file ${file} does not exist` });
     return InferenceSession.create(file, { ...common, executionProviders });
   };
 

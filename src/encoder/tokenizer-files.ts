@@ -1,6 +1,7 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { badRequest } from '../errors.js';
+import { readRegularFile } from '../file-io.js';
 import {
   BERT_UNCASED_NORMALIZER,
   CLS_TOKEN,
@@ -46,7 +47,7 @@ export async function writeTokenizerFiles(
 
 /** Reads a `vocab.txt` as BertTokenizer does: one token per line, line number is the id. */
 export async function readVocabularyFile(file: string): Promise<string[]> {
-  const text = await readFile(file, 'utf8');
+  const text = (await readRegularFile(file, 'vocabulary')).toString('utf8');
   const lines = text.split('\n');
   if (lines.at(-1) === '') lines.pop();
   return lines;

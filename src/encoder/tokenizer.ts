@@ -1,8 +1,8 @@
-import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { AutoTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
-import { badRequest, ServiceError } from '../errors.js';
-import { TOKENIZER_FILE } from './tokenizer-files.js';
+import { badRequest } from '../errors.js';
+import { checkRegularFile, METADATA_FILE_LIMIT } from '../file-io.js';
+import { TOKENIZER_CONFIG_FILE, TOKENIZER_FILE } from './tokenizer-files.js';
 
 /** Model files come only from local folders; a missing file must fail, never trigger a download. */
 env.allowRemoteModels = false;
@@ -29,11 +29,12 @@ export class WordPieceTokenizer {
   static async load(modelDir: string): Promise<WordPieceTokenizer> {
     // An absolute path is not a hub model id, so transformers.js reads it as a plain local path.
     const dir = path.resolve(modelDir);
-    try {
-      await access(path.join(dir, TOKENIZER_FILE));
-    } catch {
-      throw new ServiceError('not_found', `no ${TOKENIZER_FILE} in model folder ${dir}`);
-    }
+    await checkRegularFile(path.join(dir, TOKENIZER_FILE), 'tokenizer', {
+      maxBytes: METADATA_FILE_LIMIT,
+      missing: `no ${TOKENIZER_FILE} in model folder ${dir}`,
+    });
+    // transformers.js reads this one by name too, when present.
+    await checkRegularFile(path.join(dir, TOKENIZER_CONFIG_FILE), 'tokenizer config', { maxBytes: METADATA_FILE_LIMIT, optional: true });
     let tokenizer: PreTrainedTokenizer;
     try {
       tokenizer = await AutoTokenizer.from_pretrained(dir);

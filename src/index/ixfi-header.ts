@@ -1,5 +1,4 @@
-import { open } from 'node:fs/promises';
-import { readFully } from '../file-io.js';
+import { openRegularFile, readFully } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 
 /**
@@ -49,16 +48,10 @@ export function ixfiFileBytes({ dimension, rows }: IxfiHeader): number {
  * index (or reads an L2 file happily and searches by distance), so every mismatch is caught here.
  */
 export async function readIxfiHeader(path: string, expect: IxfiExpectations = {}): Promise<IxfiHeader> {
-  const fail = (why: string, code: 'bad_request' | 'not_found' = 'bad_request'): ServiceError =>
-    new ServiceError(code, `index ${path}: ${why}`, { indexPath: path });
+  const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
   let size: number;
   const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
-  let file;
-  try {
-    file = await open(path, 'r');
-  } catch (error) {
-    throw fail(`cannot open (${(error as Error).message})`, 'not_found');
-  }
+  const file = await openRegularFile(path, 'index');
   try {
     size = (await file.stat()).size;
     if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Express } from 'express';
@@ -243,6 +244,19 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       .send({ model_path: initialFiles.modelDir, index_path: wrongRows })
       .expect(400);
     assert.match(rows.body.error.message, /10 rows but the corpus has 243 rows/);
+
+    // open() on a FIFO would wait for a writer on one of libuv's four pool threads: five used to stop /retrieve.
+    for (let pipe = 0; pipe < 5; pipe++) {
+      const fifo = path.join(scratch, `pipe-${pipe}.index`);
+      execFileSync('mkfifo', [fifo]);
+      const refused = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: initialFiles.modelDir, index_path: fifo }).expect(400);
+      assertMatchesOpenApi('POST', '/training/versions', refused);
+      assert.equal(refused.body.error.field, 'index_path');
+      assert.equal(refused.body.error.message, `index_path: index ${fifo} is a FIFO (named pipe), not a regular file`);
+    }
+    await retrieve(app);
+    const folder = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: initialFiles.modelDir, index_path: scratch }).expect(400);
+    assert.equal(folder.body.error.message, `index_path: index ${scratch} is a directory, not a regular file`);
 
     const noModel = await request(app)
       .post('/training/versions')
