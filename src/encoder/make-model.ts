@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
@@ -74,7 +75,9 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
   }
   const source = options.checkpointDir ? await checkpointSource(options) : await presetSource(options);
   await mkdir(path.dirname(outDir), { recursive: true });
-  const staging = await mkdtemp(path.join(path.dirname(outDir), `.${path.basename(outDir)}.partial-`));
+  // Not mkdtemp: its 0700 would keep a server running as another user out of the model folder.
+  const staging = path.join(path.dirname(outDir), `.${path.basename(outDir)}.partial-${randomUUID()}`);
+  await mkdir(staging);
   try {
     await source.writeTokenizer(staging);
     await writeFile(path.join(staging, FP32_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp32'));

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
@@ -155,6 +155,24 @@ describe('makeModel: model folders from presets and Hugging Face checkpoints', f
       const half = await embed(path.join(outDir, FP16_MODEL_FILE), ids);
       assert.equal(full.length, 32);
       assert.ok(full.every((v, i) => Math.abs(v - half[i]!) < 5e-3));
+    });
+
+    it('creates the folder and its files with the modes the umask allows (0755/0644 under 022), not 0700', async function () {
+      const { dir } = await checkpoint('shared-checkpoint', { tokenizer: 'full' });
+      const previous = process.umask(0o022);
+      try {
+        for (const [umask, dirMode, fileMode] of [[0o022, 0o755, 0o644], [0o027, 0o750, 0o640]] as const) {
+          process.umask(umask);
+          const outDir = path.join(tmp, `umask-${umask.toString(8)}`);
+          await makeModel({ outDir, checkpointDir: dir });
+          assert.equal((await stat(outDir)).mode & 0o777, dirMode, `folder under umask ${umask.toString(8)}`);
+          for (const file of [FP32_MODEL_FILE, 'retriever.json']) {
+            assert.equal((await stat(path.join(outDir, file))).mode & 0o777, fileMode, `${file} under umask ${umask.toString(8)}`);
+          }
+        }
+      } finally {
+        process.umask(previous);
+      }
     });
 
     it('builds the tokenizer files from vocab.txt when the checkpoint has no tokenizer.json', async function () {
