@@ -12,6 +12,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   not_found: 404,
   conflict: 409,
   payload_too_large: 413,
+  unsupported_media_type: 415,
   not_ready: 503,
   overloaded: 503,
   timeout: 503,
@@ -53,28 +54,62 @@ interface BodyParserError {
   status?: number;
   limit?: number;
   message?: string;
+  /** The text that failed to parse. */
+  body?: unknown;
+  /** The Content-Encoding that is not supported. */
+  encoding?: string;
 }
 
 function toServiceError(error: unknown): ServiceError {
   if (error instanceof ServiceError) return error;
-  const parserError = error as BodyParserError;
+  return bodyError(error as BodyParserError) ?? new ServiceError('internal', 'internal error');
+}
+
+/**
+ * express.json's strict mode refuses JSON that is not an object or array (`null`, `42`) with a
+ * syntax error; the client deserves to hear what is wrong with it instead.
+ */
+function unparsedBodyError(parserError: BodyParserError): ServiceError {
+  const notJson = new ServiceError('bad_request', `body: not valid JSON: ${parserError.message}`, { field: 'body' });
+  if (typeof parserError.body !== 'string') return notJson;
+  let value: unknown;
+  try {
+    value = JSON.parse(parserError.body);
+  } catch {
+    return notJson;
+  }
+  return new ServiceError('bad_request', `body: must be a JSON object, got ${value === null ? 'null' : typeof value}`, { field: 'body' });
+}
+
+/** Client faults in reading the body are 4xx, never 5xx: verl retries 5xx answers. */
+function bodyError(parserError: BodyParserError | undefined): ServiceError | undefined {
   switch (parserError?.type) {
     case 'entity.parse.failed':
-      return new ServiceError('bad_request', `body: not valid JSON: ${parserError.message}`, { field: 'body' });
+      return unparsedBodyError(parserError);
     case 'entity.too.large':
       return new ServiceError(
         'payload_too_large',
         `body: exceeds the ${parserError.limit} byte limit (--body_limit); send fewer or shorter queries`,
         { field: 'body' },
       );
-    case 'charset.unsupported':
     case 'encoding.unsupported':
+      return new ServiceError(
+        'unsupported_media_type',
+        `body: Content-Encoding "${parserError.encoding}" is not supported; send identity, gzip, deflate or br`,
+        { field: 'body' },
+      );
+    case 'charset.unsupported':
+      return new ServiceError('unsupported_media_type', `body: ${parserError.message}; send UTF-8`, { field: 'body' });
     case 'request.size.invalid':
       return new ServiceError('bad_request', `body: ${parserError.message ?? 'unreadable'}`, { field: 'body' });
     case 'request.aborted':
       return new ServiceError('bad_request', 'body: aborted by the client before it arrived', { field: 'body' });
   }
-  return new ServiceError('internal', 'internal error');
+  // body-parser gives a body that does not decode as its Content-Encoding says (zlib's error) status 400.
+  if (typeof parserError?.status === 'number' && parserError.status >= 400 && parserError.status < 500) {
+    return new ServiceError('bad_request', `body: does not decode as its Content-Encoding says (${parserError.message})`, { field: 'body' });
+  }
+  return undefined;
 }
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {

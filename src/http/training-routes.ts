@@ -96,7 +96,8 @@ function bodyReader(limit: string | number): RequestHandler {
       if (parserError.type === 'entity.too.large') {
         return next(new ServiceError('payload_too_large', `request body exceeds the training body limit (${parserError.limit} bytes)`, { field: 'body' }));
       }
-      next(new ServiceError('bad_request', `unreadable request body: ${parserError.message ?? String(error)}`, { field: 'body' }));
+      // The app's error handler maps the rest: 415 for an unsupported encoding, 400 for an undecodable body.
+      next(error);
     });
   };
 }

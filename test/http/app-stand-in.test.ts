@@ -71,6 +71,8 @@ describe('HTTP app with a stand-in service', () => {
     const cases: { name: string; body: unknown; raw?: string; field: string; message: RegExp }[] = [
       { name: 'body is not JSON', raw: '{"queries": [', body: undefined, field: 'body', message: /not valid JSON/ },
       { name: 'body is a JSON array', body: ['q'], field: 'body', message: /must be a JSON object/ },
+      { name: 'body is null', raw: 'null', body: undefined, field: 'body', message: /^body: must be a JSON object, got null$/ },
+      { name: 'body is a number', raw: ' 42', body: undefined, field: 'body', message: /^body: must be a JSON object, got number$/ },
       { name: 'queries missing', body: { topk: 3 }, field: 'queries', message: /required/ },
       { name: 'queries is a string', body: { queries: 'q' }, field: 'queries', message: /must be an array of strings/ },
       { name: 'queries has a number', body: { queries: ['a', 7] }, field: 'queries[1]', message: /must be a string, got number 7/ },
@@ -138,6 +140,29 @@ describe('HTTP app with a stand-in service', () => {
       assert.equal(res.body.result.length, 2560);
     });
 
+    const encodings: { encoding: string; status: number; code: string; message: RegExp }[] = [
+      { encoding: 'deflate', status: 400, code: 'bad_request', message: /^body: does not decode as its Content-Encoding says \(.+\)$/ },
+      { encoding: 'gzip', status: 400, code: 'bad_request', message: /^body: does not decode as its Content-Encoding says/ },
+      { encoding: 'br', status: 400, code: 'bad_request', message: /^body: does not decode as its Content-Encoding says/ },
+      { encoding: 'x-unknown', status: 415, code: 'unsupported_media_type', message: /^body: Content-Encoding "x-unknown" is not supported; send identity, gzip, deflate or br$/ },
+    ];
+    for (const { encoding, status, code, message } of encodings) {
+      it(`a plain body labelled Content-Encoding: ${encoding} → ${status} ${code} (never 5xx, which verl retries)`, async () => {
+        const { app } = createHarness(new StandInService(rows));
+        const res = await request(app)
+          .post('/retrieve')
+          .set('Content-Type', 'application/json')
+          .set('Content-Encoding', encoding)
+          .send(JSON.stringify({ queries: ['q'] }));
+        assert.equal(res.status, status, res.text);
+        assert.equal(res.body.error.code, code);
+        assert.equal(res.body.error.field, 'body');
+        assert.match(res.body.error.message, message);
+        assertMatchesOpenApi('POST', '/retrieve', res);
+        await request(app).post('/retrieve').send({ queries: ['still serving'], topk: 1 }).expect(200);
+      });
+    }
+
     it('unknown routes → 404 JSON', async () => {
       const { app } = createHarness(new StandInService(rows));
       const res = await request(app).get('/nope').expect(404);
@@ -150,11 +175,11 @@ describe('HTTP app with a stand-in service', () => {
   describe('engine errors map to statuses in one place', () => {
     it('maps every error code, and never answers 429', () => {
       const codes: ErrorCode[] = [
-        'bad_request', 'unauthorized', 'not_found', 'conflict', 'payload_too_large', 'not_ready', 'overloaded', 'timeout', 'internal',
+        'bad_request', 'unauthorized', 'not_found', 'conflict', 'payload_too_large', 'unsupported_media_type', 'not_ready', 'overloaded', 'timeout', 'internal',
       ];
       assert.deepEqual(
         codes.map((code) => statusForCode(code)),
-        [400, 401, 404, 409, 413, 503, 503, 503, 500],
+        [400, 401, 404, 409, 413, 415, 503, 503, 503, 500],
       );
     });
 

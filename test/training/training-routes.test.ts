@@ -262,6 +262,18 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assertMatchesOpenApi('POST', '/training/examples', tooLarge);
     });
 
+    it('answers a body its Content-Encoding does not describe with 400, an unknown encoding with 415, and stores nothing', async function () {
+      const body = jsonl([makeRecord({ query_id: 'encoded' })]);
+      for (const [encoding, status, code] of [['deflate', 400, 'bad_request'], ['br', 400, 'bad_request'], ['x-unknown', 415, 'unsupported_media_type']] as const) {
+        const res = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').set('Content-Encoding', encoding).send(body);
+        assert.equal(res.status, status, `${encoding}: ${res.text}`);
+        assert.equal(res.body.error.code, code);
+        assert.equal(res.body.error.field, 'body');
+        assertMatchesOpenApi('POST', '/training/examples', res);
+      }
+      assert.equal(store.stats().records, 0);
+    });
+
     it('parses structured-syntax JSON types (application/*+json) as JSON, not as JSON Lines', async function () {
       const response = await request(app)
         .post('/training/examples')
