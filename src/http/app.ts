@@ -25,7 +25,8 @@ export function createApp({ service, config, logger, metrics, extraRouters = [] 
   app.disable('x-powered-by');
   // Clients address us by IP and port; ETags on per-request search results only cost hashing.
   app.set('etag', false);
-  app.use(helmet());
+  // Plain HTTP on a cluster network: HSTS and upgrade-insecure-requests would point clients at an HTTPS port that does not exist.
+  app.use(helmet({ strictTransportSecurity: false, contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } }));
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
   app.use(retrieveRoutes(service, config, appMetrics));

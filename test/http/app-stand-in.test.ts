@@ -268,13 +268,19 @@ describe('HTTP app with a stand-in service', () => {
       }
     });
 
-    it('/openapi.yaml serves the repository document, with security headers from helmet', async () => {
+    it('/openapi.yaml serves the repository document, with security headers from helmet but none that demand HTTPS', async () => {
       const { app } = createHarness(new StandInService(rows));
       const res = await request(app).get('/openapi.yaml').expect(200);
       assert.match(res.headers['content-type'] ?? '', /yaml/);
       assert.match(res.text, /^openapi: 3\.1\.0/);
       assert.equal(res.headers['x-content-type-options'], 'nosniff');
       assert.equal(res.headers['x-powered-by'], undefined);
+      for (const path of ['/openapi.yaml', '/health']) {
+        const headers = (await request(app).get(path).expect(200)).headers;
+        assert.equal(headers['strict-transport-security'], undefined, path);
+        assert.match(headers['content-security-policy'] ?? '', /default-src 'self'/, path);
+        assert.doesNotMatch(headers['content-security-policy'] ?? '', /upgrade-insecure-requests/, path);
+      }
     });
   });
 
