@@ -73,18 +73,49 @@ function readTopk(body: Record<string, unknown>, limits: RetrieveLimits): number
   return topk === 0 ? limits.defaultTopk : topk;
 }
 
+/**
+ * The reference server validates with pydantic v2 in lax mode, so clients may send what it
+ * coerces: for an int, a bool, a number without a fractional part, or a string of an integer
+ * (surrounding whitespace, `+`, leading zeros, single `_` between digits and a `.0…` tail allowed);
+ * for a bool, 0/1 and the strings below, in any case.
+ */
+const INTEGER_TEXT = /^[+-]?\d+(?:_\d+)*(?:\.0+)?$/;
+const BOOLEAN_TEXT = new Map<string, boolean>([
+  ...['0', 'f', 'n', 'no', 'off', 'false'].map((text) => [text, false] as const),
+  ...['1', 't', 'y', 'yes', 'on', 'true'].map((text) => [text, true] as const),
+]);
+
+function laxInteger(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) ? value : undefined;
+  if (typeof value === 'boolean') return Number(value);
+  if (typeof value !== 'string') return undefined;
+  const text = value.trim();
+  return INTEGER_TEXT.test(text) ? Number(text.replace(/_/g, '').replace(/\.0+$/, '')) : undefined;
+}
+
+function laxBoolean(value: unknown): boolean | undefined {
+  if (typeof value === 'boolean') return value;
+  if (value === 0 || value === 1) return value === 1;
+  if (typeof value === 'string') return BOOLEAN_TEXT.get(value.toLowerCase());
+  return undefined;
+}
+
 function checkTopk(field: string, value: unknown, limits: RetrieveLimits): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > limits.maxTopk) {
+  const topk = laxInteger(value);
+  if (topk === undefined || topk < 0 || topk > limits.maxTopk) {
     throw invalid(field, `must be an integer from 0 to ${limits.maxTopk} (--max_topk), got ${describe(value)}`);
   }
-  return value;
+  return topk;
 }
 
 function readReturnScores(body: Record<string, unknown>): boolean {
   const value = body.return_scores;
   if (value === undefined || value === null) return false;
-  if (typeof value !== 'boolean') throw invalid('return_scores', `must be true or false, got ${describe(value)}`);
-  return value;
+  const returnScores = laxBoolean(value);
+  if (returnScores === undefined) {
+    throw invalid('return_scores', `must be true or false (or 0/1, "yes"/"no", "on"/"off", "t"/"f", "y"/"n"), got ${describe(value)}`);
+  }
+  return returnScores;
 }
 
 function describe(value: unknown): string {

@@ -3,7 +3,7 @@ import request from 'supertest';
 import { ServiceError, type ErrorCode } from '../../src/errors.js';
 import { statusForCode } from '../../src/http/errors.js';
 import { createHarness, metricValue } from './app-harness.js';
-import { assertMatchesOpenApi, openApiDocument } from './openapi-schemas.js';
+import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from './openapi-schemas.js';
 import { sampleRows, StandInService } from './stand-in-service.js';
 
 /**
@@ -57,6 +57,30 @@ describe('HTTP app with a stand-in service', () => {
       );
     });
 
+    it('coerces topk and return_scores as the reference server\'s pydantic (lax mode) does, as openapi.yaml documents', async () => {
+      const service = new StandInService(rows);
+      const { app } = createHarness(service);
+      const topks: [unknown, number][] = [
+        ['3', 3], [' 4 ', 4], ['+2', 2], ['005', 5], ['1_0', 10], ['6.0', 6], ['7.000', 7], [2.0, 2], [true, 1], [false, 3], ['0', 3],
+      ];
+      for (const [topk, expected] of topks) {
+        const body = { queries: ['a'], topk };
+        assertMatchesSchema('#/components/schemas/RetrieveRequest', body, `topk ${JSON.stringify(topk)}`);
+        await request(app).post('/retrieve').send(body).expect(200);
+        assert.equal(service.calls.at(-1)!.topk, expected, `topk ${JSON.stringify(topk)}`);
+      }
+      const flags: [unknown, boolean][] = [
+        ['false', false], ['FALSE', false], ['no', false], ['Off', false], ['f', false], ['N', false], ['0', false], [0, false],
+        ['true', true], ['True', true], ['yes', true], ['ON', true], ['t', true], ['y', true], ['1', true], [1, true],
+      ];
+      for (const [returnScores, expected] of flags) {
+        const body = { queries: ['a'], topk: 1, return_scores: returnScores };
+        assertMatchesSchema('#/components/schemas/RetrieveRequest', body, `return_scores ${JSON.stringify(returnScores)}`);
+        const res = await request(app).post('/retrieve').send(body).expect(200);
+        assert.equal('score' in res.body.result[0][0], expected, `return_scores ${JSON.stringify(returnScores)}`);
+      }
+    });
+
     it('answers queries: [] with {"result": []} without calling the engine', async () => {
       const service = new StandInService(rows);
       const { app } = createHarness(service);
@@ -82,10 +106,17 @@ describe('HTTP app with a stand-in service', () => {
       { name: 'negative topk', body: { queries: ['a'], topk: -1 }, field: 'topk', message: /integer from 0 to 1000/ },
       { name: 'fractional topk', body: { queries: ['a'], topk: 2.5 }, field: 'topk', message: /got number 2.5/ },
       { name: 'huge topk', body: { queries: ['a'], topk: 1e9 }, field: 'topk', message: /--max_topk/ },
-      { name: 'string topk', body: { queries: ['a'], topk: '3' }, field: 'topk', message: /got "3"/ },
       { name: 'disagreeing top_k', body: { queries: ['a'], topk: 3, top_k: 4 }, field: 'top_k', message: /disagrees with topk/ },
       { name: 'bad k alias', body: { queries: ['a'], k: -2 }, field: 'k', message: /integer/ },
-      { name: 'return_scores a string', body: { queries: ['a'], return_scores: 'yes' }, field: 'return_scores', message: /true or false/ },
+      { name: 'return_scores a string pydantic refuses', body: { queries: ['a'], return_scores: 'maybe' }, field: 'return_scores', message: /must be true or false .*got "maybe"/ },
+      { name: 'return_scores 2', body: { queries: ['a'], return_scores: 2 }, field: 'return_scores', message: /got number 2/ },
+      { name: 'return_scores " true" (pydantic strips no bool text)', body: { queries: ['a'], return_scores: ' true' }, field: 'return_scores', message: /got " true"/ },
+      { name: 'topk "2.5"', body: { queries: ['a'], topk: '2.5' }, field: 'topk', message: /got "2\.5"/ },
+      { name: 'topk "three"', body: { queries: ['a'], topk: 'three' }, field: 'topk', message: /got "three"/ },
+      { name: 'topk "3."', body: { queries: ['a'], topk: '3.' }, field: 'topk', message: /got "3\."/ },
+      { name: 'topk "1__0"', body: { queries: ['a'], topk: '1__0' }, field: 'topk', message: /got "1__0"/ },
+      { name: 'topk an array', body: { queries: ['a'], topk: [3] }, field: 'topk', message: /got an array/ },
+      { name: 'topk "-1"', body: { queries: ['a'], topk: '-1' }, field: 'topk', message: /integer from 0 to 1000/ },
       { name: 'questions too short', body: { queries: ['a', 'b'], questions: ['q'] }, field: 'questions', message: /1 entries but there are 2 queries/ },
       { name: 'questions not an array', body: { queries: ['a'], questions: 'q' }, field: 'questions', message: /array/ },
       { name: 'questions has a number', body: { queries: ['a'], questions: [5] }, field: 'questions[0]', message: /must be a string/ },
