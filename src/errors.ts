@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'not_ready'
   | 'overloaded'
   | 'timeout'
+  | 'corpus_changed'
   | 'internal';
 
 export class ServiceError extends Error {

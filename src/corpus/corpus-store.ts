@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import { stat, type FileHandle } from 'node:fs/promises';
 import type { CorpusRow } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
 import {
@@ -29,6 +29,8 @@ const PASSAGE_READ_CHUNK = 4 * 1024 * 1024;
  * reads through a persisted offsets sidecar; only the offsets (8 bytes a row) live in memory.
  */
 export class CorpusStore {
+  private changed = false;
+
   private constructor(
     readonly path: string,
     readonly sidecarPath: string,
@@ -70,6 +72,7 @@ export class CorpusStore {
   /** Rows in the order asked (repeats allowed); nearby rows share one read. */
   async readRows(rowIndices: readonly number[]): Promise<CorpusRow[]> {
     for (const rowIndex of rowIndices) this.checkRowIndex(rowIndex);
+    await this.checkUnchanged();
     const sorted = [...new Set(rowIndices)].sort((a, b) => a - b);
     const parsed = new Map<number, CorpusRow>();
     await Promise.all(
@@ -91,6 +94,7 @@ export class CorpusStore {
     this.checkRowIndex(fromRow, this.rows + 1);
     let rowIndex = fromRow;
     while (rowIndex < this.rows) {
+      await this.checkUnchanged();
       const start = this.offsets[rowIndex]!;
       let end = rowIndex + 1;
       while (end < this.rows && this.offsets[end + 1]! - start <= PASSAGE_READ_CHUNK) end++;
@@ -104,6 +108,27 @@ export class CorpusStore {
 
   async close(): Promise<void> {
     await this.file.close();
+  }
+
+  /**
+   * The offsets hold only for the file they were built from: a corpus edited in place would serve
+   * other rows than the index means, or torn lines. Two stat calls a fetch find it (size or mtime
+   * of the open file moved, or the path now names another file); once found, it stays changed.
+   */
+  private async checkUnchanged(): Promise<void> {
+    if (!this.changed) {
+      const [opened, named] = await Promise.all([this.file.stat(), stat(this.path).catch(() => undefined)]);
+      this.changed =
+        opened.size !== this.identity.size ||
+        opened.mtimeMs !== this.identity.mtimeMs ||
+        named?.ino !== opened.ino ||
+        named.dev !== opened.dev;
+    }
+    if (this.changed) {
+      throw new ServiceError('corpus_changed', `corpus changed, restart the server (${this.path} is not the file the server loaded)`, {
+        corpusPath: this.path,
+      });
+    }
   }
 
   private checkRowIndex(rowIndex: number, limit = this.rows): void {

@@ -16,6 +16,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   not_ready: 503,
   overloaded: 503,
   timeout: 503,
+  corpus_changed: 503,
   internal: 500,
 };
 
@@ -24,7 +25,12 @@ const RETRY_AFTER_SECONDS: Partial<Record<ErrorCode, number>> = {
   not_ready: 5,
   overloaded: 1,
   timeout: 1,
+  // Nothing changes until someone restarts the server; verl retries 503s, so slowly.
+  corpus_changed: 60,
 };
+
+/** Faults only the operator can fix: logged at error level once, not on every request they fail. */
+const LOGGED_ONCE: ReadonlySet<ErrorCode> = new Set(['corpus_changed']);
 
 export function statusForCode(code: ErrorCode): number {
   return STATUS_BY_CODE[code];
@@ -113,6 +119,7 @@ function bodyError(parserError: BodyParserError | undefined): ServiceError | und
 }
 
 export function errorHandler(logger: Logger): ErrorRequestHandler {
+  const logged = new Set<string>();
   return (error: unknown, _req, res, next) => {
     if (res.headersSent) {
       next(error);
@@ -120,6 +127,10 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     const serviceError = toServiceError(error);
     if (serviceError.code === 'internal') logger.error({ err: error }, 'request failed');
+    else if (LOGGED_ONCE.has(serviceError.code) && !logged.has(serviceError.message)) {
+      logged.add(serviceError.message);
+      logger.error({ code: serviceError.code, ...serviceError.details }, serviceError.message);
+    }
     sendError(res, serviceError);
   };
 }

@@ -206,11 +206,11 @@ describe('HTTP app with a stand-in service', () => {
   describe('engine errors map to statuses in one place', () => {
     it('maps every error code, and never answers 429', () => {
       const codes: ErrorCode[] = [
-        'bad_request', 'unauthorized', 'not_found', 'conflict', 'payload_too_large', 'unsupported_media_type', 'not_ready', 'overloaded', 'timeout', 'internal',
+        'bad_request', 'unauthorized', 'not_found', 'conflict', 'payload_too_large', 'unsupported_media_type', 'not_ready', 'overloaded', 'timeout', 'corpus_changed', 'internal',
       ];
       assert.deepEqual(
         codes.map((code) => statusForCode(code)),
-        [400, 401, 404, 409, 413, 415, 503, 503, 503, 500],
+        [400, 401, 404, 409, 413, 415, 503, 503, 503, 503, 500],
       );
     });
 
