@@ -20,8 +20,12 @@ export interface DataDirLockLog {
  * within STALE_MS; a start meanwhile waits it out. Resolves to the release function.
  */
 export async function lockDataDir(dataDir: string, log: DataDirLockLog): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true });
   const lockfilePath = path.join(dataDir, DATA_DIR_LOCK);
+  const unwritable = (error: Error) =>
+    new ServiceError('bad_request', `the training routes need a writable --data_dir, and ${dataDir} is not (${error.message}); serving without them needs none`);
+  await mkdir(dataDir, { recursive: true }).catch((error: Error) => {
+    throw unwritable(error);
+  });
   const options: LockOptions = {
     lockfilePath,
     stale: STALE_MS,
@@ -31,7 +35,7 @@ export async function lockDataDir(dataDir: string, log: DataDirLockLog): Promise
   try {
     return await lockfile.lock(dataDir, options);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw unwritable(error as Error);
   }
   const retries = Math.ceil(STALE_MS / RETRY_MS) + 1;
   log.info(`the data dir lock ${lockfilePath} is held; waiting up to ${(retries * RETRY_MS) / 1_000} s in case the server that took it has died`);

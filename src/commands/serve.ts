@@ -66,8 +66,12 @@ function servingOptions(config: ServiceConfig): ServingOptions {
   };
 }
 
+function trainingRoutesOn(config: ServiceConfig): boolean {
+  return !config.trainingAuth || Boolean(config.trainingToken);
+}
+
 async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
-  if (config.trainingAuth && !config.trainingToken) {
+  if (!trainingRoutesOn(config)) {
     logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
     return { routers: [], close: async () => undefined };
   }
@@ -105,10 +109,12 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
  */
 export async function serve(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
-  const unlock = await lockDataDir(config.dataDir, {
-    info: (message) => logger.info(message),
-    error: (message) => logger.error(message),
-  });
+  // The lock guards the training store and the version registry. Serving alone writes nothing in
+  // the data dir but a checkpoint's conversion (staged, then renamed into place), so a read-only
+  // or absent data dir serves a model folder.
+  const unlock = trainingRoutesOn(config)
+    ? await lockDataDir(config.dataDir, { info: (message) => logger.info(message), error: (message) => logger.error(message) })
+    : async () => undefined;
   const active = new ActiveRetriever(servingOptions(config));
   const training = await trainingRoutes(config, active, logger);
   const app = createApp({ service: active, config, logger, extraRouters: training.routers });
@@ -136,7 +142,9 @@ export async function serve(config: ServiceConfig): Promise<void> {
   } catch (error) {
     // Failing fast beats a server that only ever answers 503: the launch line needs fixing.
     active.failed(error as Error);
-    logger.fatal({ err: error }, 'the retriever failed to load');
+    // A ServiceError says what to fix in one line; only an unexpected failure needs its stack.
+    if (error instanceof ServiceError) logger.fatal({ code: error.code }, `the retriever failed to load: ${error.message}`);
+    else logger.fatal({ err: error }, 'the retriever failed to load');
     await running.shutdown('load failed');
     process.exitCode = 1;
   }

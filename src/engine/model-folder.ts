@@ -35,7 +35,14 @@ export async function resolveModelFolder(dir: string, options: ModelFolderOption
   const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${await checkpointKey(dir, files, options.fp16)}`);
   if (!(await pathExists(path.join(modelDir, MANIFEST_FILE)))) {
     options.onConvert?.(dir, modelDir);
-    await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, overwrite: true });
+    await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, overwrite: true }).catch((error: NodeJS.ErrnoException) => {
+      // A system error on a path in the cache: it cannot be written (on a read-only file system, mkdir says ENOENT).
+      if (!(error.code && error.path?.startsWith(options.cacheDir))) throw error;
+      throw new ServiceError(
+        'bad_request',
+        `cannot convert checkpoint ${dir} into ${options.cacheDir} (${error.message}): give a writable --data_dir, or convert it elsewhere once with \`make-model --checkpoint ${dir} --out <folder>\` and serve that folder`,
+      );
+    });
   }
   return modelDir;
 }
