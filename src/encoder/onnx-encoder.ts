@@ -99,7 +99,7 @@ export class OnnxEncoder implements EmbeddingEncoder {
 
   private async encode(texts: readonly string[], maxLength: number): Promise<Float32Array> {
     const dimension = this.manifest.dimension;
-    const sequences = texts.map((text) => this.tokenizer.tokenIds(text, maxLength));
+    const sequences = await this.tokenizer.tokenIdsOf(texts, maxLength);
     const lengths = sequences.map((ids) => ids.length);
     const plan = this.lengthBatching ? batchesByLength : batchesInInputOrder;
     const vectors = new Float32Array(texts.length * dimension);
