@@ -37,6 +37,10 @@ export class WordPieceTokenizer {
     } catch (error) {
       throw badRequest(`cannot load the tokenizer of ${path.dirname(file)}: ${(error as Error).message}`);
     }
+    // A checkpoint's file may carry padding or truncation settings; HF Python's call-time
+    // arguments override them, and we pad and truncate per batch ourselves.
+    tokenizer.disablePadding();
+    tokenizer.disableTruncation();
     // Padded positions are masked out, so any valid id pads; BERT vocabularies name it [PAD].
     return new WordPieceTokenizer(tokenizer, tokenizer.tokenToId(PAD_TOKEN) ?? 0);
   }

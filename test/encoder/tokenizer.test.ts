@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
@@ -155,6 +155,18 @@ describe('WordPieceTokenizer on written tokenizer files', () => {
 
   it('rejects a max length that cannot hold [CLS] and [SEP]', async () => {
     await assert.rejects(tokenizer.tokenIds('x', 1), isServiceError('bad_request', /at least 2/));
+  });
+
+  it('ignores padding and truncation settings in tokenizer.json, as HF Python\'s call-time arguments do', async () => {
+    const configured = path.join(dir, 'configured');
+    await writeTokenizerFiles(configured, vocabulary.tokens, { modelMaxLength: 512 });
+    const file = path.join(configured, 'tokenizer.json');
+    const json = JSON.parse(await readFile(file, 'utf8'));
+    json.truncation = { direction: 'Right', max_length: 4, strategy: 'LongestFirst', stride: 0 };
+    json.padding = { strategy: { Fixed: 16 }, direction: 'Right', pad_to_multiple_of: null, pad_id: 0, pad_type_id: 0, pad_token: '[PAD]' };
+    await writeFile(file, JSON.stringify(json));
+    const ids = await (await WordPieceTokenizer.load(configured)).tokenIds('who wrote hamlet shakespeare', 32);
+    assert.deepEqual(ids, [101, id('who'), id('wrote'), id('hamlet'), id('shakespeare'), 102]);
   });
 
   it('fails with not_found for a folder without tokenizer.json', async () => {
