@@ -62,6 +62,7 @@ export class WordPieceTokenizer {
     });
   }
 
+  /** {@link tokenIdsOf} for one text. */
   async tokenIds(text: string, maxLength: number): Promise<number[]> {
     const [ids] = await this.tokenIdsOf([text], maxLength);
     return ids!;
