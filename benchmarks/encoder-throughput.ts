@@ -154,8 +154,9 @@ async function main(): Promise<void> {
   const manifest = await e5BaseModel();
   const queries = await searchR1Queries(queryCount);
   const tokenizer = await WordPieceTokenizer.load(MODEL_DIR);
-  const tokenSequences = queries.map((input) =>
-    tokenizer.tokenIds(composeQueryText(input, manifest), manifest.maxQueryLength),
+  const tokenSequences = await tokenizer.tokenIdsOf(
+    queries.map((input) => composeQueryText(input, manifest)),
+    manifest.maxQueryLength,
   );
   const lengths = tokenSequences.map((ids) => ids.length).sort((a, b) => a - b);
   const tokenStats = {

@@ -76,7 +76,8 @@ program
   .option('--device <device>', 'cuda | cpu | auto', device, 'auto')
   .option('--sidecar <file>', 'corpus offsets file (default beside the corpus)')
   .option('--restart', 'discard a partial build instead of resuming it', false)
-  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; sidecar?: string; restart: boolean }) => {
+  .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", integer)
+  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; sidecar?: string; restart: boolean; maxPassageLength?: number }) => {
     print(
       await buildIndexCommand({
         modelDir: options.model,
@@ -86,6 +87,7 @@ program
         device: options.device,
         sidecarPath: options.sidecar,
         restart: options.restart,
+        maxPassageLength: options.maxPassageLength,
       }),
     );
   });

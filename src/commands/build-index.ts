@@ -12,6 +12,8 @@ export interface BuildIndexCommand {
   device: DevicePreference;
   sidecarPath?: string;
   restart: boolean;
+  /** Overrides the model's retriever.json `maxPassageLength`. */
+  maxPassageLength?: number;
 }
 
 /** `build-index`: Ctrl-C keeps the partial file, and running the same command again resumes it. */
@@ -19,7 +21,7 @@ export async function buildIndexCommand(options: BuildIndexCommand): Promise<Bui
   const scan = progressBar('indexing corpus lines', 'bytes');
   const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
   scan.stop();
-  const encoder = await WorkerEncoder.load(options.modelDir, { device: options.device });
+  const encoder = await WorkerEncoder.load(options.modelDir, { device: options.device, maxPassageLength: options.maxPassageLength });
   const abort = new AbortController();
   const onSignal = (): void => abort.abort();
   process.once('SIGINT', onSignal);

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ServiceError } from '../errors.js';
+import { badRequest, ServiceError } from '../errors.js';
 import { readRegularFile } from '../file-io.js';
 
 export const MANIFEST_FILE = 'retriever.json';
@@ -53,7 +53,8 @@ export const E5_DEFAULTS = {
   queryPrefix: 'query: ',
   passagePrefix: 'passage: ',
   maxQueryLength: 256,
-  maxPassageLength: 512,
+  // Search-R1's and FlashRAG's index scripts encode passages at max_length 256.
+  maxPassageLength: 256,
   queryTemplate: '{question} [SEP] {query}',
   outputs: { embedding: 'sentence_embedding', lastHiddenState: 'last_hidden_state' },
 } as const;
@@ -70,4 +71,13 @@ export async function readManifest(modelDir: string): Promise<RetrieverManifest>
 
 export async function writeManifest(modelDir: string, manifest: RetrieverManifest): Promise<void> {
   await writeFile(path.join(modelDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+}
+
+/** `manifest` with passages encoded at `maxLength` tokens instead: an index build's own setting. */
+export function withMaxPassageLength(manifest: RetrieverManifest, maxLength: number): RetrieverManifest {
+  const limit = manifest.architecture.maxPositionEmbeddings;
+  if (!Number.isInteger(maxLength) || maxLength < 2 || maxLength > limit) {
+    throw badRequest(`max passage length must be an integer from 2 to ${limit} (the model's positions), got ${maxLength}`);
+  }
+  return { ...manifest, maxPassageLength: maxLength };
 }

@@ -3,7 +3,7 @@ import { ServiceError } from '../errors.js';
 import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
 import { batchesByLength, batchesInInputOrder, defaultBatchLimits, type BatchLimits } from './length-batches.js';
 import { GRAPH_INPUTS } from './onnx-graph.js';
-import { readManifest, type RetrieverManifest } from './manifest.js';
+import { readManifest, withMaxPassageLength, type RetrieverManifest } from './manifest.js';
 import { createEncoderSession, type SessionSettings } from './session.js';
 import { padBatch, WordPieceTokenizer, type TokenizedBatch } from './tokenizer.js';
 
@@ -11,6 +11,8 @@ export interface EncoderOptions extends SessionSettings {
   batchLimits?: Partial<BatchLimits>;
   /** Group inputs of similar token length into batches (default true); false keeps input order. */
   lengthBatching?: boolean;
+  /** Encode passages at this many tokens instead of the manifest's `maxPassageLength`. */
+  maxPassageLength?: number;
 }
 
 /** The serialisable part of {@link EncoderOptions}: what may cross into a worker thread. */
@@ -69,7 +71,8 @@ export class OnnxEncoder implements EmbeddingEncoder {
   ) {}
 
   static async load(modelDir: string, options: EncoderOptions = {}): Promise<OnnxEncoder> {
-    const manifest = await readManifest(modelDir);
+    const stored = await readManifest(modelDir);
+    const manifest = options.maxPassageLength === undefined ? stored : withMaxPassageLength(stored, options.maxPassageLength);
     const tokenizer = await WordPieceTokenizer.load(modelDir);
     const { session, provider } = await createEncoderSession(modelDir, manifest, options);
     const mismatch = graphSignatureMismatch(session, manifest);
@@ -99,7 +102,7 @@ export class OnnxEncoder implements EmbeddingEncoder {
 
   private async encode(texts: readonly string[], maxLength: number): Promise<Float32Array> {
     const dimension = this.manifest.dimension;
-    const sequences = texts.map((text) => this.tokenizer.tokenIds(text, maxLength));
+    const sequences = await this.tokenizer.tokenIdsOf(texts, maxLength);
     const lengths = sequences.map((ids) => ids.length);
     const plan = this.lengthBatching ? batchesByLength : batchesInInputOrder;
     const vectors = new Float32Array(texts.length * dimension);

@@ -28,7 +28,7 @@ const SPECIAL_TOKENS_MAP = {
 
 /**
  * Writes the four tokenizer files of a Hugging Face bert-base-uncased folder for `tokens`
- * (`tokens[i]` has id i), so transformers.js and HF Python both load the folder as is.
+ * (`tokens[i]` has id i), so Hugging Face's tokenizers (Rust, Python, JS) load the folder as is.
  */
 export async function writeTokenizerFiles(
   dir: string,
@@ -38,11 +38,16 @@ export async function writeTokenizerFiles(
   const specialIds = specialTokenIds(tokens);
   await mkdir(dir, { recursive: true });
   await Promise.all([
-    writeFile(path.join(dir, VOCAB_FILE), tokens.map((token) => token + '\n').join('')),
+    writeVocabularyFile(path.join(dir, VOCAB_FILE), tokens),
     writeJson(path.join(dir, TOKENIZER_FILE), tokenizerJson(tokens, specialIds)),
     writeJson(path.join(dir, TOKENIZER_CONFIG_FILE), tokenizerConfig(specialIds, options.modelMaxLength)),
     writeJson(path.join(dir, SPECIAL_TOKENS_MAP_FILE), SPECIAL_TOKENS_MAP),
   ]);
+}
+
+/** Writes `tokens` as a `vocab.txt`: one token per line, line number is the id. */
+export async function writeVocabularyFile(file: string, tokens: readonly string[]): Promise<void> {
+  await writeFile(file, tokens.map((token) => token + '\n').join(''));
 }
 
 /** Reads a `vocab.txt` as BertTokenizer does: one token per line, line number is the id. */

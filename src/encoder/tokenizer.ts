@@ -1,14 +1,9 @@
 import path from 'node:path';
-import { AutoTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
+import { Tokenizer } from 'tokenizers';
 import { badRequest } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT } from '../file-io.js';
-import { TOKENIZER_CONFIG_FILE, TOKENIZER_FILE } from './tokenizer-files.js';
-
-/** Model files come only from local folders; a missing file must fail, never trigger a download. */
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.useFSCache = false;
-env.useBrowserCache = false;
+import { TOKENIZER_FILE } from './tokenizer-files.js';
+import { PAD_TOKEN } from './vocabulary.js';
 
 /** One padded batch as BERT's int64 inputs, row-major `rows × sequenceLength`. */
 export interface TokenizedBatch {
@@ -19,48 +14,62 @@ export interface TokenizedBatch {
   tokenTypeIds: BigInt64Array;
 }
 
-/** A model folder's Hugging Face tokenizer, truncating the way HF Python does. */
+/**
+ * A model folder's `tokenizer.json`, run by Hugging Face's own Rust tokenizer (the core of HF
+ * Python's fast tokenizers), so ids match the reference pipeline on every input.
+ */
 export class WordPieceTokenizer {
   private constructor(
-    private readonly tokenizer: PreTrainedTokenizer,
+    private readonly tokenizer: Tokenizer,
     readonly padTokenId: number,
   ) {}
 
   static async load(modelDir: string): Promise<WordPieceTokenizer> {
-    // An absolute path is not a hub model id, so transformers.js reads it as a plain local path.
-    const dir = path.resolve(modelDir);
-    await checkRegularFile(path.join(dir, TOKENIZER_FILE), 'tokenizer', {
+    const file = path.join(path.resolve(modelDir), TOKENIZER_FILE);
+    await checkRegularFile(file, 'tokenizer', {
       maxBytes: METADATA_FILE_LIMIT,
-      missing: `no ${TOKENIZER_FILE} in model folder ${dir}`,
+      missing: `no ${TOKENIZER_FILE} in model folder ${path.dirname(file)}`,
     });
-    // transformers.js reads this one by name too, when present.
-    await checkRegularFile(path.join(dir, TOKENIZER_CONFIG_FILE), 'tokenizer config', { maxBytes: METADATA_FILE_LIMIT, optional: true });
-    let tokenizer: PreTrainedTokenizer;
+    let tokenizer: Tokenizer;
     try {
-      tokenizer = await AutoTokenizer.from_pretrained(dir);
+      tokenizer = Tokenizer.fromFile(file);
     } catch (error) {
-      throw badRequest(`cannot load the tokenizer of ${dir}: ${(error as Error).message}`);
+      throw badRequest(`cannot load the tokenizer of ${path.dirname(file)}: ${(error as Error).message}`);
     }
-    return new WordPieceTokenizer(tokenizer, tokenizer.pad_token_id ?? 0);
+    // A checkpoint's file may carry padding or truncation settings; HF Python's call-time
+    // arguments override them, and we pad and truncate per batch ourselves.
+    tokenizer.disablePadding();
+    tokenizer.disableTruncation();
+    // Padded positions are masked out, so any valid id pads; BERT vocabularies name it [PAD].
+    return new WordPieceTokenizer(tokenizer, tokenizer.tokenToId(PAD_TOKEN) ?? 0);
   }
 
   /**
-   * Token ids with the template's specials (`[CLS] … [SEP]`), at most `maxLength` long. A longer
-   * text keeps its head and the final special token, as HF Python's truncation does
-   * (transformers.js would cut the final [SEP] off).
+   * Token ids of each text with the template's specials (`[CLS] … [SEP]`), at most `maxLength`
+   * long. A longer text keeps its head and the final special token, as HF Python's truncation
+   * does. Truncating here rather than with `setTruncation` keeps the shared tokenizer stateless
+   * while calls with different lengths overlap.
    */
-  tokenIds(text: string, maxLength: number): number[] {
+  async tokenIdsOf(texts: readonly string[], maxLength: number): Promise<number[][]> {
     if (!Number.isInteger(maxLength) || maxLength < 2) {
       throw badRequest(`max length must be an integer of at least 2, got ${maxLength}`);
     }
-    const ids = this.tokenizer.encode(text, { add_special_tokens: true });
-    if (ids.length <= maxLength) return ids;
-    return [...ids.slice(0, maxLength - 1), ids[ids.length - 1]];
+    const encodings = await this.tokenizer.encodeBatch([...texts], { addSpecialTokens: true });
+    return encodings.map((encoding) => {
+      const ids = encoding.getIds();
+      return ids.length <= maxLength ? ids : [...ids.slice(0, maxLength - 1), ids[ids.length - 1]!];
+    });
+  }
+
+  /** {@link tokenIdsOf} for one text. */
+  async tokenIds(text: string, maxLength: number): Promise<number[]> {
+    const [ids] = await this.tokenIdsOf([text], maxLength);
+    return ids!;
   }
 
   /** The vocabulary strings of `ids`, for inspection and tests. */
   tokensOf(ids: readonly number[]): string[] {
-    return ids.map((id) => this.tokenizer._tokenizer.id_to_token(id) ?? '');
+    return ids.map((id) => this.tokenizer.idToToken(id) ?? '');
   }
 }
 

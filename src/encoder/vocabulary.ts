@@ -1,4 +1,4 @@
-import * as tokenizers from '@huggingface/tokenizers';
+import { bertNormalizer, bertPreTokenizer } from 'tokenizers';
 import { badRequest } from '../errors.js';
 
 /**
@@ -45,20 +45,18 @@ export const BERT_UNCASED_NORMALIZER = {
   lowercase: true,
 } as const;
 
-/**
- * The package exports both classes at run time, but its declarations re-export them with
- * `export *` from extensionless paths, which nodenext resolution drops; so type them here.
- */
-const { BertNormalizer, BertPreTokenizer } = tokenizers as unknown as {
-  BertNormalizer: new (config: typeof BERT_UNCASED_NORMALIZER) => { normalize(text: string): string };
-  BertPreTokenizer: new () => { pre_tokenize_text(text: string): string[] };
-};
-const normalizer = new BertNormalizer(BERT_UNCASED_NORMALIZER);
-const preTokenizer = new BertPreTokenizer();
+const normalizer = bertNormalizer({
+  cleanText: BERT_UNCASED_NORMALIZER.clean_text,
+  handleChineseChars: BERT_UNCASED_NORMALIZER.handle_chinese_chars,
+  // `strip_accents: null` in a tokenizer.json means: strip when lowercasing.
+  stripAccents: BERT_UNCASED_NORMALIZER.lowercase,
+  lowercase: BERT_UNCASED_NORMALIZER.lowercase,
+});
+const preTokenizer = bertPreTokenizer();
 
 /** BERT basic tokenization: lowercase, strip accents, split on whitespace, punctuation and CJK. */
 export function bertBasicWords(text: string): string[] {
-  return preTokenizer.pre_tokenize_text(normalizer.normalize(text));
+  return preTokenizer.preTokenizeString(normalizer.normalizeString(text)).map(([word]) => word);
 }
 
 interface WordStats {

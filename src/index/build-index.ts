@@ -22,6 +22,8 @@ export interface BuildIndexResult {
   path: string;
   rows: number;
   dimension: number;
+  /** Tokens each passage was cut to, from the encoder's manifest (recorded so a resume cannot mix lengths). */
+  maxPassageLength: number;
   /** Rows found in a partial build and kept; 0 for a fresh build. */
   resumedFrom: number;
 }
@@ -64,7 +66,7 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
   } finally {
     await writer.close();
   }
-  return { path: outPath, rows: corpus.rows, dimension, resumedFrom: writer.resumedFrom };
+  return { path: outPath, rows: corpus.rows, dimension, maxPassageLength: encoder.manifest.maxPassageLength, resumedFrom: writer.resumedFrom };
 }
 
 /** What makes two builds' vectors interchangeable: the same encoder weights and passage settings, the same corpus bytes. */

@@ -182,7 +182,7 @@ describe('makeModel: model folders from presets and Hugging Face checkpoints', f
       assert.deepEqual((await readdir(outDir)).sort(), [FP32_MODEL_FILE, 'retriever.json', ...TOKENIZER_FILES].sort());
       assert.equal((await readManifest(outDir)).name, 'agentic-r');
       const tokenizer = await WordPieceTokenizer.load(outDir);
-      const ids = tokenizer.tokenIds('query: who founded [SEP] rome', 32);
+      const ids = await tokenizer.tokenIds('query: who founded [SEP] rome', 32);
       assert.equal(ids[0], 101);
       assert.equal(ids.at(-1), 102);
       assert.ok(ids.slice(1, -1).includes(102), 'the literal [SEP] is the special token');

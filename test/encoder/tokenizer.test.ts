@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
@@ -117,8 +117,8 @@ describe('WordPieceTokenizer on written tokenizer files', () => {
     assert.deepEqual(await readVocabularyFile(path.join(dir, 'vocab.txt')), vocabulary.tokens);
   });
 
-  it('reads a literal [SEP] in the text as the special token 102, between the words around it', () => {
-    const ids = tokenizer.tokenIds('query: who wrote hamlet [SEP] shakespeare birth year', 256);
+  it('reads a literal [SEP] in the text as the special token 102, between the words around it', async () => {
+    const ids = await tokenizer.tokenIds('query: who wrote hamlet [SEP] shakespeare birth year', 256);
     assert.deepEqual(tokenizer.tokensOf(ids), [
       '[CLS]', 'query', ':', 'who', 'wrote', 'hamlet', '[SEP]', 'shakespeare', 'birth', 'year', '[SEP]',
     ]);
@@ -127,34 +127,46 @@ describe('WordPieceTokenizer on written tokenizer files', () => {
       id('shakespeare'), id('birth'), id('year'), 102]);
   });
 
-  it('lowercases and strips accents, breaks unknown words into ## pieces, [UNK] only without pieces', () => {
-    assert.deepEqual(tokenizer.tokenIds('HÁMLET Shakespeare', 16), tokenizer.tokenIds('hamlet shakespeare', 16));
-    assert.deepEqual(tokenizer.tokensOf(tokenizer.tokenIds('zebra', 16)), ['[CLS]', 'z', '##e', '##b', '##r', '##a', '[SEP]']);
-    assert.deepEqual(tokenizer.tokensOf(tokenizer.tokenIds('中 😀', 16)), ['[CLS]', '[UNK]', '[UNK]', '[SEP]']);
+  it('lowercases and strips accents, breaks unknown words into ## pieces, [UNK] only without pieces', async () => {
+    assert.deepEqual(await tokenizer.tokenIds('HÁMLET Shakespeare', 16), await tokenizer.tokenIds('hamlet shakespeare', 16));
+    assert.deepEqual(tokenizer.tokensOf(await tokenizer.tokenIds('zebra', 16)), ['[CLS]', 'z', '##e', '##b', '##r', '##a', '[SEP]']);
+    assert.deepEqual(tokenizer.tokensOf(await tokenizer.tokenIds('中 😀', 16)), ['[CLS]', '[UNK]', '[UNK]', '[SEP]']);
   });
 
-  it('encodes the empty string as [CLS] [SEP]', () => {
-    assert.deepEqual(tokenizer.tokenIds('', 16), [101, 102]);
+  it('encodes the empty string as [CLS] [SEP]', async () => {
+    assert.deepEqual(await tokenizer.tokenIds('', 16), [101, 102]);
   });
 
-  it('truncates a long text to exactly max length, keeping [CLS] first, the head, and [SEP] last', () => {
+  it('truncates a long text to exactly max length, keeping [CLS] first, the head, and [SEP] last', async () => {
     const text = 'shakespeare wrote hamlet '.repeat(100);
-    const full = tokenizer.tokenIds(text, 10_000);
+    const full = await tokenizer.tokenIds(text, 10_000);
     assert.equal(full.length, 302);
-    const truncated = tokenizer.tokenIds(text, 32);
+    const truncated = await tokenizer.tokenIds(text, 32);
     assert.equal(truncated.length, 32);
     assert.equal(truncated[0], 101);
     assert.equal(truncated[31], 102);
     assert.deepEqual(truncated.slice(0, 31), full.slice(0, 31));
   });
 
-  it('leaves a text of exactly max length as it is', () => {
-    const ids = tokenizer.tokenIds('who wrote hamlet', 5);
+  it('leaves a text of exactly max length as it is', async () => {
+    const ids = await tokenizer.tokenIds('who wrote hamlet', 5);
     assert.deepEqual(ids, [101, id('who'), id('wrote'), id('hamlet'), 102]);
   });
 
-  it('rejects a max length that cannot hold [CLS] and [SEP]', () => {
-    assert.throws(() => tokenizer.tokenIds('x', 1), isServiceError('bad_request', /at least 2/));
+  it('rejects a max length that cannot hold [CLS] and [SEP]', async () => {
+    await assert.rejects(tokenizer.tokenIds('x', 1), isServiceError('bad_request', /at least 2/));
+  });
+
+  it('ignores padding and truncation settings in tokenizer.json, as HF Python\'s call-time arguments do', async () => {
+    const configured = path.join(dir, 'configured');
+    await writeTokenizerFiles(configured, vocabulary.tokens, { modelMaxLength: 512 });
+    const file = path.join(configured, 'tokenizer.json');
+    const json = JSON.parse(await readFile(file, 'utf8'));
+    json.truncation = { direction: 'Right', max_length: 4, strategy: 'LongestFirst', stride: 0 };
+    json.padding = { strategy: { Fixed: 16 }, direction: 'Right', pad_to_multiple_of: null, pad_id: 0, pad_type_id: 0, pad_token: '[PAD]' };
+    await writeFile(file, JSON.stringify(json));
+    const ids = await (await WordPieceTokenizer.load(configured)).tokenIds('who wrote hamlet shakespeare', 32);
+    assert.deepEqual(ids, [101, id('who'), id('wrote'), id('hamlet'), id('shakespeare'), 102]);
   });
 
   it('fails with not_found for a folder without tokenizer.json', async () => {

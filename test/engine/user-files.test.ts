@@ -67,7 +67,6 @@ describe('user-given files must be regular files', function () {
     for (const [file, load, what] of [
       ['retriever.json', (folder: string) => readManifest(folder), 'model manifest'],
       ['tokenizer.json', (folder: string) => WordPieceTokenizer.load(folder), 'tokenizer'],
-      ['tokenizer_config.json', (folder: string) => WordPieceTokenizer.load(folder), 'tokenizer config'],
       ['model.onnx', async (folder: string) => createEncoderSession(folder, await readManifest(modelDir), { device: 'cpu' }), 'model file'],
     ] as const) {
       const folder = path.join(dir, `fifo-${file}`);

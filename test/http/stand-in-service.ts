@@ -60,6 +60,7 @@ export class StandInService implements RetrievalService {
         passagePrefix: 'passage: ',
         queryTemplate: '{question} [SEP] {query}',
         maxQueryLength: 256,
+        maxPassageLength: 256,
       } as RetrieverInfo['manifest'],
       dimension: 8,
       provider: 'cpu',

@@ -1,12 +1,18 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { buildIndexCommand } from '../../src/commands/build-index.js';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
+import { readManifest } from '../../src/encoder/manifest.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
+import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
+import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 import { buildIndex } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
+import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
+import { isServiceError } from '../corpus/assert-service-error.js';
 import { floatBytes, runPython } from './index-fixtures.js';
 import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
@@ -65,5 +71,82 @@ for row in map(int, sys.argv[2:]):
     } finally {
       await index.close();
     }
+  });
+});
+
+describe('passage max length: 256 as the reference index scripts, or a build\'s own (tiny ONNX model, real worker)', function () {
+  /** Sample rows 165–180: three of them (170, 171, 178) run past 256 tokens with this vocabulary. */
+  const FIRST_ROW = 165;
+  const ROWS = 16;
+  const LONG = [5, 6, 13];
+  let dir: string;
+  let modelDir: string;
+  let corpusPath: string;
+  let passages: string[];
+  let at256: OnnxEncoder;
+  let at512: OnnxEncoder;
+
+  before(async function () {
+    dir = await mkdtemp(path.join(tmpdir(), 'passage-length-'));
+    modelDir = path.join(dir, 'tiny');
+    await makeModel({ outDir: modelDir, preset: 'tiny', seed: 3, vocabularyCorpus: samplePath, vocabularyPassages: 1000 });
+    const lines = (await readFile(samplePath, 'utf8')).split('\n').slice(FIRST_ROW, FIRST_ROW + ROWS);
+    passages = lines.map((line) => (JSON.parse(line) as { contents: string }).contents);
+    corpusPath = path.join(dir, 'rows.jsonl');
+    await writeFile(corpusPath, lines.join('\n') + '\n');
+    at256 = await OnnxEncoder.load(modelDir);
+    at512 = await OnnxEncoder.load(modelDir, { maxPassageLength: 512 });
+  });
+
+  after(async function () {
+    await Promise.all([at256?.close(), at512?.close()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('records 256 in retriever.json and cuts only the passages longer than that', async function () {
+    assert.equal((await readManifest(modelDir)).maxPassageLength, 256);
+    assert.equal(at256.manifest.maxPassageLength, 256);
+    assert.equal(at512.manifest.maxPassageLength, 512);
+    const tokenizer = await WordPieceTokenizer.load(modelDir);
+    const lengths = (await tokenizer.tokenIdsOf(passages.map((text) => 'passage: ' + text), 10_000)).map((ids) => ids.length);
+    assert.deepEqual(lengths.flatMap((length, row) => (length > 256 ? [row] : [])), LONG);
+    const [short, long] = [await at256.encodePassages(passages), await at512.encodePassages(passages)];
+    const { dimension } = at256.manifest;
+    const differing = passages.flatMap((_, row) =>
+      floatBytes(short.subarray(row * dimension, (row + 1) * dimension)).equals(floatBytes(long.subarray(row * dimension, (row + 1) * dimension))) ? [] : [row],
+    );
+    assert.deepEqual(differing, LONG);
+  });
+
+  it('build-index --max-passage-length 512 encodes at 512, reports it, and never resumes a partial build made at 256', async function () {
+    const outPath = path.join(dir, 'at512_Flat.index');
+    const partial = await CorpusStore.open(corpusPath);
+    const stop = new AbortController();
+    try {
+      await assert.rejects(
+        buildIndex({ corpus: partial, encoder: at256, outPath, batchSize: 4, signal: stop.signal, onProgress: (done) => done > 0 && stop.abort() }),
+        { name: 'AbortError' },
+      );
+    } finally {
+      await partial.close();
+    }
+    const command = { modelDir, corpusPath, outPath, batchSize: 4, device: 'cpu', restart: false, maxPassageLength: 512 } as const;
+    await assert.rejects(buildIndexCommand(command), isServiceError('conflict', /partial index build of a different encoder/));
+
+    const result = await buildIndexCommand({ ...command, restart: true });
+    assert.deepEqual(result, { path: outPath, rows: ROWS, dimension: at512.manifest.dimension, maxPassageLength: 512, resumedFrom: 0 });
+    const bytes = await readFile(outPath);
+    const stored = new Float32Array(new Uint8Array(bytes.subarray(IXFI_HEADER_BYTES)).buffer);
+    assert.equal(stored.length, ROWS * at512.manifest.dimension);
+    // Batches of 4 pad differently from one batch of 16, which moves the last float bits.
+    const farthest = (vectors: Float32Array) => Math.max(...stored.map((value, i) => Math.abs(value - vectors[i]!)));
+    assert.ok(farthest(await at512.encodePassages(passages)) < 1e-5, 'the index holds the 512-token vectors');
+    assert.ok(farthest(await at256.encodePassages(passages)) > 1e-3, 'not the 256-token ones');
+  });
+
+  it('refuses a max passage length outside 2 to the model\'s 512 positions, in this thread and in the worker', async function () {
+    await assert.rejects(OnnxEncoder.load(modelDir, { maxPassageLength: 513 }), isServiceError('bad_request', /from 2 to 512.*got 513/));
+    await assert.rejects(OnnxEncoder.load(modelDir, { maxPassageLength: 1 }), isServiceError('bad_request', /got 1$/));
+    await assert.rejects(WorkerEncoder.load(modelDir, { maxPassageLength: 513 }), isServiceError('bad_request', /max passage length/));
   });
 });

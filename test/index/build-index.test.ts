@@ -56,7 +56,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const outPath = path.join(dir, 'hashing_Flat.index');
     const progress: Array<[number, number]> = [];
     const result = await buildIndex({ corpus, encoder, outPath, batchSize: 64, onProgress: (done, total) => progress.push([done, total]) });
-    assert.deepEqual(result, { path: outPath, rows: 1000, dimension: DIMENSION, resumedFrom: 0 });
+    assert.deepEqual(result, { path: outPath, rows: 1000, dimension: DIMENSION, maxPassageLength: 256, resumedFrom: 0 });
     assert.deepEqual(encoder.passageBatches, [...Array(15).fill(64), 40]);
     assert.deepEqual(progress[0], [0, 1000]);
     assert.deepEqual(progress.at(-1), [1000, 1000]);
