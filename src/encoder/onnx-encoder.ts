@@ -62,6 +62,7 @@ export class OnnxEncoder implements EmbeddingEncoder {
   private constructor(
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
+    readonly modelFile: string,
     private readonly session: InferenceSession,
     private readonly tokenizer: WordPieceTokenizer,
     private readonly batchLimits: BatchLimits,
@@ -71,14 +72,14 @@ export class OnnxEncoder implements EmbeddingEncoder {
   static async load(modelDir: string, options: EncoderOptions = {}): Promise<OnnxEncoder> {
     const manifest = await readManifest(modelDir);
     const tokenizer = await WordPieceTokenizer.load(modelDir);
-    const { session, provider } = await createEncoderSession(modelDir, manifest, options);
+    const { session, provider, modelFile } = await createEncoderSession(modelDir, manifest, options);
     const mismatch = graphSignatureMismatch(session, manifest);
     if (mismatch) {
       await session.release();
       throw new ServiceError('bad_request', `the ONNX graph of ${modelDir} ${mismatch}`);
     }
     const limits = { ...defaultBatchLimits(provider), ...options.batchLimits };
-    return new OnnxEncoder(manifest, provider, session, tokenizer, limits, options.lengthBatching ?? true);
+    return new OnnxEncoder(manifest, provider, modelFile, session, tokenizer, limits, options.lengthBatching ?? true);
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {
