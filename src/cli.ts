@@ -56,10 +56,10 @@ program
   .option('--seed <n>', 'seed of generated weights', integer, 0)
   .option('--fp16', 'also write model.fp16.onnx for CUDA', false)
   .option('--int8', 'also write model.int8.onnx (quantized linear layers) for CPU', false)
-  .option('--int8-weight-bits <bits>', 'auto | 8 | 7 (auto: 7 on x86 CPUs without VNNI/AMX)', weightBits, 'auto')
+  .option('--int8-weight-bits <bits>', 'auto | 8 | 7 weight bits of model.int8.onnx, implies --int8 (default auto: 7 on x86 CPUs without VNNI/AMX)', weightBits)
   .option('--name <name>', 'model name in retriever.json')
   .option('--overwrite', 'replace an existing folder', false)
-  .action(async (options: { out: string; preset?: PresetName; checkpoint?: string; vocabularyCorpus?: string; seed: number; fp16: boolean; int8: boolean; int8WeightBits: WeightBitsSetting; name?: string; overwrite: boolean }) => {
+  .action(async (options: { out: string; preset?: PresetName; checkpoint?: string; vocabularyCorpus?: string; seed: number; fp16: boolean; int8: boolean; int8WeightBits?: WeightBitsSetting; name?: string; overwrite: boolean }) => {
     if (!options.preset === !options.checkpoint) throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
     print(
       await makeModel({
@@ -69,7 +69,7 @@ program
         vocabularyCorpus: options.vocabularyCorpus,
         seed: options.seed,
         fp16: options.fp16,
-        ...(options.int8 && { int8: options.int8WeightBits }),
+        ...((options.int8 || options.int8WeightBits !== undefined) && { int8: options.int8WeightBits ?? 'auto' }),
         name: options.name,
         overwrite: options.overwrite,
       }),

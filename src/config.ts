@@ -4,6 +4,7 @@ import bytes from 'bytes';
 import { Command, CommanderError, Option } from 'commander';
 import { load as loadYaml } from 'js-yaml';
 import type { WeightBitsSetting } from './encoder/int8-quantization.js';
+import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 
 export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
@@ -30,7 +31,7 @@ export interface ServiceConfig {
   /** Fail instead of falling back to CPU when the requested device cannot run. */
   strictDevice: boolean;
   /** `int8` encodes on CPU with the model's quantized graph (model.int8.onnx). */
-  precision: 'fp32' | 'int8';
+  precision: CpuPrecision;
   /** Weight bits of int8 graphs built by checkpoint conversion; `auto` decides by the CPU's VNNI/AMX. */
   int8WeightBits: WeightBitsSetting;
   intraOpThreads?: number;
