@@ -7,7 +7,12 @@
  * Wall time is what a client waits; CPU time is the work done, and stays comparable when other
  * processes share the cores.
  *
+ * With `--int8`, instead: the same queries through the server's default encoder (length batches
+ * of 32 rows) with model.onnx, model.int8.onnx at 8-bit weights and at 7-bit weights, in
+ * alternating rounds, reported as ratios against fp32 with each graph's cosine to fp32.
+ *
  *   node dist/benchmarks/encoder-throughput.js [--queries 512] [--repeats 1]
+ *   node dist/benchmarks/encoder-throughput.js --int8 [--queries 256] [--repeats 2] [--threads 1]
  */
 import { access, readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,11 +20,13 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
+import { CONFIG_DEFAULTS } from '../src/config.js';
 import type { QueryInput } from '../src/engine/types.js';
+import { int8DotProductFlags, type WeightBits } from '../src/encoder/int8-quantization.js';
 import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE, readManifest, type RetrieverManifest } from '../src/encoder/manifest.js';
 import { batchesByLength, batchesInInputOrder, DEFAULT_BATCH_LIMITS, type BatchLimits } from '../src/encoder/length-batches.js';
-import { bertFeeds, composeQueryText, OnnxEncoder } from '../src/encoder/onnx-encoder.js';
+import { bertFeeds, composeQueryText, OnnxEncoder, type EncoderOptions } from '../src/encoder/onnx-encoder.js';
 import { createEncoderSession } from '../src/encoder/session.js';
 import { padBatch, WordPieceTokenizer } from '../src/encoder/tokenizer.js';
 import { benchmarksDir, report, seconds, workDir, type Row } from './bench-report.js';
@@ -34,15 +41,17 @@ const QUESTION_OPENINGS = [
   'what was the role of', 'who founded', 'what country is',
 ];
 
-/** The e5-base preset model, built once and kept under benchmarks/work/. */
-async function e5BaseModel(): Promise<RetrieverManifest> {
+/** The e5-base preset model, built once and kept under benchmarks/work/ (with an int8 graph of `int8` bits if given). */
+async function e5BaseModel(modelDir = MODEL_DIR, int8?: WeightBits): Promise<RetrieverManifest> {
   try {
-    await access(path.join(MODEL_DIR, MANIFEST_FILE));
-    return await readManifest(MODEL_DIR);
+    await access(path.join(modelDir, MANIFEST_FILE));
+    const manifest = await readManifest(modelDir);
+    if (int8 === undefined || manifest.int8?.weightBits === int8) return manifest;
   } catch {
-    console.log(`building the e5-base preset model in ${MODEL_DIR} (once)...`);
-    return makeModel({ outDir: MODEL_DIR, preset: 'e5-base', seed: 1, vocabularyCorpus: SAMPLE_CORPUS, overwrite: true });
+    // Not built yet.
   }
+  console.log(`building the e5-base preset model in ${modelDir} (once)...`);
+  return makeModel({ outDir: modelDir, preset: 'e5-base', seed: 1, vocabularyCorpus: SAMPLE_CORPUS, int8, overwrite: true });
 }
 
 /**
@@ -128,29 +137,130 @@ async function encoderTiming(
   intraOpNumThreads: number,
   repeats: number,
 ): Promise<Timing> {
-  const encoder = await OnnxEncoder.load(MODEL_DIR, {
-    lengthBatching: mode.lengthBatching,
-    batchLimits: mode.limits,
-    intraOpNumThreads,
-    interOpNumThreads: 1,
-  });
+  return (await timedEncoder(MODEL_DIR, queries, { lengthBatching: mode.lengthBatching, batchLimits: mode.limits, intraOpNumThreads }, repeats)).timing;
+}
+
+/** Best-of-`repeats` encoding of `queries` by an encoder loaded with `options`, and the embeddings. */
+async function timedEncoder(
+  modelDir: string,
+  queries: readonly QueryInput[],
+  options: EncoderOptions,
+  repeats: number,
+): Promise<{ timing: Timing; embeddings: Float32Array }> {
+  // A missing int8 graph must fail the run, not quietly measure fp32 twice.
+  const refuse = (message: string) => {
+    throw new Error(message);
+  };
+  const encoder = await OnnxEncoder.load(modelDir, { ...options, interOpNumThreads: 1, warn: refuse });
   try {
-    return await bestTiming(
+    let embeddings: Float32Array = new Float32Array();
+    const timing = await bestTiming(
       repeats,
       () => encoder.encodeQueries(queries.slice(0, WARM_UP_QUERIES)),
-      () => encoder.encodeQueries(queries),
+      async () => {
+        embeddings = await encoder.encodeQueries(queries);
+      },
     );
+    return { timing, embeddings };
   } finally {
     await encoder.close();
   }
 }
 
+/** Cosines of the rows of two row-major matrices: min and mean. */
+function rowCosines(a: Float32Array, b: Float32Array, dimension: number): { min: number; mean: number } {
+  const cosines: number[] = [];
+  for (let offset = 0; offset < a.length; offset += dimension) {
+    let dot = 0;
+    let aa = 0;
+    let bb = 0;
+    for (let d = offset; d < offset + dimension; d++) {
+      dot += a[d]! * b[d]!;
+      aa += a[d]! ** 2;
+      bb += b[d]! ** 2;
+    }
+    cosines.push(dot / Math.sqrt(aa * bb));
+  }
+  return { min: Math.min(...cosines), mean: cosines.reduce((sum, c) => sum + c, 0) / cosines.length };
+}
+
+/**
+ * fp32 against the int8 graph at 8 and 7 weight bits, rounds alternating so that load changes
+ * on the shared box hit every graph alike; each graph's best round counts.
+ */
+async function int8Comparison(queryCount: number, repeats: number, threads: number): Promise<void> {
+  const graphs = [
+    { label: 'fp32 (model.onnx)', modelDir: MODEL_DIR, precision: 'fp32' as const },
+    { label: 'int8, 8-bit weights (model.int8.onnx)', modelDir: MODEL_DIR, precision: 'int8' as const, bits: 8 as const },
+    { label: 'int8, 7-bit weights (model.int8.onnx)', modelDir: path.join(workDir, 'e5-base-int8-7'), precision: 'int8' as const, bits: 7 as const },
+  ];
+  // One seed, so every folder holds the same weights.
+  const manifest = await e5BaseModel(MODEL_DIR, 8);
+  await e5BaseModel(graphs[2]!.modelDir, 7);
+  const queries = await searchR1Queries(queryCount);
+  const loadBefore = os.loadavg();
+  const best = new Map<string, { timing: Timing; embeddings: Float32Array }>();
+  for (let round = 0; round < repeats; round++) {
+    for (const graph of graphs) {
+      const options = { precision: graph.precision, intraOpNumThreads: threads, batchLimits: { maxBatchSize: CONFIG_DEFAULTS.encoderBatchRows } };
+      const measured = await timedEncoder(graph.modelDir, queries, options, 1);
+      const previous = best.get(graph.label);
+      if (!previous || measured.timing.wall < previous.timing.wall) best.set(graph.label, measured);
+    }
+  }
+  const reference = best.get(graphs[0]!.label)!;
+  const rows: Row[] = [];
+  const measurements = graphs.map((graph) => {
+    const { timing, embeddings } = best.get(graph.label)!;
+    const cosine = rowCosines(reference.embeddings, embeddings, manifest.dimension);
+    const measurement = {
+      graph: graph.label,
+      wallSeconds: timing.wall,
+      cpuSeconds: timing.cpu,
+      queriesPerSecond: queryCount / timing.wall,
+      queriesPerCpuSecond: queryCount / timing.cpu,
+      speedupVsFp32: reference.timing.wall / timing.wall,
+      cpuSpeedupVsFp32: reference.timing.cpu / timing.cpu,
+      cosineToFp32: cosine,
+    };
+    rows.push({
+      graph: graph.label,
+      'wall s': timing.wall.toFixed(2),
+      'queries/s': measurement.queriesPerSecond.toFixed(1),
+      'vs fp32': `${measurement.speedupVsFp32.toFixed(2)}x`,
+      'queries/CPU-s': measurement.queriesPerCpuSecond.toFixed(1),
+      'CPU vs fp32': `${measurement.cpuSpeedupVsFp32.toFixed(2)}x`,
+      'cosine to fp32, min / mean': `${cosine.min.toFixed(5)} / ${cosine.mean.toFixed(6)}`,
+    });
+    return measurement;
+  });
+  await report('encoder-throughput-int8', rows, {
+    loadAverage: { before: loadBefore, after: os.loadavg() },
+    model: { preset: 'e5-base', weights: 'generated (seed 1), not trained', dimension: manifest.dimension },
+    cpuInt8Flags: int8DotProductFlags(await readFile('/proc/cpuinfo', 'utf8').catch(() => '')),
+    queries: queryCount,
+    rounds: repeats,
+    intraOpNumThreads: threads,
+    maxBatchSize: CONFIG_DEFAULTS.encoderBatchRows,
+    measurements,
+  });
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { queries: { type: 'string', default: '512' }, repeats: { type: 'string', default: '1' } },
+    options: {
+      queries: { type: 'string' },
+      repeats: { type: 'string' },
+      int8: { type: 'boolean', default: false },
+      threads: { type: 'string', default: '1' },
+    },
   });
-  const queryCount = Number(values.queries);
-  const repeats = Number(values.repeats);
+  if (values.int8) {
+    await int8Comparison(Number(values.queries ?? 256), Number(values.repeats ?? 2), Number(values.threads));
+    return;
+  }
+  const queryCount = Number(values.queries ?? 512);
+  const repeats = Number(values.repeats ?? 1);
   const manifest = await e5BaseModel();
   const queries = await searchR1Queries(queryCount);
   const tokenizer = await WordPieceTokenizer.load(MODEL_DIR);

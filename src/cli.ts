@@ -4,6 +4,7 @@ import { buildIndexCommand } from './commands/build-index.js';
 import { serve } from './commands/serve.js';
 import { addServeOptions, resolveServeConfig } from './config.js';
 import { ensureDemo } from './demo.js';
+import type { WeightBitsSetting } from './encoder/int8-quantization.js';
 import { makeModel } from './encoder/make-model.js';
 import { isPresetName, type PresetName } from './encoder/presets.js';
 import type { DevicePreference } from './encoder/session.js';
@@ -27,6 +28,12 @@ function device(value: string): DevicePreference {
   return value;
 }
 
+function weightBits(value: string): WeightBitsSetting {
+  if (value === 'auto') return value;
+  if (value === '8' || value === '7') return Number(value) as 8 | 7;
+  throw new InvalidArgumentError('expected auto, 8 or 7');
+}
+
 function print(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
@@ -48,9 +55,11 @@ program
   .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model vocabulary from')
   .option('--seed <n>', 'seed of generated weights', integer, 0)
   .option('--fp16', 'also write model.fp16.onnx for CUDA', false)
+  .option('--int8', 'also write model.int8.onnx (quantized linear layers) for CPU', false)
+  .option('--int8-weight-bits <bits>', 'auto | 8 | 7 weight bits of model.int8.onnx, implies --int8 (default auto: 7 on x86 CPUs without VNNI/AMX)', weightBits)
   .option('--name <name>', 'model name in retriever.json')
   .option('--overwrite', 'replace an existing folder', false)
-  .action(async (options: { out: string; preset?: PresetName; checkpoint?: string; vocabularyCorpus?: string; seed: number; fp16: boolean; name?: string; overwrite: boolean }) => {
+  .action(async (options: { out: string; preset?: PresetName; checkpoint?: string; vocabularyCorpus?: string; seed: number; fp16: boolean; int8: boolean; int8WeightBits?: WeightBitsSetting; name?: string; overwrite: boolean }) => {
     if (!options.preset === !options.checkpoint) throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
     print(
       await makeModel({
@@ -60,6 +69,7 @@ program
         vocabularyCorpus: options.vocabularyCorpus,
         seed: options.seed,
         fp16: options.fp16,
+        ...((options.int8 || options.int8WeightBits !== undefined) && { int8: options.int8WeightBits ?? 'auto' }),
         name: options.name,
         overwrite: options.overwrite,
       }),

@@ -3,6 +3,8 @@ import path from 'node:path';
 import bytes from 'bytes';
 import { Command, CommanderError, Option } from 'commander';
 import { load as loadYaml } from 'js-yaml';
+import type { WeightBitsSetting } from './encoder/int8-quantization.js';
+import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 
 export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
@@ -28,6 +30,10 @@ export interface ServiceConfig {
   deviceId: number;
   /** Fail instead of falling back to CPU when the requested device cannot run. */
   strictDevice: boolean;
+  /** `int8` encodes on CPU with the model's quantized graph (model.int8.onnx). */
+  precision: CpuPrecision;
+  /** Weight bits of int8 graphs built by checkpoint conversion; `auto` decides by the CPU's VNNI/AMX. */
+  int8WeightBits: WeightBitsSetting;
   intraOpThreads?: number;
   interOpThreads?: number;
   maxQueries: number;
@@ -66,6 +72,8 @@ export const CONFIG_DEFAULTS: ServiceConfig = {
   device: 'auto',
   deviceId: 0,
   strictDevice: false,
+  precision: 'fp32',
+  int8WeightBits: 'auto',
   // GRPO with n=5 over a 512-question batch sends 2,560 queries in one POST; leave headroom.
   maxQueries: 4096,
   maxQueryChars: 4096,
@@ -130,6 +138,11 @@ function oneOf<T extends string>(choices: readonly T[]): Parser {
   };
 }
 
+function weightBits(raw: string, source: string): WeightBitsSetting {
+  const parsed = oneOf(['auto', '8', '7'])(raw, source);
+  return parsed === 'auto' ? 'auto' : (Number(parsed) as 8 | 7);
+}
+
 function byteSize(raw: string, source: string): string {
   const parsed = bytes.parse(raw);
   if (parsed === null || !Number.isFinite(parsed) || parsed <= 0) {
@@ -181,6 +194,18 @@ const SETTINGS: readonly Setting[] = [
     flag: 'strict_device',
     valueWhenGiven: true,
     description: 'fail instead of falling back to CPU when the device cannot run',
+  },
+  {
+    key: 'precision',
+    flag: 'precision',
+    parse: oneOf(['fp32', 'int8']),
+    description: 'CPU encoder graph: fp32|int8 (int8 = model.int8.onnx, built on checkpoint conversion)',
+  },
+  {
+    key: 'int8WeightBits',
+    flag: 'int8_weight_bits',
+    parse: weightBits,
+    description: 'int8 weight bits: auto|8|7 (auto: 7 on x86 CPUs without VNNI/AMX)',
   },
   { key: 'intraOpThreads', flag: 'intra_op_threads', parse: integer(1), description: 'ONNX Runtime intra-op threads' },
   { key: 'interOpThreads', flag: 'inter_op_threads', parse: integer(1), description: 'ONNX Runtime inter-op threads' },

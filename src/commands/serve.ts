@@ -13,7 +13,7 @@ import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
 import { TrainingExampleStore } from '../training/store.js';
-import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
+import { resolveModelFolderOffThread, type ModelFolderRequest } from '../engine/model-folder-thread.js';
 import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
 /** The Search-R1 flags name the three files; none given means the bundled demo. */
@@ -30,9 +30,17 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   const modelDir = await resolveModelFolderOffThread({
     dir: config.retrieverModel!,
     cacheDir: path.join(config.dataDir, 'models'),
-    fp16: config.device !== 'cpu',
+    ...convertedGraphs(config),
   });
   return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
+}
+
+/** The graphs a checkpoint conversion adds to model.onnx for these settings. */
+function convertedGraphs(config: ServiceConfig): Pick<ModelFolderRequest, 'fp16' | 'int8'> {
+  return {
+    fp16: config.device !== 'cpu',
+    ...(config.precision === 'int8' && { int8: config.int8WeightBits }),
+  };
 }
 
 interface TrainingRoutes {
@@ -47,6 +55,7 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
     device: config.device,
     deviceId: config.deviceId,
     strict: config.strictDevice,
+    precision: config.precision,
     batchLimits: { maxBatchSize: config.encoderBatchRows },
     ...(config.intraOpThreads !== undefined && { intraOpNumThreads: config.intraOpThreads }),
     ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
@@ -89,7 +98,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     encoder: encoderOptions(config, logger),
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
-    fp16: config.device !== 'cpu',
+    ...convertedGraphs(config),
     log: (message, fields) => logger.info(fields ?? {}, message),
   });
   const versionRoutes = versionRouter({ versions, token: config.trainingToken, allowUnauthenticated: !config.trainingAuth });

@@ -21,7 +21,7 @@ export interface SerializedError {
 }
 
 export type EncoderWorkerMessage =
-  | { kind: 'ready'; manifest: RetrieverManifest; provider: ExecutionProviderName }
+  | { kind: 'ready'; manifest: RetrieverManifest; provider: ExecutionProviderName; modelFile: string }
   | { kind: 'load-failed'; error: SerializedError }
   | { kind: 'warning'; message: string }
   | { kind: 'reply'; id: number; ok: true; vectors?: Float32Array }

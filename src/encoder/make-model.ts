@@ -7,6 +7,7 @@ import { ServiceError } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile } from '../file-io.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
+import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from './int8-quantization.js';
 import {
   E5_DEFAULTS,
   MANIFEST_FORMAT,
@@ -30,6 +31,7 @@ import { generateBertWeights, type BertWeights } from './weights.js';
 
 export const FP32_MODEL_FILE = 'model.onnx';
 export const FP16_MODEL_FILE = 'model.fp16.onnx';
+export const INT8_MODEL_FILE = 'model.int8.onnx';
 
 /** Passages read from the head of a corpus to derive a generated model's vocabulary. */
 export const DEFAULT_VOCABULARY_PASSAGES = 100_000;
@@ -49,6 +51,11 @@ export interface MakeModelOptions {
   vocabularyPassages?: number;
   /** Also write `model.fp16.onnx` (half-precision weights and compute, for CUDA). */
   fp16?: boolean;
+  /**
+   * Also write `model.int8.onnx` (quantized linear layers, for CPU) with weights of these bits;
+   * `auto` picks them for this CPU (see chooseWeightBits).
+   */
+  int8?: WeightBitsSetting;
   /** The manifest's name; default the preset's name or the checkpoint folder's name. */
   name?: string;
   /** Replace an existing `outDir`. */
@@ -64,7 +71,7 @@ interface ModelSource {
 }
 
 /**
- * Builds a model folder (`model.onnx`, optional `model.fp16.onnx`, Hugging Face tokenizer files,
+ * Builds a model folder (`model.onnx`, optional `model.fp16.onnx` and `model.int8.onnx`, Hugging Face tokenizer files,
  * `retriever.json`) from a preset or a checkpoint. The folder is assembled beside `outDir` and
  * renamed into place last, so an interrupted build never leaves a folder that looks complete.
  */
@@ -84,6 +91,11 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
     if (options.fp16) {
       await writeFile(path.join(staging, FP16_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp16'));
     }
+    const int8 = options.int8 === undefined ? undefined : int8Quantization(options.int8);
+    if (int8) {
+      const graph = buildBertOnnx(source.architecture, source.weights, 'int8', int8.weightBits);
+      await writeFile(path.join(staging, INT8_MODEL_FILE), graph);
+    }
     const { architecture } = source;
     const manifest: RetrieverManifest = {
       format: MANIFEST_FORMAT,
@@ -93,7 +105,12 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
       maxQueryLength: Math.min(E5_DEFAULTS.maxQueryLength, architecture.maxPositionEmbeddings),
       maxPassageLength: Math.min(E5_DEFAULTS.maxPassageLength, architecture.maxPositionEmbeddings),
       outputs: { ...E5_DEFAULTS.outputs },
-      files: options.fp16 ? { fp32: FP32_MODEL_FILE, fp16: FP16_MODEL_FILE } : { fp32: FP32_MODEL_FILE },
+      files: {
+        fp32: FP32_MODEL_FILE,
+        ...(options.fp16 && { fp16: FP16_MODEL_FILE }),
+        ...(int8 && { int8: INT8_MODEL_FILE }),
+      },
+      ...(int8 && { int8 }),
       architecture,
       provenance: source.provenance,
     };
@@ -104,6 +121,11 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
     await rm(staging, { recursive: true, force: true });
     throw error;
   }
+}
+
+function int8Quantization(setting: WeightBitsSetting): Int8Quantization {
+  const { weightBits, reason } = chooseWeightBits(setting);
+  return { weightBits, weightRange: weightRange(weightBits), scheme: INT8_SCHEME, reason };
 }
 
 async function moveIntoPlace(staging: string, outDir: string): Promise<void> {

@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { badRequest, ServiceError } from '../errors.js';
 import { readRegularFile } from '../file-io.js';
+import type { Int8Quantization } from './int8-quantization.js';
 
 export const MANIFEST_FILE = 'retriever.json';
 export const MANIFEST_FORMAT = 'agentic-retriever/1';
@@ -35,8 +36,13 @@ export interface RetrieverManifest {
   maxPassageLength: number;
   /** Agentic-R's composed query; `{question}` and `{query}` are replaced. */
   queryTemplate: string;
-  /** ONNX files relative to the folder; `fp16` is present when built with half-precision weights. */
-  files: { fp32: string; fp16?: string };
+  /**
+   * ONNX files relative to the folder; `fp16` is present when built with half-precision weights,
+   * `int8` when built with quantized linear layers (described by `int8`).
+   */
+  files: { fp32: string; fp16?: string; int8?: string };
+  /** How `files.int8` was quantized; present with it. */
+  int8?: Int8Quantization;
   /** Graph output names. */
   outputs: { embedding: string; lastHiddenState: string };
   architecture: BertArchitecture;

@@ -64,6 +64,7 @@ export class OnnxEncoder implements EmbeddingEncoder {
   private constructor(
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
+    readonly modelFile: string,
     private readonly session: InferenceSession,
     private readonly tokenizer: WordPieceTokenizer,
     private readonly batchLimits: BatchLimits,
@@ -74,14 +75,14 @@ export class OnnxEncoder implements EmbeddingEncoder {
     const stored = await readManifest(modelDir);
     const manifest = options.maxPassageLength === undefined ? stored : withMaxPassageLength(stored, options.maxPassageLength);
     const tokenizer = await WordPieceTokenizer.load(modelDir);
-    const { session, provider } = await createEncoderSession(modelDir, manifest, options);
+    const { session, provider, modelFile } = await createEncoderSession(modelDir, manifest, options);
     const mismatch = graphSignatureMismatch(session, manifest);
     if (mismatch) {
       await session.release();
       throw new ServiceError('bad_request', `the ONNX graph of ${modelDir} ${mismatch}`);
     }
     const limits = { ...defaultBatchLimits(provider), ...options.batchLimits };
-    return new OnnxEncoder(manifest, provider, session, tokenizer, limits, options.lengthBatching ?? true);
+    return new OnnxEncoder(manifest, provider, modelFile, session, tokenizer, limits, options.lengthBatching ?? true);
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {

@@ -1,5 +1,6 @@
 import onnxProto from 'onnx-proto';
 import { float32ToFloat16 } from './half-precision.js';
+import { quantizeLinearWeight, type WeightBits } from './int8-quantization.js';
 import type { BertArchitecture } from './manifest.js';
 import { checkBertWeights, layerPrefix, type BertWeights } from './weights.js';
 
@@ -16,14 +17,17 @@ const IR_VERSION = 8;
 export const GRAPH_INPUTS = ['input_ids', 'attention_mask', 'token_type_ids'] as const;
 export const GRAPH_OUTPUTS = { lastHiddenState: 'last_hidden_state', embedding: 'sentence_embedding' } as const;
 
-/** `fp16` stores weights and computes in half precision (for CUDA); outputs stay float32 either way. */
-export type GraphPrecision = 'fp32' | 'fp16';
+/**
+ * `fp16` stores weights and computes in half precision (for CUDA); `int8` runs the linear layers
+ * as integer matrix products (for CPU) and the rest in float32. Outputs are float32 in each.
+ */
+export type GraphPrecision = 'fp32' | 'fp16' | 'int8';
 
 const { DataType } = onnx.TensorProto;
 const { AttributeType } = onnx.AttributeProto;
 
 /** Masked attention scores get `torch.finfo(dtype).min` added, as Hugging Face's BERT does. */
-const MASK_VALUE: Record<GraphPrecision, number> = { fp32: -3.4028234663852886e38, fp16: -65504 };
+const MASK_VALUE: Record<GraphPrecision, number> = { fp32: -3.4028234663852886e38, fp16: -65504, int8: -3.4028234663852886e38 };
 /** `torch.nn.functional.normalize`'s default eps. */
 const NORMALIZE_EPS = 1e-12;
 /** sentence-transformers' clamp on the token count of an all-padding row. */
@@ -44,21 +48,37 @@ class GraphBuilder {
   }
 
   op(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, output?: string): string {
+    return this.opWithOutputs(opType, inputs, 1, attributes, output)[0]!;
+  }
+
+  /** A node with `count` outputs, named `<node>_out<i>` after the first. */
+  opWithOutputs(
+    opType: string,
+    inputs: string[],
+    count: number,
+    attributes: Record<string, AttributeValue> = {},
+    output?: string,
+  ): string[] {
     const name = `${opType}_${this.counter++}`;
-    const out = output ?? `${name}_out`;
+    const outputs = Array.from({ length: count }, (_, i) => (i === 0 ? output ?? `${name}_out` : `${name}_out${i}`));
     this.nodes.push({
       name,
       opType,
       input: inputs,
-      output: [out],
+      output: outputs,
       attribute: Object.entries(attributes).map(([key, value]) => attribute(key, value)),
     });
-    return out;
+    return outputs;
   }
 
   /** A float initializer in the graph's precision. */
   floats(name: string, dims: number[], values: Float32Array): string {
     this.initializers.push({ name, dims, dataType: this.floatType, rawData: floatBytes(values, this.precision) });
+    return name;
+  }
+
+  int8s(name: string, dims: number[], values: Int8Array): string {
+    this.initializers.push({ name, dims, dataType: DataType.INT8, rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) });
     return name;
   }
 
@@ -90,7 +110,7 @@ function bytesOf(values: Float32Array | BigInt64Array): Uint8Array {
 }
 
 function floatBytes(values: Float32Array, precision: GraphPrecision): Uint8Array {
-  return precision === 'fp32' ? bytesOf(values) : float32ToFloat16(values);
+  return precision === 'fp16' ? float32ToFloat16(values) : bytesOf(values);
 }
 
 /** `[out, in]` (PyTorch Linear) → `[in, out]`, so that `x · W` is one MatMul. */
@@ -124,14 +144,26 @@ export function buildBertOnnx(
   arch: BertArchitecture,
   weights: BertWeights,
   precision: GraphPrecision = 'fp32',
+  int8WeightBits: WeightBits = 8,
 ): Uint8Array {
   checkBertWeights(arch, weights, 'graph builder');
   const g = new GraphBuilder(precision);
   const h = arch.hiddenSize;
   const headSize = h / arch.numAttentionHeads;
   const weight = (name: string) => g.floats(name, weights.get(name)!.shape, weights.get(name)!.data);
+  const weightZeroPoint = precision === 'int8' ? g.int8s('weight_zero_point', [], Int8Array.of(0)) : '';
   const linear = (x: string, prefix: string) => {
     const [outFeatures, inFeatures] = weights.get(`${prefix}.weight`)!.shape as [number, number];
+    if (precision === 'int8') {
+      // The shape onnxruntime fuses into one MatMulIntegerToFloat kernel: x ≈ s_x·(x_q − z_x) and
+      // W ≈ W_q·diag(s_W) make x·W ≈ s_x·s_W ⊙ ((x_q − z_x)·W_q), an exact int32 product rescaled.
+      const quantized = quantizeLinearWeight(weights.get(`${prefix}.weight`)!.data, outFeatures, inFeatures, int8WeightBits);
+      const wq = g.int8s(`${prefix}.weight.T.int8`, [inFeatures, outFeatures], quantized.values);
+      const wScales = g.floats(`${prefix}.weight.scale`, [outFeatures], quantized.scales);
+      const [xq, xScale, xZeroPoint] = g.opWithOutputs('DynamicQuantizeLinear', [x], 3) as [string, string, string];
+      const product = g.op('Cast', [g.op('MatMulInteger', [xq, wq, xZeroPoint, weightZeroPoint])], { to: DataType.FLOAT });
+      return g.op('Add', [g.op('Mul', [product, g.op('Mul', [xScale, wScales])]), weight(`${prefix}.bias`)]);
+    }
     const matrix = transposed(weights.get(`${prefix}.weight`)!.data, outFeatures, inFeatures);
     const w = g.floats(`${prefix}.weight.T`, [inFeatures, outFeatures], matrix);
     return g.op('Add', [g.op('MatMul', [x, w]), weight(`${prefix}.bias`)]);
@@ -192,7 +224,7 @@ export function buildBertOnnx(
     hidden = layerNorm(
       g.op('Add', [linear(gelu, `${p}.output.dense`), attended]),
       `${p}.output.LayerNorm`,
-      last && precision === 'fp32' ? GRAPH_OUTPUTS.lastHiddenState : undefined,
+      last && precision !== 'fp16' ? GRAPH_OUTPUTS.lastHiddenState : undefined,
     );
   }
   if (precision === 'fp16') {

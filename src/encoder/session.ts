@@ -10,15 +10,20 @@ import type { RetrieverManifest } from './manifest.js';
 /** `auto` takes CUDA when it loads and CPU otherwise; `cuda` is the same unless `strict`. */
 export type DevicePreference = 'cuda' | 'cpu' | 'auto';
 
+/** `int8` runs a model folder's `model.int8.onnx` when encoding on CPU; CUDA runs fp16/fp32 either way. */
+export type CpuPrecision = 'fp32' | 'int8';
+
 export interface SessionSettings {
   device?: DevicePreference;
   deviceId?: number;
   /** Fail instead of falling back to CPU when CUDA cannot load. */
   strict?: boolean;
+  /** The graph CPU encoding runs (default fp32). */
+  precision?: CpuPrecision;
   intraOpNumThreads?: number;
   interOpNumThreads?: number;
   graphOptimizationLevel?: InferenceSession.SessionOptions['graphOptimizationLevel'];
-  /** Receives the one warning of a CPU fallback; defaults to `process.emitWarning`. */
+  /** Receives the one warning of a CPU fallback or a missing int8 graph; defaults to `process.emitWarning`. */
   warn?: (message: string) => void;
 }
 
@@ -30,9 +35,9 @@ export interface EncoderSession {
   modelFile: string;
 }
 
-/** Where a fallback warning goes when the caller gives no `warn`. */
+/** Where a fallback warning (CUDA to CPU, int8 to fp32) goes when the caller gives no `warn`. */
 export function emitFallbackWarning(message: string): void {
-  process.emitWarning(message, { code: 'ENCODER_CUDA_FALLBACK' });
+  process.emitWarning(message, { code: 'ENCODER_FALLBACK' });
 }
 
 /**
@@ -88,6 +93,17 @@ export async function createEncoderSession(
       (settings.warn ?? emitFallbackWarning)(`CUDA execution provider unavailable (device ${deviceId}), encoding on CPU instead: ${reason}`);
     }
   }
-  const session = await open(manifest.files.fp32, ['cpu']);
-  return { session, provider: 'cpu', modelFile: manifest.files.fp32 };
+  const cpuFile = cpuModelFile(manifest, settings);
+  const session = await open(cpuFile, ['cpu']);
+  return { session, provider: 'cpu', modelFile: cpuFile };
+}
+
+/** The int8 graph when asked for and present; a folder built without one serves fp32, with a warning. */
+function cpuModelFile(manifest: RetrieverManifest, settings: SessionSettings): string {
+  if (settings.precision !== 'int8') return manifest.files.fp32;
+  if (manifest.files.int8) return manifest.files.int8;
+  (settings.warn ?? emitFallbackWarning)(
+    `precision int8 was asked for, but model ${manifest.name} has no int8 graph (build it with make-model --int8); encoding with ${manifest.files.fp32}`,
+  );
+  return manifest.files.fp32;
 }

@@ -36,6 +36,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
     private readonly worker: Worker,
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
+    readonly modelFile: string,
   ) {
     worker.on('message', (message: EncoderWorkerMessage) => {
       if (message.kind !== 'reply') return;
@@ -70,7 +71,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
       await worker.terminate();
       throw error;
     });
-    return new WorkerEncoder(worker, started.manifest, started.provider);
+    return new WorkerEncoder(worker, started.manifest, started.provider, started.modelFile);
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {

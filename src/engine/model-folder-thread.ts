@@ -1,10 +1,12 @@
 import { Worker } from 'node:worker_threads';
+import type { WeightBitsSetting } from '../encoder/int8-quantization.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
 
 export interface ModelFolderRequest {
   dir: string;
   cacheDir: string;
   fp16: boolean;
+  int8?: WeightBitsSetting;
 }
 
 export type ModelFolderReply = { ok: true; modelDir: string } | { ok: false; code: ErrorCode; message: string };

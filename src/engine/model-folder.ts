@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../encoder/hf-checkpoint.js';
+import { chooseWeightBits, type WeightBitsSetting } from '../encoder/int8-quantization.js';
 import { makeModel } from '../encoder/make-model.js';
 import { MANIFEST_FILE } from '../encoder/manifest.js';
 import { pathExists } from '../file-io.js';
@@ -12,6 +13,8 @@ export interface ModelFolderOptions {
   cacheDir: string;
   /** Also build the half-precision graph (worth it only when CUDA may run it). */
   fp16: boolean;
+  /** Also build the int8 graph, with weights of these bits (worth it when CPU encodes with precision int8). */
+  int8?: WeightBitsSetting;
   onConvert?: (checkpointDir: string, modelDir: string) => void;
 }
 
@@ -32,10 +35,11 @@ export async function resolveModelFolder(dir: string, options: ModelFolderOption
     );
   }
   const files = [config, ...weights.sort().map((name) => path.join(dir, name))];
-  const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${await checkpointKey(dir, files, options.fp16)}`);
+  const key = await checkpointKey(dir, files, options);
+  const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${key}`);
   if (!(await pathExists(path.join(modelDir, MANIFEST_FILE)))) {
     options.onConvert?.(dir, modelDir);
-    await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, overwrite: true }).catch((error: NodeJS.ErrnoException) => {
+    await makeModel({ checkpointDir: dir, outDir: modelDir, fp16: options.fp16, int8: options.int8, overwrite: true }).catch((error: NodeJS.ErrnoException) => {
       // A system error on a path in the cache: it cannot be written (on a read-only file system, mkdir says ENOENT).
       if (!(error.code && error.path?.startsWith(options.cacheDir))) throw error;
       throw new ServiceError(
@@ -48,12 +52,14 @@ export async function resolveModelFolder(dir: string, options: ModelFolderOption
 }
 
 /** Identifies a checkpoint by where it is and its files' sizes and times: hashing 440 MB would cost seconds. */
-async function checkpointKey(dir: string, files: readonly string[], fp16: boolean): Promise<string> {
+async function checkpointKey(dir: string, files: readonly string[], graphs: Pick<ModelFolderOptions, 'fp16' | 'int8'>): Promise<string> {
   const hash = createHash('sha256').update(await realpath(dir));
   for (const file of files) {
     const { size, mtimeMs } = await stat(file);
     hash.update(`\0${path.basename(file)}:${size}:${mtimeMs}`);
   }
-  hash.update(fp16 ? '\0fp16' : '\0fp32');
+  hash.update(graphs.fp16 ? '\0fp16' : '\0fp32');
+  // Conversions made without an int8 graph keep their key; each weight width gets its own folder.
+  if (graphs.int8 !== undefined) hash.update(`\0int8-${chooseWeightBits(graphs.int8).weightBits}`);
   return hash.digest('hex').slice(0, 12);
 }

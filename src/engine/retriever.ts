@@ -116,6 +116,7 @@ export class Retriever {
       manifest,
       dimension: manifest.dimension,
       provider: this.encoder.provider,
+      ...(this.encoder.modelFile !== undefined && { modelFile: this.encoder.modelFile }),
       indexPath: this.files.indexPath,
       indexRows: this.index.rows,
       corpusPath: this.files.corpusPath,

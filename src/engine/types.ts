@@ -24,6 +24,8 @@ export interface EmbeddingEncoder {
   readonly manifest: RetrieverManifest;
   /** The provider that actually runs, after any fallback. */
   readonly provider: ExecutionProviderName;
+  /** The ONNX file running, relative to the model folder (e.g. `model.int8.onnx`), where there is one. */
+  readonly modelFile?: string;
   /** Row-major `inputs.length × dimension`. Adds the query prefix and composes Agentic-R input. */
   encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array>;
   /** Row-major `texts.length × dimension`. Adds the passage prefix; texts are corpus `contents`. */
@@ -94,6 +96,8 @@ export interface RetrieverInfo {
   manifest: RetrieverManifest;
   dimension: number;
   provider: ExecutionProviderName;
+  /** The encoder's ONNX file, relative to modelDir. */
+  modelFile?: string;
   indexPath: string;
   indexRows: number;
   corpusPath: string;

@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mutex, tryAcquire } from 'async-mutex';
+import type { WeightBitsSetting } from '../encoder/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
@@ -29,6 +30,8 @@ export interface VersionManagerOptions {
   buildBatchSize?: number;
   /** Also build half-precision graphs when converting checkpoints. */
   fp16: boolean;
+  /** Also build int8 graphs, with weights of these bits, when converting checkpoints. */
+  int8?: WeightBitsSetting;
   log?: (message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -143,6 +146,7 @@ export class VersionManager {
       dir: source,
       cacheDir: path.resolve(this.options.dataDir, 'models'),
       fp16: this.options.fp16,
+      int8: this.options.int8,
     }).catch((error: ServiceError) => {
       throw new ServiceError(error.code === 'internal' ? 'internal' : 'bad_request', `model_path: ${error.message}`, { field: 'model_path' });
     });

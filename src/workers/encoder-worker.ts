@@ -50,7 +50,7 @@ try {
     inFlight.add(answering);
     void answering.finally(() => inFlight.delete(answering));
   });
-  post({ kind: 'ready', manifest: encoder.manifest, provider: encoder.provider });
+  post({ kind: 'ready', manifest: encoder.manifest, provider: encoder.provider, modelFile: encoder.modelFile });
 } catch (error) {
   post({ kind: 'load-failed', error: serialize(error) });
 }

@@ -183,6 +183,39 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     assert.deepEqual(warnings, []);
   });
 
+  it('runs model.onnx by default and with precision int8 on a folder built without an int8 graph, warning once for the latter', async () => {
+    assert.equal(encoder.modelFile, 'model.onnx');
+    const warnings: string[] = [];
+    const fallback = await OnnxEncoder.load(modelDir, { device: 'cpu', precision: 'int8', warn: (message) => warnings.push(message) });
+    try {
+      assert.equal(fallback.modelFile, 'model.onnx');
+      assert.deepEqual(warnings, [
+        'precision int8 was asked for, but model tiny has no int8 graph (build it with make-model --int8); encoding with model.onnx',
+      ]);
+      assert.deepEqual(await fallback.encodeQueries(MIXED_QUERIES), await encoder.encodeQueries(MIXED_QUERIES));
+    } finally {
+      await fallback.close();
+    }
+  });
+
+  it('runs model.int8.onnx with precision int8 on CPU, and model.onnx without it, in a worker too', async () => {
+    const int8Dir = path.join(workDir, 'tiny-int8');
+    await makeModel({ outDir: int8Dir, preset: 'tiny', seed: 7, vocabularyCorpus: SAMPLE_CORPUS, vocabularyPassages: 1000, int8: 'auto' });
+    const int8 = await WorkerEncoder.load(int8Dir, { device: 'cpu', precision: 'int8' });
+    const fp32 = await WorkerEncoder.load(int8Dir, { device: 'cpu' });
+    try {
+      assert.equal(int8.modelFile, 'model.int8.onnx');
+      assert.equal(fp32.modelFile, 'model.onnx');
+      const reference = await encoder.encodeQueries(MIXED_QUERIES);
+      assert.deepEqual(await fp32.encodeQueries(MIXED_QUERIES), reference);
+      const quantized = await int8.encodeQueries(MIXED_QUERIES);
+      assert.notDeepEqual(quantized, reference);
+      assert.ok(maxAbsDifference(quantized, reference) < 0.02, `int8 vs fp32 ${maxAbsDifference(quantized, reference)}`);
+    } finally {
+      await Promise.all([int8.close(), fp32.close()]);
+    }
+  });
+
   it('names the missing manifest of a folder that is not a model', async () => {
     await assert.rejects(
       OnnxEncoder.load(workDir),

@@ -45,6 +45,29 @@ describe('resolveModelFolder: --retriever_model may be our model folder or a Hug
     assert.deepEqual(converted, [first, second]);
   });
 
+  it('adds model.int8.onnx to a conversion when asked, in a folder of its own per weight width, recording the bits', async function () {
+    const checkpoint = await writeCheckpoint(path.join(dir, 'checkpoint-int8'), modelDir, 13);
+    const cacheDir = path.join(dir, 'cache-int8');
+    const plain = await resolveModelFolder(checkpoint, { cacheDir, fp16: false });
+    const eight = await resolveModelFolder(checkpoint, { cacheDir, fp16: false, int8: 8 });
+    const seven = await resolveModelFolder(checkpoint, { cacheDir, fp16: false, int8: 7 });
+    assert.equal(new Set([plain, eight, seven]).size, 3);
+    assert.deepEqual((await readManifest(plain)).files, { fp32: 'model.onnx' });
+    assert.equal((await readManifest(plain)).int8, undefined);
+    for (const [folder, bits] of [[eight, 8], [seven, 7]] as const) {
+      const manifest = await readManifest(folder);
+      assert.deepEqual(manifest.files, { fp32: 'model.onnx', int8: 'model.int8.onnx' });
+      assert.deepEqual(manifest.int8, {
+        weightBits: bits,
+        weightRange: bits === 8 ? 127 : 63,
+        scheme: 'symmetric int8 weights, one scale per output column; uint8 activations quantized per run by DynamicQuantizeLinear',
+        reason: `set to ${bits} bits`,
+      });
+    }
+    const auto = await resolveModelFolder(checkpoint, { cacheDir, fp16: false, int8: 'auto' });
+    assert.ok([eight, seven].includes(auto), 'auto reuses the conversion of the width it chooses');
+  });
+
   it('names what is missing for a folder that is neither', async function () {
     const empty = path.join(dir, 'empty');
     await mkdir(empty);

@@ -94,6 +94,24 @@ describe('serve config', () => {
     assert.equal(config.faissGpu, false);
   });
 
+  it('takes the int8 precision and its weight bits from flags, environment and file', async () => {
+    assert.equal(CONFIG_DEFAULTS.precision, 'fp32');
+    assert.equal(CONFIG_DEFAULTS.int8WeightBits, 'auto');
+    const flags = parseServeArgs(['--precision', 'int8', '--int8_weight_bits', '7'], {});
+    assert.equal(flags.precision, 'int8');
+    assert.equal(flags.int8WeightBits, 7);
+    const env = parseServeArgs([], { RETRIEVER_PRECISION: 'int8', RETRIEVER_INT8_WEIGHT_BITS: '8' });
+    assert.equal(env.precision, 'int8');
+    assert.equal(env.int8WeightBits, 8);
+    const file = path.join(dir, 'int8.yaml');
+    await writeFile(file, 'precision: int8\nint8_weight_bits: auto\n');
+    const fromFile = parseServeArgs(['--config', file], {});
+    assert.equal(fromFile.precision, 'int8');
+    assert.equal(fromFile.int8WeightBits, 'auto');
+    rejects(() => parseServeArgs(['--precision', 'int4'], {}), /--precision must be one of fp32, int8, got "int4"/);
+    rejects(() => parseServeArgs(['--int8_weight_bits', '6'], {}), /--int8_weight_bits must be one of auto, 8, 7, got "6"/);
+  });
+
   it('names the flag, variable or file key at fault', async () => {
     rejects(() => parseServeArgs(['--port', 'eighty'], {}), /--port must be an integer between 0 and 65535, got "eighty"/);
     rejects(() => parseServeArgs(['--port', '70000'], {}), /--port/);

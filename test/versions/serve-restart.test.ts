@@ -23,12 +23,13 @@ interface Served {
 }
 
 /** `serve` in a child process, as launched in production; resolves once it reports ready. */
-async function serve(files: RetrieverFiles, dataDir: string): Promise<Served> {
+async function serve(files: RetrieverFiles, dataDir: string, extraArgs: readonly string[] = []): Promise<Served> {
   const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [
     cli,
     'serve',
     ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
     ...['--data_dir', dataDir, '--training_token', TOKEN, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu'],
+    ...extraArgs,
   ]);
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -104,6 +105,36 @@ describe('serve with the training routes remembers the active version across a r
     assert.equal(path.dirname(modelDirs[0]!), path.join(checkpointDataDir, 'models'));
     assert.equal(modelDirs[1], modelDirs[0]);
     assert.deepEqual(await readdir(path.join(checkpointDataDir, 'models')), [path.basename(modelDirs[0]!)]);
+  });
+
+  it('with --precision int8, serves model.int8.onnx for the launch checkpoint and for a checkpoint registered as a version', async function () {
+    const launch = await writeCheckpoint(path.join(dataDir, 'int8', 'checkpoint-300'), files.modelDir, 30);
+    const registeredCheckpoint = await writeCheckpoint(path.join(dataDir, 'int8', 'checkpoint-400'), files.modelDir, 40);
+    const copiedIndex = path.join(dataDir, 'int8', 'copy.index');
+    await cp(files.indexPath, copiedIndex);
+    const served = await serve({ ...files, modelDir: launch }, path.join(dataDir, 'int8', 'data'), ['--precision', 'int8', '--int8_weight_bits', '7']);
+    type Info = { version: string; modelFile: string; manifest: { name: string; files: Record<string, string>; int8: { weightBits: number } } };
+    const retrieverInfo = async () => (await call(`${served.url}/info`, 'GET')).body.retriever as Info;
+    try {
+      const initial = await retrieverInfo();
+      assert.deepEqual(
+        [initial.manifest.name, initial.modelFile, initial.manifest.files, initial.manifest.int8.weightBits],
+        ['checkpoint-300', 'model.int8.onnx', { fp32: 'model.onnx', int8: 'model.int8.onnx' }, 7],
+      );
+      const registered = await call(`${served.url}/training/versions`, 'POST', { model_path: registeredCheckpoint, index_path: copiedIndex });
+      assert.equal(registered.status, 201);
+      const versionId = (registered.body.version as { id: string }).id;
+      assert.equal((await call(`${served.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
+      const version = await retrieverInfo();
+      assert.deepEqual(
+        [version.version, version.manifest.name, version.modelFile, version.manifest.int8.weightBits],
+        [versionId, 'checkpoint-400', 'model.int8.onnx', 7],
+      );
+      const answer = await call(`${served.url}/retrieve`, 'POST', { queries: ['hamlet'], topk: 2 });
+      assert.deepEqual([answer.status, answer.version, (answer.body.result as unknown[][])[0]!.length], [200, versionId, 2]);
+    } finally {
+      assert.equal(await served.stop(), 0);
+    }
   });
 
   it('serves the launch flags as "initial", then the activated version after SIGTERM and a new start', async function () {

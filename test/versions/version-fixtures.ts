@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Express } from 'express';
 import request from 'supertest';
 import { bertConfigJson } from '../../src/encoder/hf-checkpoint.js';
-import { readManifest } from '../../src/encoder/manifest.js';
+import { readManifest, type BertArchitecture } from '../../src/encoder/manifest.js';
 import { writeSafetensors } from '../../src/encoder/safetensors.js';
 import { SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE } from '../../src/encoder/tokenizer-files.js';
 import { generateBertWeights } from '../../src/encoder/weights.js';
@@ -23,10 +23,15 @@ export function temporaryDir(name: string): Promise<string> {
 /**
  * A tevatron-style Hugging Face checkpoint folder (config.json, fp16 model.safetensors, the
  * tokenizer files; no ONNX) with the architecture and tokenizer of `likeModelDir` and fresh
- * weights from `seed`: a "fine-tuned" version of that model.
+ * weights from `seed`: a "fine-tuned" version of that model; `shape` overrides its sizes.
  */
-export async function writeCheckpoint(dir: string, likeModelDir: string, seed: number): Promise<string> {
-  const { architecture } = await readManifest(likeModelDir);
+export async function writeCheckpoint(
+  dir: string,
+  likeModelDir: string,
+  seed: number,
+  shape: Partial<BertArchitecture> = {},
+): Promise<string> {
+  const architecture = { ...(await readManifest(likeModelDir)).architecture, ...shape };
   await mkdir(dir, { recursive: true });
   for (const file of [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE]) {
     await copyFile(path.join(likeModelDir, file), path.join(dir, file));
