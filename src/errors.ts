@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'not_ready'
   | 'overloaded'
   | 'timeout'
+  | 'insufficient_storage'
   | 'internal';
 
 export class ServiceError extends Error {

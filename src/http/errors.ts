@@ -15,6 +15,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   not_ready: 503,
   overloaded: 503,
   timeout: 503,
+  insufficient_storage: 507,
   internal: 500,
 };
 
@@ -84,7 +85,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       return;
     }
     const serviceError = toServiceError(error);
-    if (serviceError.code === 'internal') logger.error({ err: error }, 'request failed');
+    // A full disk needs the operator as much as a bug does.
+    if (serviceError.code === 'internal' || serviceError.code === 'insufficient_storage') logger.error({ err: error }, 'request failed');
     sendError(res, serviceError);
   };
 }

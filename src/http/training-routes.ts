@@ -1,18 +1,20 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import express, { Router, type Request, type RequestHandler } from 'express';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { ServiceError } from '../errors.js';
 import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
 import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
-import { ingestRecords } from '../training/ingest.js';
+import { ingestRecords, type IngestReport } from '../training/ingest.js';
 import { isObject } from '../training/fields.js';
-import { itemsOfArray, parseJsonLines, type InputItem } from '../training/jsonl.js';
+import { itemsOfArray, jsonLinesOf, type InputItem } from '../training/jsonl.js';
 import type { TrainingRecord } from '../training/record.js';
 import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
 export interface TrainingRouterOptions extends BearerAuthOptions {
-  store: TrainingExampleStore;
+  /** The open store; throws a `not_ready` ServiceError while it loads (the routes then answer 503). */
+  store: () => TrainingExampleStore;
   /** The served corpus, or undefined while it loads (training routes then answer 503). */
   corpus: () => PassageSource | undefined;
   /** Body limit of these routes, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
@@ -22,6 +24,13 @@ export interface TrainingRouterOptions extends BearerAuthOptions {
 }
 
 export const DEFAULT_TRAINING_BODY_LIMIT = '512mb';
+/**
+ * JSON bodies are parsed whole, holding the event loop (about 10 ms a megabyte) and several times
+ * their size in memory, so they stay small; JSON Lines, parsed a slice at a time, take the full limit.
+ */
+export const JSON_TRAINING_BODY_LIMIT = 16 * 1024 * 1024;
+/** Results serialised per write of an ingest report, with a turn of the event loop between. */
+const REPORT_SLICE_RESULTS = 10_000;
 const JSON_TYPES = ['application/json', 'application/*+json'];
 const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', ...JSON_TYPES, 'text/plain'];
 const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
@@ -35,6 +44,11 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   const { store } = options;
   const router = Router();
   const readBody = bodyReader(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT);
+  // Checked before a body is read: a large upload is not worth receiving only to answer 503.
+  const storeReady: RequestHandler = (_req, _res, next) => {
+    store();
+    next();
+  };
   const corpus = (): PassageSource => {
     const source = options.corpus();
     if (!source) throw new ServiceError('not_ready', 'the corpus is still loading; training routes need it');
@@ -42,15 +56,15 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   };
   router.use('/training', bearerAuth(options));
 
-  router.post('/training/examples', readBody, async (req, res) => {
+  router.post('/training/examples', storeReady, readBody, async (req, res) => {
     const corpusRows = corpus().rows;
     const items = itemsOf(parsedBody(req), 'records');
-    res.json(await ingestRecords(store, items, { corpusRows, legacyDataset: options.legacyDataset }));
+    await sendReport(res, await ingestRecords(store(), items, { corpusRows, legacyDataset: options.legacyDataset }));
   });
 
-  router.get('/training/examples', async (req, res) => {
+  router.get('/training/examples', storeReady, async (req, res) => {
     const format = exportFormat(req);
-    const records = store.records(recordFilter(req));
+    const records = store().records(recordFilter(req));
     const documents = format === 'tevatron' ? tevatronRecords(records, corpus()) : records;
     res.type('application/x-ndjson');
     try {
@@ -62,10 +76,10 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   });
 
   router.get('/training/stats', (_req, res) => {
-    res.json(store.stats());
+    res.json(store().stats());
   });
 
-  router.post('/training/construct', readBody, async (req, res) => {
+  router.post('/training/construct', storeReady, readBody, async (req, res) => {
     const corpusRows = corpus().rows;
     const body = parsedBody(req);
     const seed = integerParam(req, body, 'seed') ?? 0;
@@ -75,7 +89,7 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     for await (const built of constructRecords(itemsOf(body, 'rounds'), { seed, dataset, corpusRows }, summary)) {
       records.push(...built);
     }
-    const outcomes = await store.append(records);
+    const outcomes = await store().append(records);
     res.json({
       ...summary,
       accepted: outcomes.filter((outcome) => outcome === 'accepted').length,
@@ -86,9 +100,12 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   return router;
 }
 
-/** body-parser's text reader with our limit; its failures become ServiceErrors naming the limit. */
+/**
+ * body-parser's raw reader with our limit: the body stays bytes, never one large string; its
+ * failures become ServiceErrors naming the limit.
+ */
 function bodyReader(limit: string | number): RequestHandler {
-  const parse = express.text({ type: BODY_TYPES, limit });
+  const parse = express.raw({ type: BODY_TYPES, limit });
   return (req, res, next) => {
     parse(req, res, (error?: unknown) => {
       if (!error) return next();
@@ -101,30 +118,63 @@ function bodyReader(limit: string | number): RequestHandler {
   };
 }
 
-/** A JSON body parsed; JSON Lines stay text (a string), parsed line by line later. */
+/** A JSON body parsed; JSON Lines stay bytes (a Buffer), parsed line by line later. */
 function parsedBody(req: Request): unknown {
-  return typeof req.body === 'string' && req.is(JSON_TYPES) ? parseJsonBody(req.body) : req.body;
+  return Buffer.isBuffer(req.body) && req.is(JSON_TYPES) ? parseJsonBody(req.body) : req.body;
 }
 
-/** JSON bodies hold an array or `{<key>: [...]}`; text is JSON Lines. */
-function itemsOf(body: unknown, key: string): InputItem[] {
-  let items: InputItem[];
-  if (typeof body === 'string') items = parseJsonLines(body);
+/** JSON bodies hold an array or `{<key>: [...]}`; other bytes are JSON Lines. */
+function itemsOf(body: unknown, key: string): Iterable<InputItem> {
+  let items: Iterable<InputItem>;
+  if (Buffer.isBuffer(body)) items = jsonLinesOf(body);
   else if (Array.isArray(body)) items = itemsOfArray(body);
   else if (isObject(body) && Array.isArray(body[key])) items = itemsOfArray(body[key]);
   else if (body === undefined) {
     throw new ServiceError('bad_request', `send JSON Lines (application/x-ndjson) or JSON (application/json)`, { field: 'body' });
   } else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
-  if (items.length === 0) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
-  return items;
+  return nonEmpty(items, key);
 }
 
-function parseJsonBody(text: string): unknown {
+/** The items, refused up front when there are none (a lazy JSON Lines body is peeked at). */
+function nonEmpty(items: Iterable<InputItem>, key: string): Iterable<InputItem> {
+  const iterator = items[Symbol.iterator]();
+  const first = iterator.next();
+  if (first.done) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
+  return (function* () {
+    yield first.value;
+    for (let next = iterator.next(); !next.done; next = iterator.next()) yield next.value;
+  })();
+}
+
+function parseJsonBody(bytes: Buffer): unknown {
+  if (bytes.length > JSON_TRAINING_BODY_LIMIT) {
+    throw new ServiceError(
+      'payload_too_large',
+      `a JSON body may be at most ${JSON_TRAINING_BODY_LIMIT} bytes; send larger uploads as JSON Lines (application/x-ndjson)`,
+      { field: 'body' },
+    );
+  }
   try {
-    return JSON.parse(text);
+    return JSON.parse(bytes.toString('utf8'));
   } catch (error) {
     throw new ServiceError('bad_request', `request body is not valid JSON: ${(error as Error).message}`, { field: 'body' });
   }
+}
+
+/**
+ * Writes the report a slice of results at a time, yielding between slices: serialising 200k
+ * results at once would hold the event loop as long as the ingest itself now does.
+ */
+async function sendReport(res: Response, report: IngestReport): Promise<void> {
+  const { results, ...counts } = report;
+  res.type('application/json');
+  res.write(`${JSON.stringify(counts).slice(0, -1)},"results":[`);
+  for (let start = 0; start < results.length; start += REPORT_SLICE_RESULTS) {
+    const slice = JSON.stringify(results.slice(start, start + REPORT_SLICE_RESULTS)).slice(1, -1);
+    res.write(start === 0 ? slice : `,${slice}`);
+    await nextTurn();
+  }
+  res.end(']}');
 }
 
 function exportFormat(req: Request): (typeof EXPORT_FORMATS)[number] {

@@ -9,14 +9,23 @@ export interface ItemPosition {
 /** One input item: its parsed JSON value, or why its line did not parse. */
 export type InputItem = ItemPosition & ({ value: unknown } | { parseError: string });
 
-/** Blank lines are skipped (they still count for `line`), a trailing `\r` is tolerated. */
-export function parseJsonLines(text: string): InputItem[] {
-  const items: InputItem[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const item = parseLine(raw, items.length, i + 1);
-    if (item) items.push(item);
-  });
-  return items;
+/**
+ * Items of a JSON Lines body, parsed one line at a time as they are taken, so a large body is
+ * never a single string nor a single array of values. Blank lines are skipped (they still count
+ * for `line`), a trailing `\r` is tolerated.
+ */
+export function* jsonLinesOf(bytes: Buffer): Generator<InputItem> {
+  let index = 0;
+  let line = 0;
+  for (let start = 0; start < bytes.length; line += 1) {
+    const newline = bytes.indexOf(10, start);
+    const end = newline < 0 ? bytes.length : newline;
+    const item = parseLine(bytes.toString('utf8', start, end), index, line + 1);
+    start = end + 1;
+    if (!item) continue;
+    index += 1;
+    yield item;
+  }
 }
 
 function parseLine(raw: string, index: number, line: number): InputItem | undefined {

@@ -53,7 +53,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
 
   function makeApp(options: { bodyLimit?: string; appBodyLimit?: string } = {}): Express {
     const router = trainingRouter({
-      store,
+      store: () => store,
       corpus: () => (corpusLoaded ? corpus : undefined),
       token: TOKEN,
       ...(options.bodyLimit ? { bodyLimit: options.bodyLimit } : {}),
@@ -91,13 +91,13 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
     });
 
     it('refuses to build the routes without a token unless authentication is turned off by name', async function () {
-      assert.throws(() => trainingRouter({ store, corpus: () => corpus }), (error: unknown) => {
+      assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus }), (error: unknown) => {
         assert.ok(error instanceof ServiceError);
         assert.match(error.message, /need a bearer token/);
         return true;
       });
-      assert.throws(() => trainingRouter({ store, corpus: () => corpus, token: '' }), ServiceError);
-      const open = createHarness(new StandInService([]), {}, [trainingRouter({ store, corpus: () => corpus, allowUnauthenticated: true })]).app;
+      assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus, token: '' }), ServiceError);
+      const open = createHarness(new StandInService([]), {}, [trainingRouter({ store: () => store, corpus: () => corpus, allowUnauthenticated: true })]).app;
       await request(open).get('/training/stats').expect(200);
     });
   });
