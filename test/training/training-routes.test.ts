@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
 import { readFile, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Express } from 'express';
 import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
-import { trainingRouter } from '../../src/http/training-routes.js';
+import { JSON_TRAINING_BODY_LIMIT, trainingRouter } from '../../src/http/training-routes.js';
+import { INGEST_SLICE_ITEMS } from '../../src/training/ingest.js';
 import { REJECTION_REASONS } from '../../src/training/fields.js';
 import type { TevatronRecord } from '../../src/training/legacy.js';
 import type { TrainingRecord } from '../../src/training/record.js';
@@ -260,6 +264,56 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.equal(tooLarge.body.error.code, 'payload_too_large');
       assert.match(tooLarge.body.error.message, /training body limit \(307200 bytes\)/);
       assertMatchesOpenApi('POST', '/training/examples', tooLarge);
+    });
+
+    it('answers /health while a 20k-record JSON Lines ingest is in progress, then reports every record in order (real port)', async function () {
+      const count = 20_000;
+      assert.ok(count > 20 * INGEST_SLICE_ITEMS, 'the ingest must span many slices');
+      const lines = Array.from({ length: count }, (_, i) => JSON.stringify(makeRecord({ query_id: `bulk-${i}` }, i % 900)));
+      lines[7_001] = '{"dataset": "nq", "query_id": ';
+      lines[19_998] = lines[3]!;
+      const server = createServer(app).listen(0, '127.0.0.1');
+      try {
+        await new Promise((resolve) => server.once('listening', resolve));
+        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+        const order: string[] = [];
+        const ingest = request(url).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(lines.join('\n'));
+        const ingested = ingest.then((res) => {
+          order.push('ingest');
+          return res;
+        });
+        // Once the first slice is stored the ingest is under way; /health must not wait for its end.
+        while (store.stats().records === 0 && order.length === 0) await nextTurn();
+        const health = await request(url).get('/health').expect(200);
+        order.push('health');
+        assert.deepEqual(health.body, { status: 'ok' });
+        const response = await ingested;
+        assert.deepEqual(order, ['health', 'ingest']);
+        assert.equal(response.status, 200);
+        assertMatchesOpenApi('POST', '/training/examples', response);
+        const { results, ...counts } = response.body as { results: Record<string, unknown>[] };
+        assert.deepEqual(counts, { received: count, accepted: count - 2, duplicate: 1, rejected: 1 });
+        assert.equal(results.length, count);
+        results.forEach((result, i) => assert.deepEqual([result.index, result.line], [i, i + 1]));
+        assert.deepEqual(results[7_001], { index: 7_001, line: 7_002, status: 'rejected', reason: 'malformed_json', message: results[7_001]!.message });
+        assert.match(results[7_001]!.message as string, /^not JSON: /);
+        assert.deepEqual(results[19_998], { index: 19_998, line: 19_999, status: 'duplicate' });
+        assert.equal(results.filter((result) => result.status === 'accepted').length, count - 2);
+        const stats = store.stats();
+        assert.deepEqual([stats.records, stats.duplicates, stats.rejections.malformed_json], [count - 2, 1, 1]);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+
+    it('refuses a JSON body above the JSON limit with 413 pointing to JSON Lines, storing nothing', async function () {
+      const padded = [{ ...makeRecord(), padding: 'x'.repeat(JSON_TRAINING_BODY_LIMIT) }];
+      const response = await request(app).post('/training/examples').set('Authorization', AUTH).send(padded).expect(413);
+      assert.equal(response.body.error.code, 'payload_too_large');
+      assert.match(response.body.error.message, /JSON body may be at most 16777216 bytes; send larger uploads as JSON Lines/);
+      assertMatchesOpenApi('POST', '/training/examples', response);
+      assert.equal(store.stats().records, 0);
     });
 
     it('parses structured-syntax JSON types (application/*+json) as JSON, not as JSON Lines', async function () {
