@@ -1,6 +1,8 @@
-import { Readable } from 'node:stream';
+import { pipeline as pipe, Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import bytes from 'bytes';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { ServiceError } from '../errors.js';
 import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
@@ -17,7 +19,7 @@ export interface TrainingRouterOptions extends BearerAuthOptions {
   store: () => TrainingExampleStore;
   /** The served corpus, or undefined while it loads (training routes then answer 503). */
   corpus: () => PassageSource | undefined;
-  /** Body limit of these routes, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
+  /** Body limit of these routes' JSON Lines, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
   bodyLimit?: string | number;
   /** Dataset that legacy tevatron records are filed under. */
   legacyDataset?: string;
@@ -26,13 +28,13 @@ export interface TrainingRouterOptions extends BearerAuthOptions {
 export const DEFAULT_TRAINING_BODY_LIMIT = '512mb';
 /**
  * JSON bodies are parsed whole, holding the event loop (about 10 ms a megabyte) and several times
- * their size in memory, so they stay small; JSON Lines, parsed a slice at a time, take the full limit.
+ * their size in memory, so they stay small; JSON Lines, parsed as they arrive, take the full limit.
  */
 export const JSON_TRAINING_BODY_LIMIT = 16 * 1024 * 1024;
 /** Results serialised per write of an ingest report, with a turn of the event loop between. */
 const REPORT_SLICE_RESULTS = 10_000;
 const JSON_TYPES = ['application/json', 'application/*+json'];
-const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', ...JSON_TYPES, 'text/plain'];
+const JSON_LINES_TYPES = ['application/x-ndjson', 'application/jsonl', 'text/plain'];
 const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
 
 /**
@@ -43,7 +45,8 @@ const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
 export function trainingRouter(options: TrainingRouterOptions): Router {
   const { store } = options;
   const router = Router();
-  const readBody = bodyReader(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT);
+  const readJson = jsonBodyReader();
+  const limitBytes = bytes.parse(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT) ?? 0;
   // Checked before a body is read: a large upload is not worth receiving only to answer 503.
   const storeReady: RequestHandler = (_req, _res, next) => {
     store();
@@ -56,10 +59,13 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   };
   router.use('/training', bearerAuth(options));
 
-  router.post('/training/examples', storeReady, readBody, async (req, res) => {
+  router.post('/training/examples', storeReady, readJson, async (req, res) => {
     const corpusRows = corpus().rows;
-    const items = itemsOf(parsedBody(req), 'records');
-    await sendReport(res, await ingestRecords(store(), items, { corpusRows, legacyDataset: options.legacyDataset }));
+    const items = await requestItems(req, 'records', limitBytes);
+    const report = await ingestRecords(store(), items, { corpusRows, legacyDataset: options.legacyDataset });
+    // A keep-alive connection keeps its last request alive: without this, a parsed JSON body would stay too.
+    req.body = undefined;
+    await sendReport(res, report);
   });
 
   router.get('/training/examples', storeReady, async (req, res) => {
@@ -79,14 +85,14 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     res.json(store().stats());
   });
 
-  router.post('/training/construct', storeReady, readBody, async (req, res) => {
+  router.post('/training/construct', storeReady, readJson, async (req, res) => {
     const corpusRows = corpus().rows;
-    const body = parsedBody(req);
+    const body: unknown = req.body;
     const seed = integerParam(req, body, 'seed') ?? 0;
     const dataset = stringParam(req, body, 'dataset') ?? DEFAULT_ROUND_DATASET;
     const summary = newConstructionSummary(seed);
     const records: TrainingRecord[] = [];
-    for await (const built of constructRecords(itemsOf(body, 'rounds'), { seed, dataset, corpusRows }, summary)) {
+    for await (const built of constructRecords(await requestItems(req, 'rounds', limitBytes), { seed, dataset, corpusRows }, summary)) {
       records.push(...built);
     }
     const outcomes = await store().append(records);
@@ -100,64 +106,77 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   return router;
 }
 
-/**
- * body-parser's raw reader with our limit: the body stays bytes, never one large string; its
- * failures become ServiceErrors naming the limit.
- */
-function bodyReader(limit: string | number): RequestHandler {
-  const parse = express.raw({ type: BODY_TYPES, limit });
+/** body-parser's JSON reader with the JSON limit; its failures become ServiceErrors saying what to do. */
+function jsonBodyReader(): RequestHandler {
+  const parse = express.json({ type: JSON_TYPES, limit: JSON_TRAINING_BODY_LIMIT });
   return (req, res, next) => {
     parse(req, res, (error?: unknown) => {
       if (!error) return next();
-      const parserError = error as { type?: string; limit?: number; message?: string };
+      const parserError = error as { type?: string; message?: string };
       if (parserError.type === 'entity.too.large') {
-        return next(new ServiceError('payload_too_large', `request body exceeds the training body limit (${parserError.limit} bytes)`, { field: 'body' }));
+        return next(new ServiceError(
+          'payload_too_large',
+          `a JSON body may be at most ${JSON_TRAINING_BODY_LIMIT} bytes; send larger uploads as JSON Lines (application/x-ndjson)`,
+          { field: 'body' },
+        ));
       }
-      next(new ServiceError('bad_request', `unreadable request body: ${parserError.message ?? String(error)}`, { field: 'body' }));
+      const problem = parserError.type === 'entity.parse.failed' ? 'request body is not valid JSON' : 'unreadable request body';
+      next(new ServiceError('bad_request', `${problem}: ${parserError.message ?? String(error)}`, { field: 'body' }));
     });
   };
 }
 
-/** A JSON body parsed; JSON Lines stay bytes (a Buffer), parsed line by line later. */
-function parsedBody(req: Request): unknown {
-  return Buffer.isBuffer(req.body) && req.is(JSON_TYPES) ? parseJsonBody(req.body) : req.body;
-}
-
-/** JSON bodies hold an array or `{<key>: [...]}`; other bytes are JSON Lines. */
-function itemsOf(body: unknown, key: string): Iterable<InputItem> {
-  let items: Iterable<InputItem>;
-  if (Buffer.isBuffer(body)) items = jsonLinesOf(body);
-  else if (Array.isArray(body)) items = itemsOfArray(body);
-  else if (isObject(body) && Array.isArray(body[key])) items = itemsOfArray(body[key]);
-  else if (body === undefined) {
+/** The input items: of a parsed JSON body, or of a JSON Lines body parsed as it arrives. */
+async function requestItems(req: Request, key: string, limitBytes: number): Promise<Iterable<InputItem> | AsyncIterable<InputItem>> {
+  if (req.body !== undefined) return itemsOf(req.body, key);
+  if (!req.is(JSON_LINES_TYPES)) {
     throw new ServiceError('bad_request', `send JSON Lines (application/x-ndjson) or JSON (application/json)`, { field: 'body' });
-  } else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
-  return nonEmpty(items, key);
+  }
+  return nonEmpty(jsonLinesOf(bodyChunks(req, limitBytes)), key);
 }
 
-/** The items, refused up front when there are none (a lazy JSON Lines body is peeked at). */
-function nonEmpty(items: Iterable<InputItem>, key: string): Iterable<InputItem> {
-  const iterator = items[Symbol.iterator]();
-  const first = iterator.next();
+/** A JSON body holds an array or `{<key>: [...]}`. */
+function itemsOf(body: unknown, key: string): InputItem[] {
+  let items: InputItem[];
+  if (Array.isArray(body)) items = itemsOfArray(body);
+  else if (isObject(body) && Array.isArray(body[key])) items = itemsOfArray(body[key]);
+  else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
+  if (items.length === 0) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
+  return items;
+}
+
+/** The items, refused before anything is stored when there are none. */
+async function nonEmpty(items: AsyncIterable<InputItem>, key: string): Promise<AsyncIterable<InputItem>> {
+  const iterator = items[Symbol.asyncIterator]();
+  const first = await iterator.next();
   if (first.done) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
-  return (function* () {
+  return (async function* () {
     yield first.value;
-    for (let next = iterator.next(); !next.done; next = iterator.next()) yield next.value;
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
   })();
 }
 
-function parseJsonBody(bytes: Buffer): unknown {
-  if (bytes.length > JSON_TRAINING_BODY_LIMIT) {
-    throw new ServiceError(
-      'payload_too_large',
-      `a JSON body may be at most ${JSON_TRAINING_BODY_LIMIT} bytes; send larger uploads as JSON Lines (application/x-ndjson)`,
-      { field: 'body' },
-    );
+const DECODERS: Record<string, () => Transform> = { gzip: createGunzip, deflate: createInflate, br: createBrotliDecompress };
+
+/**
+ * The body's bytes as they arrive, decoded, never gathered: a declared length over the limit is
+ * refused before anything is read; a chunked body that outgrows it is cut off there (the slices
+ * stored before stay stored, as after a dropped connection).
+ */
+async function* bodyChunks(req: Request, limitBytes: number): AsyncGenerator<Buffer> {
+  const tooLarge = () => new ServiceError('payload_too_large', `request body exceeds the training body limit (${limitBytes} bytes)`, { field: 'body' });
+  const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
+  const decoder = DECODERS[encoding];
+  if (!decoder && encoding !== 'identity') {
+    throw new ServiceError('bad_request', `unsupported content encoding "${encoding}"`, { field: 'body' });
   }
-  try {
-    return JSON.parse(bytes.toString('utf8'));
-  } catch (error) {
-    throw new ServiceError('bad_request', `request body is not valid JSON: ${(error as Error).message}`, { field: 'body' });
+  if (!decoder && Number(req.headers['content-length'] ?? 0) > limitBytes) throw tooLarge();
+  const source = (decoder ? pipe(req, decoder(), () => undefined) : req) as AsyncIterable<Buffer>;
+  let received = 0;
+  for await (const chunk of source) {
+    received += chunk.length;
+    if (received > limitBytes) throw tooLarge();
+    yield chunk;
   }
 }
 

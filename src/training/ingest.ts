@@ -41,15 +41,16 @@ export const INGEST_SLICE_ITEMS = 500;
 /**
  * Validates each input item on its own, stores the valid ones durably (the report, which
  * acknowledges them, comes only after every slice is fsynced) and answers one result per item in
- * input order. Rejections are counted by reason. Items are taken lazily, slice by slice.
+ * input order. Rejections are counted by reason. Items are taken lazily, slice by slice, so a
+ * streamed body is judged and stored while it still arrives.
  */
 export async function ingestRecords(
   store: TrainingExampleStore,
-  items: Iterable<InputItem>,
+  items: Iterable<InputItem> | AsyncIterable<InputItem>,
   options: IngestOptions,
 ): Promise<IngestReport> {
   const report: IngestReport = { received: 0, accepted: 0, duplicate: 0, rejected: 0, results: [] };
-  for (const slice of slicesOf(items, INGEST_SLICE_ITEMS)) {
+  for await (const slice of slicesOf(items, INGEST_SLICE_ITEMS)) {
     let results: IngestResult[];
     try {
       results = await ingestSlice(store, slice, options);
@@ -70,9 +71,9 @@ export async function ingestRecords(
   return report;
 }
 
-function* slicesOf<T>(items: Iterable<T>, size: number): Generator<T[]> {
+async function* slicesOf<T>(items: Iterable<T> | AsyncIterable<T>, size: number): AsyncGenerator<T[]> {
   let slice: T[] = [];
-  for (const item of items) {
+  for await (const item of items) {
     slice.push(item);
     if (slice.length === size) {
       yield slice;

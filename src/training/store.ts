@@ -47,10 +47,10 @@ export interface StoreOpenOptions {
 /** Records between progress reports while a store loads. */
 export const LOAD_PROGRESS_RECORDS = 50_000;
 /**
- * Records parsed between yields to the event loop while a store loads (about 20 ms here): a read
+ * Records parsed between yields to the event loop while a store loads (about 5 ms here): a read
  * stream's buffered chunks resolve as microtasks, so without yields a large store starves it.
  */
-const LOAD_SLICE_RECORDS = 1000;
+const LOAD_SLICE_RECORDS = 250;
 
 const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT']);
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { jsonLinesOf, readLineSpans, type LineSpan } from '../../src/training/jsonl.js';
 import { temporaryDir } from './fixtures.js';
 
@@ -48,8 +49,11 @@ describe('JSONL reading', function () {
     assert.deepEqual(await spans(file, 0), []);
   });
 
-  it('parses a JSONL body: blank lines skipped but counted, CRLF tolerated, bad lines kept as parse errors, an unterminated last line read', function () {
-    const items = [...jsonLinesOf(Buffer.from('{"a":1}\r\n\n  \nnot json\n[2]\n{"€":"😀"}'))];
+  it('parses a JSONL stream in 3-byte chunks: blank lines skipped but counted, CRLF tolerated, bad lines kept as parse errors, characters across chunks intact', async function () {
+    const body = Buffer.from('{"a":1}\r\n\n  \nnot json\n[2]\n{"€":"😀"}');
+    const chunks = Array.from({ length: Math.ceil(body.length / 3) }, (_, i) => body.subarray(3 * i, 3 * i + 3));
+    const items = [];
+    for await (const item of jsonLinesOf(Readable.from(chunks))) items.push(item);
     assert.deepEqual(items.slice(0, 1), [{ index: 0, line: 1, value: { a: 1 } }]);
     assert.equal(items[1]!.index, 1);
     assert.equal(items[1]!.line, 4);

@@ -3,6 +3,7 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Express } from 'express';
 import request from 'supertest';
@@ -314,6 +315,18 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.match(response.body.error.message, /JSON body may be at most 16777216 bytes; send larger uploads as JSON Lines/);
       assertMatchesOpenApi('POST', '/training/examples', response);
       assert.equal(store.stats().records, 0);
+    });
+
+    it('reads a gzip-compressed JSON Lines body, and refuses an unknown content encoding with 400, storing nothing', async function () {
+      const body = gzipSync(jsonl([makeRecord({ query_id: 'zipped-1' }), makeRecord({ query_id: 'zipped-2' })]));
+      const post = (encoding: string) =>
+        request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').set('Content-Encoding', encoding).send(body);
+      const refused = await post('zstd-ish').expect(400);
+      assert.deepEqual(refused.body.error, { code: 'bad_request', message: 'unsupported content encoding "zstd-ish"', field: 'body' });
+      assertMatchesOpenApi('POST', '/training/examples', refused);
+      assert.equal(store.stats().records, 0);
+      const accepted = await post('gzip').expect(200);
+      assert.deepEqual(accepted.body.results, [{ index: 0, line: 1, status: 'accepted' }, { index: 1, line: 2, status: 'accepted' }]);
     });
 
     it('parses structured-syntax JSON types (application/*+json) as JSON, not as JSON Lines', async function () {
