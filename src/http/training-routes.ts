@@ -173,10 +173,16 @@ async function* bodyChunks(req: Request, limitBytes: number): AsyncGenerator<Buf
   if (!decoder && Number(req.headers['content-length'] ?? 0) > limitBytes) throw tooLarge();
   const source = (decoder ? pipe(req, decoder(), () => undefined) : req) as AsyncIterable<Buffer>;
   let received = 0;
-  for await (const chunk of source) {
-    received += chunk.length;
-    if (received > limitBytes) throw tooLarge();
-    yield chunk;
+  try {
+    for await (const chunk of source) {
+      received += chunk.length;
+      if (received > limitBytes) throw tooLarge();
+      yield chunk;
+    }
+  } catch (error) {
+    if (error instanceof ServiceError) throw error;
+    // A client that hung up, or bytes that do not decompress: the request's fault, not ours.
+    throw new ServiceError('bad_request', `unreadable request body: ${(error as Error).message}`, { field: 'body' });
   }
 }
 
