@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFile, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -315,6 +315,39 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.match(response.body.error.message, /JSON body may be at most 16777216 bytes; send larger uploads as JSON Lines/);
       assertMatchesOpenApi('POST', '/training/examples', response);
       assert.equal(store.stats().records, 0);
+    });
+
+    it('cuts off a chunked JSON Lines body (no Content-Length) where it passes the limit, with 413 (real port)', async function () {
+      app = makeApp({ bodyLimit: '300kb' });
+      const body = Buffer.from(jsonl(Array.from({ length: 900 }, (_, i) => makeRecord({ query_id: `chunked-${i}` }))));
+      assert.ok(body.length > 2 * 300 * 1024);
+      const server = createServer(app).listen(0, '127.0.0.1');
+      try {
+        await new Promise((resolve) => server.once('listening', resolve));
+        const { port } = server.address() as AddressInfo;
+        const answer = await new Promise<{ status: number; body: { error: { code: string; message: string } } }>((resolve, reject) => {
+          const upload = httpRequest(
+            { port, host: '127.0.0.1', method: 'POST', path: '/training/examples', headers: { authorization: AUTH, 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked' } },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (chunk: Buffer) => chunks.push(chunk));
+              res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString()) }));
+              res.on('error', reject);
+            },
+          );
+          // The server may answer and close while the rest is still being written.
+          upload.on('error', () => undefined);
+          for (let start = 0; start < body.length; start += 64 * 1024) upload.write(body.subarray(start, start + 64 * 1024));
+          upload.end();
+        });
+        assert.equal(answer.status, 413);
+        assert.deepEqual(answer.body.error, { code: 'payload_too_large', message: 'request body exceeds the training body limit (307200 bytes)', field: 'body' });
+        // The ~430 records before the cut are fewer than one 500-record slice: none was stored.
+        assert.equal(store.stats().records, 0);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
     });
 
     it('reads a gzip-compressed JSON Lines body, and refuses an unknown content encoding with 400, storing nothing', async function () {
