@@ -9,6 +9,7 @@ export class LoadingTrainingStore {
   /** Settles when the store is open, or with the reason it could not be. */
   readonly loaded: Promise<TrainingExampleStore>;
   private store?: TrainingExampleStore;
+  private failure?: Error;
   private progress: StoreLoadProgress = { records: 0, bytesRead: 0, totalBytes: 0 };
 
   constructor(dataDir: string, onProgress?: (progress: StoreLoadProgress) => void | Promise<void>) {
@@ -18,11 +19,14 @@ export class LoadingTrainingStore {
         return onProgress?.(progress);
       },
     }).then((store) => (this.store = store));
+    // Whoever waits on `loaded` sees a failure; until someone does, it must not crash the process.
+    this.loaded.catch((error: Error) => (this.failure = error));
   }
 
   /** The open store; a `not_ready` ServiceError saying how far loading got while it is not. */
   current(): TrainingExampleStore {
     if (this.store) return this.store;
+    if (this.failure) throw new ServiceError('internal', `the training store failed to load: ${this.failure.message}`);
     const { records, bytesRead, totalBytes } = this.progress;
     const percent = totalBytes === 0 ? 0 : Math.floor((100 * bytesRead) / totalBytes);
     throw new ServiceError(

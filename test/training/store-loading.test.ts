@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { trainingRouter } from '../../src/http/training-routes.js';
 import { LoadingTrainingStore } from '../../src/training/store-loading.js';
-import { TrainingExampleStore, type StoreLoadProgress } from '../../src/training/store.js';
+import { EXAMPLES_FILE, TrainingExampleStore, type StoreLoadProgress } from '../../src/training/store.js';
 import { createHarness } from '../http/app-harness.js';
 import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
 import { StandInService } from '../http/stand-in-service.js';
@@ -77,5 +77,21 @@ describe('training store loading in the background (real app, real HTTP)', funct
       release();
       await loading.close();
     }
+  });
+
+  it('rejects `loaded`, and the training routes answer 500 naming the damage, when the store cannot be read', async function () {
+    const storeDir = path.join(dir, 'damaged');
+    await mkdir(storeDir);
+    await writeFile(path.join(storeDir, EXAMPLES_FILE), '{"dataset": "nq", "query_id": \n');
+    const loading = new LoadingTrainingStore(storeDir);
+    await assert.rejects(loading.loaded, /examples\.jsonl line 1 is not a JSON record: the store is damaged/);
+    const { app } = createHarness(new StandInService([]), {}, [
+      trainingRouter({ store: () => loading.current(), corpus: () => corpus, allowUnauthenticated: true }),
+    ]);
+    const response = await request(app).get('/training/stats').expect(500);
+    assert.equal(response.body.error.code, 'internal');
+    assert.match(response.body.error.message, /^the training store failed to load: .*examples\.jsonl line 1 is not a JSON record: the store is damaged$/);
+    assertMatchesOpenApi('GET', '/training/stats', response);
+    await loading.close();
   });
 });
