@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'overloaded'
   | 'timeout'
   | 'corpus_changed'
+  | 'insufficient_storage'
   | 'internal';
 
 export class ServiceError extends Error {

@@ -12,7 +12,7 @@ import { trainingRouter } from '../http/training-routes.js';
 import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
-import { TrainingExampleStore } from '../training/store.js';
+import { LoadingTrainingStore } from '../training/store-loading.js';
 import { resolveModelFolderOffThread, type ModelFolderRequest } from '../engine/model-folder-thread.js';
 import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
@@ -47,6 +47,8 @@ interface TrainingRoutes {
   routers: Router[];
   /** Checkpoint versions; present with the training routes. */
   versions?: VersionManager;
+  /** The training store opening in the background; present with the training routes. */
+  store?: LoadingTrainingStore;
   close(): Promise<void>;
 }
 
@@ -84,10 +86,13 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
     return { routers: [], close: async () => undefined };
   }
-  const store = await TrainingExampleStore.open(path.join(config.dataDir, 'training'));
-  if (store.truncatedBytes > 0) logger.warn({ bytes: store.truncatedBytes }, 'removed a torn, unacknowledged last training record');
+  // Opened in the background: a store of 700k records takes about 15 s to read, and the server
+  // must listen meanwhile; until it is open the training data routes answer 503 with progress.
+  const store = new LoadingTrainingStore(path.join(config.dataDir, 'training'), (progress) => {
+    logger.info(progress, 'loading the training store');
+  });
   const router = trainingRouter({
-    store,
+    store: () => store.current(),
     corpus: () => active.current?.corpus,
     token: config.trainingToken,
     allowUnauthenticated: !config.trainingAuth,
@@ -105,6 +110,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
   return {
     routers: [router, versionRoutes],
     versions,
+    store,
     close: async () => {
       await versions.close();
       await store.close();
@@ -132,6 +138,18 @@ export async function serve(config: ServiceConfig): Promise<void> {
     await unlock();
   };
   const running = await startServer(app, config, logger, { close });
+  training.store?.loaded.then(
+    (store) => {
+      if (store.truncatedBytes > 0) logger.warn({ bytes: store.truncatedBytes }, 'removed a torn, unacknowledged last training record');
+      logger.info({ records: store.stats().records }, 'training store loaded');
+    },
+    async (error: unknown) => {
+      // A damaged store stopped the server before it listened; it still stops it, just later.
+      logger.fatal({ err: error }, 'the training store failed to load');
+      await running.shutdown('training store failed to load');
+      process.exitCode = 1;
+    },
+  );
   try {
     active.loading('resolving files');
     const files = await retrieverFiles(config, logger);

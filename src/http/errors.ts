@@ -17,6 +17,7 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   overloaded: 503,
   timeout: 503,
   corpus_changed: 503,
+  insufficient_storage: 507,
   internal: 500,
 };
 
@@ -126,7 +127,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
       return;
     }
     const serviceError = toServiceError(error);
-    if (serviceError.code === 'internal') logger.error({ err: error }, 'request failed');
+    // A full disk needs the operator as much as a bug does.
+    if (serviceError.code === 'internal' || serviceError.code === 'insufficient_storage') logger.error({ err: error }, 'request failed');
     else if (LOGGED_ONCE.has(serviceError.code) && !logged.has(serviceError.message)) {
       logged.add(serviceError.message);
       logger.error({ code: serviceError.code, ...serviceError.details }, serviceError.message);

@@ -1,29 +1,40 @@
-import { Readable } from 'node:stream';
+import { pipeline as pipe, Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import express, { Router, type Request, type RequestHandler } from 'express';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import bytes from 'bytes';
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { ServiceError } from '../errors.js';
 import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
 import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
-import { ingestRecords } from '../training/ingest.js';
+import { ingestRecords, type IngestReport } from '../training/ingest.js';
 import { isObject } from '../training/fields.js';
-import { itemsOfArray, parseJsonLines, type InputItem } from '../training/jsonl.js';
+import { itemsOfArray, jsonLinesOf, type InputItem } from '../training/jsonl.js';
 import type { TrainingRecord } from '../training/record.js';
 import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
 export interface TrainingRouterOptions extends BearerAuthOptions {
-  store: TrainingExampleStore;
+  /** The open store; throws a `not_ready` ServiceError while it loads (the routes then answer 503). */
+  store: () => TrainingExampleStore;
   /** The served corpus, or undefined while it loads (training routes then answer 503). */
   corpus: () => PassageSource | undefined;
-  /** Body limit of these routes, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
+  /** Body limit of these routes' JSON Lines, in body-parser's notation; JSONL uploads outgrow the app's JSON limit. */
   bodyLimit?: string | number;
   /** Dataset that legacy tevatron records are filed under. */
   legacyDataset?: string;
 }
 
 export const DEFAULT_TRAINING_BODY_LIMIT = '512mb';
+/**
+ * JSON bodies are parsed whole, holding the event loop (about 10 ms a megabyte) and several times
+ * their size in memory, so they stay small; JSON Lines, parsed as they arrive, take the full limit.
+ */
+export const JSON_TRAINING_BODY_LIMIT = 16 * 1024 * 1024;
+/** Results serialised per write of an ingest report, with a turn of the event loop between. */
+const REPORT_SLICE_RESULTS = 10_000;
 const JSON_TYPES = ['application/json', 'application/*+json'];
-const BODY_TYPES = ['application/x-ndjson', 'application/jsonl', ...JSON_TYPES, 'text/plain'];
+const JSON_LINES_TYPES = ['application/x-ndjson', 'application/jsonl', 'text/plain'];
 const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
 
 /**
@@ -34,7 +45,13 @@ const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
 export function trainingRouter(options: TrainingRouterOptions): Router {
   const { store } = options;
   const router = Router();
-  const readBody = bodyReader(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT);
+  const readJson = jsonBodyReader();
+  const limitBytes = bytes.parse(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT) ?? 0;
+  // Checked before a body is read: a large upload is not worth receiving only to answer 503.
+  const storeReady: RequestHandler = (_req, _res, next) => {
+    store();
+    next();
+  };
   const corpus = (): PassageSource => {
     const source = options.corpus();
     if (!source) throw new ServiceError('not_ready', 'the corpus is still loading; training routes need it');
@@ -42,15 +59,18 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   };
   router.use('/training', bearerAuth(options));
 
-  router.post('/training/examples', readBody, async (req, res) => {
+  router.post('/training/examples', storeReady, readJson, async (req, res) => {
     const corpusRows = corpus().rows;
-    const items = itemsOf(parsedBody(req), 'records');
-    res.json(await ingestRecords(store, items, { corpusRows, legacyDataset: options.legacyDataset }));
+    const items = await requestItems(req, 'records', limitBytes);
+    const report = await ingestRecords(store(), items, { corpusRows, legacyDataset: options.legacyDataset });
+    // A keep-alive connection keeps its last request alive: without this, a parsed JSON body would stay too.
+    req.body = undefined;
+    await sendReport(res, report);
   });
 
-  router.get('/training/examples', async (req, res) => {
+  router.get('/training/examples', storeReady, async (req, res) => {
     const format = exportFormat(req);
-    const records = store.records(recordFilter(req));
+    const records = store().records(recordFilter(req));
     const documents = format === 'tevatron' ? tevatronRecords(records, corpus()) : records;
     res.type('application/x-ndjson');
     try {
@@ -62,20 +82,20 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   });
 
   router.get('/training/stats', (_req, res) => {
-    res.json(store.stats());
+    res.json(store().stats());
   });
 
-  router.post('/training/construct', readBody, async (req, res) => {
+  router.post('/training/construct', storeReady, readJson, async (req, res) => {
     const corpusRows = corpus().rows;
-    const body = parsedBody(req);
+    const body: unknown = req.body;
     const seed = integerParam(req, body, 'seed') ?? 0;
     const dataset = stringParam(req, body, 'dataset') ?? DEFAULT_ROUND_DATASET;
     const summary = newConstructionSummary(seed);
     const records: TrainingRecord[] = [];
-    for await (const built of constructRecords(itemsOf(body, 'rounds'), { seed, dataset, corpusRows }, summary)) {
+    for await (const built of constructRecords(await requestItems(req, 'rounds', limitBytes), { seed, dataset, corpusRows }, summary)) {
       records.push(...built);
     }
-    const outcomes = await store.append(records);
+    const outcomes = await store().append(records);
     res.json({
       ...summary,
       accepted: outcomes.filter((outcome) => outcome === 'accepted').length,
@@ -86,15 +106,19 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
   return router;
 }
 
-/** body-parser's text reader with our limit; its failures become ServiceErrors naming the limit. */
-function bodyReader(limit: string | number): RequestHandler {
-  const parse = express.text({ type: BODY_TYPES, limit });
+/** body-parser's JSON reader with the JSON limit; its failures become ServiceErrors saying what to do. */
+function jsonBodyReader(): RequestHandler {
+  const parse = express.json({ type: JSON_TYPES, limit: JSON_TRAINING_BODY_LIMIT });
   return (req, res, next) => {
     parse(req, res, (error?: unknown) => {
       if (!error) return next();
-      const parserError = error as { type?: string; limit?: number; message?: string };
+      const parserError = error as { type?: string; message?: string };
       if (parserError.type === 'entity.too.large') {
-        return next(new ServiceError('payload_too_large', `request body exceeds the training body limit (${parserError.limit} bytes)`, { field: 'body' }));
+        return next(new ServiceError(
+          'payload_too_large',
+          `a JSON body may be at most ${JSON_TRAINING_BODY_LIMIT} bytes; send larger uploads as JSON Lines (application/x-ndjson)`,
+          { field: 'body' },
+        ));
       }
       // The app's error handler maps the rest: 415 for an unsupported encoding, 400 for an undecodable body.
       next(error);
@@ -102,30 +126,80 @@ function bodyReader(limit: string | number): RequestHandler {
   };
 }
 
-/** A JSON body parsed; JSON Lines stay text (a string), parsed line by line later. */
-function parsedBody(req: Request): unknown {
-  return typeof req.body === 'string' && req.is(JSON_TYPES) ? parseJsonBody(req.body) : req.body;
+/** The input items: of a parsed JSON body, or of a JSON Lines body parsed as it arrives. */
+async function requestItems(req: Request, key: string, limitBytes: number): Promise<Iterable<InputItem> | AsyncIterable<InputItem>> {
+  if (req.body !== undefined) return itemsOf(req.body, key);
+  if (!req.is(JSON_LINES_TYPES)) {
+    throw new ServiceError('bad_request', `send JSON Lines (application/x-ndjson) or JSON (application/json)`, { field: 'body' });
+  }
+  return nonEmpty(jsonLinesOf(bodyChunks(req, limitBytes)), key);
 }
 
-/** JSON bodies hold an array or `{<key>: [...]}`; text is JSON Lines. */
+/** A JSON body holds an array or `{<key>: [...]}`. */
 function itemsOf(body: unknown, key: string): InputItem[] {
   let items: InputItem[];
-  if (typeof body === 'string') items = parseJsonLines(body);
-  else if (Array.isArray(body)) items = itemsOfArray(body);
+  if (Array.isArray(body)) items = itemsOfArray(body);
   else if (isObject(body) && Array.isArray(body[key])) items = itemsOfArray(body[key]);
-  else if (body === undefined) {
-    throw new ServiceError('bad_request', `send JSON Lines (application/x-ndjson) or JSON (application/json)`, { field: 'body' });
-  } else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
+  else throw new ServiceError('bad_request', `a JSON body must be an array or an object with a "${key}" array`, { field: 'body' });
   if (items.length === 0) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
   return items;
 }
 
-function parseJsonBody(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new ServiceError('bad_request', `request body is not valid JSON: ${(error as Error).message}`, { field: 'body' });
+/** The items, refused before anything is stored when there are none. */
+async function nonEmpty(items: AsyncIterable<InputItem>, key: string): Promise<AsyncIterable<InputItem>> {
+  const iterator = items[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  if (first.done) throw new ServiceError('bad_request', `the body holds no ${key}`, { field: 'body' });
+  return (async function* () {
+    yield first.value;
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
+  })();
+}
+
+const DECODERS: Record<string, () => Transform> = { gzip: createGunzip, deflate: createInflate, br: createBrotliDecompress };
+
+/**
+ * The body's bytes as they arrive, decoded, never gathered: a declared length over the limit is
+ * refused before anything is read; a chunked body that outgrows it is cut off there (the slices
+ * stored before stay stored, as after a dropped connection).
+ */
+async function* bodyChunks(req: Request, limitBytes: number): AsyncGenerator<Buffer> {
+  const tooLarge = () => new ServiceError('payload_too_large', `request body exceeds the training body limit (${limitBytes} bytes)`, { field: 'body' });
+  const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
+  const decoder = DECODERS[encoding];
+  if (!decoder && encoding !== 'identity') {
+    throw new ServiceError('unsupported_media_type', `body: Content-Encoding "${encoding}" is not supported; send identity, gzip, deflate or br`, { field: 'body' });
   }
+  if (!decoder && Number(req.headers['content-length'] ?? 0) > limitBytes) throw tooLarge();
+  const source = (decoder ? pipe(req, decoder(), () => undefined) : req) as AsyncIterable<Buffer>;
+  let received = 0;
+  try {
+    for await (const chunk of source) {
+      received += chunk.length;
+      if (received > limitBytes) throw tooLarge();
+      yield chunk;
+    }
+  } catch (error) {
+    if (error instanceof ServiceError) throw error;
+    // A client that hung up, or bytes that do not decompress: the request's fault, not ours.
+    throw new ServiceError('bad_request', `unreadable request body: ${(error as Error).message}`, { field: 'body' });
+  }
+}
+
+/**
+ * Writes the report a slice of results at a time, yielding between slices: serialising 200k
+ * results at once would hold the event loop as long as the ingest itself now does.
+ */
+async function sendReport(res: Response, report: IngestReport): Promise<void> {
+  const { results, ...counts } = report;
+  res.type('application/json');
+  res.write(`${JSON.stringify(counts).slice(0, -1)},"results":[`);
+  for (let start = 0; start < results.length; start += REPORT_SLICE_RESULTS) {
+    const slice = JSON.stringify(results.slice(start, start + REPORT_SLICE_RESULTS)).slice(1, -1);
+    res.write(start === 0 ? slice : `,${slice}`);
+    await nextTurn();
+  }
+  res.end(']}');
 }
 
 function exportFormat(req: Request): (typeof EXPORT_FORMATS)[number] {

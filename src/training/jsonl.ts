@@ -9,16 +9,6 @@ export interface ItemPosition {
 /** One input item: its parsed JSON value, or why its line did not parse. */
 export type InputItem = ItemPosition & ({ value: unknown } | { parseError: string });
 
-/** Blank lines are skipped (they still count for `line`), a trailing `\r` is tolerated. */
-export function parseJsonLines(text: string): InputItem[] {
-  const items: InputItem[] = [];
-  text.split('\n').forEach((raw, i) => {
-    const item = parseLine(raw, items.length, i + 1);
-    if (item) items.push(item);
-  });
-  return items;
-}
-
 function parseLine(raw: string, index: number, line: number): InputItem | undefined {
   const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
   if (text.trim() === '') return undefined;
@@ -53,12 +43,16 @@ const READ_CHUNK = 1024 * 1024;
 /** Lines of a file read in chunks, with their byte offsets; `end` bounds the read (exclusive). */
 export async function* readLineSpans(path: string, end?: number): AsyncGenerator<LineSpan> {
   if (end === 0) return;
-  const stream = createReadStream(path, end === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, end: end - 1 });
+  yield* lineSpansOf(createReadStream(path, end === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, end: end - 1 }));
+}
+
+/** Lines of a byte stream (a file, a request body) as its chunks arrive, with their byte offsets. */
+export async function* lineSpansOf(chunks: AsyncIterable<Buffer>): AsyncGenerator<LineSpan> {
   let pending: Buffer[] = [];
   let pendingStart = 0;
   let offset = 0;
   let line = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
+  for await (const chunk of chunks) {
     let from = 0;
     for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, from)) {
       // Only a line that straddles chunks needs its pieces copied together.
@@ -78,13 +72,22 @@ export async function* readLineSpans(path: string, end?: number): AsyncGenerator
   }
 }
 
-/** JSONL items of a file (CLI input): a missing final `\n` is normal here. */
-export async function* readJsonLinesFile(path: string): AsyncGenerator<InputItem> {
+/**
+ * JSON Lines items of a byte stream, parsed one line at a time as they are taken, so a large body
+ * is never one string nor one array of values. Blank lines are skipped (they still count for
+ * `line`), a trailing `\r` is tolerated, a missing final `\n` is normal.
+ */
+export async function* jsonLinesOf(chunks: AsyncIterable<Buffer>): AsyncGenerator<InputItem> {
   let index = 0;
-  for await (const span of readLineSpans(path)) {
+  for await (const span of lineSpansOf(chunks)) {
     const item = parseLine(span.text, index, span.line);
     if (!item) continue;
     index += 1;
     yield item;
   }
+}
+
+/** JSONL items of a file (CLI input). */
+export function readJsonLinesFile(path: string): AsyncGenerator<InputItem> {
+  return jsonLinesOf(createReadStream(path, { highWaterMark: READ_CHUNK }));
 }

@@ -1,5 +1,6 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Mutex } from 'async-mutex';
 import { ServiceError } from '../errors.js';
 import { syncDirectory, writeFileAtomically } from '../file-io.js';
@@ -31,6 +32,32 @@ interface IngestCounters {
   rejections: Record<RejectionReason, number>;
 }
 
+/** How far `open` has read the examples file. */
+export interface StoreLoadProgress {
+  records: number;
+  bytesRead: number;
+  totalBytes: number;
+}
+
+export interface StoreOpenOptions {
+  /** Called before the first record and then every `LOAD_PROGRESS_RECORDS`; `open` waits for it. */
+  onProgress?: (progress: StoreLoadProgress) => void | Promise<void>;
+}
+
+/** Records between progress reports while a store loads. */
+export const LOAD_PROGRESS_RECORDS = 50_000;
+/**
+ * Records parsed between yields to the event loop while a store loads (about 5 ms here): a read
+ * stream's buffered chunks resolve as microtasks, so without yields a large store starves it.
+ */
+const LOAD_SLICE_RECORDS = 250;
+
+const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT']);
+
+function isDiskFull(error: unknown): boolean {
+  return DISK_FULL_CODES.has((error as NodeJS.ErrnoException).code ?? '');
+}
+
 /**
  * Append-only JSONL store of training records in a data directory. An append resolves only after
  * its bytes are fsynced, so an acknowledged record survives `kill -9`; a crash mid-append can
@@ -41,6 +68,8 @@ export class TrainingExampleStore {
   /** Bytes of complete, fsynced lines: readers never look past it. */
   private size: number;
   private broken?: Error;
+  /** Counts not yet saved because the disk was full: added to the next save that succeeds. */
+  private unsaved: IngestCounters = zeroCounters();
 
   private constructor(
     readonly dataDir: string,
@@ -49,18 +78,21 @@ export class TrainingExampleStore {
     private readonly file: FileHandle,
     private readonly keys: Set<string>,
     private readonly tally: RecordTally,
-    private readonly counters: IngestCounters,
+    /** As saved on disk: what `stats` reports. */
+    private counters: IngestCounters,
     size: number,
   ) {
     this.size = size;
   }
 
-  static async open(dataDir: string): Promise<TrainingExampleStore> {
+  static async open(dataDir: string, options: StoreOpenOptions = {}): Promise<TrainingExampleStore> {
     await mkdir(dataDir, { recursive: true });
     const path = join(dataDir, EXAMPLES_FILE);
     const file = await open(path, 'a');
     try {
-      if ((await file.stat()).size === 0) await syncDirectory(dataDir);
+      const totalBytes = (await file.stat()).size;
+      if (totalBytes === 0) await syncDirectory(dataDir);
+      await options.onProgress?.({ records: 0, bytesRead: 0, totalBytes });
       const keys = new Set<string>();
       const tally = new RecordTally();
       let size = 0;
@@ -75,6 +107,8 @@ export class TrainingExampleStore {
         tally.add(parseStoredLine(span.text, path, span.line));
         keys.add(recordKey(span.text));
         size = span.end + 1;
+        if (tally.records % LOAD_SLICE_RECORDS === 0) await nextTurn();
+        if (tally.records % LOAD_PROGRESS_RECORDS === 0) await options.onProgress?.({ records: tally.records, bytesRead: size, totalBytes });
       }
       const counters = await readCounters(join(dataDir, COUNTERS_FILE));
       return new TrainingExampleStore(dataDir, truncatedBytes, file, keys, tally, counters, size);
@@ -109,10 +143,7 @@ export class TrainingExampleStore {
         this.tally.add(record);
       }
       const duplicates = records.length - fresh.size;
-      if (duplicates > 0) {
-        this.counters.duplicates += duplicates;
-        await this.saveCounters();
-      }
+      if (duplicates > 0) await this.addToCounters({ ...zeroCounters(), duplicates });
       return outcomes;
     });
   }
@@ -121,8 +152,9 @@ export class TrainingExampleStore {
   countRejections(reasons: readonly RejectionReason[]): Promise<void> {
     if (reasons.length === 0) return Promise.resolve();
     return this.writer.runExclusive(async () => {
-      for (const reason of reasons) this.counters.rejections[reason] += 1;
-      await this.saveCounters();
+      const counts = zeroCounters();
+      for (const reason of reasons) counts.rejections[reason] += 1;
+      await this.addToCounters(counts);
     });
   }
 
@@ -159,13 +191,30 @@ export class TrainingExampleStore {
       await this.file.truncate(this.size).catch((truncateError: Error) => {
         this.broken = truncateError;
       });
+      if (isDiskFull(error)) {
+        throw new ServiceError('insufficient_storage', `the disk holding the training store is full: ${(error as Error).message}`);
+      }
       throw new ServiceError('internal', `cannot store training records: ${(error as Error).message}`);
     }
     this.size += Buffer.byteLength(text);
   }
 
-  private async saveCounters(): Promise<void> {
-    await writeFileAtomically(join(this.dataDir, COUNTERS_FILE), [Buffer.from(`${JSON.stringify(this.counters)}\n`)]);
+  /**
+   * Saves the counters plus `counts`; only a save that succeeded changes what `stats` reports, so
+   * it always equals the file. A full disk must not fail a batch that stores nothing, so its
+   * counts wait for the next save instead (lost only if the process ends before one succeeds).
+   */
+  private async addToCounters(counts: IngestCounters): Promise<void> {
+    const next = sumCounters(sumCounters(this.counters, this.unsaved), counts);
+    try {
+      await writeFileAtomically(join(this.dataDir, COUNTERS_FILE), [Buffer.from(`${JSON.stringify(next)}\n`)]);
+    } catch (error) {
+      if (!isDiskFull(error)) throw error;
+      this.unsaved = sumCounters(this.unsaved, counts);
+      return;
+    }
+    this.counters = next;
+    this.unsaved = zeroCounters();
   }
 }
 
@@ -177,17 +226,29 @@ function parseStoredLine(text: string, path: string, line: number): TrainingReco
   }
 }
 
+function zeroCounters(): IngestCounters {
+  return { duplicates: 0, rejections: Object.fromEntries(REJECTION_REASONS.map((reason) => [reason, 0])) as Record<RejectionReason, number> };
+}
+
+function sumCounters(a: IngestCounters, b: IngestCounters): IngestCounters {
+  const sum = zeroCounters();
+  sum.duplicates = a.duplicates + b.duplicates;
+  for (const reason of REJECTION_REASONS) sum.rejections[reason] = a.rejections[reason] + b.rejections[reason];
+  return sum;
+}
+
 async function readCounters(path: string): Promise<IngestCounters> {
-  const rejections = Object.fromEntries(REJECTION_REASONS.map((reason) => [reason, 0])) as Record<RejectionReason, number>;
+  const counters = zeroCounters();
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { duplicates: 0, rejections };
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return counters;
     throw error;
   }
   const stored = JSON.parse(text) as Partial<IngestCounters>;
-  for (const reason of REJECTION_REASONS) rejections[reason] = stored.rejections?.[reason] ?? 0;
-  return { duplicates: stored.duplicates ?? 0, rejections };
+  for (const reason of REJECTION_REASONS) counters.rejections[reason] = stored.rejections?.[reason] ?? 0;
+  counters.duplicates = stored.duplicates ?? 0;
+  return counters;
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseJsonLines, readLineSpans, type LineSpan } from '../../src/training/jsonl.js';
+import { Readable } from 'node:stream';
+import { jsonLinesOf, readLineSpans, type LineSpan } from '../../src/training/jsonl.js';
 import { temporaryDir } from './fixtures.js';
 
 async function spans(file: string, end?: number): Promise<LineSpan[]> {
@@ -48,13 +49,17 @@ describe('JSONL reading', function () {
     assert.deepEqual(await spans(file, 0), []);
   });
 
-  it('parses a JSONL body: blank lines skipped but counted, CRLF tolerated, bad lines kept as parse errors', function () {
-    const items = parseJsonLines('{"a":1}\r\n\n  \nnot json\n[2]\n');
+  it('parses a JSONL stream in 3-byte chunks: blank lines skipped but counted, CRLF tolerated, bad lines kept as parse errors, characters across chunks intact', async function () {
+    const body = Buffer.from('{"a":1}\r\n\n  \nnot json\n[2]\n{"€":"😀"}');
+    const chunks = Array.from({ length: Math.ceil(body.length / 3) }, (_, i) => body.subarray(3 * i, 3 * i + 3));
+    const items = [];
+    for await (const item of jsonLinesOf(Readable.from(chunks))) items.push(item);
     assert.deepEqual(items.slice(0, 1), [{ index: 0, line: 1, value: { a: 1 } }]);
     assert.equal(items[1]!.index, 1);
     assert.equal(items[1]!.line, 4);
     assert.ok('parseError' in items[1]!);
     assert.deepEqual(items[2], { index: 2, line: 5, value: [2] });
-    assert.equal(items.length, 3);
+    assert.deepEqual(items[3], { index: 3, line: 6, value: { '€': '😀' } });
+    assert.equal(items.length, 4);
   });
 });

@@ -1,12 +1,17 @@
 import assert from 'node:assert/strict';
 import { readFile, rm, stat } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Express } from 'express';
 import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
-import { trainingRouter } from '../../src/http/training-routes.js';
+import { JSON_TRAINING_BODY_LIMIT, trainingRouter } from '../../src/http/training-routes.js';
+import { INGEST_SLICE_ITEMS } from '../../src/training/ingest.js';
 import { REJECTION_REASONS } from '../../src/training/fields.js';
 import type { TevatronRecord } from '../../src/training/legacy.js';
 import type { TrainingRecord } from '../../src/training/record.js';
@@ -53,7 +58,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
 
   function makeApp(options: { bodyLimit?: string; appBodyLimit?: string } = {}): Express {
     const router = trainingRouter({
-      store,
+      store: () => store,
       corpus: () => (corpusLoaded ? corpus : undefined),
       token: TOKEN,
       ...(options.bodyLimit ? { bodyLimit: options.bodyLimit } : {}),
@@ -91,13 +96,13 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
     });
 
     it('refuses to build the routes without a token unless authentication is turned off by name', async function () {
-      assert.throws(() => trainingRouter({ store, corpus: () => corpus }), (error: unknown) => {
+      assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus }), (error: unknown) => {
         assert.ok(error instanceof ServiceError);
         assert.match(error.message, /need a bearer token/);
         return true;
       });
-      assert.throws(() => trainingRouter({ store, corpus: () => corpus, token: '' }), ServiceError);
-      const open = createHarness(new StandInService([]), {}, [trainingRouter({ store, corpus: () => corpus, allowUnauthenticated: true })]).app;
+      assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus, token: '' }), ServiceError);
+      const open = createHarness(new StandInService([]), {}, [trainingRouter({ store: () => store, corpus: () => corpus, allowUnauthenticated: true })]).app;
       await request(open).get('/training/stats').expect(200);
     });
   });
@@ -272,6 +277,105 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         assertMatchesOpenApi('POST', '/training/examples', res);
       }
       assert.equal(store.stats().records, 0);
+    });
+
+    it('answers /health while a 20k-record JSON Lines ingest is in progress, then reports every record in order (real port)', async function () {
+      const count = 20_000;
+      assert.ok(count > 20 * INGEST_SLICE_ITEMS, 'the ingest must span many slices');
+      const lines = Array.from({ length: count }, (_, i) => JSON.stringify(makeRecord({ query_id: `bulk-${i}` }, i % 900)));
+      lines[7_001] = '{"dataset": "nq", "query_id": ';
+      lines[19_998] = lines[3]!;
+      const server = createServer(app).listen(0, '127.0.0.1');
+      try {
+        await new Promise((resolve) => server.once('listening', resolve));
+        const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+        const order: string[] = [];
+        const ingest = request(url).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(lines.join('\n'));
+        const ingested = ingest.then((res) => {
+          order.push('ingest');
+          return res;
+        });
+        // Once the first slice is stored the ingest is under way; /health must not wait for its end.
+        while (store.stats().records === 0 && order.length === 0) await nextTurn();
+        const health = await request(url).get('/health').expect(200);
+        order.push('health');
+        assert.deepEqual(health.body, { status: 'ok' });
+        const response = await ingested;
+        assert.deepEqual(order, ['health', 'ingest']);
+        assert.equal(response.status, 200);
+        assertMatchesOpenApi('POST', '/training/examples', response);
+        const { results, ...counts } = response.body as { results: Record<string, unknown>[] };
+        assert.deepEqual(counts, { received: count, accepted: count - 2, duplicate: 1, rejected: 1 });
+        assert.equal(results.length, count);
+        results.forEach((result, i) => assert.deepEqual([result.index, result.line], [i, i + 1]));
+        assert.deepEqual(results[7_001], { index: 7_001, line: 7_002, status: 'rejected', reason: 'malformed_json', message: results[7_001]!.message });
+        assert.match(results[7_001]!.message as string, /^not JSON: /);
+        assert.deepEqual(results[19_998], { index: 19_998, line: 19_999, status: 'duplicate' });
+        assert.equal(results.filter((result) => result.status === 'accepted').length, count - 2);
+        const stats = store.stats();
+        assert.deepEqual([stats.records, stats.duplicates, stats.rejections.malformed_json], [count - 2, 1, 1]);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+
+    it('refuses a JSON body above the JSON limit with 413 pointing to JSON Lines, storing nothing', async function () {
+      const padded = [{ ...makeRecord(), padding: 'x'.repeat(JSON_TRAINING_BODY_LIMIT) }];
+      const response = await request(app).post('/training/examples').set('Authorization', AUTH).send(padded).expect(413);
+      assert.equal(response.body.error.code, 'payload_too_large');
+      assert.match(response.body.error.message, /JSON body may be at most 16777216 bytes; send larger uploads as JSON Lines/);
+      assertMatchesOpenApi('POST', '/training/examples', response);
+      assert.equal(store.stats().records, 0);
+    });
+
+    it('cuts off a chunked JSON Lines body (no Content-Length) where it passes the limit, with 413 (real port)', async function () {
+      app = makeApp({ bodyLimit: '300kb' });
+      const body = Buffer.from(jsonl(Array.from({ length: 900 }, (_, i) => makeRecord({ query_id: `chunked-${i}` }))));
+      assert.ok(body.length > 2 * 300 * 1024);
+      const server = createServer(app).listen(0, '127.0.0.1');
+      try {
+        await new Promise((resolve) => server.once('listening', resolve));
+        const { port } = server.address() as AddressInfo;
+        const answer = await new Promise<{ status: number; body: { error: { code: string; message: string } } }>((resolve, reject) => {
+          const upload = httpRequest(
+            { port, host: '127.0.0.1', method: 'POST', path: '/training/examples', headers: { authorization: AUTH, 'content-type': 'application/x-ndjson', 'transfer-encoding': 'chunked' } },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (chunk: Buffer) => chunks.push(chunk));
+              res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString()) }));
+              res.on('error', reject);
+            },
+          );
+          // The server may answer and close while the rest is still being written.
+          upload.on('error', () => undefined);
+          for (let start = 0; start < body.length; start += 64 * 1024) upload.write(body.subarray(start, start + 64 * 1024));
+          upload.end();
+        });
+        assert.equal(answer.status, 413);
+        assert.deepEqual(answer.body.error, { code: 'payload_too_large', message: 'request body exceeds the training body limit (307200 bytes)', field: 'body' });
+        // The ~430 records before the cut are fewer than one 500-record slice: none was stored.
+        assert.equal(store.stats().records, 0);
+      } finally {
+        server.closeAllConnections();
+        await new Promise((resolve) => server.close(resolve));
+      }
+    });
+
+    it('reads a gzip-compressed JSON Lines body, and refuses an unknown content encoding with 415, storing nothing', async function () {
+      const body = gzipSync(jsonl([makeRecord({ query_id: 'zipped-1' }), makeRecord({ query_id: 'zipped-2' })]));
+      const post = (encoding: string) =>
+        request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').set('Content-Encoding', encoding).send(body);
+      const refused = await post('zstd-ish').expect(415);
+      assert.deepEqual(refused.body.error, {
+        code: 'unsupported_media_type',
+        message: 'body: Content-Encoding "zstd-ish" is not supported; send identity, gzip, deflate or br',
+        field: 'body',
+      });
+      assertMatchesOpenApi('POST', '/training/examples', refused);
+      assert.equal(store.stats().records, 0);
+      const accepted = await post('gzip').expect(200);
+      assert.deepEqual(accepted.body.results, [{ index: 0, line: 1, status: 'accepted' }, { index: 1, line: 2, status: 'accepted' }]);
     });
 
     it('parses structured-syntax JSON types (application/*+json) as JSON, not as JSON Lines', async function () {
