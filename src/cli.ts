@@ -45,7 +45,7 @@ program
   .requiredOption('--out <dir>', 'model folder to create')
   .option('--preset <name>', 'tiny | e5-base | demo (generated weights)', preset)
   .option('--checkpoint <dir>', 'Hugging Face/tevatron BERT folder (config.json + model.safetensors)')
-  .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model vocabulary from')
+  .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model\'s vocabulary from (default: the bundled demo/corpus.jsonl)')
   .option('--seed <n>', 'seed of generated weights', integer, 0)
   .option('--fp16', 'also write model.fp16.onnx for CUDA', false)
   .option('--name <name>', 'model name in retriever.json')

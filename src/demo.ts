@@ -4,7 +4,7 @@ import path from 'node:path';
 import { CorpusStore } from './corpus/corpus-store.js';
 import { makeModel } from './encoder/make-model.js';
 import { OnnxEncoder } from './encoder/onnx-encoder.js';
-import { PROJECT_ROOT } from './http/project-files.js';
+import { DEMO_CORPUS_PATH, PROJECT_ROOT } from './http/project-files.js';
 import { buildIndex } from './index/build-index.js';
 import type { RetrieverFiles } from './engine/retriever.js';
 
@@ -12,7 +12,7 @@ import type { RetrieverFiles } from './engine/retriever.js';
 export const DEMO_FILES: Required<RetrieverFiles> = {
   modelDir: path.join(PROJECT_ROOT, 'models', 'demo', '1'),
   indexPath: path.join(PROJECT_ROOT, 'data', 'demo', 'demo_Flat.index'),
-  corpusPath: path.join(PROJECT_ROOT, 'demo', 'corpus.jsonl'),
+  corpusPath: DEMO_CORPUS_PATH,
   sidecarPath: path.join(PROJECT_ROOT, 'data', 'demo', 'corpus.jsonl.offsets'),
 };
 const DEMO_STAMP = path.join(PROJECT_ROOT, 'data', 'demo', 'built-from.json');
