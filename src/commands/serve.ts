@@ -86,7 +86,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
     fp16: config.device !== 'cpu',
-    log: (message, fields) => logger.info(fields ?? {}, message),
+    log: (message, fields, level = 'info') => logger[level](fields ?? {}, message),
   });
   const versionRoutes = versionRouter({ versions, token: config.trainingToken, allowUnauthenticated: !config.trainingAuth });
   return {

@@ -10,6 +10,7 @@ import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { pathExists } from '../file-io.js';
 import { readIxfiHeader } from '../index/ixfi-header.js';
+import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { VersionRegistry, type VersionRecord } from './version-registry.js';
@@ -29,7 +30,8 @@ export interface VersionManagerOptions {
   buildBatchSize?: number;
   /** Also build half-precision graphs when converting checkpoints. */
   fp16: boolean;
-  log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded. */
+  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'error') => void;
 }
 
 export interface RegisterRequest {
@@ -75,12 +77,14 @@ export class VersionManager {
   ) {}
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
-    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'));
+    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), { rowsOnDisk: partialRowsWritten });
     const jobs = new IndexJobs(registry, {
       batchSize: options.buildBatchSize ?? 64,
       ...(options.buildEncoder && { encoder: options.buildEncoder }),
-      onEnd: (job) => options.log?.(`index job ${job.id} of version ${job.versionId}: ${job.state}`, { ...job }),
-      onError: (error) => options.log?.(`index job state could not be recorded: ${(error as Error).message}`),
+      onEnd: (job) =>
+        options.log?.(`index job ${job.id} of version ${job.versionId}: ${job.state}${job.reason ? ` (${job.reason})` : ''}`, { ...job }, job.state === 'failed' ? 'error' : 'info'),
+      onError: (error) =>
+        options.log?.(`index job state could not be recorded (it is kept in memory and written with the next change): ${(error as Error).message}`, {}, 'error'),
     });
     return new VersionManager(registry, jobs, options);
   }

@@ -73,8 +73,11 @@ export class VersionRegistry {
     private readonly document: RegistryDocument,
   ) {}
 
-  /** Opens (or starts) the registry in `dir`. Work a restart interrupted is marked as such. */
-  static async open(dir: string): Promise<VersionRegistry> {
+  /**
+   * Opens (or starts) the registry in `dir`. Work a restart interrupted is marked as such, with
+   * the rows its partial file holds (`rowsOnDisk`), which a killed build never got to record.
+   */
+  static async open(dir: string, options: { rowsOnDisk?: (indexPath: string) => Promise<number> } = {}): Promise<VersionRegistry> {
     await mkdir(dir, { recursive: true });
     const file = path.join(dir, REGISTRY_FILE);
     let document: RegistryDocument;
@@ -87,12 +90,13 @@ export class VersionRegistry {
     const registry = new VersionRegistry(dir, document);
     const interrupted = document.jobs.filter((job) => job.state === 'running');
     for (const job of interrupted) {
-      Object.assign(job, { state: 'failed', reason: 'interrupted by a server restart', finishedAt: new Date().toISOString() });
+      const rowsDone = options.rowsOnDisk ? await options.rowsOnDisk(job.indexPath) : job.rowsDone;
+      Object.assign(job, { state: 'failed', rowsDone, reason: 'interrupted by a server restart', finishedAt: new Date().toISOString() });
       const version = document.versions.find((candidate) => candidate.id === job.versionId);
       if (version?.state === 'building') {
         Object.assign(version, {
           state: 'registered',
-          reason: `index build ${job.id} interrupted by a server restart; POST /training/versions/${version.id}/build resumes it from its partial file`,
+          reason: `index build ${job.id} interrupted by a server restart at row ${rowsDone} of ${job.rowsTotal}; POST /training/versions/${version.id}/build resumes it from its partial file`,
         });
       }
     }
@@ -165,12 +169,14 @@ export class VersionRegistry {
     return { ...job };
   }
 
-  async updateJob(id: string, changes: Partial<Omit<JobRecord, 'id'>>): Promise<JobRecord> {
+  /** Records a job's end and its version's new state together, so no reader sees one without the other. */
+  async endJob(id: string, changes: Partial<Omit<JobRecord, 'id'>>, versionChanges: Partial<Omit<VersionRecord, 'id'>>): Promise<void> {
     const job = this.document.jobs.find((candidate) => candidate.id === id);
     if (!job) throw new ServiceError('not_found', `no index job ${id}`);
+    const version = this.liveVersion(job.versionId);
     assignDefined(job, changes);
+    assignDefined(version, versionChanges);
     await this.save();
-    return { ...job };
   }
 
   /**
