@@ -5,9 +5,11 @@ import {
   arrayField,
   boundedNumberField,
   checkDistinct,
+  nonEmptyStringField,
   nonNegativeIntegerField,
   objectAt,
   passageIdAt,
+  queryTextField,
   reject,
   rejectionOf,
   stringArrayField,
@@ -60,7 +62,7 @@ export interface RoundOptions {
 
 export function validateRound(value: unknown, options: RoundOptions): ScoredRound {
   const object = objectAt(value, 'round');
-  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : stringField(object, 'dataset');
+  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : nonEmptyStringField(object, 'dataset');
   const history = object.history_queries === undefined || object.history_queries === null ? [] : stringArrayField(object, 'history_queries');
   const round: ScoredRound = {
     dataset,
@@ -68,7 +70,7 @@ export function validateRound(value: unknown, options: RoundOptions): ScoredRoun
     question: stringField(object, 'question'),
     round_index: nonNegativeIntegerField(object, 'round_index'),
     history_queries: history,
-    query_text: stringField(object, 'query_text'),
+    query_text: queryTextField(object),
     candidates: arrayField(object, 'candidates').map((candidate, i) => candidateAt(candidate, `candidates[${i}]`, options)),
   };
   checkDistinct(
