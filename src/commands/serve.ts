@@ -22,7 +22,7 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   const missing = Object.entries(given).filter(([, value]) => value === undefined).map(([flag]) => `--${flag}`);
   if (missing.length === 3) {
     logger.info('no --retriever_model/--index_path/--corpus_path given: serving the bundled demo');
-    return (await ensureDemo((line) => logger.info(line))).files;
+    return (await ensureDemo(config.dataDir, (line) => logger.info(line))).files;
   }
   if (missing.length > 0) throw new ServiceError('bad_request', `${missing.join(', ')} must be given too (or none of the three, for the demo)`);
   logger.info({ model: config.retrieverModel }, 'resolving the model folder (a Hugging Face checkpoint is converted to ONNX once)');
