@@ -71,16 +71,14 @@ export class IndexJobs {
   private async launch(versionId: string, indexPath: string, corpusRows: number): Promise<JobView> {
     // What a stopped build left is known now, so the job shows where it resumes from the start.
     const onDisk = await partialRowsWritten(indexPath);
-    const job = await this.registry.addJob({
+    const job = await this.registry.startJob({
       versionId,
-      state: 'running',
       indexPath,
       rowsDone: onDisk,
       rowsTotal: corpusRows,
       resumedFrom: onDisk,
       startedAt: new Date().toISOString(),
     });
-    await this.registry.updateVersion(versionId, { state: 'building', reason: undefined, jobId: job.id });
     const run: RunningJob = {
       controller: new AbortController(),
       rowsDone: onDisk,

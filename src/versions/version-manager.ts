@@ -84,7 +84,7 @@ export class VersionManager {
       onEnd: (job) =>
         options.log?.(`index job ${job.id} of version ${job.versionId}: ${job.state}${job.reason ? ` (${job.reason})` : ''}`, { ...job }, job.state === 'failed' ? 'error' : 'info'),
       onError: (error) =>
-        options.log?.(`index job state could not be recorded (it is kept in memory and written with the next change): ${(error as Error).message}`, {}, 'error'),
+        options.log?.(`index job state could not be recorded (it is kept in memory and written once the disk takes it): ${(error as Error).message}`, {}, 'error'),
     });
     return new VersionManager(registry, jobs, options);
   }
@@ -237,11 +237,14 @@ export class VersionManager {
     });
   }
 
-  /** Cancels index jobs and waits for a running activation to end. */
+  /** Cancels index jobs, waits for a running activation to end, and writes what a full disk held back. */
   async close(): Promise<void> {
     this.closing = true;
     await this.jobs.close();
     await this.activation.waitForUnlock();
+    await this.registry.close().catch((error: Error) =>
+      this.options.log?.(`the version registry could not be written on shutdown: ${error.message}`, {}, 'error'),
+    );
   }
 
   private exclusively<T>(work: () => Promise<T>): Promise<T> {

@@ -485,83 +485,64 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await retrieve(app)).headers['x-retriever-version'], version.id);
   });
 
-  it('after a kill, records the rows the partial file holds and resumes from them', async function () {
-    const service = await startService(undefined, 8);
-    const { body } = await request(service.app)
-      .post('/training/versions')
-      .set('Authorization', AUTH)
-      .send({ model_path: checkpointDir, build_index: true })
-      .expect(201);
-    await pollJob(service.app, body.job.id, (job) => job.rowsDone >= 16 || job.state !== 'running');
-    const stopped: JobView = (await request(service.app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200)).body;
-    await stopService(service);
-    // What a SIGKILL midway leaves: the registry as the job's start wrote it, rows in the partial file.
-    const registryPath = path.join(service.dataDir, 'versions', REGISTRY_FILE);
-    const registry = JSON.parse(await readFile(registryPath, 'utf8'));
-    Object.assign(registry.jobs.find((job: JobView) => job.id === body.job.id), { state: 'running', rowsDone: 0, resumedFrom: 0, reason: undefined, finishedAt: undefined });
-    Object.assign(registry.versions.find((version: VersionRecord) => version.id === body.version.id), { state: 'building', reason: undefined });
-    await writeFile(registryPath, JSON.stringify(registry));
+  const fullDisks = [
+    { what: 'the version\'s index folder', mountAt: ['versions', 'v1'], registryWritten: true },
+    { what: 'the whole versions folder, registry included', mountAt: ['versions'], registryWritten: false },
+  ];
+  for (const { what, mountAt, registryWritten } of fullDisks) {
+    it(`fails an index build when ${what} is full: ENOSPC named in the job and version, logged as an error, kept after a restart, resumed once space is freed (a real tmpfs mount)`, async function () {
+      const dataDir = await temporaryDir('full');
+      dataDirs.add(dataDir);
+      // The first version registered here is v1; `mountAt` is a 16 KiB tmpfs.
+      const mounted = path.join(dataDir, ...mountAt);
+      await mkdir(mounted, { recursive: true });
+      try {
+        await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mounted]);
+      } catch (error) {
+        process.stderr.write(`      skipped: cannot mount a tmpfs here (${(error as Error).message.trim()})\n`);
+        this.skip();
+      }
+      try {
+        const logs: Array<{ message: string; level: string }> = [];
+        const service = await startService(dataDir, 8, initialFiles, (message, _fields, level = 'info') => logs.push({ message, level }));
+        const { body } = await request(service.app)
+          .post('/training/versions')
+          .set('Authorization', AUTH)
+          .send({ model_path: checkpointDir, build_index: true })
+          .expect(201);
+        assert.equal(body.version.id, 'v1');
+        const failed = (await pollJob(service.app, body.job.id)).at(-1)!;
+        assert.equal(failed.state, 'failed');
+        assert.match(failed.reason!, /no space left on device \(ENOSPC\).*build again to resume/);
+        assert.ok(failed.rowsDone > 0 && failed.rowsDone < ROWS, `failed at row ${failed.rowsDone}`);
+        const version: VersionRecord = (await request(service.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body;
+        assert.equal(version.state, 'failed');
+        assert.match(version.reason!, new RegExp(`index build ${body.job.id} failed: no space left on device \\(ENOSPC\\)`));
+        const cancel = await request(service.app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
+        assert.match(cancel.body.error.message, /is not running \(it is failed\)/);
+        const errors = logs.filter((entry) => entry.level === 'error').map((entry) => entry.message);
+        assert.equal(errors[0], `index job ${body.job.id} of version v1: failed (${failed.reason})`);
+        if (registryWritten) assert.equal(errors.length, 1);
+        else assert.match(errors[1]!, /^index job state could not be recorded \(it is kept in memory and written once the disk takes it\): ENOSPC/);
+        const onDisk = JSON.parse(await readFile(path.join(dataDir, 'versions', REGISTRY_FILE), 'utf8'));
+        assert.equal(onDisk.jobs[0].state, registryWritten ? 'failed' : 'running');
 
-    const restarted = await startService(service.dataDir, 8);
-    const job: JobView = (await request(restarted.app).get(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200)).body;
-    assert.deepEqual([job.state, job.rowsDone, job.reason], ['failed', stopped.rowsDone, 'interrupted by a server restart']);
-    const version: VersionRecord = (await request(restarted.app).get(`/training/versions/${body.version.id}`).set('Authorization', AUTH).expect(200)).body;
-    assert.equal(version.state, 'registered');
-    assert.match(version.reason!, new RegExp(`interrupted by a server restart at row ${stopped.rowsDone} of ${ROWS}`));
-    const resumed = await request(restarted.app).post(`/training/versions/${version.id}/build`).set('Authorization', AUTH).expect(202);
-    assert.equal(resumed.body.resumedFrom, stopped.rowsDone);
-    const finished = (await pollJob(restarted.app, resumed.body.id)).at(-1)!;
-    assert.deepEqual([finished.state, finished.resumedFrom, finished.rowsDone], ['done', stopped.rowsDone, ROWS]);
-  });
-
-  it('fails an index build on a full disk with ENOSPC named, everywhere and after a restart, logs it as an error, and resumes once space is freed (a real tmpfs mount)', async function () {
-    const dataDir = await temporaryDir('full');
-    dataDirs.add(dataDir);
-    // The first version registered here is v1: its index folder is a 16 KiB tmpfs.
-    const versionDir = path.join(dataDir, 'versions', 'v1');
-    await mkdir(versionDir, { recursive: true });
-    try {
-      await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', versionDir]);
-    } catch (error) {
-      process.stderr.write(`      skipped: cannot mount a tmpfs here (${(error as Error).message.trim()})\n`);
-      this.skip();
-    }
-    try {
-      const logs: Array<{ message: string; level: string }> = [];
-      const service = await startService(dataDir, 8, initialFiles, (message, _fields, level = 'info') => logs.push({ message, level }));
-      const { body } = await request(service.app)
-        .post('/training/versions')
-        .set('Authorization', AUTH)
-        .send({ model_path: checkpointDir, build_index: true })
-        .expect(201);
-      assert.equal(body.version.id, 'v1');
-      const failed = (await pollJob(service.app, body.job.id)).at(-1)!;
-      assert.equal(failed.state, 'failed');
-      assert.match(failed.reason!, /no space left on device \(ENOSPC\).*build again to resume/);
-      assert.ok(failed.rowsDone > 0 && failed.rowsDone < ROWS, `failed at row ${failed.rowsDone}`);
-      const version: VersionRecord = (await request(service.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body;
-      assert.equal(version.state, 'failed');
-      assert.match(version.reason!, new RegExp(`index build ${body.job.id} failed: no space left on device \\(ENOSPC\\)`));
-      const cancel = await request(service.app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
-      assert.match(cancel.body.error.message, /is not running \(it is failed\)/);
-      assert.deepEqual(
-        logs.filter((entry) => entry.level === 'error').map((entry) => entry.message),
-        [`index job ${body.job.id} of version v1: failed (${failed.reason})`],
-      );
-      await stopService(service);
-
-      await execFileAsync('mount', ['-o', 'remount,size=1m', versionDir]);
-      const restarted = await startService(dataDir, 8);
-      const after: JobView = (await request(restarted.app).get(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200)).body;
-      assert.deepEqual([after.state, after.reason, after.rowsDone], ['failed', failed.reason, failed.rowsDone]);
-      assert.equal((await request(restarted.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body.state, 'failed');
-      const retry = await request(restarted.app).post('/training/versions/v1/build').set('Authorization', AUTH).expect(202);
-      assert.equal(retry.body.resumedFrom, failed.rowsDone);
-      const done = (await pollJob(restarted.app, retry.body.id)).at(-1)!;
-      assert.deepEqual([done.state, done.rowsDone], ['done', ROWS]);
-      await stopService(restarted);
-    } finally {
-      await execFileAsync('umount', [versionDir]);
-    }
-  });
+        // Space comes back; the shutdown writes what the full disk held back.
+        await execFileAsync('mount', ['-o', 'remount,size=1m', mounted]);
+        await stopService(service);
+        const restarted = await startService(dataDir, 8);
+        const after: JobView = (await request(restarted.app).get(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200)).body;
+        assert.deepEqual([after.state, after.reason, after.rowsDone], ['failed', failed.reason, failed.rowsDone]);
+        const versionAfter: VersionRecord = (await request(restarted.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body;
+        assert.deepEqual([versionAfter.state, versionAfter.reason], ['failed', version.reason]);
+        const retry = await request(restarted.app).post('/training/versions/v1/build').set('Authorization', AUTH).expect(202);
+        assert.equal(retry.body.resumedFrom, failed.rowsDone);
+        const done = (await pollJob(restarted.app, retry.body.id)).at(-1)!;
+        assert.deepEqual([done.state, done.rowsDone], ['done', ROWS]);
+        await stopService(restarted);
+      } finally {
+        await execFileAsync('umount', [mounted]);
+      }
+    });
+  }
 });
