@@ -16,6 +16,7 @@ import {
   stringField,
   type Rejection,
 } from './fields.js';
+import { ServiceError } from '../errors.js';
 import { positionOf, type InputItem, type ItemPosition } from './jsonl.js';
 import type { TrainingRecord } from './record.js';
 
@@ -192,6 +193,7 @@ export async function* constructRecords(
   options: ConstructionOptions,
   summary: ConstructionSummary,
 ): AsyncGenerator<TrainingRecord[]> {
+  if (options.dataset === '') throw new ServiceError('bad_request', 'dataset must not be empty', { field: 'dataset' });
   for await (const item of items) {
     summary.rounds += 1;
     let round: ScoredRound;
