@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { buildIndexCommand } from './commands/build-index.js';
 import { serve } from './commands/serve.js';
-import { addServeOptions, resolveServeConfig } from './config.js';
+import { acceptBothSpellings, addServeOptions, CONFIG_DEFAULTS, envName, resolveServeConfig } from './config.js';
 import { ensureDemo } from './demo.js';
 import type { WeightBitsSetting } from './encoder/int8-quantization.js';
 import { makeModel } from './encoder/make-model.js';
@@ -46,13 +46,13 @@ addServeOptions(program.command('serve').description('serve POST /retrieve (flag
   async (_options, command: Command) => serve(resolveServeConfig(command, process.env)),
 );
 
-program
+const makeModelCommand = program
   .command('make-model')
   .description('build an ONNX model folder from a preset or a Hugging Face BERT checkpoint')
   .requiredOption('--out <dir>', 'model folder to create')
   .option('--preset <name>', 'tiny | e5-base | demo (generated weights)', preset)
   .option('--checkpoint <dir>', 'Hugging Face/tevatron BERT folder (config.json + model.safetensors)')
-  .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model vocabulary from')
+  .option('--vocabulary-corpus <jsonl>', 'wiki18 JSONL to derive a generated model\'s vocabulary from (default: the bundled demo/corpus.jsonl)')
   .option('--seed <n>', 'seed of generated weights', integer, 0)
   .option('--fp16', 'also write model.fp16.onnx for CUDA', false)
   .option('--int8', 'also write model.int8.onnx (quantized linear layers) for CPU', false)
@@ -76,7 +76,7 @@ program
     );
   });
 
-program
+const buildIndexCli = program
   .command('build-index')
   .description('encode a wiki18 JSONL corpus into a FAISS Flat inner-product index (resumable)')
   .requiredOption('--model <dir>', 'model folder')
@@ -102,14 +102,15 @@ program
     );
   });
 
-program
+const buildDemoCommand = program
   .command('build-demo')
-  .description('build the bundled demo model and index if missing or stale')
-  .action(async () => {
-    print(await ensureDemo((line) => process.stderr.write(`[demo] ${line}\n`)));
+  .description('build the bundled demo model and index (in <data_dir>/demo) if missing or stale')
+  .option('--data_dir <dir>', `service state folder, as for serve (env ${envName('data_dir')})`, process.env[envName('data_dir')] ?? CONFIG_DEFAULTS.dataDir)
+  .action(async (options: { data_dir: string }) => {
+    print(await ensureDemo(options.data_dir, (line) => process.stderr.write(`[demo] ${line}\n`)));
   });
 
-program
+const constructCommand = program
   .command('construct-training')
   .description('apply the Agentic-R selection rule to scored rounds (JSONL) and write training records (JSONL)')
   .requiredOption('--input <jsonl>', 'scored rounds')
@@ -121,6 +122,9 @@ program
     const { seed, dataset, corpusRows } = options;
     print(await constructTrainingFile(options.input, options.output, { seed, dataset, corpusRows }));
   });
+
+// Every command takes both flag spellings, as serve does: `--batch-size` or `--batch_size`.
+for (const command of [makeModelCommand, buildIndexCli, buildDemoCommand, constructCommand]) acceptBothSpellings(command);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof ServiceError ? `${error.code}: ${error.message}` : String((error as Error).stack ?? error);

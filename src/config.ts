@@ -283,6 +283,43 @@ function dashed(flag: string): string {
   return flag.replaceAll('_', '-');
 }
 
+/** `index_path` ↔ `index-path`: Search-R1 writes flags with underscores, most CLIs with dashes. */
+function otherSpelling(flag: string): string {
+  return flag.includes('_') ? dashed(flag) : flag.replaceAll('-', '_');
+}
+
+/** The hidden other spelling of an option (same value and parser), or undefined when it has a single spelling. */
+function spellingAlias(option: Option): Option | undefined {
+  const name = option.long?.slice(2);
+  if (name === undefined || otherSpelling(name) === name) return undefined;
+  const alias = new Option(option.flags.replace(`--${name}`, `--${otherSpelling(name)}`)).hideHelp();
+  if (option.parseArg) alias.argParser(option.parseArg);
+  return alias;
+}
+
+/**
+ * Accepts both spellings of every option of `command` (`--batch-size` and `--batch_size`), as
+ * `serve` does with its settings: the other spelling is a hidden option whose value is moved to
+ * the documented one before the action runs. Call it after the options are declared.
+ */
+export function acceptBothSpellings(command: Command): Command {
+  const pairs = command.options.flatMap((option) => {
+    const alias = spellingAlias(option);
+    return alias ? [{ option, alias }] : [];
+  });
+  for (const { alias } of pairs) command.addOption(alias);
+  return command.hook('preAction', (_hooked, action) => {
+    for (const { option, alias } of pairs) {
+      if (action.getOptionValueSource(alias.attributeName()) !== 'cli') continue;
+      const value: unknown = action.getOptionValue(alias.attributeName());
+      if (action.getOptionValueSource(option.attributeName()) === 'cli' && action.getOptionValue(option.attributeName()) !== value) {
+        throw badRequest(`${option.long} and ${alias.long} were both given with different values`, { field: option.long });
+      }
+      action.setOptionValueWithSource(option.attributeName(), value, 'cli');
+    }
+  });
+}
+
 /**
  * Registers every serve option (Search-R1 snake_case spelling plus a hidden dash alias) on a
  * commander command, so the CLI's `serve` subcommand and `parseServeArgs` share one definition.
@@ -292,12 +329,14 @@ export function addServeOptions(command: Command): Command {
   for (const setting of SETTINGS) {
     const value = setting.parse ? ' <value>' : '';
     const fallback = CONFIG_DEFAULTS[setting.key];
-    const shown = setting.parse && fallback !== undefined ? `default ${String(fallback)}; ` : '';
+    // A byte count is shown as README writes it (64mb), not as 67108864.
+    const fallbackText = setting.parse === byteCount && typeof fallback === 'number' ? (bytes.format(fallback, { unitSeparator: '' })?.toLowerCase() ?? String(fallback)) : String(fallback);
+    const shown = setting.parse && fallback !== undefined ? `default ${fallbackText}; ` : '';
     const help = `${setting.description} (${shown}env ${envName(setting.flag)})`;
-    command.addOption(new Option(`--${setting.flag}${value}`, help));
-    if (dashed(setting.flag) !== setting.flag) {
-      command.addOption(new Option(`--${dashed(setting.flag)}${value}`).hideHelp());
-    }
+    const option = new Option(`--${setting.flag}${value}`, help);
+    command.addOption(option);
+    const alias = spellingAlias(option);
+    if (alias) command.addOption(alias);
   }
   return command;
 }

@@ -18,7 +18,7 @@ export interface BuildIndexCommand {
 
 /** `build-index`: Ctrl-C keeps the partial file, and running the same command again resumes it. */
 export async function buildIndexCommand(options: BuildIndexCommand): Promise<BuildIndexResult> {
-  const scan = progressBar('indexing corpus lines', 'bytes');
+  const scan = progressBar('scanning the corpus for row offsets', 'bytes');
   const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
   scan.stop();
   const encoder = await WorkerEncoder.load(options.modelDir, { device: options.device, maxPassageLength: options.maxPassageLength });
@@ -26,7 +26,7 @@ export async function buildIndexCommand(options: BuildIndexCommand): Promise<Bui
   const onSignal = (): void => abort.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const bar = progressBar('encoding passages', 'passages');
+  const bar = progressBar('encoding passages', 'rows');
   try {
     return await buildIndex({
       corpus,

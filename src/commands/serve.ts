@@ -22,7 +22,7 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   const missing = Object.entries(given).filter(([, value]) => value === undefined).map(([flag]) => `--${flag}`);
   if (missing.length === 3) {
     logger.info('no --retriever_model/--index_path/--corpus_path given: serving the bundled demo');
-    return (await ensureDemo((line) => logger.info(line))).files;
+    return (await ensureDemo(config.dataDir, (line) => logger.info(line))).files;
   }
   if (missing.length > 0) throw new ServiceError('bad_request', `${missing.join(', ')} must be given too (or none of the three, for the demo)`);
   logger.info({ model: config.retrieverModel }, 'resolving the model folder (a Hugging Face checkpoint is converted to ONNX once)');
@@ -104,7 +104,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
     ...convertedGraphs(config),
-    log: (message, fields) => logger.info(fields ?? {}, message),
+    log: (message, fields, level = 'info') => logger[level](fields ?? {}, message),
   });
   const versionRoutes = versionRouter({ versions, token: config.trainingToken, allowUnauthenticated: !config.trainingAuth });
   return {

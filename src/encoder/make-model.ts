@@ -5,6 +5,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile } from '../file-io.js';
+import { DEMO_CORPUS_PATH } from '../http/project-files.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
 import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from './int8-quantization.js';
@@ -45,7 +46,7 @@ export interface MakeModelOptions {
   seed?: number;
   /** A Hugging Face BERT folder (config.json, model.safetensors, tokenizer files) to convert instead. */
   checkpointDir?: string;
-  /** wiki18-format JSONL whose passages give a generated model its vocabulary (required for presets). */
+  /** wiki18-format JSONL whose passages give a generated model its vocabulary (default: the bundled demo corpus). */
   vocabularyCorpus?: string;
   /** How many passages from the corpus head to read for the vocabulary. */
   vocabularyPassages?: number;
@@ -143,10 +144,7 @@ async function presetSource(options: MakeModelOptions): Promise<ModelSource> {
   const preset = presetByName(options.preset ?? 'demo');
   const seed = options.seed ?? 0;
   if (!Number.isSafeInteger(seed)) throw new ServiceError('bad_request', `seed must be an integer, got ${seed}`);
-  if (!options.vocabularyCorpus) {
-    throw new ServiceError('bad_request', `preset ${preset.name} needs a corpus to derive its vocabulary from`);
-  }
-  const corpus = path.resolve(options.vocabularyCorpus);
+  const corpus = path.resolve(options.vocabularyCorpus ?? DEMO_CORPUS_PATH);
   const passages = await corpusHead(corpus, options.vocabularyPassages ?? DEFAULT_VOCABULARY_PASSAGES);
   const derived = deriveVocabulary(passages, { size: preset.vocabulary.size });
   const vocabulary = preset.vocabulary.exact ? derived : withoutPadding(derived);

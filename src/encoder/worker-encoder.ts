@@ -92,6 +92,15 @@ export class WorkerEncoder implements EmbeddingEncoder {
     }
   }
 
+  /**
+   * Ends the worker without waiting for the encode it is running (a cancelled index build):
+   * pending calls fail now, and the thread stops at the end of the ONNX Runtime run in progress.
+   */
+  abandon(): void {
+    this.fail('the encoder was stopped');
+    this.worker.terminate().catch(() => undefined);
+  }
+
   private request(request: DistributiveOmit<EncoderRequest, 'id'>): Promise<Float32Array | undefined> {
     if (this.unavailable) return Promise.reject(this.unavailable);
     const id = this.nextId++;

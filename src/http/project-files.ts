@@ -18,6 +18,8 @@ function findProjectRoot(): string {
 
 export const PROJECT_ROOT = findProjectRoot();
 export const OPENAPI_PATH = path.join(PROJECT_ROOT, 'openapi.yaml');
+/** The bundled wiki18-format demo corpus: the demo's passages and the default vocabulary of generated models. */
+export const DEMO_CORPUS_PATH = path.join(PROJECT_ROOT, 'demo', 'corpus.jsonl');
 
 export interface ServicePackage {
   name: string;

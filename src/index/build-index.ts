@@ -8,11 +8,14 @@ export interface BuildIndexOptions {
   /** Passages go through `encodePassages`, which adds the manifest's prefix and max length. */
   encoder: EmbeddingEncoder;
   outPath: string;
-  /** Passages per `encodePassages` call. */
+  /** Most passages per `encodePassages` call (the first calls are smaller). */
   batchSize: number;
   /** Rows done out of the corpus rows; first called with the rows a resumed build starts from. */
   onProgress?: (done: number, total: number) => void;
-  /** Aborting stops between batches and leaves the partial build for a later resume. */
+  /**
+   * Aborting stops at once, leaving the partial build for a later resume: a batch being encoded
+   * is abandoned (its rows are not written); the caller stops the encoder's work.
+   */
   signal?: AbortSignal;
   /** Discard a partial build of this `outPath` instead of resuming (or refusing) it. */
   restart?: boolean;
@@ -27,6 +30,12 @@ export interface BuildIndexResult {
   /** Rows found in a partial build and kept; 0 for a fresh build. */
   resumedFrom: number;
 }
+
+/**
+ * Rows of the first batch; batches double from here up to the batch size, so the first progress
+ * (and a rate) comes after seconds, not after a whole 64-passage batch on a CPU.
+ */
+const FIRST_BATCH_ROWS = 4;
 
 /**
  * Encodes every corpus passage, in row order, into a FAISS IndexFlatIP file at `outPath`.
@@ -47,19 +56,21 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
   try {
     onProgress?.(writer.rowsWritten, corpus.rows);
     let batch: string[] = [];
+    let batchRows = Math.min(FIRST_BATCH_ROWS, options.batchSize);
     const flush = async (): Promise<void> => {
       signal?.throwIfAborted();
-      const vectors = await encoder.encodePassages(batch);
+      const vectors = await untilAborted(encoder.encodePassages(batch), signal);
       if (vectors.length !== batch.length * dimension) {
         throw new ServiceError('internal', `encoder returned ${vectors.length} floats for ${batch.length} passages of dimension ${dimension}`);
       }
       await writer.append(vectors);
       batch = [];
+      batchRows = Math.min(batchRows * 2, options.batchSize);
       onProgress?.(writer.rowsWritten, corpus.rows);
     };
     for await (const contents of corpus.passages(writer.rowsWritten)) {
       batch.push(contents);
-      if (batch.length === options.batchSize) await flush();
+      if (batch.length === batchRows) await flush();
     }
     if (batch.length > 0) await flush();
     await writer.finish();
@@ -81,4 +92,15 @@ function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Recor
 /** FlashRAG's name for a Flat index of a model, e.g. `e5-base-v2_Flat.index`, so users find the files they know. */
 export function flatIndexFileName(modelName: string): string {
   return `${modelName.toLowerCase()}_Flat.index`;
+}
+
+/** `work`, or the signal's abort reason as soon as it aborts, whichever comes first. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

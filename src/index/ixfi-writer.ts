@@ -4,7 +4,7 @@ import { open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { readFully, syncDirectory, writeFileAtomically, writeFully } from '../file-io.js';
 import { ServiceError } from '../errors.js';
-import { encodeIxfiHeader, ixfiFileBytes, IXFI_HEADER_BYTES } from './ixfi-header.js';
+import { encodeIxfiHeader, ixfiFileBytes, IXFI_HEADER_BYTES, type IxfiHeader } from './ixfi-header.js';
 
 const PARTIAL_FORMAT = 'agentic-retriever/ixfi-partial/1';
 
@@ -89,7 +89,7 @@ export class IxfiWriter {
       throw new ServiceError('conflict', `${partialPaths(outPath).vectors} has a damaged header; delete it to restart`);
     }
     // A kill can land mid-row: keep whole rows only.
-    const written = Math.min(rows, Math.floor((size - IXFI_HEADER_BYTES) / (dimension * 4)));
+    const written = wholeRows(size, { dimension, rows });
     await file.truncate(ixfiFileBytes({ dimension, rows: written }));
     return new IxfiWriter(outPath, dimension, rows, written, file, written);
   }
@@ -128,16 +128,46 @@ export class IxfiWriter {
     await rm(paths.description, { force: true });
   }
 
-  /** Stops without finishing: the partial build stays for a later resume. */
+  /**
+   * Stops without finishing: the partial build stays for a later resume. The bytes of a batch
+   * whose write failed (a full disk) are cut off, which gives their space back at once.
+   */
   async close(): Promise<void> {
     if (!this.file) return;
-    await this.file.close();
+    const file = this.file;
     this.file = undefined;
+    try {
+      await file.truncate(ixfiFileBytes({ dimension: this.dimension, rows: this.written }));
+    } finally {
+      await file.close();
+    }
   }
 
   private openFile(): FileHandle {
     if (!this.file) throw new ServiceError('internal', `index writer for ${this.outPath} is closed`);
     return this.file;
+  }
+}
+
+/** Whole rows in an IxFI file of `size` bytes, at most the rows its header announces. */
+function wholeRows(size: number, { dimension, rows }: IxfiHeader): number {
+  return Math.max(0, Math.min(rows, Math.floor((size - IXFI_HEADER_BYTES) / (dimension * 4))));
+}
+
+/** Whole rows a stopped (cancelled, failed or killed) build of `outPath` left in its partial file; 0 without one. */
+export async function partialRowsWritten(outPath: string): Promise<number> {
+  const file = await openExisting(partialPaths(outPath).vectors);
+  if (!file) return 0;
+  try {
+    const { size } = await file.stat();
+    if (size < IXFI_HEADER_BYTES) return 0;
+    const header = Buffer.alloc(IXFI_HEADER_BYTES);
+    await readFully(file, header, 0);
+    // The header is ours (written at the start of the build), so its two counts are read as they are.
+    const dimension = header.readInt32LE(4);
+    return dimension > 0 ? wholeRows(size, { dimension, rows: Number(header.readBigInt64LE(8)) }) : 0;
+  } finally {
+    await file.close();
   }
 }
 

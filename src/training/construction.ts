@@ -5,15 +5,18 @@ import {
   arrayField,
   boundedNumberField,
   checkDistinct,
+  nonEmptyStringField,
   nonNegativeIntegerField,
   objectAt,
   passageIdAt,
+  queryTextField,
   reject,
   rejectionOf,
   stringArrayField,
   stringField,
   type Rejection,
 } from './fields.js';
+import { ServiceError } from '../errors.js';
 import { positionOf, type InputItem, type ItemPosition } from './jsonl.js';
 import type { TrainingRecord } from './record.js';
 
@@ -60,7 +63,7 @@ export interface RoundOptions {
 
 export function validateRound(value: unknown, options: RoundOptions): ScoredRound {
   const object = objectAt(value, 'round');
-  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : stringField(object, 'dataset');
+  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : nonEmptyStringField(object, 'dataset');
   const history = object.history_queries === undefined || object.history_queries === null ? [] : stringArrayField(object, 'history_queries');
   const round: ScoredRound = {
     dataset,
@@ -68,7 +71,7 @@ export function validateRound(value: unknown, options: RoundOptions): ScoredRoun
     question: stringField(object, 'question'),
     round_index: nonNegativeIntegerField(object, 'round_index'),
     history_queries: history,
-    query_text: stringField(object, 'query_text'),
+    query_text: queryTextField(object),
     candidates: arrayField(object, 'candidates').map((candidate, i) => candidateAt(candidate, `candidates[${i}]`, options)),
   };
   checkDistinct(
@@ -190,6 +193,7 @@ export async function* constructRecords(
   options: ConstructionOptions,
   summary: ConstructionSummary,
 ): AsyncGenerator<TrainingRecord[]> {
+  if (options.dataset === '') throw new ServiceError('bad_request', 'dataset must not be empty', { field: 'dataset' });
   for await (const item of items) {
     summary.rounds += 1;
     let round: ScoredRound;

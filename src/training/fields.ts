@@ -10,6 +10,8 @@ export const REJECTION_REASONS = [
   'unknown_passage',
   'positive_not_first',
   'duplicate_passage',
+  'query_has_separator',
+  'negative_ties_positive',
 ] as const;
 
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
@@ -57,6 +59,28 @@ function present(object: JsonObject, name: string, prefix = ''): unknown {
 export function stringField(object: JsonObject, name: string, prefix = ''): string {
   const value = present(object, name, prefix);
   if (typeof value !== 'string') reject('wrong_type', `${prefix}${name} must be a string`, `${prefix}${name}`);
+  return value;
+}
+
+export function nonEmptyStringField(object: JsonObject, name: string, prefix = ''): string {
+  const value = stringField(object, name, prefix);
+  if (value === '') reject('invalid_value', `${prefix}${name} must not be empty`, `${prefix}${name}`);
+  return value;
+}
+
+/** What the Agentic-R trainer puts between the question and the sub-query when it joins them. */
+export const QUERY_SEPARATOR_TOKEN = '[SEP]';
+
+/** `query_text`: the bare sub-query. A joined "question [SEP] sub-query" would be joined again by the trainer. */
+export function queryTextField(object: JsonObject): string {
+  const value = stringField(object, 'query_text');
+  if (value.includes(QUERY_SEPARATOR_TOKEN)) {
+    reject(
+      'query_has_separator',
+      `query_text must be the bare sub-query, without ${QUERY_SEPARATOR_TOKEN}: the trainer joins the question to it itself`,
+      'query_text',
+    );
+  }
   return value;
 }
 

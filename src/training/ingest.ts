@@ -104,7 +104,7 @@ function validateItem(item: InputItem, options: IngestOptions): { records: Train
   if ('parseError' in item) return { rejection: { reason: 'malformed_json', message: `not JSON: ${item.parseError}` } };
   try {
     const candidates = isLegacyRecord(item.value)
-      ? fromLegacyRecord(item.value, options.legacyDataset ?? DEFAULT_LEGACY_DATASET)
+      ? fromLegacyRecord(item.value, options.legacyDataset ?? DEFAULT_LEGACY_DATASET, options.corpusRows)
       : [item.value];
     return { records: candidates.map((candidate) => validateRecord(candidate, options.corpusRows)) };
   } catch (error) {

@@ -1,5 +1,5 @@
 import type { CorpusRow } from '../engine/types.js';
-import { arrayField, isObject, objectAt, reject, stringField, type JsonObject } from './fields.js';
+import { arrayField, isObject, objectAt, passageIdAt, QUERY_SEPARATOR_TOKEN, reject, stringField, type JsonObject } from './fields.js';
 import type { TrainingRecord } from './record.js';
 
 /** Tevatron's own training format: passages carried inline, no scores, several positives allowed. */
@@ -17,7 +17,7 @@ export interface TevatronRecord {
 }
 
 /** The Agentic-R trainer joins these two with this separator; legacy records carry the join. */
-const QUERY_SEPARATOR = ' [SEP] ';
+const QUERY_SEPARATOR = ` ${QUERY_SEPARATOR_TOKEN} `;
 
 /** The round a legacy record is filed under: it has no round, and a first round has no history. */
 const LEGACY_ROUND_INDEX = 1;
@@ -36,11 +36,11 @@ export function isLegacyRecord(value: unknown): value is JsonObject {
  * - scores mark only the label tevatron knows: positives `{em: 1, local_utility: 1}`,
  *   negatives `{em: 0, local_utility: 0}`.
  */
-export function fromLegacyRecord(object: JsonObject, dataset: string): unknown[] {
+export function fromLegacyRecord(object: JsonObject, dataset: string, corpusRows: number): unknown[] {
   const queryId = legacyQueryId(object);
   const query = stringField(object, 'query');
-  const positives = legacyDocids(object, 'positive_passages');
-  const negatives = 'negative_passages' in object ? legacyDocids(object, 'negative_passages') : [];
+  const positives = legacyDocids(object, 'positive_passages', corpusRows);
+  const negatives = 'negative_passages' in object ? legacyDocids(object, 'negative_passages', corpusRows) : [];
   if (positives.length === 0) reject('invalid_value', 'positive_passages must name at least one passage', 'positive_passages');
   const split = query.indexOf(QUERY_SEPARATOR);
   const question = split < 0 ? query : query.slice(0, split);
@@ -62,12 +62,13 @@ function legacyQueryId(object: JsonObject): string {
   return typeof value === 'number' ? String(value) : stringField(object, 'query_id');
 }
 
-/** Docids pass through untouched (a number becomes its decimal string); the record check judges them. */
-function legacyDocids(object: JsonObject, name: string): unknown[] {
+/** Docids are checked here, so an error names the field the client sent (`positive_passages[0].docid`); a number becomes its decimal string. */
+function legacyDocids(object: JsonObject, name: string, corpusRows: number): string[] {
   return arrayField(object, name).map((passage, i) => {
+    const field = `${name}[${i}].docid`;
     const docid = objectAt(passage, `${name}[${i}]`).docid;
-    if (docid === undefined || docid === null) reject('missing_field', `${name}[${i}].docid is required`, `${name}[${i}].docid`);
-    return typeof docid === 'number' ? String(docid) : docid;
+    if (docid === undefined || docid === null) reject('missing_field', `${field} is required`, field);
+    return passageIdAt(docid, field, corpusRows, true);
   });
 }
 

@@ -3,9 +3,11 @@ import {
   arrayField,
   boundedNumberField,
   checkDistinct,
+  nonEmptyStringField,
   nonNegativeIntegerField,
   objectAt,
   passageIdAt,
+  queryTextField,
   reject,
   stringArrayField,
   stringField,
@@ -42,12 +44,12 @@ export function compareScores(a: PassageScore, b: PassageScore): number {
 export function validateRecord(value: unknown, corpusRows: number): TrainingRecord {
   const object = objectAt(value, 'record');
   const record: TrainingRecord = {
-    dataset: stringField(object, 'dataset'),
+    dataset: nonEmptyStringField(object, 'dataset'),
     query_id: stringField(object, 'query_id'),
     question: stringField(object, 'question'),
     round_index: nonNegativeIntegerField(object, 'round_index'),
     history_queries: stringArrayField(object, 'history_queries'),
-    query_text: stringField(object, 'query_text'),
+    query_text: queryTextField(object),
     passage_ids: [],
     scores: [],
   };
@@ -72,15 +74,26 @@ function scoreAt(value: unknown, field: string): PassageScore {
   };
 }
 
-/** The positive must answer correctly and rank first; ties with it are allowed (it is still a best). */
+/**
+ * The positive must answer correctly and rank first. A negative may not tie it on both scores:
+ * by the Agentic-R rule every candidate tied with the top one is a positive.
+ */
 function checkPositiveFirst(scores: readonly PassageScore[]): void {
   const positive = scores[0]!;
   if (positive.em !== 1) reject('positive_not_first', `scores[0].em must be 1 for the positive, got ${positive.em}`, 'scores[0].em');
   scores.forEach((score, i) => {
-    if (compareScores(positive, score) > 0) {
+    const order = i === 0 ? -1 : compareScores(positive, score);
+    if (order > 0) {
       reject(
         'positive_not_first',
         `passage_ids[${i}] (em ${score.em}, local_utility ${score.local_utility}) outranks the positive`,
+        `scores[${i}]`,
+      );
+    }
+    if (order === 0) {
+      reject(
+        'negative_ties_positive',
+        `passage_ids[${i}] ties the positive (em ${score.em}, local_utility ${score.local_utility}): a candidate as good as the best is a positive, not a negative; send it as the positive of its own record`,
         `scores[${i}]`,
       );
     }

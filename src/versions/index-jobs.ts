@@ -5,6 +5,7 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
 import { buildIndex } from '../index/build-index.js';
+import { partialRowsWritten } from '../index/ixfi-writer.js';
 import type { JobRecord, VersionRegistry } from './version-registry.js';
 
 export interface IndexJobOptions {
@@ -12,7 +13,7 @@ export interface IndexJobOptions {
   encoder?: EncoderOptions;
   /** Passages per encoder call. */
   batchSize: number;
-  /** Called when a job ends, whatever the outcome. */
+  /** Called when a job ends, whatever the outcome (after its end is recorded, or failed to be). */
   onEnd?: (job: JobRecord) => void;
   /** Called when a job's end could not be recorded (the registry could not be written). */
   onError?: (error: unknown) => void;
@@ -28,6 +29,7 @@ interface RunningJob {
   controller: AbortController;
   rowsDone: number;
   rowsTotal: number;
+  resumedFrom: number;
   /** Rows and time when this run's progress started counting, for the rate. */
   baseRows: number;
   baseTime: number;
@@ -67,21 +69,22 @@ export class IndexJobs {
   }
 
   private async launch(versionId: string, indexPath: string, corpusRows: number): Promise<JobView> {
-    const job = await this.registry.addJob({
+    // What a stopped build left is known now, so the job shows where it resumes from the start.
+    const onDisk = await partialRowsWritten(indexPath);
+    const job = await this.registry.startJob({
       versionId,
-      state: 'running',
       indexPath,
-      rowsDone: 0,
+      rowsDone: onDisk,
       rowsTotal: corpusRows,
-      resumedFrom: 0,
+      resumedFrom: onDisk,
       startedAt: new Date().toISOString(),
     });
-    await this.registry.updateVersion(versionId, { state: 'building', reason: undefined, jobId: job.id });
     const run: RunningJob = {
       controller: new AbortController(),
-      rowsDone: 0,
+      rowsDone: onDisk,
       rowsTotal: corpusRows,
-      baseRows: 0,
+      resumedFrom: onDisk,
+      baseRows: onDisk,
       baseTime: performance.now(),
       finished: Promise.resolve(),
     };
@@ -99,7 +102,7 @@ export class IndexJobs {
     const job = this.registry.job(jobId);
     const run = this.running.get(jobId);
     if (!run) return job;
-    const view: JobView = { ...job, rowsDone: run.rowsDone, rowsTotal: run.rowsTotal };
+    const view: JobView = { ...job, rowsDone: run.rowsDone, rowsTotal: run.rowsTotal, resumedFrom: run.resumedFrom };
     const seconds = (performance.now() - run.baseTime) / 1000;
     const rows = run.rowsDone - run.baseRows;
     if (rows > 0 && seconds > 0) {
@@ -113,7 +116,7 @@ export class IndexJobs {
     return this.registry.jobs().map((job) => this.view(job.id));
   }
 
-  /** Stops a running job between batches; resolves once it has ended. */
+  /** Stops a running job, abandoning the batch being encoded; resolves once its end is recorded. */
   async cancel(jobId: string): Promise<JobView> {
     const job = this.registry.job(jobId);
     const run = this.running.get(jobId);
@@ -130,17 +133,15 @@ export class IndexJobs {
 
   private async run(jobId: string, run: RunningJob): Promise<void> {
     const version = this.registry.version(this.registry.job(jobId).versionId);
-    const opened: { close(): Promise<void> }[] = [];
+    let corpus: CorpusStore | undefined;
+    let encoder: WorkerEncoder | undefined;
     let ended: Pick<JobRecord, 'state' | 'reason'>;
-    let resumedFrom = 0;
     try {
       await mkdir(path.dirname(version.indexPath), { recursive: true });
-      const corpus = await CorpusStore.open(version.corpusPath, { sidecarPath: version.sidecarPath });
-      opened.push(corpus);
-      const encoder = await WorkerEncoder.load(version.modelDir, this.options.encoder);
-      opened.push(encoder);
+      corpus = await CorpusStore.open(version.corpusPath, { sidecarPath: version.sidecarPath });
+      encoder = await WorkerEncoder.load(version.modelDir, this.options.encoder);
       let first = true;
-      const result = await buildIndex({
+      await buildIndex({
         corpus,
         encoder,
         outPath: version.indexPath,
@@ -149,34 +150,40 @@ export class IndexJobs {
         onProgress: (done, total) => {
           if (first) {
             first = false;
-            resumedFrom = done;
-            Object.assign(run, { baseRows: done, baseTime: performance.now() });
+            Object.assign(run, { resumedFrom: done, baseRows: done, baseTime: performance.now() });
           }
           Object.assign(run, { rowsDone: done, rowsTotal: total });
         },
       });
-      resumedFrom = result.resumedFrom;
       ended = { state: 'done' };
     } catch (error) {
-      ended = run.controller.signal.aborted
-        ? { state: 'cancelled', reason: 'cancelled' }
-        : { state: 'failed', reason: (error as Error).message };
+      ended = run.controller.signal.aborted ? { state: 'cancelled', reason: 'cancelled' } : { state: 'failed', reason: failureReason(error) };
     } finally {
-      await Promise.allSettled(opened.reverse().map((part) => part.close()));
+      // A cancelled build does not wait for the encode it abandoned.
+      if (run.controller.signal.aborted) encoder?.abandon();
+      await Promise.allSettled([encoder?.close(), corpus?.close()]);
     }
     const job: JobRecord = {
       ...this.registry.job(jobId),
       ...ended,
       rowsDone: run.rowsDone,
       rowsTotal: run.rowsTotal,
-      resumedFrom,
+      resumedFrom: run.resumedFrom,
       finishedAt: new Date().toISOString(),
     };
-    // The version first: whoever sees the job ended finds the version's new state too.
-    await this.registry.updateVersion(version.id, versionAfter(job, version.id));
-    await this.registry.updateJob(jobId, job);
-    this.options.onEnd?.(job);
+    try {
+      await this.registry.endJob(jobId, job, versionAfter(job, version.id));
+    } finally {
+      this.options.onEnd?.(job);
+    }
   }
+}
+
+/** A full disk is named as such, with what to do about it. */
+function failureReason(error: unknown): string {
+  const { code, message } = error as NodeJS.ErrnoException;
+  if (code === 'ENOSPC') return `no space left on device (ENOSPC) for the index file: ${message}; free space, then build again to resume`;
+  return (error as Error).message;
 }
 
 function versionAfter(job: JobRecord, versionId: string): { state: 'ready' | 'registered' | 'failed'; reason?: string } {

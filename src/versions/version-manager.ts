@@ -11,6 +11,7 @@ import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { pathExists } from '../file-io.js';
 import { readIxfiHeader } from '../index/ixfi-header.js';
+import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { VersionRegistry, type VersionRecord } from './version-registry.js';
@@ -32,7 +33,8 @@ export interface VersionManagerOptions {
   fp16: boolean;
   /** Also build int8 graphs, with weights of these bits, when converting checkpoints. */
   int8?: WeightBitsSetting;
-  log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded. */
+  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'error') => void;
 }
 
 export interface RegisterRequest {
@@ -78,12 +80,14 @@ export class VersionManager {
   ) {}
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
-    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'));
+    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), { rowsOnDisk: partialRowsWritten });
     const jobs = new IndexJobs(registry, {
       batchSize: options.buildBatchSize ?? 64,
       ...(options.buildEncoder && { encoder: options.buildEncoder }),
-      onEnd: (job) => options.log?.(`index job ${job.id} of version ${job.versionId}: ${job.state}`, { ...job }),
-      onError: (error) => options.log?.(`index job state could not be recorded: ${(error as Error).message}`),
+      onEnd: (job) =>
+        options.log?.(`index job ${job.id} of version ${job.versionId}: ${job.state}${job.reason ? ` (${job.reason})` : ''}`, { ...job }, job.state === 'failed' ? 'error' : 'info'),
+      onError: (error) =>
+        options.log?.(`index job state could not be recorded (it is kept in memory and written once the disk takes it): ${(error as Error).message}`, {}, 'error'),
     });
     return new VersionManager(registry, jobs, options);
   }
@@ -237,11 +241,14 @@ export class VersionManager {
     });
   }
 
-  /** Cancels index jobs and waits for a running activation to end. */
+  /** Cancels index jobs, waits for a running activation to end, and writes what a full disk held back. */
   async close(): Promise<void> {
     this.closing = true;
     await this.jobs.close();
     await this.activation.waitForUnlock();
+    await this.registry.close().catch((error: Error) =>
+      this.options.log?.(`the version registry could not be written on shutdown: ${error.message}`, {}, 'error'),
+    );
   }
 
   private exclusively<T>(work: () => Promise<T>): Promise<T> {

@@ -60,21 +60,33 @@ export const REGISTRY_FILE = 'registry.json';
 /** Activation history kept for rollback; older entries are forgotten. */
 const HISTORY_LIMIT = 32;
 
+/** How long after a failed write (a full disk) the registry tries again to record a job's end. */
+const RETRY_WRITE_MS = 5000;
+
 /**
  * Retriever versions, their index jobs, the active version and the activation history, kept in
  * one JSON file that is replaced atomically (temp file, fsync, rename, directory fsync) on every
- * change, so a crash leaves either the old or the new state. Callers get copies, never live records.
+ * change, so a crash leaves either the old or the new state. Changes apply one at a time, and a
+ * change whose write fails is undone, so memory never claims what the file lacks; except a job's
+ * end, which has happened whatever the disk says: it stays, and its write is retried. Callers get
+ * copies, never live records.
  */
 export class VersionRegistry {
-  private saving: Promise<void> = Promise.resolve();
+  private writing: Promise<void> = Promise.resolve();
+  /** Set while memory holds a job's end that could not be written yet. */
+  private unwritten = false;
+  private retry?: NodeJS.Timeout;
 
   private constructor(
     readonly dir: string,
-    private readonly document: RegistryDocument,
+    private document: RegistryDocument,
   ) {}
 
-  /** Opens (or starts) the registry in `dir`. Work a restart interrupted is marked as such. */
-  static async open(dir: string): Promise<VersionRegistry> {
+  /**
+   * Opens (or starts) the registry in `dir`. Work a restart interrupted is marked as such, with
+   * the rows its partial file holds (`rowsOnDisk`), which a killed build never got to record.
+   */
+  static async open(dir: string, options: { rowsOnDisk?: (indexPath: string) => Promise<number> } = {}): Promise<VersionRegistry> {
     await mkdir(dir, { recursive: true });
     const file = path.join(dir, REGISTRY_FILE);
     let document: RegistryDocument;
@@ -87,16 +99,17 @@ export class VersionRegistry {
     const registry = new VersionRegistry(dir, document);
     const interrupted = document.jobs.filter((job) => job.state === 'running');
     for (const job of interrupted) {
-      Object.assign(job, { state: 'failed', reason: 'interrupted by a server restart', finishedAt: new Date().toISOString() });
+      const rowsDone = options.rowsOnDisk ? await options.rowsOnDisk(job.indexPath) : job.rowsDone;
+      Object.assign(job, { state: 'failed', rowsDone, reason: 'interrupted by a server restart', finishedAt: new Date().toISOString() });
       const version = document.versions.find((candidate) => candidate.id === job.versionId);
       if (version?.state === 'building') {
         Object.assign(version, {
           state: 'registered',
-          reason: `index build ${job.id} interrupted by a server restart; POST /training/versions/${version.id}/build resumes it from its partial file`,
+          reason: `index build ${job.id} interrupted by a server restart at row ${rowsDone} of ${job.rowsTotal}; POST /training/versions/${version.id}/build resumes it from its partial file`,
         });
       }
     }
-    if (interrupted.length > 0) await registry.save();
+    if (interrupted.length > 0) await registry.write();
     return registry;
   }
 
@@ -141,69 +154,90 @@ export class VersionRegistry {
   }
 
   /** Adds a version; its id is `fields.id` or a {@link newVersionId}. */
-  async addVersion(fields: Omit<VersionRecord, 'id' | 'createdAt'> & { id?: string }): Promise<VersionRecord> {
+  addVersion(fields: Omit<VersionRecord, 'id' | 'createdAt'> & { id?: string }): Promise<VersionRecord> {
     const id = fields.id ?? this.newVersionId();
-    if (this.has(id)) throw new ServiceError('conflict', `version ${id} already exists`);
-    const version: VersionRecord = { ...fields, id, createdAt: new Date().toISOString() };
-    this.document.versions.push(version);
-    await this.save();
-    return { ...version };
+    return this.change(() => {
+      if (this.has(id)) throw new ServiceError('conflict', `version ${id} already exists`);
+      const version: VersionRecord = { ...fields, id, createdAt: new Date().toISOString() };
+      this.document.versions.push(version);
+      return { ...version };
+    });
   }
 
   /** Replaces the given fields of a version; `undefined` removes a field. */
-  async updateVersion(id: string, changes: Partial<Omit<VersionRecord, 'id'>>): Promise<VersionRecord> {
-    const version = this.liveVersion(id);
-    assignDefined(version, changes);
-    await this.save();
-    return { ...version };
+  updateVersion(id: string, changes: Partial<Omit<VersionRecord, 'id'>>): Promise<VersionRecord> {
+    return this.change(() => {
+      const version = this.liveVersion(id);
+      assignDefined(version, changes);
+      return { ...version };
+    });
   }
 
-  async addJob(fields: Omit<JobRecord, 'id'>): Promise<JobRecord> {
-    const job: JobRecord = { ...fields, id: `job-${this.document.nextJob++}` };
-    this.document.jobs.push(job);
-    await this.save();
-    return { ...job };
+  /** Adds a running job and marks its version `building` with it, in one write. */
+  startJob(fields: Omit<JobRecord, 'id' | 'state'>): Promise<JobRecord> {
+    return this.change(() => {
+      const version = this.liveVersion(fields.versionId);
+      const job: JobRecord = { ...fields, state: 'running', id: `job-${this.document.nextJob++}` };
+      this.document.jobs.push(job);
+      assignDefined(version, { state: 'building', reason: undefined, jobId: job.id });
+      return { ...job };
+    });
   }
 
-  async updateJob(id: string, changes: Partial<Omit<JobRecord, 'id'>>): Promise<JobRecord> {
-    const job = this.document.jobs.find((candidate) => candidate.id === id);
-    if (!job) throw new ServiceError('not_found', `no index job ${id}`);
-    assignDefined(job, changes);
-    await this.save();
-    return { ...job };
+  /**
+   * Records a job's end and its version's new state together, so no reader sees one without the
+   * other. A failed write rejects, but the end stays recorded in memory and is written later.
+   */
+  endJob(id: string, changes: Partial<Omit<JobRecord, 'id'>>, versionChanges: Partial<Omit<VersionRecord, 'id'>>): Promise<void> {
+    return this.change(() => {
+      const job = this.document.jobs.find((candidate) => candidate.id === id);
+      if (!job) throw new ServiceError('not_found', `no index job ${id}`);
+      const version = this.liveVersion(job.versionId);
+      assignDefined(job, changes);
+      assignDefined(version, versionChanges);
+    }, 'keep');
+  }
+
+  /** Writes what memory holds that the file lacks (a job's end a full disk refused), and stops retrying. */
+  async close(): Promise<void> {
+    clearTimeout(this.retry);
+    if (this.unwritten) await this.change(() => undefined, 'keep');
+    clearTimeout(this.retry);
   }
 
   /**
    * Records `id` as the active version: the one it replaced becomes `ready`. An activation
    * appends `id` to the history; a rollback drops the active entry the history ended with.
    */
-  async markActive(id: string, how: 'activate' | 'rollback'): Promise<VersionRecord> {
-    const version = this.liveVersion(id);
-    const replaced = this.document.activeId;
-    const replacedVersion = replaced !== undefined && replaced !== id && this.has(replaced) ? this.liveVersion(replaced) : undefined;
-    // A remembered version that failed to load at startup stays failed.
-    if (replacedVersion?.state === 'active') replacedVersion.state = 'ready';
-    assignDefined(version, { state: 'active', reason: undefined, activatedAt: new Date().toISOString() });
-    const { history } = this.document;
-    if (how === 'rollback') history.pop();
-    if (history[history.length - 1] !== id) history.push(id);
-    history.splice(0, Math.max(0, history.length - HISTORY_LIMIT));
-    this.document.activeId = id;
-    await this.save();
-    return { ...version };
+  markActive(id: string, how: 'activate' | 'rollback'): Promise<VersionRecord> {
+    return this.change(() => {
+      const version = this.liveVersion(id);
+      const replaced = this.document.activeId;
+      const replacedVersion = replaced !== undefined && replaced !== id && this.has(replaced) ? this.liveVersion(replaced) : undefined;
+      // A remembered version that failed to load at startup stays failed.
+      if (replacedVersion?.state === 'active') replacedVersion.state = 'ready';
+      assignDefined(version, { state: 'active', reason: undefined, activatedAt: new Date().toISOString() });
+      const { history } = this.document;
+      if (how === 'rollback') history.pop();
+      if (history[history.length - 1] !== id) history.push(id);
+      history.splice(0, Math.max(0, history.length - HISTORY_LIMIT));
+      this.document.activeId = id;
+      return { ...version };
+    });
   }
 
   /** Forgets a version, its index jobs and its entries in the activation history. */
-  async removeVersion(id: string): Promise<VersionRecord> {
-    const version = this.liveVersion(id);
-    const { document } = this;
-    document.versions = document.versions.filter((candidate) => candidate.id !== id);
-    document.jobs = document.jobs.filter((job) => job.versionId !== id);
-    // Dropping an entry can leave one version twice in a row; once is where a rollback goes.
-    const kept = document.history.filter((entry) => entry !== id);
-    document.history = kept.filter((entry, at) => at === 0 || entry !== kept[at - 1]);
-    await this.save();
-    return { ...version };
+  removeVersion(id: string): Promise<VersionRecord> {
+    return this.change(() => {
+      const version = this.liveVersion(id);
+      const { document } = this;
+      document.versions = document.versions.filter((candidate) => candidate.id !== id);
+      document.jobs = document.jobs.filter((job) => job.versionId !== id);
+      // Dropping an entry can leave one version twice in a row; once is where a rollback goes.
+      const kept = document.history.filter((entry) => entry !== id);
+      document.history = kept.filter((entry, at) => at === 0 || entry !== kept[at - 1]);
+      return { ...version };
+    });
   }
 
   private liveVersion(id: string): VersionRecord {
@@ -212,14 +246,42 @@ export class VersionRegistry {
     return version;
   }
 
-  /** Writes the whole document; saves run one after another, each writing the state as of its turn. */
-  private save(): Promise<void> {
-    const file = path.join(this.dir, REGISTRY_FILE);
-    const run = this.saving.then(() =>
-      writeFileAtomically(file, [Buffer.from(`${JSON.stringify(this.document, null, 2)}\n`)]),
+  /**
+   * Applies `apply` and writes the whole document, one change at a time. When the write fails the
+   * change is undone (`undo`), or kept and written again later (`keep`). Ids handed out stay taken.
+   */
+  private change<T>(apply: () => T, onWriteFailure: 'undo' | 'keep' = 'undo'): Promise<T> {
+    const run = this.writing.then(async () => {
+      const before = structuredClone(this.document);
+      const result = apply();
+      try {
+        await this.write();
+      } catch (error) {
+        if (onWriteFailure === 'keep') this.retryLater();
+        else {
+          const { nextVersion, nextJob } = this.document;
+          this.document = { ...before, nextVersion, nextJob };
+        }
+        throw error;
+      }
+      return result;
+    });
+    this.writing = run.then(
+      () => undefined,
+      () => undefined,
     );
-    this.saving = run.catch(() => undefined);
     return run;
+  }
+
+  private async write(): Promise<void> {
+    await writeFileAtomically(path.join(this.dir, REGISTRY_FILE), [Buffer.from(`${JSON.stringify(this.document, null, 2)}\n`)]);
+    this.unwritten = false;
+  }
+
+  private retryLater(): void {
+    this.unwritten = true;
+    clearTimeout(this.retry);
+    this.retry = setTimeout(() => void this.change(() => undefined, 'keep').catch(() => undefined), RETRY_WRITE_MS).unref();
   }
 }
 

@@ -294,5 +294,14 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
       );
       await closing.close();
     });
+
+    it('abandon fails the encode in flight at once instead of answering it, and later calls too', async () => {
+      const stopped = await WorkerEncoder.load(modelDir);
+      const inFlight = stopped.encodePassages(Array.from({ length: 64 }, (_, row) => `passage ${row} about the history of Pavia`));
+      stopped.abandon();
+      await assert.rejects(inFlight, isServiceError('internal', /the encoder was stopped/));
+      await assert.rejects(stopped.encodeQueries([{ query: 'paris' }]), isServiceError('internal', /the encoder was stopped/));
+      await stopped.close();
+    });
   });
 });

@@ -15,6 +15,7 @@ import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import { SAMPLE_CORPUS } from '../sample-data.js';
+import { DEMO_CORPUS_PATH } from '../../src/http/project-files.js';
 
 const TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt'];
 
@@ -112,9 +113,19 @@ describe('makeModel: model folders from presets and Hugging Face checkpoints', f
       assert.deepEqual((await readdir(tmp)).filter((name) => name.includes('partial')), []);
     });
 
+    it('derives a preset\'s vocabulary from the bundled demo corpus when no vocabulary corpus is given', async function () {
+      const implicit = path.join(tmp, 'default-vocabulary');
+      const explicit = path.join(tmp, 'demo-vocabulary');
+      const manifest = await makeModel({ outDir: implicit, preset: 'tiny', seed: 1 });
+      await makeModel({ outDir: explicit, preset: 'tiny', seed: 1, vocabularyCorpus: DEMO_CORPUS_PATH });
+      assert.equal(manifest.provenance.source === 'preset' && manifest.provenance.vocabularyFrom, DEMO_CORPUS_PATH);
+      const vocabulary = await readVocabularyFile(path.join(implicit, 'vocab.txt'));
+      assert.deepEqual(vocabulary, await readVocabularyFile(path.join(explicit, 'vocab.txt')));
+      assert.notDeepEqual(vocabulary, deriveVocabulary([], { size: PRESETS.tiny.vocabulary.size }).tokens);
+    });
+
     it('refuses bad options with a clear error', async function () {
       const outDir = path.join(tmp, 'never');
-      await assert.rejects(makeModel({ outDir, preset: 'tiny' }), isServiceError('bad_request', /needs a corpus/));
       await assert.rejects(
         makeModel({ outDir, preset: 'tiny', vocabularyCorpus: path.join(tmp, 'absent.jsonl') }),
         isServiceError('not_found', /absent\.jsonl not found/),

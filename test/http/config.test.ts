@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs } from '../../src/config.js';
+import { Command } from 'commander';
+import { addServeOptions, CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs } from '../../src/config.js';
+import { PROJECT_ROOT } from '../../src/http/project-files.js';
 import { ServiceError } from '../../src/errors.js';
 
 function rejects(run: () => unknown, field: RegExp): void {
@@ -61,6 +63,18 @@ describe('serve config', () => {
     assert.equal(config.strictDevice, true);
     assert.equal(parseServeArgs(['--no_training_auth'], {}).trainingAuth, false);
     rejects(() => parseServeArgs(['--topk', '3', '--topk', '3', '--max_topk', '5', '--max-topk', '6'], {}), /--max_topk and --max-topk/);
+  });
+
+  it("shows each default in serve --help as README's configuration table does", async () => {
+    const help = addServeOptions(new Command('serve')).helpInformation().replace(/\s+/g, ' ');
+    const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+    const rows = [...readme.matchAll(/^\| `--([a-z_]+)` \| `?([^|`]+?)`? \|/gm)].map(([, flag, value]) => [flag!, value!] as const);
+    const compared = rows.flatMap(([flag, readmeDefault]) => {
+      const shown = new RegExp(`--${flag} <value> (?:(?! --).)*?\\(default (\\S+);`).exec(help);
+      return shown ? [[flag, shown[1], readmeDefault]] : [];
+    });
+    assert.ok(compared.some(([flag]) => flag === 'result_cache_size'), JSON.stringify(compared));
+    for (const [flag, help, readme] of compared) assert.equal(help, readme, `--${flag}: serve --help says ${help}, README says ${readme}`);
   });
 
   it('layers defaults < config file < environment < flags', async () => {

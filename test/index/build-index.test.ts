@@ -10,7 +10,7 @@ import { isServiceError } from '../corpus/assert-service-error.js';
 import { buildIndex, flatIndexFileName } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
-import { partialPaths } from '../../src/index/ixfi-writer.js';
+import { partialPaths, partialRowsWritten } from '../../src/index/ixfi-writer.js';
 import { HashingEncoder } from './hashing-encoder.js';
 import { floatBytes } from './index-fixtures.js';
 import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
@@ -57,8 +57,8 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const progress: Array<[number, number]> = [];
     const result = await buildIndex({ corpus, encoder, outPath, batchSize: 64, onProgress: (done, total) => progress.push([done, total]) });
     assert.deepEqual(result, { path: outPath, rows: 1000, dimension: DIMENSION, maxPassageLength: 256, resumedFrom: 0 });
-    assert.deepEqual(encoder.passageBatches, [...Array(15).fill(64), 40]);
-    assert.deepEqual(progress[0], [0, 1000]);
+    assert.deepEqual(encoder.passageBatches, [4, 8, 16, 32, ...Array(14).fill(64), 44], 'small batches first, for an early progress report');
+    assert.deepEqual(progress.slice(0, 3), [[0, 1000], [4, 1000], [12, 1000]]);
     assert.deepEqual(progress.at(-1), [1000, 1000]);
     assert.deepEqual(await readIxfiHeader(outPath, { expectDimension: DIMENSION, expectRows: 1000 }), { dimension: DIMENSION, rows: 1000 });
 
@@ -104,14 +104,40 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
   it('stops between batches on abort, keeping the partial build for a resume', async function () {
     const outPath = path.join(dir, 'aborted.index');
     const controller = new AbortController();
-    await assert.rejects(
-      buildIndex({ corpus, encoder: new HashingEncoder(), outPath, batchSize: 100, signal: controller.signal, onProgress: (done) => done >= 200 && controller.abort() }),
-      { name: 'AbortError' },
-    );
+    let abortedAt = 0;
+    const onProgress = (done: number): void => {
+      if (done < 200 || controller.signal.aborted) return;
+      abortedAt = done;
+      controller.abort();
+    };
+    await assert.rejects(buildIndex({ corpus, encoder: new HashingEncoder(), outPath, batchSize: 100, signal: controller.signal, onProgress }), {
+      name: 'AbortError',
+    });
+    assert.equal(abortedAt, 4 + 8 + 16 + 32 + 64 + 100);
     await assert.rejects(stat(outPath), /ENOENT/);
-    assert.equal((await stat(partialPaths(outPath).vectors)).size, IXFI_HEADER_BYTES + 200 * DIMENSION * 4);
+    assert.equal((await stat(partialPaths(outPath).vectors)).size, IXFI_HEADER_BYTES + abortedAt * DIMENSION * 4);
+    assert.equal(await partialRowsWritten(outPath), abortedAt);
     const result = await buildIndex({ corpus, encoder: new HashingEncoder(), outPath, batchSize: 100 });
-    assert.equal(result.resumedFrom, 200);
+    assert.equal(result.resumedFrom, abortedAt);
+    assert.equal(await partialRowsWritten(outPath), 0, 'a finished build leaves no partial file');
+  });
+
+  it('abandons the batch being encoded on abort instead of waiting for it', async function () {
+    const outPath = path.join(dir, 'abandoned.index');
+    const controller = new AbortController();
+    /** Its third batch never finishes, like a long encode on a slow CPU: only abandoning it ends the build. */
+    class StallingEncoder extends HashingEncoder {
+      override encodePassages(texts: readonly string[]): Promise<Float32Array> {
+        if (this.passageBatches.length < 2) return super.encodePassages(texts);
+        this.passageBatches.push(texts.length);
+        controller.abort();
+        return new Promise(() => undefined);
+      }
+    }
+    const encoder = new StallingEncoder();
+    await assert.rejects(buildIndex({ corpus, encoder, outPath, batchSize: 64, signal: controller.signal }), { name: 'AbortError' });
+    assert.deepEqual(encoder.passageBatches, [4, 8, 16]);
+    assert.equal(await partialRowsWritten(outPath), 12, 'the abandoned batch wrote nothing');
   });
 
   it('refuses to resume a partial build made with another encoder or another corpus state, unless restarted', async function () {

@@ -9,6 +9,7 @@ import {
   type ConstructionSummary,
 } from '../../src/training/construction.js';
 import { constructTrainingFile } from '../../src/training/construction-file.js';
+import { rejectionOf } from '../../src/training/fields.js';
 import { itemsOfArray } from '../../src/training/jsonl.js';
 import { validateRecord, type TrainingRecord } from '../../src/training/record.js';
 import { SAMPLE_ROWS, scoredRound, temporaryDir } from './fixtures.js';
@@ -24,10 +25,10 @@ function records(outcome: ReturnType<typeof build>): TrainingRecord[] {
   return outcome.records;
 }
 
-async function constructAll(rounds: unknown[], seed: number): Promise<{ records: TrainingRecord[]; summary: ConstructionSummary }> {
+async function constructAll(rounds: unknown[], seed: number, dataset = ROUND_OPTIONS.dataset): Promise<{ records: TrainingRecord[]; summary: ConstructionSummary }> {
   const summary = newConstructionSummary(seed);
   const out: TrainingRecord[] = [];
-  for await (const built of constructRecords(itemsOfArray(rounds), { ...ROUND_OPTIONS, seed }, summary)) out.push(...built);
+  for await (const built of constructRecords(itemsOfArray(rounds), { ...ROUND_OPTIONS, dataset, seed }, summary)) out.push(...built);
   return { records: out, summary };
 }
 
@@ -165,6 +166,26 @@ describe('step-4 construction', function () {
           { index: 7, reason: 'invalid_value', field: 'candidates[0].answer_correct' },
         ],
       },
+    );
+  });
+
+  it('refuses a round with an empty dataset or a query_text that carries the question joined with [SEP], and an empty default dataset', async function () {
+    const invalid = (overrides: Record<string, unknown>) => {
+      try {
+        validateRound({ ...scoredRound([[1, 90]]), ...overrides }, ROUND_OPTIONS);
+      } catch (error) {
+        return rejectionOf(error);
+      }
+      return assert.fail('expected a rejection');
+    };
+    assert.deepEqual(invalid({ dataset: '' }), { reason: 'invalid_value', message: 'dataset must not be empty', field: 'dataset' });
+    await assert.rejects(constructAll([scoredRound([[1, 90], ...wrong(15)], { dataset: undefined })], 0, ''), {
+      code: 'bad_request',
+      message: 'dataset must not be empty',
+    });
+    assert.deepEqual(
+      [invalid({ query_text: 'Who founded Copenhagen? [SEP] Absalon' }).reason, invalid({ query_text: 'Who founded Copenhagen? [SEP] Absalon' }).field],
+      ['query_has_separator', 'query_text'],
     );
   });
 

@@ -23,10 +23,17 @@ describe('training record validation', function () {
     assert.equal(serialiseRecord(validated), JSON.stringify(record));
   });
 
-  it('allows negatives tied with the positive but not above it, and an id of the last corpus row but not past it', function () {
+  it('refuses a negative tied with the positive on both scores or above it, and an id past the last corpus row', function () {
     const tied = makeRecord();
     tied.scores[7] = { ...tied.scores[0]! };
-    assert.deepEqual(validateRecord(tied, SAMPLE_ROWS), tied);
+    assert.deepEqual(rejection(() => validateRecord(tied, SAMPLE_ROWS)), {
+      reason: 'negative_ties_positive',
+      message: `passage_ids[7] ties the positive (em 1, local_utility ${tied.scores[0]!.local_utility}): a candidate as good as the best is a positive, not a negative; send it as the positive of its own record`,
+      field: 'scores[7]',
+    });
+    const tiedOnEmOnly = makeRecord();
+    tiedOnEmOnly.scores[7] = { em: 1, local_utility: tiedOnEmOnly.scores[0]!.local_utility - 0.01 };
+    assert.deepEqual(validateRecord(tiedOnEmOnly, SAMPLE_ROWS), tiedOnEmOnly);
     const above = makeRecord();
     above.scores[7] = { em: 1, local_utility: 0.86 };
     assert.deepEqual(rejection(() => validateRecord(above, SAMPLE_ROWS)), {
@@ -50,6 +57,9 @@ describe('training record validation', function () {
       [{ history_queries: ['a', 3] }, 'wrong_type', 'history_queries[1]'],
       [{ round_index: 1.5 }, 'invalid_value', 'round_index'],
       [{ dataset: null }, 'missing_field', 'dataset'],
+      [{ dataset: '' }, 'invalid_value', 'dataset'],
+      [{ query_text: 'Where did Horatio Hale study? [SEP] horatio hale education' }, 'query_has_separator', 'query_text'],
+      [{ query_text: 'horatio hale [SEP]' }, 'query_has_separator', 'query_text'],
     ];
     for (const [overrides, reason, field] of cases) {
       const found = rejection(() => validateRecord({ ...makeRecord(), ...overrides }, SAMPLE_ROWS));
@@ -68,6 +78,7 @@ describe('tevatron legacy format', function () {
     const [record] = fromLegacyRecord(
       { query_id: 7, query: 'who wrote hamlet', positive_passages: [{ docid: '3' }], negative_passages: [{ docid: 4 }] },
       'nq',
+      SAMPLE_ROWS,
     );
     assert.deepEqual(record, {
       dataset: 'nq',
@@ -80,10 +91,21 @@ describe('tevatron legacy format', function () {
       scores: [{ em: 1, local_utility: 1 }, { em: 0, local_utility: 0 }],
     });
     assert.deepEqual(
-      rejection(() => fromLegacyRecord({ query_id: 'x', query: 'q', positive_passages: [{ title: 't' }] }, 'nq')),
+      rejection(() => fromLegacyRecord({ query_id: 'x', query: 'q', positive_passages: [{ title: 't' }] }, 'nq', SAMPLE_ROWS)),
       { reason: 'missing_field', message: 'positive_passages[0].docid is required', field: 'positive_passages[0].docid' },
     );
-    assert.equal(rejection(() => fromLegacyRecord({ query_id: 'x', query: 'q', positive_passages: [] }, 'nq')).reason, 'invalid_value');
+    assert.equal(rejection(() => fromLegacyRecord({ query_id: 'x', query: 'q', positive_passages: [] }, 'nq', SAMPLE_ROWS)).reason, 'invalid_value');
+  });
+
+  it('names the docid field the client sent when a docid is not a row of the served corpus', function () {
+    const legacy = { query_id: 'x', query: 'q', positive_passages: [{ docid: '3' }], negative_passages: [{ docid: '4' }, { docid: SAMPLE_ROWS }] };
+    assert.deepEqual(rejection(() => fromLegacyRecord(legacy, 'nq', SAMPLE_ROWS)), {
+      reason: 'unknown_passage',
+      message: `negative_passages[1].docid = ${SAMPLE_ROWS} is not a row of the served corpus (${SAMPLE_ROWS} rows)`,
+      field: 'negative_passages[1].docid',
+    });
+    const positive = { ...legacy, positive_passages: [{ docid: 'doc-3' }] };
+    assert.deepEqual(rejection(() => fromLegacyRecord(positive, 'nq', SAMPLE_ROWS)).field, 'positive_passages[0].docid');
   });
 
   it('splits contents into title (surrounding quotes removed, doubled ones too) and text at the first newline', function () {

@@ -153,10 +153,13 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       wrongPositive.scores[0] = { em: 0, local_utility: 0.99 };
       const repeated = makeRecord();
       repeated.passage_ids[5] = '0';
+      const tied = makeRecord();
+      tied.scores[3] = { ...tied.scores[0]! };
+      const joined = makeRecord({ query_text: 'Who founded Copenhagen? [SEP] Absalon' });
       const body = [
         jsonl([valid, withoutQuestion, { ...makeRecord(), round_index: '1' }, { ...makeRecord(), passage_ids: ['01', ...makeRecord().passage_ids.slice(1)] }]),
         '{"dataset": "nq", "query_id": ',
-        jsonl([misaligned, { ...makeRecord(), passage_ids: ['1000', ...makeRecord().passage_ids.slice(1)] }, outranked, wrongPositive, repeated]),
+        jsonl([misaligned, { ...makeRecord(), passage_ids: ['1000', ...makeRecord().passage_ids.slice(1)] }, outranked, wrongPositive, repeated, tied, joined]),
       ].join('\n');
       const response = await request(app).post('/training/examples').set('Authorization', AUTH).type('application/x-ndjson').send(body).expect(200);
       assertMatchesOpenApi('POST', '/training/examples', response);
@@ -174,6 +177,8 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
           { index: 7, line: 8, status: 'rejected', reason: 'positive_not_first', field: 'scores[4]' },
           { index: 8, line: 9, status: 'rejected', reason: 'positive_not_first', field: 'scores[0].em' },
           { index: 9, line: 10, status: 'rejected', reason: 'duplicate_passage', field: 'passage_ids[5]' },
+          { index: 10, line: 11, status: 'rejected', reason: 'negative_ties_positive', field: 'scores[3]' },
+          { index: 11, line: 12, status: 'rejected', reason: 'query_has_separator', field: 'query_text' },
         ],
       );
       assert.match(results[6]!.message as string, /1000 is not a row of the served corpus \(1000 rows\)/);
@@ -181,7 +186,7 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.match(results[4]!.message as string, /^not JSON: /);
       assert.deepEqual(
         { received: response.body.received, accepted: response.body.accepted, duplicate: response.body.duplicate, rejected: response.body.rejected },
-        { received: 10, accepted: 1, duplicate: 0, rejected: 9 },
+        { received: 12, accepted: 1, duplicate: 0, rejected: 11 },
       );
       const statsResponse = await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
       assertMatchesOpenApi('GET', '/training/stats', statsResponse);
@@ -196,6 +201,8 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
         unknown_passage: 1,
         positive_not_first: 2,
         duplicate_passage: 1,
+        query_has_separator: 1,
+        negative_ties_positive: 1,
       });
       const stored = exportedLines<TrainingRecord>(await request(app).get('/training/examples').set('Authorization', AUTH).expect(200), 'TrainingRecord');
       assert.deepEqual(stored, [valid]);

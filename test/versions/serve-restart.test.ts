@@ -216,18 +216,23 @@ describe('serve with the training routes remembers the active version across a r
       const interrupted = (await call(`${second.url}/training/jobs/${jobId}`, 'GET')).body as unknown as JobView;
       assert.equal(interrupted.state, 'failed');
       assert.equal(interrupted.reason, 'interrupted by a server restart');
+      assert.ok(interrupted.rowsDone >= 64 && interrupted.rowsDone < 1000, `the rows on disk are recorded, got ${interrupted.rowsDone}`);
       const version = (await call(`${second.url}/training/versions/${versionId}`, 'GET')).body as { state: string; reason: string };
       assert.equal(version.state, 'registered');
-      assert.equal(version.reason, `index build ${jobId} interrupted by a server restart; POST /training/versions/${versionId}/build resumes it from its partial file`);
+      assert.equal(
+        version.reason,
+        `index build ${jobId} interrupted by a server restart at row ${interrupted.rowsDone} of 1000; POST /training/versions/${versionId}/build resumes it from its partial file`,
+      );
       const resumed = await call(`${second.url}/training/versions/${versionId}/build`, 'POST');
       assert.equal(resumed.status, 202);
+      assert.equal((resumed.body as unknown as JobView).resumedFrom, interrupted.rowsDone, 'a resumed build shows its starting row at once');
       let job: JobView;
       do {
         await new Promise((resolve) => setTimeout(resolve, 20));
         job = (await call(`${second.url}/training/jobs/${(resumed.body as { id: string }).id}`, 'GET')).body as unknown as JobView;
       } while (job.state === 'running');
       assert.equal(job.state, 'done');
-      assert.ok(job.resumedFrom >= 64, `resumed from row ${job.resumedFrom}`);
+      assert.equal(job.resumedFrom, interrupted.rowsDone);
       assert.equal(job.rowsDone, 1000);
       assert.equal((await call(`${second.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
       assert.equal((await call(`${second.url}/retrieve`, 'POST', { queries: ['hamlet'] })).version, versionId);

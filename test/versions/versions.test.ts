@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { execFile, execFileSync } from 'node:child_process';
+import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Express } from 'express';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
@@ -10,7 +11,7 @@ import type { QueryInput } from '../../src/engine/types.js';
 import { encodeIxfiHeader } from '../../src/index/ixfi-header.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
-import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
+import { INITIAL_VERSION, VersionManager, type VersionManagerOptions } from '../../src/versions/version-manager.js';
 import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
 import { createHarness } from '../http/app-harness.js';
@@ -23,6 +24,7 @@ const QUERIES: QueryInput[] = [
   { query: 'pavia cathedral construction date' },
 ];
 const TOPK = 5;
+const execFileAsync = promisify(execFile);
 /** Rows of demo/corpus.jsonl. */
 const ROWS = 243;
 
@@ -41,11 +43,11 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
   const dataDirs = new Set<string>();
 
   /** A service as `serve` starts it with the training routes on: the registry decides what serves. */
-  async function startService(dataDir?: string, buildBatchSize = 64, launchFiles = initialFiles): Promise<Service> {
+  async function startService(dataDir?: string, buildBatchSize = 64, launchFiles = initialFiles, log?: VersionManagerOptions['log']): Promise<Service> {
     const dir = dataDir ?? (await temporaryDir('data'));
     dataDirs.add(dir);
     const active = new ActiveRetriever();
-    const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 } });
+    const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 }, log });
     await versions.startServing(launchFiles, {});
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
     const service = { dataDir: dir, active, versions, app };
@@ -477,6 +479,11 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.match(starts.find((start) => start.status === 409)!.body.error.message, new RegExp(`version ${version.id} is (already building its index|building)`));
     assertMatchesOpenApi('POST', '/training/versions/{id}/build', resumed);
     assert.notEqual(resumed.body.id, body.job.id);
+    assert.deepEqual(
+      { resumedFrom: resumed.body.resumedFrom, rowsDone: resumed.body.rowsDone },
+      { resumedFrom: cancelled.body.rowsDone, rowsDone: cancelled.body.rowsDone },
+      'a resumed build shows the rows on disk from its start',
+    );
     const finished = (await pollJob(app, resumed.body.id)).at(-1)!;
     assert.equal(finished.state, 'done');
     assert.equal(finished.resumedFrom, cancelled.body.rowsDone);
@@ -490,4 +497,65 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
     assert.equal((await retrieve(app)).headers['x-retriever-version'], version.id);
   });
+
+  const fullDisks = [
+    { what: 'the version\'s index folder', mountAt: ['versions', 'v1'], registryWritten: true },
+    { what: 'the whole versions folder, registry included', mountAt: ['versions'], registryWritten: false },
+  ];
+  for (const { what, mountAt, registryWritten } of fullDisks) {
+    it(`fails an index build when ${what} is full: ENOSPC named in the job and version, logged as an error, kept after a restart, resumed once space is freed (a real tmpfs mount)`, async function () {
+      const dataDir = await temporaryDir('full');
+      dataDirs.add(dataDir);
+      // The first version registered here is v1; `mountAt` is a 16 KiB tmpfs.
+      const mounted = path.join(dataDir, ...mountAt);
+      await mkdir(mounted, { recursive: true });
+      try {
+        await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mounted]);
+      } catch (error) {
+        process.stderr.write(`      skipped: cannot mount a tmpfs here (${(error as Error).message.trim()})\n`);
+        this.skip();
+      }
+      try {
+        const logs: Array<{ message: string; level: string }> = [];
+        const service = await startService(dataDir, 8, initialFiles, (message, _fields, level = 'info') => logs.push({ message, level }));
+        const { body } = await request(service.app)
+          .post('/training/versions')
+          .set('Authorization', AUTH)
+          .send({ model_path: checkpointDir, build_index: true })
+          .expect(201);
+        assert.equal(body.version.id, 'v1');
+        const failed = (await pollJob(service.app, body.job.id)).at(-1)!;
+        assert.equal(failed.state, 'failed');
+        assert.match(failed.reason!, /no space left on device \(ENOSPC\).*build again to resume/);
+        assert.ok(failed.rowsDone > 0 && failed.rowsDone < ROWS, `failed at row ${failed.rowsDone}`);
+        const version: VersionRecord = (await request(service.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body;
+        assert.equal(version.state, 'failed');
+        assert.match(version.reason!, new RegExp(`index build ${body.job.id} failed: no space left on device \\(ENOSPC\\)`));
+        const cancel = await request(service.app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
+        assert.match(cancel.body.error.message, /is not running \(it is failed\)/);
+        const errors = logs.filter((entry) => entry.level === 'error').map((entry) => entry.message);
+        assert.equal(errors[0], `index job ${body.job.id} of version v1: failed (${failed.reason})`);
+        if (registryWritten) assert.equal(errors.length, 1);
+        else assert.match(errors[1]!, /^index job state could not be recorded \(it is kept in memory and written once the disk takes it\): ENOSPC/);
+        const onDisk = JSON.parse(await readFile(path.join(dataDir, 'versions', REGISTRY_FILE), 'utf8'));
+        assert.equal(onDisk.jobs[0].state, registryWritten ? 'failed' : 'running');
+
+        // Space comes back; the shutdown writes what the full disk held back.
+        await execFileAsync('mount', ['-o', 'remount,size=1m', mounted]);
+        await stopService(service);
+        const restarted = await startService(dataDir, 8);
+        const after: JobView = (await request(restarted.app).get(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200)).body;
+        assert.deepEqual([after.state, after.reason, after.rowsDone], ['failed', failed.reason, failed.rowsDone]);
+        const versionAfter: VersionRecord = (await request(restarted.app).get('/training/versions/v1').set('Authorization', AUTH).expect(200)).body;
+        assert.deepEqual([versionAfter.state, versionAfter.reason], ['failed', version.reason]);
+        const retry = await request(restarted.app).post('/training/versions/v1/build').set('Authorization', AUTH).expect(202);
+        assert.equal(retry.body.resumedFrom, failed.rowsDone);
+        const done = (await pollJob(restarted.app, retry.body.id)).at(-1)!;
+        assert.deepEqual([done.state, done.rowsDone], ['done', ROWS]);
+        await stopService(restarted);
+      } finally {
+        await execFileAsync('umount', [mounted]);
+      }
+    });
+  }
 });
