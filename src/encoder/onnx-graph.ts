@@ -32,7 +32,7 @@ const MIN_TOKEN_COUNT = 1e-9;
 type AttributeValue = number | number[] | { float: number };
 
 /** Collects nodes and initializers with unique names; one builder per graph. */
-class GraphBuilder {
+export class GraphBuilder {
   readonly nodes: NodeProto[] = [];
   readonly initializers: TensorProto[] = [];
   private counter = 0;
@@ -44,16 +44,41 @@ class GraphBuilder {
   }
 
   op(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, output?: string): string {
-    const name = `${opType}_${this.counter++}`;
-    const out = output ?? `${name}_out`;
+    const name = this.nodeName(opType);
+    return this.node(name, opType, inputs, [output ?? `${name}_out`], attributes)[0]!;
+  }
+
+  /** An operator with several outputs (TopK), named `<node>_out<i>`. */
+  ops(opType: string, inputs: string[], outputs: number, attributes: Record<string, AttributeValue> = {}): string[] {
+    const name = this.nodeName(opType);
+    const names = Array.from({ length: outputs }, (_, i) => `${name}_out${i}`);
+    return this.node(name, opType, inputs, names, attributes);
+  }
+
+  /** The serialised ModelProto of the graph built so far. */
+  serialize(name: string, input: ValueInfoProto[], output: ValueInfoProto[]): Uint8Array {
+    const model = onnx.ModelProto.create({
+      irVersion: IR_VERSION,
+      producerName: 'agentic-retriever',
+      opsetImport: [{ domain: '', version: OPSET }],
+      graph: { name, node: this.nodes, initializer: this.initializers, input, output },
+    });
+    return onnx.ModelProto.encode(model).finish();
+  }
+
+  private nodeName(opType: string): string {
+    return `${opType}_${this.counter++}`;
+  }
+
+  private node(name: string, opType: string, input: string[], output: string[], attributes: Record<string, AttributeValue>): string[] {
     this.nodes.push({
       name,
       opType,
-      input: inputs,
-      output: [out],
+      input,
+      output,
       attribute: Object.entries(attributes).map(([key, value]) => attribute(key, value)),
     });
-    return out;
+    return output;
   }
 
   /** A float initializer in the graph's precision. */
@@ -102,7 +127,7 @@ function transposed(matrix: Float32Array, rows: number, columns: number): Float3
   return result;
 }
 
-function tensorValue(name: string, elemType: number, dims: Array<string | number>): ValueInfoProto {
+export function tensorValue(name: string, elemType: number, dims: Array<string | number>): ValueInfoProto {
   return {
     name,
     type: {
@@ -208,20 +233,12 @@ export function buildBertOnnx(
   const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
   g.op('Div', [mean, g.op('Max', [norm, g.scalar(NORMALIZE_EPS, 'float32')])], {}, GRAPH_OUTPUTS.embedding);
 
-  const model = onnx.ModelProto.create({
-    irVersion: IR_VERSION,
-    producerName: 'agentic-retriever',
-    opsetImport: [{ domain: '', version: OPSET }],
-    graph: {
-      name: 'bert_feature_extraction',
-      node: g.nodes,
-      initializer: g.initializers,
-      input: GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
-      output: [
-        tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
-        tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
-      ],
-    },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  return g.serialize(
+    'bert_feature_extraction',
+    GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
+    [
+      tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
+      tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
+    ],
+  );
 }

@@ -1,11 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import { ServiceError } from '../errors.js';
 import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
-import type {
-  EncoderRequest,
-  EncoderWorkerData,
-  EncoderWorkerMessage,
-  SerializedError,
+import {
+  deserializeError,
+  type EncoderRequest,
+  type EncoderWorkerData,
+  type EncoderWorkerMessage,
 } from './encoder-worker-protocol.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
@@ -16,10 +16,6 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 interface PendingRequest {
   resolve: (vectors: Float32Array | undefined) => void;
   reject: (error: ServiceError) => void;
-}
-
-function deserialize(error: SerializedError): ServiceError {
-  return new ServiceError(error.code, error.message, error.details);
 }
 
 /**
@@ -43,7 +39,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
       if (!request) return;
       this.pending.delete(message.id);
       if (message.ok) request.resolve(message.vectors);
-      else request.reject(deserialize(message.error));
+      else request.reject(deserializeError(message.error));
     });
     worker.on('error', (error) => this.fail(`encoder worker crashed: ${error.message}`));
     worker.on('exit', (code) => this.fail(`encoder worker exited (code ${code})`));
@@ -61,7 +57,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
     const started = await new Promise<Extract<EncoderWorkerMessage, { kind: 'ready' }>>((resolve, reject) => {
       const onMessage = (message: EncoderWorkerMessage) => {
         if (message.kind === 'ready') resolve(message);
-        if (message.kind === 'load-failed') reject(deserialize(message.error));
+        if (message.kind === 'load-failed') reject(deserializeError(message.error));
       };
       worker.on('message', onMessage);
       worker.once('error', (error) => reject(new ServiceError('internal', `encoder worker crashed: ${error.message}`)));
