@@ -8,13 +8,11 @@ import { ServiceError } from '../errors.js';
 import { searchShape } from './flat-index.js';
 import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
-import type { SearchDevice, SearchRequest, SearchWorkerData, SearchWorkerMessage } from './onnx-search-protocol.js';
+import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
 
-export type { SearchDevice } from './onnx-search-protocol.js';
+export { DEFAULT_SHARD_ROWS, type SearchDevice } from './onnx-search-protocol.js';
 
-/** Rows per Gemm: 512 queries score one shard into a 1 GiB float32 matrix. */
-export const DEFAULT_SHARD_ROWS = 524_288;
 /** Queries per session run, so a 4,096-query request never needs 8 score matrices at once. */
 const QUERY_CHUNK = 512;
 

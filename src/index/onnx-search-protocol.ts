@@ -3,6 +3,9 @@ import type { SerializedError } from '../encoder/encoder-worker-protocol.js';
 import type { ExecutionProviderName } from '../engine/types.js';
 import type { IxfiHeader } from './ixfi-header.js';
 
+/** Rows per Gemm: 512 queries score one shard into a 1 GiB float32 matrix. */
+export const DEFAULT_SHARD_ROWS = 524_288;
+
 /** Where one search session runs: the CPU, or one CUDA device. */
 export type SearchDevice = { provider: 'cpu' } | { provider: 'cuda'; deviceId: number };
 
