@@ -206,8 +206,9 @@ export class OnnxFlatIndex implements VectorIndex {
     if (this.closed) throw new ServiceError('internal', `index ${this.path} is closed`);
     const { queries, k } = searchShape(this, vectors, topk);
     if (queries === 0 || k === 0) return { queries, topk: k, rowIndices: new Int32Array(0), scores: new Float32Array(0) };
-    // Each worker gets its own copy: the posted buffer is cloned, the caller's is left alone.
-    const parts = await Promise.all(this.workers.map((worker) => worker.search(vectors, k)));
+    // Posting clones the whole underlying buffer, not just the view: send only the queries.
+    const compact = vectors.byteLength === vectors.buffer.byteLength ? vectors : vectors.slice();
+    const parts = await Promise.all(this.workers.map((worker) => worker.search(compact, k)));
     const found = parts.length === 1 ? parts[0]! : mergeRanked(parts, queries, k);
     return { queries, topk: k, ...found };
   }
