@@ -122,6 +122,7 @@ export class Retriever {
       provider: this.encoder.provider,
       indexPath: this.files.indexPath,
       indexRows: this.index.rows,
+      search: this.index.placement,
       corpusPath: this.files.corpusPath,
       corpusRows: this.corpus.rows,
     };

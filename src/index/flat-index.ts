@@ -1,4 +1,4 @@
-import type { VectorIndex, VectorSearchResult } from '../engine/types.js';
+import type { SearchPlacement, VectorIndex, VectorSearchResult } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
 import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
@@ -13,6 +13,10 @@ export class FlatIndex implements VectorIndex {
     readonly rows: number,
     private readonly host: FaissHost,
   ) {}
+
+  get placement(): SearchPlacement {
+    return { backend: 'faiss', sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: this.rows }] };
+  }
 
   /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
   static async open(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {

@@ -3,7 +3,7 @@ import bytes from 'bytes';
 import { deserializeError } from '../encoder/encoder-worker-protocol.js';
 import type { GraphPrecision } from '../encoder/onnx-graph.js';
 import { emitFallbackWarning } from '../encoder/session.js';
-import type { ExecutionProviderName, VectorIndex, VectorSearchResult } from '../engine/types.js';
+import type { SearchPlacement, SearchSessionInfo, VectorIndex, VectorSearchResult } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
 import { searchShape } from './flat-index.js';
 import { fp16SidecarPath } from './fp16-sidecar.js';
@@ -35,15 +35,6 @@ export interface OnnxIndexOptions {
   warn?: (message: string) => void;
   /** Vectors converted to fp16 so far, while the sidecar is built. */
   onProgress?: (done: number, total: number) => void;
-}
-
-/** What one opened session searches with, after any fallback. */
-export interface SearchSessionInfo {
-  device: SearchDevice;
-  provider: ExecutionProviderName;
-  precision: GraphPrecision;
-  firstRow: number;
-  rows: number;
 }
 
 /** Equal slices, one per device; no device gets an empty one. */
@@ -110,7 +101,8 @@ class SearchWorker {
       throw error;
     });
     const { device, firstRow, rows } = data;
-    return new SearchWorker(worker, { device, firstRow, rows, provider: ready.provider, precision: ready.precision });
+    const deviceId = ready.provider === 'cuda' && device.provider === 'cuda' ? { deviceId: device.deviceId } : {};
+    return new SearchWorker(worker, { provider: ready.provider, ...deviceId, precision: ready.precision, firstRow, rows });
   }
 
   search(vectors: Float32Array, k: number): Promise<RankedRows> {
@@ -160,8 +152,8 @@ export class OnnxFlatIndex implements VectorIndex {
   ) {}
 
   /** The sessions, their devices after any fallback, and their rows. */
-  get sessions(): SearchSessionInfo[] {
-    return this.workers.map((worker) => worker.info);
+  get placement(): SearchPlacement {
+    return { backend: 'onnx', sessions: this.workers.map((worker) => worker.info) };
   }
 
   static async open(path: string, expect: IxfiExpectations = {}, options: OnnxIndexOptions = {}): Promise<OnnxFlatIndex> {

@@ -79,12 +79,12 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       assert.equal(found.topk, TOPK);
       assertSameRanking(found, bruteForceTopk(base, queries, DIMENSION, TOPK));
       assertSameRanking(found, await faiss.search(queries, TOPK));
-      assert.equal(onnx.sessions.length, options.devices?.length ?? 1);
+      assert.equal(onnx.placement.sessions.length, options.devices?.length ?? 1);
       assert.deepEqual(
-        onnx.sessions.map((session) => session.rows).reduce((a, b) => a + b),
+        onnx.placement.sessions.map((session) => session.rows).reduce((a, b) => a + b),
         ROWS,
       );
-      assert.ok(onnx.sessions.every((session) => session.provider === 'cpu' && session.precision === 'fp32'));
+      assert.ok(onnx.placement.sessions.every((session) => session.provider === 'cpu' && session.precision === 'fp32'));
     });
   }
 
@@ -163,7 +163,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
 
     it('recall@3 against exact search is at least 0.995, scores within fp16 rounding', async function () {
       const onnx = await openOnnx(file, { precision: 'fp16', shardRows: 1500 });
-      assert.equal(onnx.sessions[0]!.precision, 'fp16');
+      assert.equal(onnx.placement.sessions[0]!.precision, 'fp16');
       const found = await onnx.search(near, 3);
       const exact = bruteForceTopk(vectors, near, dimension, 3);
       let hits = 0;
@@ -223,7 +223,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       const onnx = await openOnnx(indexPath, { devices: [{ provider: 'cuda', deviceId: 0 }], warn: (message) => warnings.push(message) });
       assert.equal(warnings.length, 1);
       assert.match(warnings[0]!, /CUDA execution provider unavailable \(device 0\), searching on CPU instead/);
-      assert.deepEqual(onnx.sessions.map(({ provider, precision }) => ({ provider, precision })), [{ provider: 'cpu', precision: 'fp32' }]);
+      assert.deepEqual(onnx.placement.sessions.map(({ provider, precision }) => ({ provider, precision })), [{ provider: 'cpu', precision: 'fp32' }]);
       assertSameRanking(await onnx.search(queries, TOPK), bruteForceTopk(base, queries, DIMENSION, TOPK));
     });
 
@@ -242,7 +242,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       isServiceError('bad_request', /does not fit the search memory budget of 390\.6 KB per device: 300 rows × 32 fp32 take 37\.5 KB plus 600 KB of scores/),
     );
     const halves = await openOnnx(indexPath, { memoryBudgetBytes: 400_000, devices: [{ provider: 'cpu' }, { provider: 'cpu' }] });
-    assert.equal(halves.sessions.length, 2);
+    assert.equal(halves.placement.sessions.length, 2);
   });
 
   it('openVectorIndex: auto is the ONNX backend, faiss is faiss-node, both validate the header', async function () {
