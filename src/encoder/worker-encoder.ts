@@ -10,39 +10,23 @@ import {
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
 import { emitFallbackWarning } from './session.js';
+import { WorkerRequests } from '../worker-requests.js';
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-interface PendingRequest {
-  resolve: (vectors: Float32Array | undefined) => void;
-  reject: (error: ServiceError) => void;
-}
+type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;
 
 /**
  * {@link OnnxEncoder} in its own worker thread, so encoding never blocks the event loop that
  * serves HTTP. Vectors come back as transferred buffers; errors come back as ServiceErrors.
  */
 export class WorkerEncoder implements EmbeddingEncoder {
-  private readonly pending = new Map<number, PendingRequest>();
-  private nextId = 1;
-  /** Set once the worker is gone or closing: every later call fails with it. */
-  private unavailable?: ServiceError;
+  private readonly requests: WorkerRequests<EncoderRequest, EncoderReply>;
 
   private constructor(
-    private readonly worker: Worker,
+    worker: Worker,
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
   ) {
-    worker.on('message', (message: EncoderWorkerMessage) => {
-      if (message.kind !== 'reply') return;
-      const request = this.pending.get(message.id);
-      if (!request) return;
-      this.pending.delete(message.id);
-      if (message.ok) request.resolve(message.vectors);
-      else request.reject(deserializeError(message.error));
-    });
-    worker.on('error', (error) => this.fail(`encoder worker crashed: ${error.message}`));
-    worker.on('exit', (code) => this.fail(`encoder worker exited (code ${code})`));
+    this.requests = new WorkerRequests(worker, 'encoder worker');
   }
 
   static async load(modelDir: string, options: EncoderOptions = {}): Promise<WorkerEncoder> {
@@ -70,35 +54,14 @@ export class WorkerEncoder implements EmbeddingEncoder {
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {
-    return (await this.request({ op: 'queries', inputs }))!;
+    return (await this.requests.send({ op: 'queries', inputs })).vectors!;
   }
 
   async encodePassages(texts: readonly string[]): Promise<Float32Array> {
-    return (await this.request({ op: 'passages', texts }))!;
+    return (await this.requests.send({ op: 'passages', texts })).vectors!;
   }
 
   async close(): Promise<void> {
-    if (this.unavailable) return;
-    try {
-      await this.request({ op: 'close' });
-    } finally {
-      this.unavailable = new ServiceError('not_ready', 'the encoder is closed');
-      await this.worker.terminate();
-    }
-  }
-
-  private request(request: DistributiveOmit<EncoderRequest, 'id'>): Promise<Float32Array | undefined> {
-    if (this.unavailable) return Promise.reject(this.unavailable);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id } as EncoderRequest);
-    });
-  }
-
-  private fail(reason: string): void {
-    this.unavailable ??= new ServiceError('internal', reason);
-    for (const request of this.pending.values()) request.reject(this.unavailable);
-    this.pending.clear();
+    await this.requests.shutDown({ op: 'close' }, new ServiceError('not_ready', 'the encoder is closed'));
   }
 }

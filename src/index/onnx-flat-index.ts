@@ -10,6 +10,7 @@ import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
 import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
+import { WorkerRequests } from '../worker-requests.js';
 
 export { DEFAULT_SHARD_ROWS, type SearchDevice } from './onnx-search-protocol.js';
 
@@ -63,26 +64,17 @@ function checkMemoryBudget(path: string, index: IxfiHeader, largestSlice: number
   );
 }
 
+type SearchReply = Extract<SearchWorkerMessage, { kind: 'reply' }>;
+
 /** The client side of one search worker thread (src/workers/onnx-search-worker.ts). */
 class SearchWorker {
-  private readonly pending = new Map<number, { resolve: (found: RankedRows) => void; reject: (error: ServiceError) => void }>();
-  private nextId = 1;
-  private unavailable?: ServiceError;
+  private readonly requests: WorkerRequests<SearchRequest, SearchReply>;
 
   private constructor(
-    private readonly worker: Worker,
+    worker: Worker,
     readonly info: SearchSessionInfo,
   ) {
-    worker.on('message', (message: SearchWorkerMessage) => {
-      if (message.kind !== 'reply') return;
-      const waiter = this.pending.get(message.id);
-      if (!waiter) return;
-      this.pending.delete(message.id);
-      if (message.ok) waiter.resolve({ rowIndices: message.rowIndices ?? new Int32Array(0), scores: message.scores ?? new Float32Array(0) });
-      else waiter.reject(deserializeError(message.error));
-    });
-    worker.on('error', (error) => this.fail(`search worker crashed: ${error.message}`));
-    worker.on('exit', (code) => this.fail(`search worker exited (code ${code})`));
+    this.requests = new WorkerRequests(worker, 'search worker');
   }
 
   static async start(data: SearchWorkerData, options: OnnxIndexOptions): Promise<SearchWorker> {
@@ -105,33 +97,13 @@ class SearchWorker {
     return new SearchWorker(worker, { provider: ready.provider, ...deviceId, precision: ready.precision, firstRow, rows });
   }
 
-  search(vectors: Float32Array, k: number): Promise<RankedRows> {
-    return this.request({ op: 'search', vectors, k });
+  async search(vectors: Float32Array, k: number): Promise<RankedRows> {
+    const { rowIndices, scores } = await this.requests.send({ op: 'search', vectors, k });
+    return { rowIndices: rowIndices!, scores: scores! };
   }
 
   async close(): Promise<void> {
-    if (this.unavailable) return;
-    try {
-      await this.request({ op: 'close' });
-    } finally {
-      this.unavailable = new ServiceError('internal', 'the search session is closed');
-      await this.worker.terminate();
-    }
-  }
-
-  private request(request: SearchRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never): Promise<RankedRows> {
-    if (this.unavailable) return Promise.reject(this.unavailable);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id } as SearchRequest);
-    });
-  }
-
-  private fail(reason: string): void {
-    this.unavailable ??= new ServiceError('internal', reason);
-    for (const waiter of this.pending.values()) waiter.reject(this.unavailable);
-    this.pending.clear();
+    await this.requests.shutDown({ op: 'close' }, new ServiceError('internal', 'the search session is closed'));
   }
 }
 
