@@ -87,3 +87,10 @@ export function buildSearchOnnx(slice: VectorSlice): Uint8Array {
     ],
   );
 }
+
+/** One Identity node: creating a session of it on CUDA tells whether the provider loads, in milliseconds. */
+export function buildProbeOnnx(): Uint8Array {
+  const g = new GraphBuilder('fp32');
+  g.op('Identity', ['x'], {}, 'y');
+  return g.serialize('cuda_probe', [tensorValue('x', DataType.FLOAT, [1])], [tensorValue('y', DataType.FLOAT, [1])]);
+}

@@ -14,7 +14,7 @@ import type { ExecutionProviderName } from '../engine/types.js';
 import { ensureFp16Sidecar, FP16_DATA_OFFSET } from '../index/fp16-sidecar.js';
 import { IXFI_HEADER_BYTES } from '../index/ixfi-header.js';
 import type { SearchRequest, SearchWorkerData, SearchWorkerMessage } from '../index/onnx-search-protocol.js';
-import { buildSearchOnnx, SEARCH_INPUTS, SEARCH_OUTPUTS, type VectorSlice } from '../index/search-graph.js';
+import { buildProbeOnnx, buildSearchOnnx, SEARCH_INPUTS, SEARCH_OUTPUTS, type VectorSlice } from '../index/search-graph.js';
 import { rescoreExactly } from '../index/rescore.js';
 
 const port = parentPort!;
@@ -64,16 +64,25 @@ function createSession(precision: GraphPrecision, executionProviders: InferenceS
 
 async function openSession(): Promise<{ session: InferenceSession; provider: ExecutionProviderName; precision: GraphPrecision }> {
   const { device } = data;
-  if (data.precision === 'fp16') {
-    await ensureFp16Sidecar(data.indexPath, data.fp16Path!, data.index, (done, total) => post({ kind: 'progress', done, total }));
-  }
+  const prepare = async (): Promise<void> => {
+    if (data.precision === 'fp16') {
+      await ensureFp16Sidecar(data.indexPath, data.fp16Path!, data.index, (done, total) => post({ kind: 'progress', done, total }));
+    }
+  };
   if (device.provider === 'cuda') {
     const settings = { device: 'cuda' as const, deviceId: device.deviceId, strict: data.strict, warn: (message: string) => post({ kind: 'warning', message }) };
-    const cuda = await tryCuda(settings, 'searching', () => createSession(data.precision, [{ name: 'cuda', deviceId: device.deviceId }, 'cpu']));
+    const providers: InferenceSession.ExecutionProviderConfig[] = [{ name: 'cuda', deviceId: device.deviceId }, 'cpu'];
+    const cuda = await tryCuda(settings, 'searching', async () => {
+      // Probed first: a provider that cannot load must not cost a 32 GB fp16 conversion beforehand.
+      await (await InferenceSession.create(buildProbeOnnx(), { executionProviders: providers })).release();
+      await prepare();
+      return createSession(data.precision, providers);
+    });
     if (cuda) return { session: cuda, provider: 'cuda', precision: data.precision };
     // fp16 products on a CPU are slower than fp32 ones and inexact: the fallback searches the file as it is.
     return { session: await createSession('fp32', ['cpu']), provider: 'cpu', precision: 'fp32' };
   }
+  await prepare();
   return { session: await createSession(data.precision, ['cpu']), provider: 'cpu', precision: data.precision };
 }
 

@@ -87,8 +87,8 @@ describe('serve: search backend flags reach the index (child process, tiny model
         { provider: 'cpu', precision: 'fp32', firstRow: 500, rows: 500 },
       ],
     });
-    // The fp16 copy the GPU would have searched was built before CUDA failed to load.
-    await access(`${files.indexPath}.fp16`);
+    // CUDA is probed before the fp16 copy is made: no 32 GB conversion for a fallback that reads fp32.
+    await assert.rejects(access(`${files.indexPath}.fp16`), { code: 'ENOENT' });
   });
 
   it('--search_memory_budget too small for the index: serve refuses to start and says why', async function () {
