@@ -32,9 +32,9 @@ import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE } from '../src/encoder/manifest.js';
 import { Retriever, type RetrieverFiles } from '../src/engine/retriever.js';
 import type { CorpusRow } from '../src/engine/types.js';
-import { IxfiWriter } from '../src/index/ixfi-writer.js';
 import { SAMPLE_CORPUS } from '../test/engine/retriever-fixture.js';
 import { benchmarksDir, seconds, workDir, type Row } from './bench-report.js';
+import { syntheticIndex } from './synthetic-index.js';
 
 interface Profile {
   rows: number;
@@ -100,35 +100,6 @@ async function generatedCorpus(rows: number, sample: CorpusRow[]): Promise<strin
   }
   await new Promise<void>((resolve, reject) => out.end((error?: Error) => (error ? reject(error) : resolve())));
   await rename(`${file}.tmp`, file);
-  return file;
-}
-
-/** Pseudo-random unit vectors (xorshift, fixed seed), so every query's scores differ row to row. */
-async function syntheticIndex(rows: number): Promise<string> {
-  const file = path.join(workDir, `throughput-${rows}x${DIMENSION}.index`);
-  if (await exists(file)) return file;
-  const writer = await IxfiWriter.open(file, { dimension: DIMENSION, rows, description: { benchmark: 'throughput', seed: 1 }, restart: true });
-  let state = 0x9e3779b9;
-  const blockRows = 4096;
-  for (let done = 0; done < rows; done += blockRows) {
-    const count = Math.min(blockRows, rows - done);
-    const block = new Float32Array(count * DIMENSION);
-    for (let row = 0; row < count; row++) {
-      let norm = 0;
-      for (let d = 0; d < DIMENSION; d++) {
-        state ^= state << 13;
-        state ^= state >>> 17;
-        state ^= state << 5;
-        const value = (state >>> 0) / 2 ** 32 - 0.5;
-        block[row * DIMENSION + d] = value;
-        norm += value * value;
-      }
-      const scale = 1 / Math.sqrt(norm);
-      for (let d = 0; d < DIMENSION; d++) block[row * DIMENSION + d]! *= scale;
-    }
-    await writer.append(block);
-  }
-  await writer.finish();
   return file;
 }
 
@@ -333,7 +304,7 @@ async function main(): Promise<void> {
   const files: RetrieverFiles = {
     modelDir: await e5BaseModel(),
     corpusPath: await generatedCorpus(profile.rows, sample),
-    indexPath: await syntheticIndex(profile.rows),
+    indexPath: await syntheticIndex(profile.rows, DIMENSION),
   };
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'bench-throughput-'));
   const turn = distinctQueries(QUERIES_PER_TURN, sample, 1);

@@ -6,6 +6,8 @@ import { load as loadYaml } from 'js-yaml';
 import type { WeightBitsSetting } from './encoder/int8-quantization.js';
 import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
+import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';
+import type { SearchBackendChoice, SearchPrecisionChoice } from './index/open-index.js';
 
 export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -22,7 +24,7 @@ export interface ServiceConfig {
   retrieverName?: string;
   /** Model folder holding retriever.json (Search-R1 `--retriever_model`). */
   retrieverModel?: string;
-  /** Accepted for Search-R1 compatibility; search runs on CPU. */
+  /** Search on CUDA (Search-R1's flag): the ONNX backend's fp16 GPU path. */
   faissGpu: boolean;
   host: string;
   port: number;
@@ -60,6 +62,18 @@ export interface ServiceConfig {
   queueMaxQueries: number;
   /** Result cache memory bound in bytes; 0 turns the cache off. */
   resultCacheBytes: number;
+  /** `auto` picks the ONNX backend (see src/index/open-index.ts). */
+  searchBackend: SearchBackendChoice;
+  /** Rows per Gemm of the ONNX backend. */
+  searchShardRows: number;
+  /** `auto`: fp16 on GPU, fp32 on CPU. */
+  searchDtype: SearchPrecisionChoice;
+  /** fp16 candidates per query rescored exactly in fp32; 0 turns rescoring off. */
+  searchRescore: number;
+  /** Bytes one search device may hold; 0 means no limit. */
+  searchMemoryBudget: number;
+  /** CUDA devices sharing the index rows on the GPU path; default `[deviceId]`. */
+  searchDevices?: number[];
   /** Most rows in one ONNX Runtime run; the encoder sorts each batch's queries by token length and cuts them into runs of at most this size. */
   encoderBatchRows: number;
 }
@@ -98,6 +112,11 @@ export const CONFIG_DEFAULTS: ServiceConfig = {
   // benchmarks/results/encoder-throughput.json: e5-base on 2 cores encodes 512 queries at 11.3
   // queries/s in length-sorted runs of 32 rows, 9.1 with 64 and 6.4 with 128.
   encoderBatchRows: 32,
+  searchBackend: 'auto',
+  searchShardRows: DEFAULT_SHARD_ROWS,
+  searchDtype: 'auto',
+  searchRescore: 0,
+  searchMemoryBudget: 0,
 };
 
 type Parser = (raw: string, source: string) => unknown;
@@ -160,6 +179,16 @@ function byteCount(raw: string, source: string): number {
   return Math.floor(parsed);
 }
 
+/** Comma-separated device ordinals (`0,1,2,3`), each at most once. */
+function deviceList(raw: string, source: string): number[] {
+  const parts = raw.split(',').map((part) => part.trim());
+  const ordinals = parts.map((part) => Number(part));
+  if (parts.some((part) => part === '') || ordinals.some((n) => !Number.isInteger(n) || n < 0) || new Set(ordinals).size !== ordinals.length) {
+    throw badRequest(`${source} must be distinct device ordinals separated by commas, such as 0,1, got ${JSON.stringify(raw)}`, { field: source });
+  }
+  return ordinals;
+}
+
 /** Switch values as they arrive from environment variables and config files. */
 function boolean(raw: string, source: string): boolean {
   const lowered = raw.trim().toLowerCase();
@@ -183,7 +212,7 @@ const SETTINGS: readonly Setting[] = [
     key: 'faissGpu',
     flag: 'faiss_gpu',
     valueWhenGiven: true,
-    description: 'accepted for Search-R1 compatibility; search runs on CPU',
+    description: 'search on the GPU (ONNX backend, fp16 copy of the index on CUDA)',
   },
   { key: 'host', flag: 'host', parse: text, description: 'address to listen on' },
   { key: 'port', flag: 'port', parse: integer(0, 65535), description: 'port to listen on (0 = any free port)' },
@@ -266,6 +295,42 @@ const SETTINGS: readonly Setting[] = [
     description: 'memory bound of the LRU result cache, e.g. 64mb (0 = off)',
   },
   {
+    key: 'searchBackend',
+    flag: 'search_backend',
+    parse: oneOf(['faiss', 'onnx', 'auto']),
+    description: 'vector search backend: faiss (faiss-node, CPU) | onnx (ONNX Runtime, CPU or CUDA) | auto (onnx)',
+  },
+  {
+    key: 'searchShardRows',
+    flag: 'search_shard_rows',
+    parse: integer(1),
+    description: 'index rows per matrix product of the onnx backend (scores of a shard: queries × rows floats)',
+  },
+  {
+    key: 'searchDtype',
+    flag: 'search_dtype',
+    parse: oneOf(['fp32', 'fp16', 'auto']),
+    description: 'onnx backend precision: fp32 | fp16 (reads <index>.fp16, built once) | auto (fp16 on GPU, fp32 on CPU)',
+  },
+  {
+    key: 'searchRescore',
+    flag: 'search_rescore',
+    parse: integer(0),
+    description: 'fp16 candidates per query rescored exactly in fp32 from the index file, so scores match faiss (0 = off)',
+  },
+  {
+    key: 'searchMemoryBudget',
+    flag: 'search_memory_budget',
+    parse: byteCount,
+    description: 'bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused (0 = no limit)',
+  },
+  {
+    key: 'searchDevices',
+    flag: 'search_devices',
+    parse: deviceList,
+    description: 'CUDA devices sharing the index rows on the GPU path, e.g. 0,1 (default --device_id)',
+  },
+  {
     key: 'encoderBatchRows',
     flag: 'encoder_batch_rows',
     parse: integer(1),
@@ -329,8 +394,11 @@ export function addServeOptions(command: Command): Command {
   for (const setting of SETTINGS) {
     const value = setting.parse ? ' <value>' : '';
     const fallback = CONFIG_DEFAULTS[setting.key];
-    // A byte count is shown as README writes it (64mb), not as 67108864.
-    const fallbackText = setting.parse === byteCount && typeof fallback === 'number' ? (bytes.format(fallback, { unitSeparator: '' })?.toLowerCase() ?? String(fallback)) : String(fallback);
+    // A byte count is shown as README writes it (64mb, and 0 for "off"), not as 67108864.
+    const fallbackText =
+      setting.parse === byteCount && typeof fallback === 'number' && fallback > 0
+        ? (bytes.format(fallback, { unitSeparator: '' })?.toLowerCase() ?? String(fallback))
+        : String(fallback);
     const shown = setting.parse && fallback !== undefined ? `default ${fallbackText}; ` : '';
     const help = `${setting.description} (${shown}env ${envName(setting.flag)})`;
     const option = new Option(`--${setting.flag}${value}`, help);
@@ -447,7 +515,9 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServiceC
 /** Lines to log at startup about flags that are accepted but change nothing. */
 export function compatibilityNotices(config: ServiceConfig): string[] {
   const notices: string[] = [];
-  if (config.faissGpu) notices.push('--faiss_gpu: GPU search is not implemented yet; searching on CPU');
+  if (config.faissGpu && config.searchBackend === 'faiss') {
+    notices.push('--faiss_gpu with --search_backend faiss: faiss-node searches on CPU only; the onnx backend searches on the GPU');
+  }
   if (config.retrieverName !== undefined) {
     notices.push(
       `--retriever_name ${config.retrieverName}: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name`,

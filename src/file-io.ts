@@ -49,15 +49,22 @@ export async function syncDirectory(dir: string): Promise<void> {
  * syncs the folder so the rename itself survives a crash.
  */
 export async function writeFileAtomically(path: string, parts: readonly Uint8Array[]): Promise<void> {
+  await writeFileAtomicallyWith(path, async (file) => {
+    let position = 0;
+    for (const part of parts) {
+      await writeFully(file, part, position);
+      position += part.length;
+    }
+  });
+}
+
+/** {@link writeFileAtomically} for contents too large to hold at once: `write` fills the file. */
+export async function writeFileAtomicallyWith(path: string, write: (file: FileHandle) => Promise<void>): Promise<void> {
   const temp = `${path}.${process.pid}.tmp`;
   try {
     const file = await open(temp, 'w');
     try {
-      let position = 0;
-      for (const part of parts) {
-        await writeFully(file, part, position);
-        position += part.length;
-      }
+      await write(file);
       await file.sync();
     } finally {
       await file.close();

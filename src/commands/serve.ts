@@ -8,6 +8,7 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
+import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
 import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
@@ -65,6 +66,21 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
   };
 }
 
+/** `--faiss_gpu` (Search-R1's switch) or `--device cuda` put search on the GPU too. */
+function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions {
+  return {
+    backend: config.searchBackend,
+    gpu: config.faissGpu || config.device === 'cuda',
+    deviceIds: config.searchDevices ?? [config.deviceId],
+    precision: config.searchDtype,
+    shardRows: config.searchShardRows,
+    rescore: config.searchRescore,
+    memoryBudgetBytes: config.searchMemoryBudget,
+    strict: config.strictDevice,
+    warn: (message) => logger.warn(message),
+  };
+}
+
 function servingOptions(config: ServiceConfig): ServingOptions {
   return {
     batching: {
@@ -101,6 +117,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     dataDir: config.dataDir,
     active,
     encoder: encoderOptions(config, logger),
+    index: indexOptions(config, logger),
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
     ...convertedGraphs(config),
@@ -156,6 +173,7 @@ export async function serve(config: ServiceConfig): Promise<void> {
     logger.info(files, 'loading retriever');
     const load = {
       encoder: encoderOptions(config, logger),
+      index: indexOptions(config, logger),
       onStage: (stage: string, progress?: number) => active.loading(stage, progress),
     };
     // With the training routes on, a version activated before the restart serves instead.

@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../errors.js';
+import { ServiceError, type ErrorCode } from '../errors.js';
 import type { ExecutionProviderName, QueryInput } from '../engine/types.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderSettings } from './onnx-encoder.js';
@@ -18,6 +18,16 @@ export interface SerializedError {
   code: ErrorCode;
   message: string;
   details?: Record<string, unknown>;
+}
+
+/** An error as it crosses from a worker thread: ServiceErrors keep their code, others are internal. */
+export function serializeError(error: unknown): SerializedError {
+  if (error instanceof ServiceError) return { code: error.code, message: error.message, details: error.details };
+  return { code: 'internal', message: (error as Error).message ?? String(error) };
+}
+
+export function deserializeError(error: SerializedError): ServiceError {
+  return new ServiceError(error.code, error.message, error.details);
 }
 
 export type EncoderWorkerMessage =

@@ -36,7 +36,7 @@ const MIN_TOKEN_COUNT = 1e-9;
 type AttributeValue = number | number[] | { float: number };
 
 /** Collects nodes and initializers with unique names; one builder per graph. */
-class GraphBuilder {
+export class GraphBuilder {
   readonly nodes: NodeProto[] = [];
   readonly initializers: TensorProto[] = [];
   private counter = 0;
@@ -48,27 +48,41 @@ class GraphBuilder {
   }
 
   op(opType: string, inputs: string[], attributes: Record<string, AttributeValue> = {}, output?: string): string {
-    return this.opWithOutputs(opType, inputs, 1, attributes, output)[0]!;
+    const name = this.nodeName(opType);
+    return this.node(name, opType, inputs, [output ?? `${name}_out`], attributes)[0]!;
   }
 
-  /** A node with `count` outputs, named `<node>_out<i>` after the first. */
-  opWithOutputs(
-    opType: string,
-    inputs: string[],
-    count: number,
-    attributes: Record<string, AttributeValue> = {},
-    output?: string,
-  ): string[] {
-    const name = `${opType}_${this.counter++}`;
-    const outputs = Array.from({ length: count }, (_, i) => (i === 0 ? output ?? `${name}_out` : `${name}_out${i}`));
+  /** An operator with several outputs (TopK), named `<node>_out<i>`. */
+  ops(opType: string, inputs: string[], outputs: number, attributes: Record<string, AttributeValue> = {}): string[] {
+    const name = this.nodeName(opType);
+    const names = Array.from({ length: outputs }, (_, i) => `${name}_out${i}`);
+    return this.node(name, opType, inputs, names, attributes);
+  }
+
+  /** The serialised ModelProto of the graph built so far. */
+  serialize(name: string, input: ValueInfoProto[], output: ValueInfoProto[]): Uint8Array {
+    const model = onnx.ModelProto.create({
+      irVersion: IR_VERSION,
+      producerName: 'agentic-retriever',
+      opsetImport: [{ domain: '', version: OPSET }],
+      graph: { name, node: this.nodes, initializer: this.initializers, input, output },
+    });
+    return onnx.ModelProto.encode(model).finish();
+  }
+
+  private nodeName(opType: string): string {
+    return `${opType}_${this.counter++}`;
+  }
+
+  private node(name: string, opType: string, input: string[], output: string[], attributes: Record<string, AttributeValue>): string[] {
     this.nodes.push({
       name,
       opType,
-      input: inputs,
-      output: outputs,
+      input,
+      output,
       attribute: Object.entries(attributes).map(([key, value]) => attribute(key, value)),
     });
-    return outputs;
+    return output;
   }
 
   /** A float initializer in the graph's precision. */
@@ -122,7 +136,7 @@ function transposed(matrix: Float32Array, rows: number, columns: number): Float3
   return result;
 }
 
-function tensorValue(name: string, elemType: number, dims: Array<string | number>): ValueInfoProto {
+export function tensorValue(name: string, elemType: number, dims: Array<string | number>): ValueInfoProto {
   return {
     name,
     type: {
@@ -160,7 +174,7 @@ export function buildBertOnnx(
       const quantized = quantizeLinearWeight(weights.get(`${prefix}.weight`)!.data, outFeatures, inFeatures, int8WeightBits);
       const wq = g.int8s(`${prefix}.weight.T.int8`, [inFeatures, outFeatures], quantized.values);
       const wScales = g.floats(`${prefix}.weight.scale`, [outFeatures], quantized.scales);
-      const [xq, xScale, xZeroPoint] = g.opWithOutputs('DynamicQuantizeLinear', [x], 3) as [string, string, string];
+      const [xq, xScale, xZeroPoint] = g.ops('DynamicQuantizeLinear', [x], 3) as [string, string, string];
       const product = g.op('Cast', [g.op('MatMulInteger', [xq, wq, xZeroPoint, weightZeroPoint])], { to: DataType.FLOAT });
       return g.op('Add', [g.op('Mul', [product, g.op('Mul', [xScale, wScales])]), weight(`${prefix}.bias`)]);
     }
@@ -240,20 +254,12 @@ export function buildBertOnnx(
   const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
   g.op('Div', [mean, g.op('Max', [norm, g.scalar(NORMALIZE_EPS, 'float32')])], {}, GRAPH_OUTPUTS.embedding);
 
-  const model = onnx.ModelProto.create({
-    irVersion: IR_VERSION,
-    producerName: 'agentic-retriever',
-    opsetImport: [{ domain: '', version: OPSET }],
-    graph: {
-      name: 'bert_feature_extraction',
-      node: g.nodes,
-      initializer: g.initializers,
-      input: GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
-      output: [
-        tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
-        tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
-      ],
-    },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  return g.serialize(
+    'bert_feature_extraction',
+    GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
+    [
+      tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
+      tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
+    ],
+  );
 }

@@ -62,7 +62,7 @@ export async function createEncoderSession(
   manifest: RetrieverManifest,
   settings: SessionSettings = {},
 ): Promise<EncoderSession> {
-  const { device = 'cpu', deviceId = 0, strict = false } = settings;
+  const { deviceId = 0 } = settings;
   // onnxruntime-node throws, outside the returned promise, on an option present but undefined.
   const common: InferenceSession.SessionOptions = {
     graphOptimizationLevel: settings.graphOptimizationLevel ?? 'all',
@@ -76,23 +76,9 @@ export async function createEncoderSession(
     return InferenceSession.create(file, { ...common, executionProviders });
   };
 
-  if (device === 'cuda' || (device === 'auto' && cudaProviderInstalled())) {
-    const gpuFile = manifest.files.fp16 ?? manifest.files.fp32;
-    try {
-      const session = await open(gpuFile, [{ name: 'cuda', deviceId }, 'cpu']);
-      return { session, provider: 'cuda', modelFile: gpuFile };
-    } catch (error) {
-      if (error instanceof ServiceError) throw error;
-      const reason = (error as Error).message;
-      if (strict) {
-        throw new ServiceError('internal', `CUDA was demanded (strict) but its provider cannot load: ${reason}`, {
-          device,
-          deviceId,
-        });
-      }
-      (settings.warn ?? emitFallbackWarning)(`CUDA execution provider unavailable (device ${deviceId}), encoding on CPU instead: ${reason}`);
-    }
-  }
+  const gpuFile = manifest.files.fp16 ?? manifest.files.fp32;
+  const cuda = await tryCuda(settings, 'encoding', () => open(gpuFile, [{ name: 'cuda', deviceId }, 'cpu']));
+  if (cuda) return { session: cuda, provider: 'cuda', modelFile: gpuFile };
   const cpuFile = cpuModelFile(manifest, settings);
   const session = await open(cpuFile, ['cpu']);
   return { session, provider: 'cpu', modelFile: cpuFile };
@@ -106,4 +92,29 @@ function cpuModelFile(manifest: RetrieverManifest, settings: SessionSettings): s
     `precision int8 was asked for, but model ${manifest.name} has no int8 graph (build it with make-model --int8); encoding with ${manifest.files.fp32}`,
   );
   return manifest.files.fp32;
+}
+
+/**
+ * Runs `openOnCuda` when the settings ask for CUDA (or `auto` and its provider is installed);
+ * undefined means "run on CPU instead", after the one fallback warning. A ServiceError from
+ * `openOnCuda` (a missing file) is not a CUDA failure and is rethrown; `strict` turns the
+ * fallback into an error. `work` names what falls back, for the messages.
+ */
+export async function tryCuda<T>(settings: SessionSettings, work: string, openOnCuda: () => Promise<T>): Promise<T | undefined> {
+  const { device = 'cpu', deviceId = 0, strict = false } = settings;
+  if (!(device === 'cuda' || (device === 'auto' && cudaProviderInstalled()))) return undefined;
+  try {
+    return await openOnCuda();
+  } catch (error) {
+    if (error instanceof ServiceError) throw error;
+    const reason = (error as Error).message;
+    if (strict) {
+      throw new ServiceError('internal', `CUDA was demanded (strict) but its provider cannot load: ${reason}`, {
+        device,
+        deviceId,
+      });
+    }
+    (settings.warn ?? emitFallbackWarning)(`CUDA execution provider unavailable (device ${deviceId}), ${work} on CPU instead: ${reason}`);
+    return undefined;
+  }
 }

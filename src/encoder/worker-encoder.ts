@@ -1,53 +1,33 @@
 import { Worker } from 'node:worker_threads';
 import { ServiceError } from '../errors.js';
 import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
-import type {
-  EncoderRequest,
-  EncoderWorkerData,
-  EncoderWorkerMessage,
-  SerializedError,
+import {
+  deserializeError,
+  type EncoderRequest,
+  type EncoderWorkerData,
+  type EncoderWorkerMessage,
 } from './encoder-worker-protocol.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
 import { emitFallbackWarning } from './session.js';
+import { WorkerRequests } from '../worker-requests.js';
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-
-interface PendingRequest {
-  resolve: (vectors: Float32Array | undefined) => void;
-  reject: (error: ServiceError) => void;
-}
-
-function deserialize(error: SerializedError): ServiceError {
-  return new ServiceError(error.code, error.message, error.details);
-}
+type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;
 
 /**
  * {@link OnnxEncoder} in its own worker thread, so encoding never blocks the event loop that
  * serves HTTP. Vectors come back as transferred buffers; errors come back as ServiceErrors.
  */
 export class WorkerEncoder implements EmbeddingEncoder {
-  private readonly pending = new Map<number, PendingRequest>();
-  private nextId = 1;
-  /** Set once the worker is gone or closing: every later call fails with it. */
-  private unavailable?: ServiceError;
+  private readonly requests: WorkerRequests<EncoderRequest, EncoderReply>;
 
   private constructor(
-    private readonly worker: Worker,
+    worker: Worker,
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
     readonly modelFile: string,
   ) {
-    worker.on('message', (message: EncoderWorkerMessage) => {
-      if (message.kind !== 'reply') return;
-      const request = this.pending.get(message.id);
-      if (!request) return;
-      this.pending.delete(message.id);
-      if (message.ok) request.resolve(message.vectors);
-      else request.reject(deserialize(message.error));
-    });
-    worker.on('error', (error) => this.fail(`encoder worker crashed: ${error.message}`));
-    worker.on('exit', (code) => this.fail(`encoder worker exited (code ${code})`));
+    this.requests = new WorkerRequests(worker, 'encoder worker');
   }
 
   static async load(modelDir: string, options: EncoderOptions = {}): Promise<WorkerEncoder> {
@@ -62,7 +42,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
     const started = await new Promise<Extract<EncoderWorkerMessage, { kind: 'ready' }>>((resolve, reject) => {
       const onMessage = (message: EncoderWorkerMessage) => {
         if (message.kind === 'ready') resolve(message);
-        if (message.kind === 'load-failed') reject(deserialize(message.error));
+        if (message.kind === 'load-failed') reject(deserializeError(message.error));
       };
       worker.on('message', onMessage);
       worker.once('error', (error) => reject(new ServiceError('internal', `encoder worker crashed: ${error.message}`)));
@@ -75,21 +55,15 @@ export class WorkerEncoder implements EmbeddingEncoder {
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {
-    return (await this.request({ op: 'queries', inputs }))!;
+    return (await this.requests.send({ op: 'queries', inputs })).vectors!;
   }
 
   async encodePassages(texts: readonly string[]): Promise<Float32Array> {
-    return (await this.request({ op: 'passages', texts }))!;
+    return (await this.requests.send({ op: 'passages', texts })).vectors!;
   }
 
   async close(): Promise<void> {
-    if (this.unavailable) return;
-    try {
-      await this.request({ op: 'close' });
-    } finally {
-      this.unavailable = new ServiceError('not_ready', 'the encoder is closed');
-      await this.worker.terminate();
-    }
+    await this.requests.shutDown({ op: 'close' }, new ServiceError('not_ready', 'the encoder is closed'));
   }
 
   /**
@@ -97,22 +71,6 @@ export class WorkerEncoder implements EmbeddingEncoder {
    * pending calls fail now, and the thread stops at the end of the ONNX Runtime run in progress.
    */
   abandon(): void {
-    this.fail('the encoder was stopped');
-    this.worker.terminate().catch(() => undefined);
-  }
-
-  private request(request: DistributiveOmit<EncoderRequest, 'id'>): Promise<Float32Array | undefined> {
-    if (this.unavailable) return Promise.reject(this.unavailable);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ ...request, id } as EncoderRequest);
-    });
-  }
-
-  private fail(reason: string): void {
-    this.unavailable ??= new ServiceError('internal', reason);
-    for (const request of this.pending.values()) request.reject(this.unavailable);
-    this.pending.clear();
+    this.requests.abandon('the encoder was stopped');
   }
 }

@@ -3,7 +3,7 @@ import { CorpusStore } from '../corpus/corpus-store.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
-import { FlatIndex } from '../index/flat-index.js';
+import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
 import type {
   EmbeddingEncoder,
   QueryInput,
@@ -25,6 +25,8 @@ export interface RetrieverFiles {
 export interface RetrieverLoadOptions {
   version: string;
   encoder?: EncoderOptions;
+  /** Search backend and device; default the ONNX backend on CPU. */
+  index?: VectorIndexOptions;
   /** Reports each loading stage and, while the corpus is scanned, its fraction done. */
   onStage?: (stage: string, progress?: number) => void;
 }
@@ -63,10 +65,12 @@ export class Retriever {
       const encoder = await WorkerEncoder.load(files.modelDir, options.encoder);
       opened.push(encoder);
       stage('index');
-      const index = await FlatIndex.open(files.indexPath, {
-        expectDimension: encoder.manifest.dimension,
-        expectRows: corpus.rows,
-      });
+      const index = await openVectorIndex(
+        files.indexPath,
+        { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows },
+        // Progress comes only while an fp16 copy of the vectors is built.
+        { ...options.index, onProgress: (done, total) => stage('index', done / total) },
+      );
       opened.push(index);
       const retriever = new Retriever(options.version, files, encoder, index, corpus);
       stage('warm-up');
@@ -119,6 +123,7 @@ export class Retriever {
       ...(this.encoder.modelFile !== undefined && { modelFile: this.encoder.modelFile }),
       indexPath: this.files.indexPath,
       indexRows: this.index.rows,
+      search: this.index.placement,
       corpusPath: this.files.corpusPath,
       corpusRows: this.corpus.rows,
     };

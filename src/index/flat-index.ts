@@ -1,4 +1,4 @@
-import type { VectorIndex, VectorSearchResult } from '../engine/types.js';
+import type { SearchPlacement, VectorIndex, VectorSearchResult } from '../engine/types.js';
 import { ServiceError } from '../errors.js';
 import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
@@ -13,6 +13,10 @@ export class FlatIndex implements VectorIndex {
     readonly rows: number,
     private readonly host: FaissHost,
   ) {}
+
+  get placement(): SearchPlacement {
+    return { backend: 'faiss', sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: this.rows }] };
+  }
 
   /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
   static async open(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
@@ -32,13 +36,8 @@ export class FlatIndex implements VectorIndex {
 
   async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
     if (this.closed) throw new ServiceError('internal', `index ${this.path} is closed`);
-    if (!Number.isInteger(topk) || topk < 1) throw new ServiceError('bad_request', `topk must be a positive integer, got ${topk}`);
-    if (vectors.length % this.dimension !== 0) {
-      throw new ServiceError('bad_request', `${vectors.length} floats are not whole vectors of dimension ${this.dimension}`);
-    }
-    const queries = vectors.length / this.dimension;
     // faiss-node throws when k exceeds ntotal.
-    const k = Math.min(topk, this.rows);
+    const { queries, k } = searchShape(this, vectors, topk);
     if (queries === 0 || k === 0) return { queries, topk: k, rowIndices: new Int32Array(0), scores: new Float32Array(0) };
     const { rowIndices, scores } = await this.host.request({ op: 'search', vectors, topk: k });
     return { queries, topk: k, rowIndices: rowIndices!, scores: scores! };
@@ -49,6 +48,15 @@ export class FlatIndex implements VectorIndex {
     this.closed = true;
     await this.host.stop();
   }
+}
+
+/** Checks a search's arguments; `k` is `topk` clamped to the index's rows. */
+export function searchShape(index: VectorIndex, vectors: Float32Array, topk: number): { queries: number; k: number } {
+  if (!Number.isInteger(topk) || topk < 1) throw new ServiceError('bad_request', `topk must be a positive integer, got ${topk}`);
+  if (vectors.length % index.dimension !== 0) {
+    throw new ServiceError('bad_request', `${vectors.length} floats are not whole vectors of dimension ${index.dimension}`);
+  }
+  return { queries: vectors.length / index.dimension, k: Math.min(topk, index.rows) };
 }
 
 export function openFlatIndex(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {

@@ -5,6 +5,7 @@ import { Mutex, tryAcquire } from 'async-mutex';
 import type { WeightBitsSetting } from '../encoder/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
+import type { VectorIndexOptions } from '../index/open-index.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
@@ -25,6 +26,8 @@ export interface VersionManagerOptions {
   active: ActiveRetriever;
   /** How versions are loaded for serving. */
   encoder?: EncoderOptions;
+  /** How versions' indexes are opened for search. */
+  index?: VectorIndexOptions;
   /** How index jobs encode the corpus. */
   buildEncoder?: EncoderOptions;
   /** Passages per encoder call in index jobs (default 64). */
@@ -264,7 +267,7 @@ export class VersionManager {
       throw new ServiceError('conflict', `version ${id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
     }
     const started = performance.now();
-    const retriever = await this.serveLoad(id, { encoder: this.options.encoder });
+    const retriever = await this.serveLoad(id, { encoder: this.options.encoder, index: this.options.index });
     const loaded = performance.now();
     await this.activateLoaded(retriever, how);
     return {

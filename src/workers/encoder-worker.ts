@@ -1,10 +1,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { ServiceError } from '../errors.js';
-import type {
-  EncoderRequest,
-  EncoderWorkerData,
-  EncoderWorkerMessage,
-  SerializedError,
+import {
+  serializeError,
+  type EncoderRequest,
+  type EncoderWorkerData,
+  type EncoderWorkerMessage,
 } from '../encoder/encoder-worker-protocol.js';
 import { OnnxEncoder } from '../encoder/onnx-encoder.js';
 
@@ -14,11 +13,6 @@ const { modelDir, settings } = workerData as EncoderWorkerData;
 
 function post(message: EncoderWorkerMessage, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
-}
-
-function serialize(error: unknown): SerializedError {
-  if (error instanceof ServiceError) return { code: error.code, message: error.message, details: error.details };
-  return { code: 'internal', message: (error as Error).message ?? String(error) };
 }
 
 /** Encodes still running; close waits for them so none loses its session halfway. */
@@ -36,7 +30,7 @@ async function answer(encoder: OnnxEncoder, request: EncoderRequest): Promise<vo
       request.op === 'queries' ? await encoder.encodeQueries(request.inputs) : await encoder.encodePassages(request.texts);
     post({ kind: 'reply', id: request.id, ok: true, vectors }, [vectors.buffer as ArrayBuffer]);
   } catch (error) {
-    post({ kind: 'reply', id: request.id, ok: false, error: serialize(error) });
+    post({ kind: 'reply', id: request.id, ok: false, error: serializeError(error) });
   }
 }
 
@@ -52,5 +46,5 @@ try {
   });
   post({ kind: 'ready', manifest: encoder.manifest, provider: encoder.provider, modelFile: encoder.modelFile });
 } catch (error) {
-  post({ kind: 'load-failed', error: serialize(error) });
+  post({ kind: 'load-failed', error: serializeError(error) });
 }

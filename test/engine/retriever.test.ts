@@ -3,7 +3,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/engine/types.js';
+import { FlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
+import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import { bruteForceTopk } from '../index/index-fixtures.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from './retriever-fixture.js';
@@ -56,6 +58,19 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
       });
     });
     assert.ok(result.timings.encodeMs > 0 && result.timings.searchMs > 0 && result.timings.fetchMs >= 0);
+  });
+
+  it('searches on the ONNX backend by default, and the faiss backend returns the same hits', async function () {
+    assert.ok(retriever.index instanceof OnnxFlatIndex);
+    const faiss = await Retriever.load(files, { version: 'v-faiss', index: { backend: 'faiss' } });
+    try {
+      assert.ok(faiss.index instanceof FlatIndex);
+      const [onnxHits, faissHits] = [(await retriever.search(QUERIES, 5)).hits, (await faiss.search(QUERIES, 5)).hits];
+      assert.deepEqual(onnxHits.map((hits) => hits.map((hit) => hit.rowIndex)), faissHits.map((hits) => hits.map((hit) => hit.rowIndex)));
+      onnxHits.flat().forEach((hit, i) => assert.ok(Math.abs(hit.score - faissHits.flat()[i]!.score) < 1e-5));
+    } finally {
+      await faiss.close();
+    }
   });
 
   it('clamps topk to the index rows and answers an empty batch without encoding', async function () {

@@ -50,7 +50,6 @@ describe('serve config', () => {
     assert.equal(config.retrieverModel, 'models/e5');
     assert.equal(config.faissGpu, true);
     assert.deepEqual(compatibilityNotices(config), [
-      '--faiss_gpu: GPU search is not implemented yet; searching on CPU',
       "--retriever_name e5: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name",
     ]);
   });
@@ -124,6 +123,42 @@ describe('serve config', () => {
     assert.equal(fromFile.int8WeightBits, 'auto');
     rejects(() => parseServeArgs(['--precision', 'int4'], {}), /--precision must be one of fp32, int8, got "int4"/);
     rejects(() => parseServeArgs(['--int8_weight_bits', '6'], {}), /--int8_weight_bits must be one of auto, 8, 7, got "6"/);
+  });
+
+  it('search backend settings: defaults, parsing, and the faiss-on-GPU notice', () => {
+    const defaults = parseServeArgs([], {});
+    assert.equal(defaults.searchBackend, 'auto');
+    assert.equal(defaults.searchShardRows, 524_288);
+    assert.equal(defaults.searchDtype, 'auto');
+    assert.equal(defaults.searchRescore, 0);
+    assert.equal(defaults.searchMemoryBudget, 0);
+    assert.equal(defaults.searchDevices, undefined);
+    const config = parseServeArgs(
+      ['--search_backend', 'onnx', '--search_shard_rows', '1000', '--search_dtype', 'fp16', '--search_rescore', '32', '--search_memory_budget', '40gb', '--search_devices', '0, 2'],
+      {},
+    );
+    assert.equal(config.searchBackend, 'onnx');
+    assert.equal(config.searchShardRows, 1000);
+    assert.equal(config.searchDtype, 'fp16');
+    assert.equal(config.searchRescore, 32);
+    assert.equal(config.searchMemoryBudget, 40 * 2 ** 30);
+    assert.deepEqual(config.searchDevices, [0, 2]);
+    assert.equal(parseServeArgs([], { RETRIEVER_SEARCH_BACKEND: 'faiss' }).searchBackend, 'faiss');
+    assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu'], {})), []);
+    assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu', '--search_backend', 'faiss'], {})), [
+      '--faiss_gpu with --search_backend faiss: faiss-node searches on CPU only; the onnx backend searches on the GPU',
+    ]);
+  });
+
+  it('rejects bad search backend settings, naming the flag', () => {
+    rejects(() => parseServeArgs(['--search_backend', 'gpu'], {}), /--search_backend must be one of faiss, onnx, auto, got "gpu"/);
+    rejects(() => parseServeArgs(['--search_shard_rows', '0'], {}), /--search_shard_rows must be an integer between 1/);
+    rejects(() => parseServeArgs(['--search_dtype', 'int8'], {}), /--search_dtype must be one of fp32, fp16, auto/);
+    rejects(() => parseServeArgs(['--search_rescore', '-1'], {}), /--search_rescore must be an integer between 0/);
+    rejects(() => parseServeArgs(['--search_memory_budget', 'lots'], {}), /--search_memory_budget must be a size/);
+    rejects(() => parseServeArgs(['--search_devices', '0,0'], {}), /--search_devices must be distinct device ordinals/);
+    rejects(() => parseServeArgs(['--search_devices', '1,'], {}), /--search_devices must be distinct device ordinals/);
+    rejects(() => parseServeArgs([], { RETRIEVER_SEARCH_DEVICES: 'gpu0' }), /RETRIEVER_SEARCH_DEVICES must be distinct/);
   });
 
   it('names the flag, variable or file key at fault', async () => {

@@ -266,6 +266,10 @@ describe('POST /retrieve contract (real engine: tiny model, FAISS Flat over the 
     assert.equal(res.body.retriever.indexRows, rows.length);
     assert.equal(res.body.retriever.corpusRows, rows.length);
     assert.equal(res.body.retriever.manifest.queryPrefix, 'query: ');
+    assert.deepEqual(res.body.retriever.search, {
+      backend: 'onnx',
+      sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: rows.length }],
+    });
   });
 
   it('/health answers while a large batch is in the engine (it completes before the batch does)', async () => {

@@ -38,7 +38,7 @@ class LogWatcher {
 
 describe('server lifecycle (stand-in service)', () => {
   it('SIGTERM: stops accepting, finishes the in-flight request, closes the service, exits 0', async () => {
-    const child = spawn(process.execPath, [childScript, '--host', '127.0.0.1', '--port', '0', '--faiss_gpu'], {
+    const child = spawn(process.execPath, [childScript, '--host', '127.0.0.1', '--port', '0', '--faiss_gpu', '--search_backend', 'faiss'], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stderr = '';
@@ -48,7 +48,7 @@ describe('server lifecycle (stand-in service)', () => {
     try {
       const listening = await log.waitFor(/^listening on/);
       const url = `http://127.0.0.1:${String(listening.port)}`;
-      assert.ok(log.lines.some((line) => /GPU search is not implemented yet; searching on CPU/.test(String(line.msg))));
+      assert.ok(log.lines.some((line) => /faiss-node searches on CPU only/.test(String(line.msg))));
 
       const inFlight = fetch(`${url}/retrieve`, {
         method: 'POST',

@@ -1,0 +1,74 @@
+import type { Worker } from 'node:worker_threads';
+import { deserializeError, type SerializedError } from './encoder/encoder-worker-protocol.js';
+import { ServiceError } from './errors.js';
+
+export type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** What a worker thread answers request `id` with. */
+export type WorkerReply = { kind: 'reply'; id: number } & ({ ok: true } | { ok: false; error: SerializedError });
+
+/**
+ * Requests to a worker thread, matched to their replies by id; a failed reply rejects with the
+ * worker's ServiceError. Once the worker crashes, exits or is closed, every pending and later
+ * request fails with one ServiceError saying so.
+ */
+export class WorkerRequests<Request extends { id: number }, Reply extends WorkerReply> {
+  private readonly pending = new Map<number, { resolve: (reply: Extract<Reply, { ok: true }>) => void; reject: (error: ServiceError) => void }>();
+  private nextId = 1;
+  private unavailable?: ServiceError;
+
+  /** `what` names the worker in failures ("encoder worker"). */
+  constructor(
+    private readonly worker: Worker,
+    what: string,
+  ) {
+    worker.on('message', (message: { kind?: string }) => {
+      if (message.kind === 'reply') this.settle(message as Reply);
+    });
+    worker.on('error', (error) => this.fail(`${what} crashed: ${error.message}`));
+    worker.on('exit', (code) => this.fail(`${what} exited (code ${code})`));
+  }
+
+  send(request: WithoutId<Request>): Promise<Extract<Reply, { ok: true }>> {
+    if (this.unavailable) return Promise.reject(this.unavailable);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...request, id });
+    });
+  }
+
+  /**
+   * Sends the worker its close request (which lets work in flight finish), then ends it; every
+   * later request fails with `closedError`. Closing twice does nothing.
+   */
+  async shutDown(closeRequest: WithoutId<Request>, closedError: ServiceError): Promise<void> {
+    if (this.unavailable) return;
+    try {
+      await this.send(closeRequest);
+    } finally {
+      this.unavailable = closedError;
+      await this.worker.terminate();
+    }
+  }
+
+  /** Ends the worker without waiting for the work it is running; pending and later requests fail with `reason`. */
+  abandon(reason: string): void {
+    this.fail(reason);
+    this.worker.terminate().catch(() => undefined);
+  }
+
+  private settle(reply: Reply): void {
+    const waiter = this.pending.get(reply.id);
+    if (!waiter) return;
+    this.pending.delete(reply.id);
+    if (reply.ok) waiter.resolve(reply as Extract<Reply, { ok: true }>);
+    else waiter.reject(deserializeError((reply as Extract<WorkerReply, { ok: false }>).error));
+  }
+
+  private fail(reason: string): void {
+    this.unavailable ??= new ServiceError('internal', reason);
+    for (const waiter of this.pending.values()) waiter.reject(this.unavailable);
+    this.pending.clear();
+  }
+}
