@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
+import { MultiDeviceEncoder } from '../../src/encoder/multi-device-encoder.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { buildIndex } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
+import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { floatBytes, runPython } from './index-fixtures.js';
 import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
@@ -17,10 +19,11 @@ describe('buildIndex over the 1k wiki18 sample with the tiny ONNX model', functi
   let corpus: CorpusStore;
   let encoder: OnnxEncoder;
   let outPath: string;
+  let modelDir: string;
 
   before(async function () {
     dir = await mkdtemp(path.join(tmpdir(), 'build-index-tiny-'));
-    const modelDir = path.join(dir, 'tiny');
+    modelDir = path.join(dir, 'tiny');
     await makeModel({ outDir: modelDir, preset: 'tiny', seed: 3, vocabularyCorpus: samplePath, vocabularyPassages: 1000 });
     encoder = await OnnxEncoder.load(modelDir);
     corpus = await CorpusStore.open(samplePath, { sidecarPath: path.join(dir, 'sample.offsets') });
@@ -65,5 +68,27 @@ for row in map(int, sys.argv[2:]):
     } finally {
       await index.close();
     }
+  });
+
+  it('two encoder workers on CPU, standing in for two GPUs (no CUDA here), build the index one encoder builds, rows in corpus order', async function () {
+    const twoDevices = await MultiDeviceEncoder.load(modelDir, [0, 1], { device: 'cpu', intraOpNumThreads: 1 });
+    const twoPath = path.join(dir, 'two-devices_Flat.index');
+    try {
+      assert.equal(twoDevices.provider, 'cpu');
+      // 128 rows a call, 64 on each device, as build-index gives it with --batch-size 64 --device-ids 0,1.
+      await buildIndex({ corpus, encoder: twoDevices, outPath: twoPath, batchSize: 128 });
+    } finally {
+      await twoDevices.close();
+    }
+    const [one, two] = await Promise.all([readFile(outPath), readFile(twoPath)]);
+    assert.equal(two.length, one.length);
+    assert.deepEqual(two.subarray(0, IXFI_HEADER_BYTES), one.subarray(0, IXFI_HEADER_BYTES), 'same header');
+    const vectorsOf = (file: Buffer) => new Float32Array(file.buffer.slice(file.byteOffset + IXFI_HEADER_BYTES, file.byteOffset + file.length));
+    const [expected, actual] = [vectorsOf(one), vectorsOf(two)];
+    assert.equal(actual.length, corpus.rows * encoder.manifest.dimension);
+    // Batches are cut differently, so padding may move the last float bits; rows may not move.
+    let worst = 0;
+    actual.forEach((value, i) => (worst = Math.max(worst, Math.abs(value - expected[i]!))));
+    assert.ok(worst < 1e-5, `largest difference ${worst}`);
   });
 });
