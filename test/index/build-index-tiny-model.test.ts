@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,9 +11,22 @@ import { buildIndex } from '../../src/index/build-index.js';
 import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { floatBytes, runPython } from './index-fixtures.js';
-import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
+import { repoRoot, SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
 const CHECKED_ROWS = [0, 1, 500, 998, 999];
+
+/** Same header, and vectors within float rounding: batches cut differently may move padding's last bits, rows may not move. */
+async function assertSameIndex(actualPath: string, expectedPath: string, floats: number): Promise<void> {
+  const [expectedFile, actualFile] = await Promise.all([readFile(expectedPath), readFile(actualPath)]);
+  assert.equal(actualFile.length, expectedFile.length);
+  assert.deepEqual(actualFile.subarray(0, IXFI_HEADER_BYTES), expectedFile.subarray(0, IXFI_HEADER_BYTES), 'same header');
+  const vectorsOf = (file: Buffer) => new Float32Array(file.buffer.slice(file.byteOffset + IXFI_HEADER_BYTES, file.byteOffset + file.length));
+  const [expected, actual] = [vectorsOf(expectedFile), vectorsOf(actualFile)];
+  assert.equal(actual.length, floats);
+  let worst = 0;
+  actual.forEach((value, i) => (worst = Math.max(worst, Math.abs(value - expected[i]!))));
+  assert.ok(worst < 1e-5, `largest difference ${worst}`);
+}
 
 describe('buildIndex over the 1k wiki18 sample with the tiny ONNX model', function () {
   let dir: string;
@@ -80,15 +94,16 @@ for row in map(int, sys.argv[2:]):
     } finally {
       await twoDevices.close();
     }
-    const [one, two] = await Promise.all([readFile(outPath), readFile(twoPath)]);
-    assert.equal(two.length, one.length);
-    assert.deepEqual(two.subarray(0, IXFI_HEADER_BYTES), one.subarray(0, IXFI_HEADER_BYTES), 'same header');
-    const vectorsOf = (file: Buffer) => new Float32Array(file.buffer.slice(file.byteOffset + IXFI_HEADER_BYTES, file.byteOffset + file.length));
-    const [expected, actual] = [vectorsOf(one), vectorsOf(two)];
-    assert.equal(actual.length, corpus.rows * encoder.manifest.dimension);
-    // Batches are cut differently, so padding may move the last float bits; rows may not move.
-    let worst = 0;
-    actual.forEach((value, i) => (worst = Math.max(worst, Math.abs(value - expected[i]!))));
-    assert.ok(worst < 1e-5, `largest difference ${worst}`);
+    await assertSameIndex(twoPath, outPath, corpus.rows * encoder.manifest.dimension);
+  });
+
+  it('build-index --device cpu --device-ids 0,1 (two CPU workers standing in for two GPUs) writes the same index, and refuses a repeated id', async function () {
+    const cliPath = path.join(dir, 'cli_Flat.index');
+    const cli = path.join(repoRoot, 'dist', 'src', 'cli.js');
+    const args = ['build-index', '--model', modelDir, '--corpus', samplePath, '--sidecar', path.join(dir, 'cli.offsets'), '--out', cliPath, '--device', 'cpu', '--batch-size', '64'];
+    const printed = JSON.parse(execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    assert.deepEqual(printed, { path: cliPath, rows: 1000, dimension: encoder.manifest.dimension, resumedFrom: 0 });
+    await assertSameIndex(cliPath, outPath, corpus.rows * encoder.manifest.dimension);
+    assert.throws(() => execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,0'], { encoding: 'utf8', stdio: 'pipe' }), /expected distinct device ordinals/);
   });
 });
