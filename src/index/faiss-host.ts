@@ -32,13 +32,15 @@ function openblasCoretype(flags: ReadonlySet<string>): string | undefined {
 
 /**
  * The environment of a faiss host process. OpenBLAS and OpenMP read these once, at load. FAISS
- * searches 20 queries or more as one BLAS product and then merges per-query heaps in OpenMP
- * threads; both pools at full size oversubscribe the cores, so BLAS gets them all and OpenMP one
- * (benchmarks/faiss-threads.ts). A value the user set always wins.
+ * scans for fewer than 20 queries in OpenMP threads, one query each, and searches more as BLAS
+ * products, merging per-query heaps in OpenMP threads between them. OpenMP's idle threads spin by
+ * default and then take the cores from BLAS's; passive waiting lets both pools have every core
+ * (benchmarks/faiss-threads.ts). OpenBLAS's pool is sized explicitly, since it otherwise follows
+ * OMP_NUM_THREADS. A value the user set always wins.
  */
 export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelism(), flags = cpuFlags()): NodeJS.ProcessEnv {
   const chosen: Record<string, string | undefined> = {
-    OMP_NUM_THREADS: '1',
+    OMP_WAIT_POLICY: 'PASSIVE',
     OPENBLAS_NUM_THREADS: String(cores),
     OPENBLAS_CORETYPE: openblasCoretype(flags),
   };

@@ -25,22 +25,22 @@ async function environmentOf(pid: string): Promise<Record<string, string>> {
 }
 
 describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
-  it('gives BLAS every core and OpenMP one, and names AVX-512 kernels on an AVX-512 CPU (Sapphire Rapids flags)', function () {
+  it('gives BLAS every core, makes idle OpenMP threads sleep, and names AVX-512 kernels on an AVX-512 CPU (Sapphire Rapids flags)', function () {
     const env = faissHostEnv({ PATH: '/bin' }, 16, SAPPHIRE_RAPIDS);
-    assert.deepEqual(env, { PATH: '/bin', OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '16', OPENBLAS_CORETYPE: 'SkylakeX' });
+    assert.deepEqual(env, { PATH: '/bin', OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '16', OPENBLAS_CORETYPE: 'SkylakeX' });
   });
 
   it('names Haswell kernels on an AVX2 CPU and none on a CPU without AVX2', function () {
     assert.equal(faissHostEnv({}, 8, ZEN3).OPENBLAS_CORETYPE, 'Haswell');
     const old = faissHostEnv({}, 2, new Set(['sse3', 'avx']));
     assert.equal('OPENBLAS_CORETYPE' in old, false);
-    assert.deepEqual(old, { OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '2' });
+    assert.deepEqual(old, { OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' });
   });
 
   it('keeps every value the user set, each on its own', function () {
-    const user = { OMP_NUM_THREADS: '4', OPENBLAS_CORETYPE: 'Zen' };
-    assert.deepEqual(faissHostEnv(user, 16, SAPPHIRE_RAPIDS), { OMP_NUM_THREADS: '4', OPENBLAS_CORETYPE: 'Zen', OPENBLAS_NUM_THREADS: '16' });
-    assert.deepEqual(faissHostEnv({ OPENBLAS_NUM_THREADS: '3' }, 16, ZEN3), { OPENBLAS_NUM_THREADS: '3', OMP_NUM_THREADS: '1', OPENBLAS_CORETYPE: 'Haswell' });
+    const user = { OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_CORETYPE: 'Zen' };
+    assert.deepEqual(faissHostEnv(user, 16, SAPPHIRE_RAPIDS), { OMP_WAIT_POLICY: 'ACTIVE', OPENBLAS_CORETYPE: 'Zen', OPENBLAS_NUM_THREADS: '16' });
+    assert.deepEqual(faissHostEnv({ OPENBLAS_NUM_THREADS: '3' }, 16, ZEN3), { OPENBLAS_NUM_THREADS: '3', OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_CORETYPE: 'Haswell' });
   });
 
   it('is what the real faiss host process runs with: this process\'s environment wins, the rest is filled in', async function () {
@@ -49,22 +49,22 @@ describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
     const writer = await IxfiWriter.open(file, { dimension: 8, rows: 4, description: {} });
     await writer.append(unitVectors(4, 8, 1));
     await writer.finish();
-    const saved = process.env.OMP_NUM_THREADS;
-    process.env.OMP_NUM_THREADS = '7';
+    const saved = process.env.OMP_WAIT_POLICY;
+    process.env.OMP_WAIT_POLICY = 'ACTIVE';
     const before = new Set(await childPids());
     const index = await openFlatIndex(file);
     try {
       const hosts = (await childPids()).filter((pid) => !before.has(pid));
       assert.equal(hosts.length, 1, 'one new child: the faiss host');
       const host = await environmentOf(hosts[0]!);
-      assert.equal(host.OMP_NUM_THREADS, '7');
+      assert.equal(host.OMP_WAIT_POLICY, 'ACTIVE');
       assert.equal(host.OPENBLAS_NUM_THREADS, process.env.OPENBLAS_NUM_THREADS ?? String(availableParallelism()));
       // This machine may set OPENBLAS_CORETYPE for everyone (older OpenBLAS builds misbehave on some CPUs): then it stays.
       assert.equal(host.OPENBLAS_CORETYPE, faissHostEnv(process.env).OPENBLAS_CORETYPE);
       assert.deepEqual([...(await index.search(unitVectors(1, 8, 1), 1)).rowIndices], [0]);
     } finally {
-      if (saved === undefined) delete process.env.OMP_NUM_THREADS;
-      else process.env.OMP_NUM_THREADS = saved;
+      if (saved === undefined) delete process.env.OMP_WAIT_POLICY;
+      else process.env.OMP_WAIT_POLICY = saved;
       await index.close();
       await rm(dir, { recursive: true, force: true });
     }
