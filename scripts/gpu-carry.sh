@@ -3,7 +3,7 @@
 # registry: Node's binary, dist/, the production node_modules with the GPU bundle's onnxruntime-node
 # in place of the CPU one (onnxruntime-web is left out: transformers.js carries its own copy), as
 # one xz stream cut into parts that each fit one device call beside the working tree
-# (64 MiB a call, files under 60 MiB).
+# (64 MiB a call; parts of at most 56 MiB, under the 60 MiB a file may have).
 #   npm run build && bash scripts/gpu-bundle.sh && bash scripts/gpu-carry.sh gpu-bundle/<bundle>.tar.gz
 # writes .gpu-carry/01 … .gpu-carry/NN; carry one folder a call (carry: [".gpu-carry/01"], …)
 # while the machine stays warm, then run bash scripts/gpu-check.sh in the last one.
@@ -24,7 +24,7 @@ bash scripts/install-gpu-bundle.sh "$bundle" "$stage"
 
 # What travels beside the parts in every call: the working tree (tracked and untracked, not ignored).
 tree=$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
-part=$(( (60 << 20) < (63 << 20) - tree ? (60 << 20) : (63 << 20) - tree ))
+part=$(( (56 << 20) < (63 << 20) - tree ? (56 << 20) : (63 << 20) - tree ))
 rm -rf .gpu-carry
 mkdir -p .gpu-carry
 log "compressing (xz, a few minutes)"
