@@ -27,7 +27,10 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "${ONNXRUNTIME_NODE_INSTALL:-skip}" != skip ] && [ ! -f node_modules/.onnxruntime-cuda-stamp ]; then
+if [[ "${ONNXRUNTIME_NODE_INSTALL:-skip}" == bundle:* ]]; then
+  # GPU hosts without NuGet: onnxruntime-node and its CUDA provider from scripts/gpu-bundle.sh's tarball.
+  bash scripts/install-gpu-bundle.sh "${ONNXRUNTIME_NODE_INSTALL#bundle:}"
+elif [ "${ONNXRUNTIME_NODE_INSTALL:-skip}" != skip ] && [ ! -f node_modules/.onnxruntime-cuda-stamp ]; then
   # GPU hosts: let onnxruntime-node's own installer fetch the CUDA provider it names (e.g. cuda12).
   log "fetching onnxruntime-node execution provider: $ONNXRUNTIME_NODE_INSTALL"
   (cd node_modules/onnxruntime-node && node script/install)

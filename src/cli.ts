@@ -34,6 +34,14 @@ function weightBits(value: string): WeightBitsSetting {
   throw new InvalidArgumentError('expected auto, 8 or 7');
 }
 
+function deviceIds(value: string): number[] {
+  const ids = value.split(',').map(Number);
+  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0) || new Set(ids).size !== ids.length) {
+    throw new InvalidArgumentError('expected distinct device ordinals separated by commas, e.g. 0,1');
+  }
+  return ids;
+}
+
 function print(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }
@@ -82,12 +90,13 @@ const buildIndexCli = program
   .requiredOption('--model <dir>', 'model folder')
   .requiredOption('--corpus <jsonl>', 'wiki18-format corpus')
   .requiredOption('--out <file>', 'index file to write, e.g. e5_Flat.index')
-  .option('--batch-size <n>', 'passages per encoder call', integer, 64)
-  .option('--device <device>', 'cuda | cpu | auto', device, 'auto')
+  .option('--batch-size <n>', 'passages per encoder call on each device', integer, 64)
+  .option('--device <device>', 'cuda | cpu | auto (CUDA runs the model\'s model.fp16.onnx when present)', device, 'auto')
+  .option('--device-ids <ids>', 'GPUs to encode on, e.g. 0,1,2,3: one encoder each, every batch shared among them', deviceIds, [0])
   .option('--sidecar <file>', 'corpus offsets file (default beside the corpus)')
   .option('--restart', 'discard a partial build instead of resuming it', false)
   .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", integer)
-  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; sidecar?: string; restart: boolean; maxPassageLength?: number }) => {
+  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; deviceIds: number[]; sidecar?: string; restart: boolean; maxPassageLength?: number }) => {
     print(
       await buildIndexCommand({
         modelDir: options.model,
@@ -95,6 +104,7 @@ const buildIndexCli = program
         outPath: options.out,
         batchSize: options.batchSize,
         device: options.device,
+        deviceIds: options.deviceIds,
         sidecarPath: options.sidecar,
         restart: options.restart,
         maxPassageLength: options.maxPassageLength,

@@ -1,6 +1,6 @@
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { DevicePreference } from '../encoder/session.js';
-import { WorkerEncoder } from '../encoder/worker-encoder.js';
+import { MultiDeviceEncoder } from '../encoder/multi-device-encoder.js';
 import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
 import { progressBar } from './progress.js';
 
@@ -8,8 +8,11 @@ export interface BuildIndexCommand {
   modelDir: string;
   corpusPath: string;
   outPath: string;
+  /** Passages per encoder call on each device. */
   batchSize: number;
   device: DevicePreference;
+  /** One encoder per id; a batch is shared among them. */
+  deviceIds: readonly number[];
   sidecarPath?: string;
   restart: boolean;
   /** Overrides the model's retriever.json `maxPassageLength`. */
@@ -21,7 +24,7 @@ export async function buildIndexCommand(options: BuildIndexCommand): Promise<Bui
   const scan = progressBar('scanning the corpus for row offsets', 'bytes');
   const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
   scan.stop();
-  const encoder = await WorkerEncoder.load(options.modelDir, { device: options.device, maxPassageLength: options.maxPassageLength });
+  const encoder = await MultiDeviceEncoder.load(options.modelDir, options.deviceIds, { device: options.device, maxPassageLength: options.maxPassageLength });
   const abort = new AbortController();
   const onSignal = (): void => abort.abort();
   process.once('SIGINT', onSignal);
@@ -32,7 +35,7 @@ export async function buildIndexCommand(options: BuildIndexCommand): Promise<Bui
       corpus,
       encoder,
       outPath: options.outPath,
-      batchSize: options.batchSize,
+      batchSize: options.batchSize * options.deviceIds.length,
       restart: options.restart,
       signal: abort.signal,
       onProgress: (done, total) => bar.update(done, total),

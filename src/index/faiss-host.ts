@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ServiceError } from '../errors.js';
@@ -9,15 +10,42 @@ type Success = Extract<FaissReply, { ok: true }>;
 
 const HOST_ENTRY = fileURLToPath(new URL('../workers/faiss-worker.js', import.meta.url));
 
+/** The CPU's feature flags as /proc/cpuinfo lists them (none where there is no such file). */
+function cpuFlags(): ReadonlySet<string> {
+  try {
+    return new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/));
+  } catch {
+    return new Set();
+  }
+}
+
 /**
- * OpenBLAS reads its thread count once, at load. On two cores its pool on top of OpenMP's
- * oversubscribes (setup notes: 512 queries over 100k×768 took 0.8 s with one thread, 1.1 s
- * by default); on larger hosts the pool is what makes big query batches fast, so keep it.
- * A value the user set always wins.
+ * The OpenBLAS kernels for this CPU. OpenBLAS (Debian 12's 0.3.21) picks them from the CPU model
+ * and falls back to SSE3 `Prescott` kernels on models newer than itself (Sapphire Rapids), about
+ * 4× slower than the AVX2 ones; naming the kernels from the instruction set avoids that.
  */
-function openblasThreads(): Record<string, string> {
-  if (process.env.OPENBLAS_NUM_THREADS !== undefined || availableParallelism() > 2) return {};
-  return { OPENBLAS_NUM_THREADS: '1' };
+function openblasCoretype(flags: ReadonlySet<string>): string | undefined {
+  if (['avx512f', 'avx512dq', 'avx512bw', 'avx512vl'].every((flag) => flags.has(flag))) return 'SkylakeX';
+  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
+  return undefined;
+}
+
+/**
+ * The environment of a faiss host process. OpenBLAS and OpenMP read these once, at load. FAISS
+ * scans for fewer than 20 queries in OpenMP threads, one query each, and searches more as BLAS
+ * products, merging per-query heaps in OpenMP threads between them. OpenMP's idle threads spin by
+ * default and then take the cores from BLAS's; passive waiting lets both pools have every core
+ * (benchmarks/faiss-threads.ts). OpenBLAS's pool is sized explicitly, since it otherwise follows
+ * OMP_NUM_THREADS. A value the user set always wins.
+ */
+export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelism(), flags = cpuFlags()): NodeJS.ProcessEnv {
+  const chosen: Record<string, string | undefined> = {
+    OMP_WAIT_POLICY: 'PASSIVE',
+    OPENBLAS_NUM_THREADS: String(cores),
+    OPENBLAS_CORETYPE: openblasCoretype(flags),
+  };
+  const unset = Object.entries(chosen).filter(([name, value]) => value !== undefined && env[name] === undefined);
+  return { ...env, ...Object.fromEntries(unset) };
 }
 
 /** The client side of one faiss host process (see src/workers/faiss-worker.ts). */
@@ -45,7 +73,7 @@ export class FaissHost {
         execArgv: [],
         serialization: 'advanced',
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        env: { ...process.env, ...openblasThreads() },
+        env: faissHostEnv(process.env),
       }),
     );
   }

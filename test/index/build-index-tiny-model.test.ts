@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,6 +7,7 @@ import { buildIndexCommand } from '../../src/commands/build-index.js';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import { readManifest } from '../../src/encoder/manifest.js';
+import { MultiDeviceEncoder } from '../../src/encoder/multi-device-encoder.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
@@ -14,19 +16,33 @@ import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import { floatBytes, runPython } from './index-fixtures.js';
-import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
+import { repoRoot, SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
 const CHECKED_ROWS = [0, 1, 500, 998, 999];
+
+/** Same header, and vectors within float rounding: batches cut differently may move padding's last bits, rows may not move. */
+async function assertSameIndex(actualPath: string, expectedPath: string, floats: number): Promise<void> {
+  const [expectedFile, actualFile] = await Promise.all([readFile(expectedPath), readFile(actualPath)]);
+  assert.equal(actualFile.length, expectedFile.length);
+  assert.deepEqual(actualFile.subarray(0, IXFI_HEADER_BYTES), expectedFile.subarray(0, IXFI_HEADER_BYTES), 'same header');
+  const vectorsOf = (file: Buffer) => new Float32Array(file.buffer.slice(file.byteOffset + IXFI_HEADER_BYTES, file.byteOffset + file.length));
+  const [expected, actual] = [vectorsOf(expectedFile), vectorsOf(actualFile)];
+  assert.equal(actual.length, floats);
+  let worst = 0;
+  actual.forEach((value, i) => (worst = Math.max(worst, Math.abs(value - expected[i]!))));
+  assert.ok(worst < 1e-5, `largest difference ${worst}`);
+}
 
 describe('buildIndex over the 1k wiki18 sample with the tiny ONNX model', function () {
   let dir: string;
   let corpus: CorpusStore;
   let encoder: OnnxEncoder;
   let outPath: string;
+  let modelDir: string;
 
   before(async function () {
     dir = await mkdtemp(path.join(tmpdir(), 'build-index-tiny-'));
-    const modelDir = path.join(dir, 'tiny');
+    modelDir = path.join(dir, 'tiny');
     await makeModel({ outDir: modelDir, preset: 'tiny', seed: 3, vocabularyCorpus: samplePath, vocabularyPassages: 1000 });
     encoder = await OnnxEncoder.load(modelDir);
     corpus = await CorpusStore.open(samplePath, { sidecarPath: path.join(dir, 'sample.offsets') });
@@ -71,6 +87,29 @@ for row in map(int, sys.argv[2:]):
     } finally {
       await index.close();
     }
+  });
+
+  it('two encoder workers on CPU, standing in for two GPUs (no CUDA here), build the index one encoder builds, rows in corpus order', async function () {
+    const twoDevices = await MultiDeviceEncoder.load(modelDir, [0, 1], { device: 'cpu', intraOpNumThreads: 1 });
+    const twoPath = path.join(dir, 'two-devices_Flat.index');
+    try {
+      assert.equal(twoDevices.provider, 'cpu');
+      // 128 rows a call, 64 on each device, as build-index gives it with --batch-size 64 --device-ids 0,1.
+      await buildIndex({ corpus, encoder: twoDevices, outPath: twoPath, batchSize: 128 });
+    } finally {
+      await twoDevices.close();
+    }
+    await assertSameIndex(twoPath, outPath, corpus.rows * encoder.manifest.dimension);
+  });
+
+  it('build-index --device cpu --device-ids 0,1 (two CPU workers standing in for two GPUs) writes the same index, and refuses a repeated id', async function () {
+    const cliPath = path.join(dir, 'cli_Flat.index');
+    const cli = path.join(repoRoot, 'dist', 'src', 'cli.js');
+    const args = ['build-index', '--model', modelDir, '--corpus', samplePath, '--sidecar', path.join(dir, 'cli.offsets'), '--out', cliPath, '--device', 'cpu', '--batch-size', '64'];
+    const printed = JSON.parse(execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    assert.deepEqual(printed, { path: cliPath, rows: 1000, dimension: encoder.manifest.dimension, maxPassageLength: encoder.manifest.maxPassageLength, resumedFrom: 0 });
+    await assertSameIndex(cliPath, outPath, corpus.rows * encoder.manifest.dimension);
+    assert.throws(() => execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,0'], { encoding: 'utf8', stdio: 'pipe' }), /expected distinct device ordinals/);
   });
 });
 
@@ -130,7 +169,7 @@ describe('passage max length: 256 as the reference index scripts, or a build\'s 
     } finally {
       await partial.close();
     }
-    const command = { modelDir, corpusPath, outPath, batchSize: 4, device: 'cpu', restart: false, maxPassageLength: 512 } as const;
+    const command = { modelDir, corpusPath, outPath, batchSize: 4, device: 'cpu', deviceIds: [0], restart: false, maxPassageLength: 512 } as const;
     await assert.rejects(buildIndexCommand(command), isServiceError('conflict', /partial index build of a different encoder/));
 
     const result = await buildIndexCommand({ ...command, restart: true });

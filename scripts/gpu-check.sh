@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The CUDA checks of benchmarks/gpu-check.ts on a GPU host, figures as JSON in $OUT (or ./gpu-check-out).
+# On a lent GPU machine without Node or a registry it first unpacks what scripts/gpu-carry.sh
+# packed and the calls carried (.gpu-carry/NN/); on a host with the project installed and built
+# (npm start, ONNXRUNTIME_NODE_INSTALL=bundle:... or cuda12) it runs as it is.
+#   bash scripts/gpu-check.sh [gpu-check.js flags, e.g. --device-ids 0,1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$out"
+log() { echo "[gpu-check] $*" >&2; }
+
+if [ -d .gpu-carry ]; then
+  parts=$(cat .gpu-carry/*/parts | sort -u)
+  for n in $(seq -f %02g 1 "$parts"); do
+    [ -f ".gpu-carry/$n/payload.$n" ] || { log "part $n of $parts has not been carried yet (.gpu-carry/$n)"; exit 2; }
+    (cd ".gpu-carry/$n" && sha256sum --quiet -c "payload.$n.sha256")
+  done
+  if [ ! -f .gpu-carry/unpacked ] || [ "$(cat .gpu-carry/unpacked)" != "$(cat .gpu-carry/*/payload.*.sha256 | sha256sum)" ]; then
+    log "unpacking $parts parts"
+    rm -rf dist node_modules .gpu-carry/node
+    # xz where the machine has it, Python's lzma otherwise.
+    if command -v xz >/dev/null; then
+      cat .gpu-carry/*/payload.[0-9][0-9] | xz -dc | tar x
+    else
+      cat .gpu-carry/*/payload.[0-9][0-9] | python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)' | tar x
+    fi
+    cat .gpu-carry/*/payload.*.sha256 | sha256sum >.gpu-carry/unpacked
+  fi
+  export PATH=$PWD/.gpu-carry/node/bin:$PATH
+fi
+
+# The CUDA provider's libraries (CUDA 13, cuDNN 9): the system's, CUDA's own folder, or the
+# nvidia-* Python wheels a PyTorch environment brings.
+missing=()
+for library in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudnn.so.9; do
+  if ldconfig -p 2>/dev/null | grep -q "$library "; then continue; fi
+  found=$(find /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt /usr/local/lib -name "$library" -print -quit 2>/dev/null || true)
+  if [ -n "$found" ]; then
+    LD_LIBRARY_PATH=$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  else
+    missing+=("$library")
+  fi
+done
+export LD_LIBRARY_PATH
+[ ${#missing[@]} -eq 0 ] || log "not found on this host: ${missing[*]} (the CUDA provider will not load)"
+
+log "node $(node --version), onnxruntime-node $(node -p "require('onnxruntime-node/package.json').version")"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/nvidia-smi.txt" || true
+# The whole check stays under 8 minutes on one GPU, so a 10-minute device call has room to report.
+timeout 450 node dist/benchmarks/gpu-check.js --out "$out/gpu-check.json" "$@" 2>&1 | tee "$out/gpu-check.log"
