@@ -52,10 +52,23 @@ export class WorkerRequests<Request extends { id: number }, Reply extends Worker
     }
   }
 
-  /** Ends the worker without waiting for the work it is running; pending and later requests fail with `reason`. */
-  abandon(reason: string): void {
+  /**
+   * Fails pending and later requests with `reason` at once, without waiting for the work in
+   * flight; the worker closes (`closeRequest`) once that work ends, and is terminated then.
+   * Terminating it mid-run instead lets ONNX Runtime's run complete into a torn-down thread, which
+   * aborts the whole process.
+   */
+  abandon(reason: string, closeRequest: WithoutId<Request>): void {
+    if (this.unavailable) return;
+    const id = this.nextId++;
+    const onClosed = (message: { kind?: string; id?: number }) => {
+      if (message.kind !== 'reply' || message.id !== id) return;
+      this.worker.off('message', onClosed);
+      this.worker.terminate().catch(() => undefined);
+    };
+    this.worker.on('message', onClosed);
+    this.worker.postMessage({ ...closeRequest, id });
     this.fail(reason);
-    this.worker.terminate().catch(() => undefined);
   }
 
   private settle(reply: Reply): void {

@@ -67,10 +67,10 @@ export class WorkerEncoder implements EmbeddingEncoder {
   }
 
   /**
-   * Ends the worker without waiting for the encode it is running (a cancelled index build):
-   * pending calls fail now, and the thread stops at the end of the ONNX Runtime run in progress.
+   * Stops waiting for the encode it is running (a cancelled index build): pending calls fail now,
+   * and the worker closes once the ONNX Runtime run in progress ends.
    */
   abandon(): void {
-    this.requests.abandon('the encoder was stopped');
+    this.requests.abandon('the encoder was stopped', { op: 'close' });
   }
 }
