@@ -49,7 +49,7 @@ USER node
 ENV ONNXRUNTIME_NODE_INSTALL=cuda12
 RUN bash scripts/install.sh \
  && npm run build \
- && node dist/src/cli.js build-demo
+ && node dist/src/cli.js build-demo --data_dir /data
 
 # Set only now: NODE_ENV=production would make `npm ci` above skip the TypeScript compiler.
 ENV NODE_ENV=production \
