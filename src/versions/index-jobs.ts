@@ -120,7 +120,8 @@ export class IndexJobs {
   async cancel(jobId: string): Promise<JobView> {
     const job = this.registry.job(jobId);
     const run = this.running.get(jobId);
-    if (!run) throw new ServiceError('conflict', `job ${jobId} is not running (it is ${job.state})`);
+    // A job whose end is recorded but whose files are still being closed has ended all the same.
+    if (!run || job.state !== 'running') throw new ServiceError('conflict', `job ${jobId} is not running (it is ${job.state})`);
     run.controller.abort();
     await run.finished;
     return this.view(jobId);
