@@ -237,7 +237,7 @@ type Publish = (value: Record<string, unknown>) => Promise<void>;
  * The ONNX backend on the GPU against faiss-node's exact search on CPU, same index, same queries:
  * fp16 as is, fp16 with its best RESCORE candidates rescored in fp32, and fp32.
  */
-async function searchAgreement(file: string, rows: number, queryCount: number, settings: SearchSettings, record: Publish) {
+async function searchAgreement(file: string, rows: number, queryCount: number, settings: SearchSettings, publish: Publish) {
   const queries = perturbedRows(await readRows(file, 0, Math.min(rows, POOL_ROWS)), queryCount);
   const result: Record<string, unknown> = { rows, dimension: SEARCH_DIMENSION, queries: queryCount, queryCosineToItsRow: 1 / Math.sqrt(1 + QUERY_NOISE ** 2) };
   const faiss = await openVectorIndex(file, {}, { backend: 'faiss' });
@@ -249,7 +249,7 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
   } finally {
     await faiss.close();
   }
-  await record(result);
+  await publish(result);
   const configurations: Record<string, { precision: SearchPrecision; rescore: number }> = {
     fp16: { precision: 'fp16', rescore: 0 },
     [`fp16Rescore${RESCORE}`]: { precision: 'fp16', rescore: RESCORE },
@@ -276,7 +276,7 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
     } catch (error) {
       onnx[name] = { failed: (error as Error).message };
     }
-    await record(result);
+    await publish(result);
   }
   return result;
 }
@@ -309,7 +309,7 @@ async function searchTiming(
   deadlineMs: number,
   settings: SearchSettings,
   faissCpu: { rows: number; queries: number; medianMs: number } | undefined,
-  record: Publish,
+  publish: Publish,
 ) {
   const { dir, freeBytes } = await timingDir(dirs, targetRows * SEARCH_DIMENSION * 2);
   const rowsFittingDisk = Math.max(0, Math.floor((freeBytes - 2 ** 30) / (SEARCH_DIMENSION * 2)));
@@ -326,11 +326,11 @@ async function searchTiming(
       fp16GB: made.bytes / 1e9,
       write: { seconds: made.seconds, gbPerSecond: made.bytes / 1e9 / made.seconds },
     };
-    await record(result);
+    await publish(result);
     if (made.rows === 0) throw new Error('no rows were written in the time left');
     const { index, openSeconds, fallbackWarnings } = await openOnGpu(made.indexPath, settings, 'fp16', 0);
     Object.assign(result, { openSeconds, placement: index.placement, fallbackWarnings });
-    await record(result);
+    await publish(result);
     try {
       const queries = perturbedRows(pool, Math.max(...TIMING_BATCHES));
       const batches: Array<Awaited<ReturnType<typeof timeSearch>> & { rowsScannedPerSecond: number }> = [];
@@ -338,13 +338,13 @@ async function searchTiming(
       for (const count of TIMING_BATCHES) {
         const timing = await timeSearch(index, queries.subarray(0, count * SEARCH_DIMENSION), 3);
         batches.push({ ...timing, rowsScannedPerSecond: made.rows * timing.queriesPerSecond });
-        await record(result);
+        await publish(result);
       }
       if (faissCpu) {
         const faissRate = (faissCpu.rows * faissCpu.queries) / (faissCpu.medianMs / 1e3);
         result.faissCpu = { ...faissCpu, rowsScannedPerSecond: faissRate, largestBatchOverFaissCpu: batches.at(-1)!.rowsScannedPerSecond / faissRate };
       }
-      await record(result);
+      await publish(result);
     } finally {
       await index.close();
     }
@@ -434,13 +434,13 @@ async function main(): Promise<void> {
 
   // One synthetic index (benchmarks/work, kept for later runs) for the agreement and as the timing index's rows.
   const agreeRows = size('agree-rows', 1_000_000, 100_000);
-  const agreeFile = await syntheticIndex(agreeRows, SEARCH_DIMENSION);
-  await step('searchAgreement', (publish) => searchAgreement(agreeFile, agreeRows, size('agree-queries', 512, 128), search, publish));
+  const agreeFile = () => syntheticIndex(agreeRows, SEARCH_DIMENSION);
+  await step('searchAgreement', async (publish) => searchAgreement(await agreeFile(), agreeRows, size('agree-queries', 512, 128), search, publish));
 
   const faissSearch = (report.searchAgreement as { faissCpu?: { search: { queries: number; medianMs: number } } }).faissCpu?.search;
   const timingDirs = values['timing-dir'] ? [values['timing-dir']] : ['/dev/shm', benchmarkWorkDir];
-  await step('searchTiming', (publish) =>
-    searchTiming(agreeFile, agreeRows, size('timing-rows', WIKI18_ROWS, 1_000_000), timingDirs, deadlineMs, search, faissSearch && { rows: agreeRows, ...faissSearch }, publish),
+  await step('searchTiming', async (publish) =>
+    searchTiming(await agreeFile(), agreeRows, size('timing-rows', WIKI18_ROWS, 1_000_000), timingDirs, deadlineMs, search, faissSearch && { rows: agreeRows, ...faissSearch }, publish),
   );
 }
 
