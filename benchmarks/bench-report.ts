@@ -13,6 +13,12 @@ export function seconds(startNs: bigint): number {
   return Number(process.hrtime.bigint() - startNs) / 1e9;
 }
 
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 /** Prints a Markdown table and writes the results with the machine they ran on to `benchmarks/results/<name>.json`. */
 export async function report(name: string, rows: Row[], results: Record<string, unknown>): Promise<void> {
   const columns = Object.keys(rows[0]!);

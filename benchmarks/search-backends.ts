@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import type { VectorIndex } from '../src/engine/types.js';
 import { FlatIndex } from '../src/index/flat-index.js';
 import { OnnxFlatIndex } from '../src/index/onnx-flat-index.js';
-import { report, seconds, type Row } from './bench-report.js';
+import { median, report, seconds, type Row } from './bench-report.js';
 import { syntheticIndex } from './synthetic-index.js';
 
 const DIMENSION = 768;
@@ -40,12 +40,6 @@ async function timed(index: VectorIndex, queries: Float32Array): Promise<{ s: nu
   const start = process.hrtime.bigint();
   const found = await index.search(queries, TOPK);
   return { s: seconds(start), rows: found.rowIndices };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 async function main(): Promise<void> {

@@ -58,6 +58,19 @@ async function isCurrent(sidecarPath: string, shape: IxfiHeader, identity: Corpu
   }
 }
 
+/**
+ * The header that makes a sidecar current for the index file as it is now: for a copy written by
+ * other means than {@link ensureFp16Sidecar} (the GPU check writes synthetic fp16 vectors directly).
+ */
+export async function fp16SidecarHeader(indexPath: string, shape: IxfiHeader): Promise<Buffer> {
+  const index = await open(indexPath, 'r');
+  try {
+    return encodeHeader(shape, await corpusIdentity(index));
+  } finally {
+    await index.close();
+  }
+}
+
 /** Values converted so far out of all. */
 export type ConversionProgress = (done: number, total: number) => void;
 

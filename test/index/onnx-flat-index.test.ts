@@ -7,7 +7,7 @@ import { isServiceError } from '../corpus/assert-service-error.js';
 import { float32ToFloat16 } from '../../src/encoder/half-precision.js';
 import type { VectorSearchResult } from '../../src/engine/types.js';
 import { FlatIndex } from '../../src/index/flat-index.js';
-import { ensureFp16Sidecar, FP16_DATA_OFFSET, fp16SidecarPath } from '../../src/index/fp16-sidecar.js';
+import { ensureFp16Sidecar, FP16_DATA_OFFSET, fp16SidecarHeader, fp16SidecarPath } from '../../src/index/fp16-sidecar.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
 import { OnnxFlatIndex, type OnnxIndexOptions } from '../../src/index/onnx-flat-index.js';
@@ -200,6 +200,21 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       assert.equal(await ensureFp16Sidecar(file, sidecar, shape), true, 'not a sidecar: rebuilt');
       assert.equal(await ensureFp16Sidecar(file, sidecar, shape), false);
       assert.equal(fp16SidecarPath('/x/e5_Flat.index'), '/x/e5_Flat.index.fp16');
+    });
+
+    it('a copy written by other means under fp16SidecarHeader is current: kept as it is, and searched', async function () {
+      const sidecar = path.join(dir, 'direct.fp16');
+      const shape = { dimension, rows };
+      const other = unitVectors(rows, dimension, 33);
+      const handle = await open(sidecar, 'w');
+      await handle.write(await fp16SidecarHeader(file, shape), 0, FP16_DATA_OFFSET, 0);
+      await handle.write(float32ToFloat16(other), 0, rows * dimension * 2, FP16_DATA_OFFSET);
+      await handle.close();
+      assert.equal(await ensureFp16Sidecar(file, sidecar, shape), false, 'current: not converted from the index');
+      const onnx = await openOnnx(file, { precision: 'fp16', fp16Path: sidecar });
+      const found = await onnx.search(other.slice(77 * dimension, 78 * dimension), 1);
+      assert.equal(found.rowIndices[0], 77);
+      assert.ok(Math.abs(found.scores[0]! - 1) < 2e-3, `score ${found.scores[0]}`);
     });
 
     it('search reads a rewritten index through a rebuilt sidecar after the index changed', async function () {
