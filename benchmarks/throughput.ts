@@ -9,7 +9,11 @@
  *   cross-request batching on vs off (`--batch_max_queries 1`), both with the cache off and every
  *   query distinct; then the result cache on vs off for a rollout-like stream in which every
  *   query is sent 5 times close together (GRPO n=5).
- * - memory (resident set of the server and its faiss host per million passages) and time to ready.
+ * - memory (the index's resident pages per million passages, wherever the backend keeps them) and
+ *   time to ready.
+ *
+ * `--search_backend faiss|onnx` is passed to every server and to the engine-only side alike
+ * (default: the service's own default); a run with it writes <date>-<profile>-<backend>.*.
  *
  * The model is the e5-base preset (12 layers, 768 wide), so encoder cost is real. Encoding the
  * corpus with it would take about an hour per 100k passages on 2 cores, so the index holds
@@ -32,6 +36,7 @@ import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE } from '../src/encoder/manifest.js';
 import { Retriever, type RetrieverFiles } from '../src/engine/retriever.js';
 import type { CorpusRow } from '../src/engine/types.js';
+import type { SearchBackendChoice } from '../src/index/open-index.js';
 import { SAMPLE_CORPUS } from '../test/engine/retriever-fixture.js';
 import { benchmarksDir, seconds, workDir, type Row } from './bench-report.js';
 import { syntheticIndex } from './synthetic-index.js';
@@ -159,7 +164,7 @@ async function stopServer(server: Server): Promise<void> {
   await exited;
 }
 
-/** Resident memory in bytes of the server process and of its children (the faiss host, which holds the index). */
+/** Resident memory in bytes of the server process and of its children (a faiss host holds its index there). */
 async function serverRss(pid: number): Promise<{ server: number; children: number }> {
   const rss = { server: 0, children: 0 };
   for (const entry of await readdir('/proc')) {
@@ -169,6 +174,18 @@ async function serverRss(pid: number): Promise<{ server: number; children: numbe
     else if (Number(/PPid:\s+(\d+)/.exec(status)?.[1]) === pid) rss.children += bytes;
   }
   return rss;
+}
+
+/** Resident bytes of a file's mappings in a process: the onnx backend maps the index file into the server. */
+async function mappedRss(pid: number, file: string): Promise<number> {
+  let bytes = 0;
+  let inFile = false;
+  for (const line of (await readFile(`/proc/${pid}/smaps`, 'utf8')).split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping) inFile = mapping[1] === file;
+    else if (inFile && line.startsWith('Rss:')) bytes += Number(/(\d+) kB/.exec(line)?.[1] ?? 0) * 1024;
+  }
+  return bytes;
 }
 
 async function metricSum(url: string, name: string): Promise<number> {
@@ -284,6 +301,7 @@ async function main(): Promise<void> {
       rows: { type: 'string' },
       seconds: { type: 'string' },
       port: { type: 'string', default: '18431' },
+      search_backend: { type: 'string' },
     },
   });
   const name = values.profile!;
@@ -295,6 +313,8 @@ async function main(): Promise<void> {
     ...(values.seconds && { loadSeconds: Number(values.seconds) }),
   };
   const port = Number(values.port);
+  const backend = values.search_backend as SearchBackendChoice | undefined;
+  const backendFlags = backend ? ['--search_backend', backend] : [];
   const loadBefore = os.loadavg();
   const benchStart = process.hrtime.bigint();
 
@@ -310,8 +330,9 @@ async function main(): Promise<void> {
   const turn = distinctQueries(QUERIES_PER_TURN, sample, 1);
 
   // Shape (a) and the no-cache runs: batching on (defaults), cache off.
-  const batched = await startServer(files, port, ['--result_cache_size', '0'], dataDir);
+  const batched = await startServer(files, port, ['--result_cache_size', '0', ...backendFlags], dataDir);
   const rss = await serverRss(batched.child.pid!);
+  const indexRss = rss.children + (await mappedRss(batched.child.pid!, path.resolve(files.indexPath)));
   const indexBytes = (await stat(files.indexPath)).size;
   const offsetsBytes = (await stat(`${files.corpusPath}.offsets`).catch(() => ({ size: 0 }))).size;
   console.log(`ready in ${batched.readySeconds.toFixed(1)} s, RSS ${((rss.server + rss.children) / 2 ** 20).toFixed(0)} MiB`);
@@ -320,6 +341,7 @@ async function main(): Promise<void> {
   const engine = await Retriever.load(files, {
     version: 'engine-only',
     encoder: { device: 'cpu', batchLimits: { maxBatchSize: CONFIG_DEFAULTS.encoderBatchRows } },
+    ...(backend && { index: { backend } }),
   });
   const engineMs: number[] = [];
   const serviceMs: number[] = [];
@@ -351,11 +373,11 @@ async function main(): Promise<void> {
   const cacheOffRun = await load('cache off, rollout stream', batched.url, rolloutStream(distinctQueries(20_000, sample, 3)), profile.loadSeconds);
   await stopServer(batched);
 
-  const unbatched = await startServer(files, port, ['--result_cache_size', '0', '--batch_max_queries', '1'], dataDir);
+  const unbatched = await startServer(files, port, ['--result_cache_size', '0', '--batch_max_queries', '1', ...backendFlags], dataDir);
   const offRun = await load('(b) batching off', unbatched.url, distinctQueries(20_000, sample, 4), profile.loadSeconds);
   await stopServer(unbatched);
 
-  const cached = await startServer(files, port, ['--result_cache_size', '64mb'], dataDir);
+  const cached = await startServer(files, port, ['--result_cache_size', '64mb', ...backendFlags], dataDir);
   const cacheOnRun = await load('cache on, rollout stream', cached.url, rolloutStream(distinctQueries(20_000, sample, 3)), profile.loadSeconds);
   const hits = await metricSum(cached.url, 'retriever_result_cache_lookups_total{result="hit"}');
   const misses = await metricSum(cached.url, 'retriever_result_cache_lookups_total{result="miss"}');
@@ -398,7 +420,7 @@ async function main(): Promise<void> {
             : '',
     })),
     { measurement: 'mean queries per engine batch, (b) on', value: (batchQueries / Math.max(1, batchCount)).toFixed(1), ratio: '' },
-    { measurement: 'RSS per million passages (faiss host + corpus offsets)', value: `${(((rss.children + offsetsBytes) * perMillion) / 2 ** 30).toFixed(2)} GiB`, ratio: '' },
+    { measurement: 'RSS per million passages (index pages resident in the faiss host or mapped by the server, + corpus offsets)', value: `${(((indexRss + offsetsBytes) * perMillion) / 2 ** 30).toFixed(2)} GiB`, ratio: '' },
     { measurement: 'index + offsets files per million passages', value: `${(((indexBytes + offsetsBytes) * perMillion) / 2 ** 30).toFixed(2)} GiB`, ratio: '' },
     { measurement: 'RSS of the server process (model, corpus offsets, HTTP)', value: `${(rss.server / 2 ** 20).toFixed(0)} MiB`, ratio: '' },
     { measurement: 'time to ready', value: `${batched.readySeconds.toFixed(1)} s`, ratio: '' },
@@ -414,7 +436,7 @@ async function main(): Promise<void> {
   console.log(markdown);
 
   const date = new Date().toISOString().slice(0, 10);
-  const stem = path.join(benchmarksDir, 'results', `${date}-${name}`);
+  const stem = path.join(benchmarksDir, 'results', `${date}-${name}${backend ? `-${backend}` : ''}`);
   const machine = {
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model,
@@ -428,6 +450,7 @@ async function main(): Promise<void> {
     JSON.stringify(
       {
         name: `throughput-${name}`,
+        searchBackend: backend ?? `${CONFIG_DEFAULTS.searchBackend} (the default)`,
         date: new Date().toISOString(),
         machine,
         note: 'e5-base preset encoder (real cost); index of pseudo-random unit vectors over a corpus cycling the wiki18 sample rows: the query path is real, the neighbours are not meaningful',
@@ -438,7 +461,7 @@ async function main(): Promise<void> {
         shapeA: { queries: QUERIES_PER_TURN, topk: TOPK, engineMs, serviceMs, naiveMsPer512: naiveMs, naiveQueries: profile.naiveQueries },
         shapeB: { clients: CLIENTS, timeoutS: CLIENT_TIMEOUT_S, batchingOn: onRun, batchingOff: offRun, meanBatchQueries: batchQueries / Math.max(1, batchCount) },
         cache: { repeatsPerQuery: GRPO_REPEATS, on: cacheOnRun, off: cacheOffRun, hits, misses },
-        memory: { rows: profile.rows, serverRssBytes: rss.server, faissHostRssBytes: rss.children, indexBytes, offsetsBytes, readySeconds: batched.readySeconds },
+        memory: { rows: profile.rows, serverRssBytes: rss.server, faissHostRssBytes: rss.children, indexRssBytes: indexRss, indexBytes, offsetsBytes, readySeconds: batched.readySeconds },
         table,
       },
       null,

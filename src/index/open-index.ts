@@ -22,9 +22,10 @@ export interface VectorIndexOptions extends Omit<OnnxIndexOptions, 'devices' | '
 
 /**
  * `auto` takes the ONNX backend: it is exact like FAISS Flat, faster on CPU at every query count
- * measured (benchmarks/results/search-backends.json: most at few queries, where faiss-node pays a
- * per-call cost), maps the index file instead of reading it into the heap, and is the only one of
- * the two that searches on a GPU (faiss-node is CPU-only).
+ * measured (benchmarks/results/2026-12-01-search-backends.json, faiss host with BLAS on every
+ * core: most at few queries, where faiss-node pays a per-call cost), maps the index file instead
+ * of reading it into the heap, and is the only one of the two that searches on a GPU (faiss-node
+ * is CPU-only).
  */
 export function chooseSearchBackend(choice: SearchBackendChoice = 'auto'): SearchBackend {
   return choice === 'auto' ? 'onnx' : choice;
