@@ -127,9 +127,14 @@ export class IndexJobs {
     return this.view(jobId);
   }
 
-  /** Cancels every running job and waits for them to end (server shutdown). */
+  /** Cancels every running job and waits for them, and for jobs whose end is being recorded, to end (server shutdown). */
   async close(): Promise<void> {
-    await Promise.all([...this.running.keys()].map((jobId) => this.cancel(jobId)));
+    await Promise.all(
+      [...this.running.values()].map((run) => {
+        run.controller.abort();
+        return run.finished;
+      }),
+    );
   }
 
   private async run(jobId: string, run: RunningJob): Promise<void> {

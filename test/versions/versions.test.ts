@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { Express } from 'express';
 import request from 'supertest';
@@ -533,6 +534,8 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
         assert.match(version.reason!, new RegExp(`index build ${body.job.id} failed: no space left on device \\(ENOSPC\\)`));
         const cancel = await request(service.app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
         assert.match(cancel.body.error.message, /is not running \(it is failed\)/);
+        // The API shows the end once it is in memory; it is logged once the registry write is done or kept.
+        while (!logs.some((entry) => entry.level === 'error')) await setTimeout(10);
         const errors = logs.filter((entry) => entry.level === 'error').map((entry) => entry.message);
         assert.equal(errors[0], `index job ${body.job.id} of version v1: failed (${failed.reason})`);
         if (registryWritten) assert.equal(errors.length, 1);
