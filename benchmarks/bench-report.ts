@@ -19,6 +19,23 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+/** Cosines of the row pairs of two row-major matrices, min and mean; divides by both norms, so a bad norm cannot pass. */
+export function rowCosines(a: Float32Array, b: Float32Array, dimension: number): { min: number; mean: number } {
+  const cosines: number[] = [];
+  for (let offset = 0; offset < a.length; offset += dimension) {
+    let dot = 0;
+    let aa = 0;
+    let bb = 0;
+    for (let d = offset; d < offset + dimension; d++) {
+      dot += a[d]! * b[d]!;
+      aa += a[d]! ** 2;
+      bb += b[d]! ** 2;
+    }
+    cosines.push(dot / Math.sqrt(aa * bb));
+  }
+  return { min: Math.min(...cosines), mean: cosines.reduce((sum, c) => sum + c, 0) / cosines.length };
+}
+
 /** Prints a Markdown table and writes the results with the machine they ran on to `benchmarks/results/<name>.json`. */
 export async function report(name: string, rows: Row[], results: Record<string, unknown>): Promise<void> {
   const columns = Object.keys(rows[0]!);

@@ -29,7 +29,7 @@ import { batchesByLength, batchesInInputOrder, DEFAULT_BATCH_LIMITS, type BatchL
 import { bertFeeds, composeQueryText, OnnxEncoder, type EncoderOptions } from '../src/encoder/onnx-encoder.js';
 import { createEncoderSession } from '../src/encoder/session.js';
 import { padBatch, WordPieceTokenizer } from '../src/encoder/tokenizer.js';
-import { benchmarksDir, report, seconds, workDir, type Row } from './bench-report.js';
+import { benchmarksDir, report, rowCosines, seconds, workDir, type Row } from './bench-report.js';
 
 const SAMPLE_CORPUS = path.resolve(benchmarksDir, '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 const MODEL_DIR = path.join(workDir, 'e5-base');
@@ -165,23 +165,6 @@ async function timedEncoder(
   } finally {
     await encoder.close();
   }
-}
-
-/** Cosines of the rows of two row-major matrices: min and mean. */
-function rowCosines(a: Float32Array, b: Float32Array, dimension: number): { min: number; mean: number } {
-  const cosines: number[] = [];
-  for (let offset = 0; offset < a.length; offset += dimension) {
-    let dot = 0;
-    let aa = 0;
-    let bb = 0;
-    for (let d = offset; d < offset + dimension; d++) {
-      dot += a[d]! * b[d]!;
-      aa += a[d]! ** 2;
-      bb += b[d]! ** 2;
-    }
-    cosines.push(dot / Math.sqrt(aa * bb));
-  }
-  return { min: Math.min(...cosines), mean: cosines.reduce((sum, c) => sum + c, 0) / cosines.length };
 }
 
 /**

@@ -32,7 +32,7 @@ import { buildIndex } from '../src/index/build-index.js';
 import { IXFI_HEADER_BYTES } from '../src/index/ixfi-header.js';
 import { openVectorIndex } from '../src/index/open-index.js';
 import type { SearchPrecision } from '../src/index/search-graph.js';
-import { median, seconds, workDir as benchmarkWorkDir } from './bench-report.js';
+import { median, rowCosines, seconds, workDir as benchmarkWorkDir } from './bench-report.js';
 import { writeSyntheticFp16Index } from './synthetic-fp16-index.js';
 import { syntheticIndex } from './synthetic-index.js';
 
@@ -63,21 +63,10 @@ interface Agreement {
   meanCosine: number;
 }
 
-/** Cosine of each row pair; both sides are unit vectors, but divide anyway so a bad norm cannot pass. */
+/** Cosine of each row pair (both sides are unit vectors, but a bad norm must not pass). */
 function agreement(a: Float32Array, b: Float32Array, dimension: number): Agreement {
-  const cosines: number[] = [];
-  for (let offset = 0; offset < a.length; offset += dimension) {
-    let dot = 0;
-    let normA = 0;
-    let normB = 0;
-    for (let i = offset; i < offset + dimension; i++) {
-      dot += a[i]! * b[i]!;
-      normA += a[i]! * a[i]!;
-      normB += b[i]! * b[i]!;
-    }
-    cosines.push(dot / Math.sqrt(normA * normB));
-  }
-  return { rows: cosines.length, minCosine: Math.min(...cosines), meanCosine: cosines.reduce((sum, c) => sum + c, 0) / cosines.length };
+  const { min, mean } = rowCosines(a, b, dimension);
+  return { rows: a.length / dimension, minCosine: min, meanCosine: mean };
 }
 
 /** Corpus passages and, as queries, their title lines (what an agent might ask about them). */
