@@ -6,3 +6,5 @@ export const repoRoot = path.resolve(import.meta.dirname, '..', '..');
 export const SAMPLE_CORPUS = path.resolve(repoRoot, '..', 'shared', 'data', 'wiki18-sample-1k.jsonl');
 /** The demo corpus the project ships. */
 export const DEMO_CORPUS = path.join(repoRoot, 'demo', 'corpus.jsonl');
+/** The compiled command line, as `node <CLI_PATH> serve …` runs it in child-process tests. */
+export const CLI_PATH = path.join(repoRoot, 'dist', 'src', 'cli.js');

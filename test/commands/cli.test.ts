@@ -5,17 +5,15 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { PROJECT_ROOT } from '../../src/http/project-files.js';
-import { SAMPLE_CORPUS } from '../sample-data.js';
+import { CLI_PATH, SAMPLE_CORPUS } from '../sample-data.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js');
 const run = promisify(execFile);
 
 /** The CLI as a user runs it, from another folder than the project, so nothing lands in ./data by accident. */
 function runCli(args: string[], cwd: string): Promise<{ stdout: string; stderr: string }> {
-  return run(process.execPath, [cli, ...args], { cwd, encoding: 'utf8' });
+  return run(process.execPath, [CLI_PATH, ...args], { cwd, encoding: 'utf8' });
 }
 
 describe('the CLI: demo under --data_dir, both flag spellings on every command (child processes)', function () {
@@ -41,7 +39,7 @@ describe('the CLI: demo under --data_dir, both flag spellings on every command (
     });
     assert.deepEqual(await readdir(dir), ['state'], 'nothing written beside it');
 
-    const child = spawn(process.execPath, [cli, 'serve', '--data_dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu'], { cwd: dir });
+    const child = spawn(process.execPath, [CLI_PATH, 'serve', '--data_dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu'], { cwd: dir });
     const exited = once(child, 'close');
     try {
       const messages: string[] = [];

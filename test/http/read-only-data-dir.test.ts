@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import { buildRetrieverFiles, DEMO_CORPUS, repoRoot } from '../engine/retriever-fixture.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
+import { CLI_PATH } from '../sample-data.js';
 import { temporaryDir, writeCheckpoint } from '../versions/version-fixtures.js';
 
-const cli = path.join(repoRoot, 'dist', 'src', 'cli.js');
 
 interface Launch {
   /** The port once it logged "ready"; undefined when it exited first. */
@@ -22,7 +22,7 @@ interface Launch {
 
 /** `serve` in a child process until it is ready or has exited. */
 async function launch(args: string[]): Promise<Launch> {
-  const child = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', ...args]);
+  const child = spawn(process.execPath, [CLI_PATH, 'serve', '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', ...args]);
   const result: Launch = { stdout: [], stderr: '', stop: async () => (await exited)[0] as number | null };
   const exited = once(child, 'close');
   child.stderr.on('data', (chunk: Buffer) => (result.stderr += chunk.toString()));

@@ -16,7 +16,7 @@ import { openFlatIndex } from '../../src/index/flat-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { isServiceError } from '../corpus/assert-service-error.js';
 import { floatBytes, runPython } from './index-fixtures.js';
-import { repoRoot, SAMPLE_CORPUS as samplePath } from '../sample-data.js';
+import { CLI_PATH, SAMPLE_CORPUS as samplePath } from '../sample-data.js';
 
 const CHECKED_ROWS = [0, 1, 500, 998, 999];
 
@@ -104,12 +104,11 @@ for row in map(int, sys.argv[2:]):
 
   it('build-index --device cpu --device-ids 0,1 (two CPU workers standing in for two GPUs) writes the same index, and refuses a repeated id', async function () {
     const cliPath = path.join(dir, 'cli_Flat.index');
-    const cli = path.join(repoRoot, 'dist', 'src', 'cli.js');
     const args = ['build-index', '--model', modelDir, '--corpus', samplePath, '--sidecar', path.join(dir, 'cli.offsets'), '--out', cliPath, '--device', 'cpu', '--batch-size', '64'];
-    const printed = JSON.parse(execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    const printed = JSON.parse(execFileSync(process.execPath, [CLI_PATH, ...args, '--device-ids', '0,1'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
     assert.deepEqual(printed, { path: cliPath, rows: 1000, dimension: encoder.manifest.dimension, maxPassageLength: encoder.manifest.maxPassageLength, resumedFrom: 0 });
     await assertSameIndex(cliPath, outPath, corpus.rows * encoder.manifest.dimension);
-    assert.throws(() => execFileSync(process.execPath, [cli, ...args, '--device-ids', '0,0'], { encoding: 'utf8', stdio: 'pipe' }), /expected distinct device ordinals/);
+    assert.throws(() => execFileSync(process.execPath, [CLI_PATH, ...args, '--device-ids', '0,0'], { encoding: 'utf8', stdio: 'pipe' }), /expected distinct device ordinals/);
   });
 });
 

@@ -5,12 +5,11 @@ import { access, copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import type { RetrieverInfo } from '../../src/engine/types.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
+import { CLI_PATH } from '../sample-data.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js');
 
 interface Run {
   /** `/info`'s retriever once ready; undefined when serve exited first. */
@@ -22,7 +21,7 @@ interface Run {
 /** `serve` in a child process with search flags: its /info when it gets ready (then SIGTERM), or its exit. */
 async function serve(files: RetrieverFiles, dataDir: string, flags: string[]): Promise<Run> {
   const child = spawn(process.execPath, [
-    cli,
+    CLI_PATH,
     'serve',
     ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
     ...['--data_dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', ...flags],

@@ -4,13 +4,12 @@ import { once } from 'node:events';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { serialiseRecord } from '../../src/training/record.js';
 import { EXAMPLES_FILE, LOAD_PROGRESS_RECORDS } from '../../src/training/store.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
+import { CLI_PATH } from '../sample-data.js';
 import { makeRecord, temporaryDir } from './fixtures.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js');
 
 describe('serve opens a large training store in the background (child process, tiny model)', function () {
   let dataDir: string;
@@ -30,7 +29,7 @@ describe('serve opens a large training store in the background (child process, t
     await writeFile(path.join(dataDir, 'training', EXAMPLES_FILE), `${lines.join('\n')}\n`);
     const files = await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: DEMO_CORPUS });
     const child = spawn(process.execPath, [
-      cli,
+      CLI_PATH,
       'serve',
       ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
       ...['--data_dir', dataDir, '--no_training_auth', '--host', '127.0.0.1', '--port', '0', '--device', 'cpu'],

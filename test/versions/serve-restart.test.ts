@@ -4,14 +4,13 @@ import { once } from 'node:events';
 import { cp, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { DATA_DIR_LOCK } from '../../src/data-dir-lock.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
+import { CLI_PATH } from '../sample-data.js';
 import { AUTH, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
 
-const cli = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.js');
 
 interface Served {
   url: string;
@@ -25,7 +24,7 @@ interface Served {
 /** `serve` in a child process, as launched in production; resolves once it reports ready. */
 async function serve(files: RetrieverFiles, dataDir: string, extraArgs: readonly string[] = []): Promise<Served> {
   const child: ChildProcessWithoutNullStreams = spawn(process.execPath, [
-    cli,
+    CLI_PATH,
     'serve',
     ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
     ...['--data_dir', dataDir, '--training_token', TOKEN, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu'],
