@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { parseCpuFlags, readCpuinfo } from '../cpu-flags.js';
 
 /**
  * Weight quantization of the int8 graph (`model.int8.onnx`): symmetric int8 weights with one
@@ -64,7 +64,7 @@ export const INT8_DOT_PRODUCT_FLAGS = ['avx512_vnni', 'avx_vnni', 'amx_int8'] as
 
 /** Which of {@link INT8_DOT_PRODUCT_FLAGS} a `/proc/cpuinfo` text lists. */
 export function int8DotProductFlags(cpuinfo: string): string[] {
-  const flags = new Set(cpuinfo.match(/^flags\s*:.*$/m)?.[0].split(/\s+/) ?? []);
+  const flags = parseCpuFlags(cpuinfo);
   return INT8_DOT_PRODUCT_FLAGS.filter((flag) => flags.has(flag));
 }
 
@@ -77,13 +77,7 @@ export interface HostCpu {
 }
 
 function thisCpu(): HostCpu {
-  let cpuinfo: string | undefined;
-  try {
-    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  } catch {
-    cpuinfo = undefined;
-  }
-  return { arch: process.arch, cpuinfo };
+  return { arch: process.arch, cpuinfo: readCpuinfo() };
 }
 
 /**

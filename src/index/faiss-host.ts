@@ -1,7 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { parseCpuFlags, readCpuinfo } from '../cpu-flags.js';
 import { ServiceError } from '../errors.js';
 import type { FaissReply, FaissRequest } from './faiss-protocol.js';
 
@@ -10,13 +10,9 @@ type Success = Extract<FaissReply, { ok: true }>;
 
 const HOST_ENTRY = fileURLToPath(new URL('../workers/faiss-worker.js', import.meta.url));
 
-/** The CPU's feature flags as /proc/cpuinfo lists them (none where there is no such file). */
+/** The CPU's feature flags (none where /proc/cpuinfo cannot be read). */
 function cpuFlags(): ReadonlySet<string> {
-  try {
-    return new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/));
-  } catch {
-    return new Set();
-  }
+  return parseCpuFlags(readCpuinfo() ?? '');
 }
 
 /**
