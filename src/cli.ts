@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { buildIndexCommand } from './commands/build-index.js';
 import { serve } from './commands/serve.js';
-import { acceptBothSpellings, addServeOptions, CONFIG_DEFAULTS, envName, resolveServeConfig } from './config.js';
+import { acceptBothSpellings, addServeOptions, CONFIG_DEFAULTS, deviceOrdinals, envName, resolveServeConfig } from './config.js';
 import { ensureDemo } from './demo.js';
 import type { WeightBitsSetting } from './encoder/int8-quantization.js';
 import { makeModel } from './encoder/make-model.js';
@@ -35,10 +35,8 @@ function weightBits(value: string): WeightBitsSetting {
 }
 
 function deviceIds(value: string): number[] {
-  const ids = value.split(',').map(Number);
-  if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0) || new Set(ids).size !== ids.length) {
-    throw new InvalidArgumentError('expected distinct device ordinals separated by commas, e.g. 0,1');
-  }
+  const ids = deviceOrdinals(value);
+  if (!ids) throw new InvalidArgumentError('expected distinct device ordinals separated by commas, e.g. 0,1');
   return ids;
 }
 

@@ -180,10 +180,19 @@ function byteCount(raw: string, source: string): number {
 }
 
 /** Comma-separated device ordinals (`0,1,2,3`), each at most once. */
-function deviceList(raw: string, source: string): number[] {
+/** Distinct device ordinals separated by commas (`0,1`), or undefined when `raw` is not that. */
+export function deviceOrdinals(raw: string): number[] | undefined {
   const parts = raw.split(',').map((part) => part.trim());
   const ordinals = parts.map((part) => Number(part));
   if (parts.some((part) => part === '') || ordinals.some((n) => !Number.isInteger(n) || n < 0) || new Set(ordinals).size !== ordinals.length) {
+    return undefined;
+  }
+  return ordinals;
+}
+
+function deviceList(raw: string, source: string): number[] {
+  const ordinals = deviceOrdinals(raw);
+  if (!ordinals) {
     throw badRequest(`${source} must be distinct device ordinals separated by commas, such as 0,1, got ${JSON.stringify(raw)}`, { field: source });
   }
   return ordinals;
