@@ -39,6 +39,8 @@ export class CorpusStore {
     readonly sidecarRebuilt: boolean,
     private readonly file: FileHandle,
     private readonly offsets: Float64Array,
+    /** The file the server opened, which the path must still name. */
+    private readonly inode: { ino: number; dev: number },
   ) {}
 
   static async open(path: string, options: CorpusOpenOptions = {}): Promise<CorpusStore> {
@@ -46,14 +48,15 @@ export class CorpusStore {
     const file = await openRegularFile(path, 'corpus');
     try {
       const identity = await corpusIdentity(file);
+      const { ino, dev } = await file.stat();
       const stored = await readSidecar(sidecarPath, identity);
-      if (stored) return new CorpusStore(path, sidecarPath, identity, false, file, stored);
+      if (stored) return new CorpusStore(path, sidecarPath, identity, false, file, stored, { ino, dev });
       const offsets = await scanLineOffsets(file, identity.size, options.onProgress);
       if (!sameIdentity(identity, await corpusIdentity(file))) {
         throw new ServiceError('conflict', `corpus ${path} changed while its offsets were being built`);
       }
       await writeSidecar(sidecarPath, identity, offsets);
-      return new CorpusStore(path, sidecarPath, identity, true, file, offsets);
+      return new CorpusStore(path, sidecarPath, identity, true, file, offsets, { ino, dev });
     } catch (error) {
       await file.close();
       throw error;
@@ -112,17 +115,18 @@ export class CorpusStore {
 
   /**
    * The offsets hold only for the file they were built from: a corpus edited in place would serve
-   * other rows than the index means, or torn lines. Two stat calls a fetch find it (size or mtime
-   * of the open file moved, or the path now names another file); once found, it stays changed.
+   * other rows than the index means, or torn lines. One stat call a fetch finds it: while the path
+   * names the opened file its stat is that file's, so a size or mtime that moved, or another file
+   * (or none) at the path, means changed; once found, it stays changed.
    */
   private async checkUnchanged(): Promise<void> {
     if (!this.changed) {
-      const [opened, named] = await Promise.all([this.file.stat(), stat(this.path).catch(() => undefined)]);
+      const named = await stat(this.path).catch(() => undefined);
       this.changed =
-        opened.size !== this.identity.size ||
-        opened.mtimeMs !== this.identity.mtimeMs ||
-        named?.ino !== opened.ino ||
-        named.dev !== opened.dev;
+        named?.ino !== this.inode.ino ||
+        named.dev !== this.inode.dev ||
+        named.size !== this.identity.size ||
+        named.mtimeMs !== this.identity.mtimeMs;
     }
     if (this.changed) {
       throw new ServiceError('corpus_changed', `corpus changed, restart the server (${this.path} is not the file the server loaded)`, {
