@@ -201,8 +201,12 @@ export class VersionRegistry {
   /** Writes what memory holds that the file lacks (a job's end a full disk refused), and stops retrying. */
   async close(): Promise<void> {
     clearTimeout(this.retry);
-    if (this.unwritten) await this.change(() => undefined, 'keep');
-    clearTimeout(this.retry);
+    try {
+      if (this.unwritten) await this.change(() => undefined, 'keep');
+    } finally {
+      // A last write that fails arms another retry; a closed registry must not keep it.
+      clearTimeout(this.retry);
+    }
   }
 
   /**
@@ -252,7 +256,8 @@ export class VersionRegistry {
    */
   private change<T>(apply: () => T, onWriteFailure: 'undo' | 'keep' = 'undo'): Promise<T> {
     const run = this.writing.then(async () => {
-      const before = structuredClone(this.document);
+      // Only an undo needs the state before: a kept change is not copied (the document holds every job).
+      const before = onWriteFailure === 'undo' ? structuredClone(this.document) : undefined;
       const result = apply();
       try {
         await this.write();
@@ -260,7 +265,7 @@ export class VersionRegistry {
         if (onWriteFailure === 'keep') this.retryLater();
         else {
           const { nextVersion, nextJob } = this.document;
-          this.document = { ...before, nextVersion, nextJob };
+          this.document = { ...before!, nextVersion, nextJob };
         }
         throw error;
       }
