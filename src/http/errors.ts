@@ -67,6 +67,13 @@ interface BodyParserError {
   encoding?: string;
 }
 
+/** A body in a Content-Encoding the service does not decode (415, never a retried 5xx). */
+export function unsupportedEncoding(encoding: string): ServiceError {
+  return new ServiceError('unsupported_media_type', `body: Content-Encoding "${encoding}" is not supported; send identity, gzip, deflate or br`, {
+    field: 'body',
+  });
+}
+
 function toServiceError(error: unknown): ServiceError {
   if (error instanceof ServiceError) return error;
   return bodyError(error as BodyParserError) ?? new ServiceError('internal', 'internal error');
@@ -100,11 +107,7 @@ function bodyError(parserError: BodyParserError | undefined): ServiceError | und
         { field: 'body' },
       );
     case 'encoding.unsupported':
-      return new ServiceError(
-        'unsupported_media_type',
-        `body: Content-Encoding "${parserError.encoding}" is not supported; send identity, gzip, deflate or br`,
-        { field: 'body' },
-      );
+      return unsupportedEncoding(String(parserError.encoding));
     case 'charset.unsupported':
       return new ServiceError('unsupported_media_type', `body: ${parserError.message}; send UTF-8`, { field: 'body' });
     case 'request.size.invalid':

@@ -13,6 +13,7 @@ import { itemsOfArray, jsonLinesOf, type InputItem } from '../training/jsonl.js'
 import type { TrainingRecord } from '../training/record.js';
 import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
+import { unsupportedEncoding } from './errors.js';
 
 export interface TrainingRouterOptions extends BearerAuthOptions {
   /** The open store; throws a `not_ready` ServiceError while it loads (the routes then answer 503). */
@@ -168,7 +169,7 @@ async function* bodyChunks(req: Request, limitBytes: number): AsyncGenerator<Buf
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
   const decoder = DECODERS[encoding];
   if (!decoder && encoding !== 'identity') {
-    throw new ServiceError('unsupported_media_type', `body: Content-Encoding "${encoding}" is not supported; send identity, gzip, deflate or br`, { field: 'body' });
+    throw unsupportedEncoding(encoding);
   }
   if (!decoder && Number(req.headers['content-length'] ?? 0) > limitBytes) throw tooLarge();
   const source = (decoder ? pipe(req, decoder(), () => undefined) : req) as AsyncIterable<Buffer>;
