@@ -86,7 +86,8 @@ async function* slicesOf<T>(items: Iterable<T> | AsyncIterable<T>, size: number)
 async function ingestSlice(store: TrainingExampleStore, items: readonly InputItem[], options: IngestOptions): Promise<IngestResult[]> {
   const validated = items.map((item) => validateItem(item, options));
   const records = validated.flatMap((entry) => ('records' in entry ? entry.records : []));
-  const outcomes = await store.append(records);
+  const rejected = validated.flatMap((entry) => ('rejection' in entry ? [entry.rejection.reason] : []));
+  const outcomes = await store.append(records, rejected);
   let next = 0;
   const results = validated.map((entry, i): IngestResult => {
     const position = positionOf(items[i]!);
@@ -96,7 +97,6 @@ async function ingestSlice(store: TrainingExampleStore, items: readonly InputIte
     const status: IngestStatus = mine.includes('accepted') ? 'accepted' : 'duplicate';
     return entry.records.length === 1 ? { ...position, status } : { ...position, status, records: entry.records.length };
   });
-  await store.countRejections(results.flatMap((result) => (result.reason ? [result.reason] : [])));
   return results;
 }
 

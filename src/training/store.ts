@@ -124,9 +124,10 @@ export class TrainingExampleStore {
 
   /**
    * Stores the records not stored before (by content), in order, with one write and one fsync;
-   * a record repeated within `records` is a duplicate from its second copy on.
+   * a record repeated within `records` is a duplicate from its second copy on. The duplicates and
+   * the `rejected` reasons of the same batch are added to the persisted counts in one save.
    */
-  append(records: readonly TrainingRecord[]): Promise<AppendOutcome[]> {
+  append(records: readonly TrainingRecord[], rejected: readonly RejectionReason[] = []): Promise<AppendOutcome[]> {
     return this.writer.runExclusive(async () => {
       if (this.broken) throw new ServiceError('internal', `training store is unusable after a failed write: ${this.broken.message}`);
       const fresh = new Map<string, { line: string; record: TrainingRecord }>();
@@ -142,19 +143,10 @@ export class TrainingExampleStore {
         this.keys.add(key);
         this.tally.add(record);
       }
-      const duplicates = records.length - fresh.size;
-      if (duplicates > 0) await this.addToCounters({ ...zeroCounters(), duplicates });
+      const counts = { ...zeroCounters(), duplicates: records.length - fresh.size };
+      for (const reason of rejected) counts.rejections[reason] += 1;
+      if (counts.duplicates > 0 || rejected.length > 0) await this.addToCounters(counts);
       return outcomes;
-    });
-  }
-
-  /** Adds refused records to the persisted counts by reason. */
-  countRejections(reasons: readonly RejectionReason[]): Promise<void> {
-    if (reasons.length === 0) return Promise.resolve();
-    return this.writer.runExclusive(async () => {
-      const counts = zeroCounters();
-      for (const reason of reasons) counts.rejections[reason] += 1;
-      await this.addToCounters(counts);
     });
   }
 

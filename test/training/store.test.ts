@@ -106,7 +106,7 @@ describe('TrainingExampleStore', function () {
     // Same positive as the first record, other negatives: a new record, not a new positive.
     const first = makeRecord({ dataset: 'nq', query_id: 'q1', round_index: 1 });
     await store.append([{ ...first, passage_ids: ['0', ...first.passage_ids.slice(2), '99'] , scores: first.scores }]);
-    await store.countRejections(['unknown_passage', 'unknown_passage', 'malformed_json']);
+    await store.append([], ['unknown_passage', 'unknown_passage', 'malformed_json']);
     await store.close();
     store = await TrainingExampleStore.open(dir);
     const stats = store.stats();
