@@ -15,7 +15,7 @@ const DEMO_SEED = 0;
  * built lives in `<dataDir>/demo`, so `--data_dir` (or RETRIEVER_DATA_DIR) moves it with the rest
  * of the service's state; the corpus stays in the project.
  */
-export function demoFiles(dataDir: string): Required<RetrieverFiles> {
+function demoFiles(dataDir: string): Required<RetrieverFiles> {
   const dir = path.resolve(dataDir, 'demo');
   return {
     modelDir: path.join(dir, 'model'),

@@ -60,7 +60,7 @@ export function quantizeLinearWeight(
 }
 
 /** CPU flags that give x86 an int8 dot product which adds u8×s8 products without saturating. */
-export const INT8_DOT_PRODUCT_FLAGS = ['avx512_vnni', 'avx_vnni', 'amx_int8'] as const;
+const INT8_DOT_PRODUCT_FLAGS = ['avx512_vnni', 'avx_vnni', 'amx_int8'] as const;
 
 /** Which of {@link INT8_DOT_PRODUCT_FLAGS} a `/proc/cpuinfo` text lists. */
 export function int8DotProductFlags(cpuinfo: string): string[] {

@@ -72,7 +72,7 @@ export async function fp16SidecarHeader(indexPath: string, shape: IxfiHeader): P
 }
 
 /** Values converted so far out of all. */
-export type ConversionProgress = (done: number, total: number) => void;
+type ConversionProgress = (done: number, total: number) => void;
 
 /**
  * Makes sure `sidecarPath` holds the current fp16 copy of the index's vectors, converting them

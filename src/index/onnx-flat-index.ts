@@ -12,7 +12,7 @@ import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchW
 import { mergeRanked, type RankedRows } from './rescore.js';
 import { WorkerRequests } from '../worker-requests.js';
 
-export { DEFAULT_SHARD_ROWS, type SearchDevice } from './onnx-search-protocol.js';
+export type { SearchDevice } from './onnx-search-protocol.js';
 
 /** Queries per session run, so a 4,096-query request never needs 8 score matrices at once. */
 const QUERY_CHUNK = 512;

@@ -4,7 +4,7 @@ import { FlatIndex } from './flat-index.js';
 import type { IxfiExpectations } from './ixfi-header.js';
 import { OnnxFlatIndex, type OnnxIndexOptions, type SearchDevice } from './onnx-flat-index.js';
 
-export type SearchBackend = 'faiss' | 'onnx';
+type SearchBackend = 'faiss' | 'onnx';
 export type SearchBackendChoice = SearchBackend | 'auto';
 export type SearchPrecisionChoice = SearchPrecision | 'auto';
 
@@ -27,11 +27,11 @@ export interface VectorIndexOptions extends Omit<OnnxIndexOptions, 'devices' | '
  * of reading it into the heap, and is the only one of the two that searches on a GPU (faiss-node
  * is CPU-only).
  */
-export function chooseSearchBackend(choice: SearchBackendChoice = 'auto'): SearchBackend {
+function chooseSearchBackend(choice: SearchBackendChoice = 'auto'): SearchBackend {
   return choice === 'auto' ? 'onnx' : choice;
 }
 
-export function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): SearchDevice[] {
+function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): SearchDevice[] {
   if (!options.gpu) return [{ provider: 'cpu' }];
   return (options.deviceIds ?? [0]).map((deviceId) => ({ provider: 'cuda', deviceId }));
 }

@@ -47,7 +47,7 @@ export async function* readLineSpans(path: string, end?: number): AsyncGenerator
 }
 
 /** Lines of a byte stream (a file, a request body) as its chunks arrive, with their byte offsets. */
-export async function* lineSpansOf(chunks: AsyncIterable<Buffer>): AsyncGenerator<LineSpan> {
+async function* lineSpansOf(chunks: AsyncIterable<Buffer>): AsyncGenerator<LineSpan> {
   let pending: Buffer[] = [];
   let pendingStart = 0;
   let offset = 0;
