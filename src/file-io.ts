@@ -148,16 +148,18 @@ export async function readRegularFile(file: string, what: string, options: Regul
 }
 
 /**
- * Checks a path that another library opens by name (ONNX Runtime, transformers.js): stat() does
- * not block on a FIFO the way their open() would.
+ * Checks a path that another library opens by name (ONNX Runtime, the tokenizer, copyFile): stat()
+ * does not block on a FIFO the way their open() would. False only for an `optional` file that is
+ * missing.
  */
-export async function checkRegularFile(file: string, what: string, options: RegularFileOptions & { optional?: boolean } = {}): Promise<void> {
+export async function checkRegularFile(file: string, what: string, options: RegularFileOptions & { optional?: boolean } = {}): Promise<boolean> {
   let stats: Stats;
   try {
     stats = await stat(file);
   } catch (error) {
-    if (options.optional && isMissing(error)) return;
+    if (options.optional && isMissing(error)) return false;
     throw cannotOpen(error, file, what, options.missing);
   }
   checkStats(stats, file, what, options.maxBytes);
+  return true;
 }

@@ -223,8 +223,7 @@ async function checkpointSource(options: MakeModelOptions): Promise<ModelSource>
       if (await pathExists(path.join(checkpointDir, TOKENIZER_FILE))) {
         for (const file of TOKENIZER_FILES) {
           const source = path.join(checkpointDir, file);
-          if (!(await pathExists(source))) continue;
-          await checkRegularFile(source, 'tokenizer file', { maxBytes: METADATA_FILE_LIMIT });
+          if (!(await checkRegularFile(source, 'tokenizer file', { maxBytes: METADATA_FILE_LIMIT, optional: true }))) continue;
           await copyFile(source, path.join(dir, file));
         }
         return;
