@@ -85,3 +85,23 @@ export class WorkerRequests<Request extends { id: number }, Reply extends Worker
     this.pending.clear();
   }
 }
+
+/**
+ * Waits for a new worker's `ready` message. `load-failed`, a crash or an exit before it reject with
+ * a ServiceError, and the worker is terminated then. `what` names the worker ("encoder worker").
+ */
+export async function workerReady<Ready extends { kind: 'ready' }>(worker: Worker, what: string): Promise<Ready> {
+  try {
+    return await new Promise<Ready>((resolve, reject) => {
+      worker.on('message', (message: { kind?: string; error?: SerializedError }) => {
+        if (message.kind === 'ready') resolve(message as Ready);
+        if (message.kind === 'load-failed') reject(deserializeError(message.error!));
+      });
+      worker.once('error', (error) => reject(new ServiceError('internal', `${what} crashed: ${error.message}`)));
+      worker.once('exit', (code) => reject(new ServiceError('internal', `${what} exited (code ${code}) while loading`)));
+    });
+  } catch (error) {
+    await worker.terminate();
+    throw error;
+  }
+}

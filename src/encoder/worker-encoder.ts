@@ -1,16 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import { ServiceError } from '../errors.js';
 import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
-import {
-  deserializeError,
-  type EncoderRequest,
-  type EncoderWorkerData,
-  type EncoderWorkerMessage,
-} from './encoder-worker-protocol.js';
+import type { EncoderRequest, EncoderWorkerData, EncoderWorkerMessage } from './encoder-worker-protocol.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
 import { emitFallbackWarning } from './session.js';
-import { WorkerRequests } from '../worker-requests.js';
+import { WorkerRequests, workerReady } from '../worker-requests.js';
 
 type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;
 
@@ -39,18 +34,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
     worker.on('message', (message: EncoderWorkerMessage) => {
       if (message.kind === 'warning') report(message.message);
     });
-    const started = await new Promise<Extract<EncoderWorkerMessage, { kind: 'ready' }>>((resolve, reject) => {
-      const onMessage = (message: EncoderWorkerMessage) => {
-        if (message.kind === 'ready') resolve(message);
-        if (message.kind === 'load-failed') reject(deserializeError(message.error));
-      };
-      worker.on('message', onMessage);
-      worker.once('error', (error) => reject(new ServiceError('internal', `encoder worker crashed: ${error.message}`)));
-      worker.once('exit', (code) => reject(new ServiceError('internal', `encoder worker exited (code ${code}) while loading`)));
-    }).catch(async (error: unknown) => {
-      await worker.terminate();
-      throw error;
-    });
+    const started = await workerReady<Extract<EncoderWorkerMessage, { kind: 'ready' }>>(worker, 'encoder worker');
     return new WorkerEncoder(worker, started.manifest, started.provider, started.modelFile);
   }
 

@@ -1,6 +1,5 @@
 import { Worker } from 'node:worker_threads';
 import bytes from 'bytes';
-import { deserializeError } from '../encoder/encoder-worker-protocol.js';
 import type { SearchPrecision } from './search-graph.js';
 import { emitFallbackWarning } from '../encoder/session.js';
 import type { SearchPlacement, SearchSessionInfo, VectorIndex, VectorSearchResult } from '../engine/types.js';
@@ -10,7 +9,7 @@ import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
 import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
-import { WorkerRequests } from '../worker-requests.js';
+import { WorkerRequests, workerReady } from '../worker-requests.js';
 
 export type { SearchDevice } from './onnx-search-protocol.js';
 
@@ -79,19 +78,11 @@ class SearchWorker {
 
   static async start(data: SearchWorkerData, options: OnnxIndexOptions): Promise<SearchWorker> {
     const worker = new Worker(new URL('../workers/onnx-search-worker.js', import.meta.url), { workerData: data });
-    const ready = await new Promise<Extract<SearchWorkerMessage, { kind: 'ready' }>>((resolve, reject) => {
-      worker.on('message', (message: SearchWorkerMessage) => {
-        if (message.kind === 'warning') (options.warn ?? emitFallbackWarning)(message.message);
-        if (message.kind === 'progress') options.onProgress?.(message.done, message.total);
-        if (message.kind === 'ready') resolve(message);
-        if (message.kind === 'load-failed') reject(deserializeError(message.error));
-      });
-      worker.once('error', (error) => reject(new ServiceError('internal', `search worker crashed: ${error.message}`)));
-      worker.once('exit', (code) => reject(new ServiceError('internal', `search worker exited (code ${code}) while loading`)));
-    }).catch(async (error: unknown) => {
-      await worker.terminate();
-      throw error;
+    worker.on('message', (message: SearchWorkerMessage) => {
+      if (message.kind === 'warning') (options.warn ?? emitFallbackWarning)(message.message);
+      if (message.kind === 'progress') options.onProgress?.(message.done, message.total);
     });
+    const ready = await workerReady<Extract<SearchWorkerMessage, { kind: 'ready' }>>(worker, 'search worker');
     const { device, firstRow, rows } = data;
     const deviceId = ready.provider === 'cuda' && device.provider === 'cuda' ? { deviceId: device.deviceId } : {};
     return new SearchWorker(worker, { provider: ready.provider, ...deviceId, precision: ready.precision, firstRow, rows });
