@@ -22,12 +22,13 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { CONFIG_DEFAULTS } from '../src/config.js';
 import { isPresetName } from '../src/encoder/presets.js';
-import type { CorpusRow, RetrievalResult, RetrievalService } from '../src/engine/types.js';
+import type { CorpusRow } from '../src/corpus/corpus-row.js';
+import type { RetrievalResult, RetrievalService } from '../src/engine/types.js';
 import { createApp } from '../src/http/app.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/engine/retriever-fixture.js';
-import { loadRealService } from '../test/http/real-service.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
+import { loadRealService } from '../test/support/real-service.js';
 import { report, seconds, workDir, type Row } from './bench-report.js';
 
 async function sampleLines(): Promise<string[]> {

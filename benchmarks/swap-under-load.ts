@@ -20,9 +20,9 @@ import { versionRouter } from '../src/http/version-routes.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 import { INITIAL_VERSION, VersionManager } from '../src/versions/version-manager.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/engine/retriever-fixture.js';
-import { LoadClients, planLoad, type LoadSample } from '../test/versions/swap-load.js';
-import { temporaryDir } from '../test/versions/version-fixtures.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
+import { LoadClients, planLoad, type LoadSample } from '../test/support/swap-load.js';
+import { temporaryDir } from '../test/support/version-fixtures.js';
 import { report, type Row } from './bench-report.js';
 
 const TOKEN = 'swap-benchmark';

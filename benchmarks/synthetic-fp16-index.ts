@@ -1,6 +1,6 @@
 import { open, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { float32ToFloat16 } from '../src/encoder/half-precision.js';
+import { float32ToFloat16 } from '../src/onnx/half-precision.js';
 import { writeFully } from '../src/file-io.js';
 import { FP16_DATA_OFFSET, fp16SidecarBytes, fp16SidecarHeader, fp16SidecarPath } from '../src/index/fp16-sidecar.js';
 import { encodeIxfiHeader, ixfiFileBytes, type IxfiHeader } from '../src/index/ixfi-header.js';

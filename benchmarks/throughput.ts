@@ -35,9 +35,9 @@ import { CONFIG_DEFAULTS } from '../src/config.js';
 import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE } from '../src/encoder/manifest.js';
 import { Retriever, type RetrieverFiles } from '../src/engine/retriever.js';
-import type { CorpusRow } from '../src/engine/types.js';
+import type { CorpusRow } from '../src/corpus/corpus-row.js';
 import type { SearchBackendChoice } from '../src/index/open-index.js';
-import { SAMPLE_CORPUS } from '../test/engine/retriever-fixture.js';
+import { SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
 import { benchmarksDir, seconds, workDir, type Row } from './bench-report.js';
 import { syntheticIndex } from './synthetic-index.js';
 

@@ -28,8 +28,8 @@ import { createLogger } from '../src/log.js';
 import { validateRecord } from '../src/training/record.js';
 import { LoadingTrainingStore } from '../src/training/store-loading.js';
 import { TrainingExampleStore } from '../src/training/store.js';
-import { SAMPLE_CORPUS } from '../test/sample-data.js';
-import { makeRecord, SAMPLE_ROWS } from '../test/training/fixtures.js';
+import { SAMPLE_CORPUS } from '../test/support/sample-data.js';
+import { makeRecord, SAMPLE_ROWS } from '../test/support/training-fixtures.js';
 import { report, workDir } from './bench-report.js';
 
 const MiB = 2 ** 20;

@@ -3,7 +3,7 @@ import path from 'node:path';
 import bytes from 'bytes';
 import { Command, CommanderError, Option } from 'commander';
 import { load as loadYaml } from 'js-yaml';
-import type { WeightBitsSetting } from './encoder/int8-quantization.js';
+import type { WeightBitsSetting } from './onnx/int8-quantization.js';
 import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';

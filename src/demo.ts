@@ -4,7 +4,7 @@ import path from 'node:path';
 import { CorpusStore } from './corpus/corpus-store.js';
 import { makeModel } from './encoder/make-model.js';
 import { OnnxEncoder } from './encoder/onnx-encoder.js';
-import { DEMO_CORPUS_PATH, PROJECT_ROOT } from './http/project-files.js';
+import { DEMO_CORPUS_PATH, PROJECT_ROOT } from './project-files.js';
 import { buildIndex } from './index/build-index.js';
 import type { RetrieverFiles } from './engine/retriever.js';
 

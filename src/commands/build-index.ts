@@ -1,5 +1,5 @@
 import { CorpusStore } from '../corpus/corpus-store.js';
-import type { DevicePreference } from '../encoder/session.js';
+import type { DevicePreference } from '../onnx/execution-provider.js';
 import { MultiDeviceEncoder } from '../encoder/multi-device-encoder.js';
 import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
 import { progressBar } from './progress.js';

@@ -1,5 +1,5 @@
 import { stat, type FileHandle } from 'node:fs/promises';
-import type { CorpusRow } from '../engine/types.js';
+import type { CorpusRow } from './corpus-row.js';
 import { ServiceError } from '../errors.js';
 import {
   corpusIdentity,

@@ -1,5 +1,6 @@
 import { ServiceError, type ErrorCode } from '../errors.js';
-import type { ExecutionProviderName, QueryInput } from '../engine/types.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
+import type { QueryInput } from './embedding-encoder.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderSettings } from './onnx-encoder.js';
 

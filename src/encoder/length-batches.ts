@@ -1,4 +1,4 @@
-import type { ExecutionProviderName } from '../engine/types.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 
 /** How big one encoder run may be, and what starting another one costs. */
 export interface BatchLimits {

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile } from '../file-io.js';
-import { DEMO_CORPUS_PATH } from '../http/project-files.js';
+import { DEMO_CORPUS_PATH } from '../project-files.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
-import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from './int8-quantization.js';
+import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from '../onnx/int8-quantization.js';
 import {
   E5_DEFAULTS,
   MANIFEST_FORMAT,
@@ -17,7 +17,7 @@ import {
   type ModelProvenance,
   type RetrieverManifest,
 } from './manifest.js';
-import { buildBertOnnx } from './onnx-graph.js';
+import { buildBertOnnx } from './bert-graph.js';
 import { presetArchitecture, presetByName, type PresetName } from './presets.js';
 import {
   readVocabularyFile,

@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { badRequest, ServiceError } from '../errors.js';
 import { readRegularFile } from '../file-io.js';
-import type { Int8Quantization } from './int8-quantization.js';
+import type { Int8Quantization } from '../onnx/int8-quantization.js';
 
 export const MANIFEST_FILE = 'retriever.json';
 export const MANIFEST_FORMAT = 'agentic-retriever/1';

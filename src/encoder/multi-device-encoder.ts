@@ -1,4 +1,5 @@
-import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
+import type { EmbeddingEncoder, QueryInput } from './embedding-encoder.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import { ServiceError } from '../errors.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';

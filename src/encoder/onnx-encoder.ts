@@ -1,8 +1,9 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { ServiceError } from '../errors.js';
-import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
+import type { EmbeddingEncoder, QueryInput } from './embedding-encoder.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import { batchesByLength, batchesInInputOrder, defaultBatchLimits, type BatchLimits } from './length-batches.js';
-import { GRAPH_INPUTS } from './onnx-graph.js';
+import { GRAPH_INPUTS } from './bert-graph.js';
 import { readManifest, withMaxPassageLength, type RetrieverManifest } from './manifest.js';
 import { createEncoderSession, type SessionSettings } from './session.js';
 import { padBatch, WordPieceTokenizer, type TokenizedBatch } from './tokenizer.js';

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { ServiceError } from '../errors.js';
 import { readRegularFile } from '../file-io.js';
-import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from './half-precision.js';
+import { bfloat16ToFloat32, float16ToFloat32, float32ToBfloat16, float32ToFloat16 } from '../onnx/half-precision.js';
 import { elementCount, type WeightTensor } from './weights.js';
 
 /**

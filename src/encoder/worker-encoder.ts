@@ -1,10 +1,11 @@
 import { Worker } from 'node:worker_threads';
 import { ServiceError } from '../errors.js';
-import type { EmbeddingEncoder, ExecutionProviderName, QueryInput } from '../engine/types.js';
+import type { EmbeddingEncoder, QueryInput } from './embedding-encoder.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import type { EncoderRequest, EncoderWorkerData, EncoderWorkerMessage } from './encoder-worker-protocol.js';
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
-import { emitFallbackWarning } from './session.js';
+import { emitFallbackWarning } from '../onnx/execution-provider.js';
 import { WorkerRequests, workerReady } from '../worker-requests.js';
 
 type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;

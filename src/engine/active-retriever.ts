@@ -2,9 +2,9 @@ import { ServiceError } from '../errors.js';
 import { DEFAULT_BATCHING, QueryBatcher, type BatchingOptions } from './query-batcher.js';
 import { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
+import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type {
   BatchStats,
-  QueryInput,
   Readiness,
   RetrievalResult,
   RetrievalService,

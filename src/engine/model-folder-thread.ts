@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { WeightBitsSetting } from '../encoder/int8-quantization.js';
+import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
 
 export interface ModelFolderRequest {

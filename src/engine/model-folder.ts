@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../encoder/hf-checkpoint.js';
-import { chooseWeightBits, type WeightBitsSetting } from '../encoder/int8-quantization.js';
+import { chooseWeightBits, type WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { makeModel } from '../encoder/make-model.js';
 import { MANIFEST_FILE } from '../encoder/manifest.js';
 import { pathExists } from '../file-io.js';

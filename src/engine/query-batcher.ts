@@ -3,8 +3,8 @@ import { composeQueryBody } from '../encoder/onnx-encoder.js';
 import { ServiceError } from '../errors.js';
 import type { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
+import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type {
-  QueryInput,
   RetrievalResult,
   RetrievalTimings,
   SearchHit,

@@ -4,14 +4,9 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
 import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
-import type {
-  EmbeddingEncoder,
-  QueryInput,
-  RetrievalResult,
-  RetrieverInfo,
-  SearchHit,
-  VectorIndex,
-} from './types.js';
+import type { EmbeddingEncoder, QueryInput } from '../encoder/embedding-encoder.js';
+import type { VectorIndex } from '../index/vector-index.js';
+import type { RetrievalResult, RetrieverInfo, SearchHit } from './types.js';
 
 /** The three files a retriever version is made of. */
 export interface RetrieverFiles {

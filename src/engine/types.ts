@@ -1,70 +1,8 @@
+import type { CorpusRow } from '../corpus/corpus-row.js';
+import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type { RetrieverManifest } from '../encoder/manifest.js';
-
-/**
- * One query as a caller states it. Agentic-R retrievers are queried with
- * `"{question} [SEP] {query}"`: a caller may pass that string pre-joined as `query`, or pass the
- * original `question` beside the sub-query and let the manifest's template join them.
- */
-export interface QueryInput {
-  query: string;
-  question?: string;
-}
-
-/** A corpus line as stored: at least `id` and `contents` (`"\"Title\"\ntext"`), other fields kept. */
-export interface CorpusRow {
-  id: string;
-  contents: string;
-  [field: string]: unknown;
-}
-
-export type ExecutionProviderName = 'cuda' | 'cpu';
-
-/** Turns text into unit vectors with a model folder's manifest (prefixes, lengths, pooling). */
-export interface EmbeddingEncoder {
-  readonly manifest: RetrieverManifest;
-  /** The provider that actually runs, after any fallback. */
-  readonly provider: ExecutionProviderName;
-  /** The ONNX file running, relative to the model folder (e.g. `model.int8.onnx`), where there is one. */
-  readonly modelFile?: string;
-  /** Row-major `inputs.length × dimension`. Adds the query prefix and composes Agentic-R input. */
-  encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array>;
-  /** Row-major `texts.length × dimension`. Adds the passage prefix; texts are corpus `contents`. */
-  encodePassages(texts: readonly string[]): Promise<Float32Array>;
-  close(): Promise<void>;
-}
-
-/** Nearest rows of `queries` vectors, flattened row-major as `queries × topk`, best first. */
-export interface VectorSearchResult {
-  queries: number;
-  topk: number;
-  rowIndices: Int32Array;
-  scores: Float32Array;
-}
-
-/** One search session of an index: what it runs on (after any fallback) and which rows it holds. */
-export interface SearchSessionInfo {
-  provider: ExecutionProviderName;
-  /** The CUDA device, when it runs on one. */
-  deviceId?: number;
-  precision: 'fp32' | 'fp16';
-  firstRow: number;
-  rows: number;
-}
-
-/** Where and how an index searches. */
-export interface SearchPlacement {
-  backend: 'faiss' | 'onnx';
-  sessions: SearchSessionInfo[];
-}
-
-export interface VectorIndex {
-  readonly dimension: number;
-  readonly rows: number;
-  readonly placement: SearchPlacement;
-  /** `vectors` is row-major `n × dimension`; topk above `rows` is clamped to `rows`. */
-  search(vectors: Float32Array, topk: number): Promise<VectorSearchResult>;
-  close(): Promise<void>;
-}
+import type { SearchPlacement } from '../index/vector-index.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 
 export interface SearchHit {
   rowIndex: number;

@@ -1,5 +1,5 @@
 import { badRequest, ServiceError } from '../errors.js';
-import type { QueryInput } from '../engine/types.js';
+import type { QueryInput } from '../encoder/embedding-encoder.js';
 
 export interface RetrieveLimits {
   /** What a missing, null or 0 topk means (Search-R1's `--topk`). */

@@ -1,7 +1,8 @@
 import express, { Router } from 'express';
 import type { ServiceConfig } from '../config.js';
 import { ServiceError } from '../errors.js';
-import type { CorpusRow, RetrievalResult, RetrievalService, SearchHit } from '../engine/types.js';
+import type { CorpusRow } from '../corpus/corpus-row.js';
+import type { RetrievalResult, RetrievalService, SearchHit } from '../engine/types.js';
 import { queryLogFields } from '../log.js';
 import type { ServiceMetrics } from './metrics.js';
 import { requestFacts } from './request-log.js';

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { RetrievalService } from '../engine/types.js';
-import { OPENAPI_PATH, servicePackage } from './project-files.js';
+import { OPENAPI_PATH, servicePackage } from '../project-files.js';
 
 /** Seconds a load balancer should wait before asking /ready again while the retriever loads. */
 const READY_RETRY_AFTER_SECONDS = 5;

@@ -1,5 +1,5 @@
 import type { CorpusStore } from '../corpus/corpus-store.js';
-import type { EmbeddingEncoder } from '../engine/types.js';
+import type { EmbeddingEncoder } from '../encoder/embedding-encoder.js';
 import { ServiceError } from '../errors.js';
 import { IxfiWriter } from './ixfi-writer.js';
 

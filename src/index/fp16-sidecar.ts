@@ -2,7 +2,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { corpusIdentity, type CorpusIdentity } from '../corpus/offsets-sidecar.js';
 import { ServiceError } from '../errors.js';
 import { readFully, writeFileAtomicallyWith, writeFully } from '../file-io.js';
-import { float32ToFloat16 } from '../encoder/half-precision.js';
+import { float32ToFloat16 } from '../onnx/half-precision.js';
 import { IXFI_HEADER_BYTES, type IxfiHeader } from './ixfi-header.js';
 
 /**

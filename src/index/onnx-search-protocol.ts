@@ -1,6 +1,6 @@
 import type { SearchPrecision } from './search-graph.js';
 import type { SerializedError } from '../encoder/encoder-worker-protocol.js';
-import type { ExecutionProviderName } from '../engine/types.js';
+import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import type { IxfiHeader } from './ixfi-header.js';
 
 /** Rows per Gemm: 512 queries score one shard into a 1 GiB float32 matrix. */

@@ -1,6 +1,6 @@
 import type { SearchPrecision } from './search-graph.js';
-import type { VectorIndex } from '../engine/types.js';
-import { FlatIndex } from './flat-index.js';
+import type { VectorIndex } from './vector-index.js';
+import { FaissFlatIndex } from './faiss-flat-index.js';
 import type { IxfiExpectations } from './ixfi-header.js';
 import { OnnxFlatIndex, type OnnxIndexOptions, type SearchDevice } from './onnx-flat-index.js';
 
@@ -39,7 +39,7 @@ function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): 
 /** Opens an IxFI index on the chosen backend; the header is validated against `expect` either way. */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
   const { backend, gpu, deviceIds, precision = 'auto', ...onnx } = options;
-  if (chooseSearchBackend(backend) === 'faiss') return FlatIndex.open(path, expect);
+  if (chooseSearchBackend(backend) === 'faiss') return FaissFlatIndex.open(path, expect);
   return OnnxFlatIndex.open(path, expect, {
     ...onnx,
     devices: searchDevices({ gpu, deviceIds }),

@@ -1,5 +1,5 @@
 import onnxProto from 'onnx-proto';
-import { GraphBuilder, tensorValue, type GraphPrecision } from '../encoder/onnx-graph.js';
+import { GraphBuilder, tensorValue, type GraphPrecision } from '../onnx/graph-builder.js';
 
 /** What a search graph holds its vectors and scores in (the encoder's int8 is not a vector format). */
 export type SearchPrecision = Exclude<GraphPrecision, 'int8'>;

@@ -1,4 +1,4 @@
-import type { CorpusRow } from '../engine/types.js';
+import type { CorpusRow } from '../corpus/corpus-row.js';
 import { toTevatronRecord, type TevatronRecord } from './legacy.js';
 import type { TrainingRecord } from './record.js';
 

@@ -1,4 +1,4 @@
-import type { CorpusRow } from '../engine/types.js';
+import type { CorpusRow } from '../corpus/corpus-row.js';
 import { arrayField, isObject, objectAt, passageIdAt, QUERY_SEPARATOR_TOKEN, reject, stringField, type JsonObject } from './fields.js';
 import type { TrainingRecord } from './record.js';
 

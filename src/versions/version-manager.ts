@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mutex, tryAcquire } from 'async-mutex';
-import type { WeightBitsSetting } from '../encoder/int8-quantization.js';
+import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import type { VectorIndexOptions } from '../index/open-index.js';

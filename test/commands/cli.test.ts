@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { PROJECT_ROOT } from '../../src/http/project-files.js';
-import { CLI_PATH, SAMPLE_CORPUS } from '../sample-data.js';
+import { PROJECT_ROOT } from '../../src/project-files.js';
+import { CLI_PATH, SAMPLE_CORPUS } from '../support/sample-data.js';
 
 const run = promisify(execFile);
 

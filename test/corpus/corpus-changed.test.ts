@@ -5,11 +5,11 @@ import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import { createHarness } from '../http/app-harness.js';
-import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
-import { realFixture } from '../http/real-service.js';
-import { temporaryDir } from '../versions/version-fixtures.js';
-import { isServiceError } from './assert-service-error.js';
+import { createHarness } from '../support/app-harness.js';
+import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
+import { realFixture } from '../support/real-service.js';
+import { temporaryDir } from '../support/version-fixtures.js';
+import { isServiceError } from '../support/assert-service-error.js';
 
 const CHANGED = /^corpus changed, restart the server \(.+wiki18\.jsonl is not the file the server loaded\)$/;
 

@@ -3,10 +3,10 @@ import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, uti
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
-import type { CorpusRow } from '../../src/engine/types.js';
+import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { ServiceError } from '../../src/errors.js';
-import { isServiceError } from './assert-service-error.js';
-import { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { SAMPLE_CORPUS as samplePath } from '../support/sample-data.js';
 
 
 async function sampleLines(file = samplePath): Promise<string[]> {

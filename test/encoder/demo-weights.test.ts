@@ -5,12 +5,12 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { demoBertWeights, lexicalWeights, SINK_DIMS } from '../../src/encoder/demo-weights.js';
 import { makeModel } from '../../src/encoder/make-model.js';
-import { buildBertOnnx } from '../../src/encoder/onnx-graph.js';
+import { buildBertOnnx } from '../../src/encoder/bert-graph.js';
 import { bertFeeds, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { padBatch } from '../../src/encoder/tokenizer.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { bertBasicWords, deriveVocabulary, type Vocabulary } from '../../src/encoder/vocabulary.js';
-import { SAMPLE_CORPUS } from '../sample-data.js';
+import { SAMPLE_CORPUS } from '../support/sample-data.js';
 
 const PASSAGES = 60;
 

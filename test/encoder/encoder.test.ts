@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import type { EmbeddingEncoder, QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import type { RetrieverManifest } from '../../src/encoder/manifest.js';
 import { composeQueryText, OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
-import { cudaProviderInstalled } from '../../src/encoder/session.js';
+import { cudaProviderInstalled } from '../../src/onnx/execution-provider.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
-import { SAMPLE_CORPUS } from '../sample-data.js';
+import { SAMPLE_CORPUS } from '../support/sample-data.js';
 
 
 const QUESTION = 'who wrote hamlet';

@@ -9,16 +9,16 @@ import {
   quantizeLinearWeight,
   weightRange,
   type WeightBits,
-} from '../../src/encoder/int8-quantization.js';
+} from '../../src/onnx/int8-quantization.js';
 import { INT8_MODEL_FILE, makeModel } from '../../src/encoder/make-model.js';
 import { readManifest } from '../../src/encoder/manifest.js';
-import { buildBertOnnx } from '../../src/encoder/onnx-graph.js';
+import { buildBertOnnx } from '../../src/encoder/bert-graph.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { generateBertWeights, layerPrefix } from '../../src/encoder/weights.js';
-import type { QueryInput } from '../../src/engine/types.js';
-import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
-import { temporaryDir, writeCheckpoint } from '../versions/version-fixtures.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
 
 const { onnx } = onnxProto;
 const BITS: readonly WeightBits[] = [8, 7];

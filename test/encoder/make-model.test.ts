@@ -13,9 +13,9 @@ import { bertFeeds } from '../../src/encoder/onnx-encoder.js';
 import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { deriveVocabulary } from '../../src/encoder/vocabulary.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { SAMPLE_CORPUS } from '../sample-data.js';
-import { DEMO_CORPUS_PATH } from '../../src/http/project-files.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { SAMPLE_CORPUS } from '../support/sample-data.js';
+import { DEMO_CORPUS_PATH } from '../../src/project-files.js';
 
 const TOKENIZER_FILES = ['special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.txt'];
 

@@ -6,11 +6,12 @@ import { f16round } from '@petamoriken/float16';
 import ort from 'onnxruntime-node';
 import { bertConfigJson, readBertCheckpoint } from '../../src/encoder/hf-checkpoint.js';
 import type { BertArchitecture } from '../../src/encoder/manifest.js';
-import { buildBertOnnx, type GraphPrecision } from '../../src/encoder/onnx-graph.js';
+import { buildBertOnnx } from '../../src/encoder/bert-graph.js';
+import type { GraphPrecision } from '../../src/onnx/graph-builder.js';
 import { PRESETS, presetArchitecture } from '../../src/encoder/presets.js';
 import { writeSafetensors, type FloatDtype } from '../../src/encoder/safetensors.js';
 import { generateBertWeights, type BertWeights } from '../../src/encoder/weights.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
+import { isServiceError } from '../support/assert-service-error.js';
 import { referenceLastHiddenState } from './reference-bert.js';
 
 const arch = presetArchitecture(PRESETS.tiny, 300);

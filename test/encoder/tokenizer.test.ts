@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
-import { isServiceError } from '../corpus/assert-service-error.js';
+import { isServiceError } from '../support/assert-service-error.js';
 import { batchesByLength, batchesInInputOrder } from '../../src/encoder/length-batches.js';
 import { padBatch, WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { readVocabularyFile, writeTokenizerFiles } from '../../src/encoder/tokenizer-files.js';

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import type { QueryInput } from '../../src/engine/types.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from './retriever-fixture.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 
 const BIG_BATCH: QueryInput[] = Array.from({ length: 600 }, (_, i) => ({
   question: `question number ${i} about the history of the united states`,

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Retriever } from '../../src/engine/retriever.js';
-import { buildRetrieverFiles, DEMO_CORPUS, repoRoot } from './retriever-fixture.js';
+import { buildRetrieverFiles, DEMO_CORPUS, repoRoot } from '../support/retriever-fixture.js';
 
 interface DemoQuery {
   question: string;

@@ -3,9 +3,9 @@ import { mkdir, rename, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { readManifest } from '../../src/encoder/manifest.js';
 import { resolveModelFolder } from '../../src/engine/model-folder.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { temporaryDir, writeCheckpoint } from '../versions/version-fixtures.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from './retriever-fixture.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 
 describe('resolveModelFolder: --retriever_model may be our model folder or a Hugging Face checkpoint', function () {
   let modelDir: string;

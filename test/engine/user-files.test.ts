@@ -10,9 +10,9 @@ import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { resolveModelFolder } from '../../src/engine/model-folder.js';
 import { METADATA_FILE_LIMIT } from '../../src/file-io.js';
 import { readIxfiHeader } from '../../src/index/ixfi-header.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { temporaryDir, writeCheckpoint } from '../versions/version-fixtures.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from './retriever-fixture.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 
 function mkfifo(file: string): string {
   execFileSync('mkfifo', [file]);

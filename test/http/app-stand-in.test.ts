@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import { ServiceError, type ErrorCode } from '../../src/errors.js';
 import { statusForCode } from '../../src/http/errors.js';
-import { createHarness, metricValue } from './app-harness.js';
-import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from './openapi-schemas.js';
-import { sampleRows, StandInService } from './stand-in-service.js';
+import { createHarness, metricValue } from '../support/app-harness.js';
+import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from '../support/openapi-schemas.js';
+import { sampleRows, StandInService } from '../support/stand-in-service.js';
 
 /**
  * The HTTP layer's own behaviour against a stand-in engine (fixed wiki18 rows): request mapping

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import { addServeOptions, CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs } from '../../src/config.js';
-import { PROJECT_ROOT } from '../../src/http/project-files.js';
+import { PROJECT_ROOT } from '../../src/project-files.js';
 import { ServiceError } from '../../src/errors.js';
 
 function rejects(run: () => unknown, field: RegExp): void {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import SwaggerParser from '@apidevtools/swagger-parser';
-import { OPENAPI_PATH } from '../../src/http/project-files.js';
-import { openApiDocument } from './openapi-schemas.js';
+import { OPENAPI_PATH } from '../../src/project-files.js';
+import { openApiDocument } from '../support/openapi-schemas.js';
 
 describe('openapi.yaml', () => {
   it('is a valid OpenAPI 3.1 document whose references all resolve', async () => {

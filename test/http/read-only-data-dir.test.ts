@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
-import { CLI_PATH } from '../sample-data.js';
-import { temporaryDir, writeCheckpoint } from '../versions/version-fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
+import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
 
 
 interface Launch {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PROJECT_ROOT } from '../../src/http/project-files.js';
-import { openApiDocument } from './openapi-schemas.js';
+import { PROJECT_ROOT } from '../../src/project-files.js';
+import { openApiDocument } from '../support/openapi-schemas.js';
 
 const HTTP_METHODS = new Set(['get', 'post', 'put', 'patch', 'delete']);
 

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever } from '../../src/engine/retriever.js';
-import type { CorpusRow } from '../../src/engine/types.js';
+import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
-import { createHarness, metricValue, type Harness } from './app-harness.js';
-import { assertMatchesOpenApi } from './openapi-schemas.js';
-import { loadRealService, realFixture, type RealService } from './real-service.js';
-import { sampleRows } from './stand-in-service.js';
+import { createHarness, metricValue, type Harness } from '../support/app-harness.js';
+import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
+import { loadRealService, realFixture, type RealService } from '../support/real-service.js';
+import { sampleRows } from '../support/stand-in-service.js';
 
 interface ScoredItem {
   document: CorpusRow;

@@ -8,7 +8,7 @@ import { parseServeArgs } from '../../src/config.js';
 import { createApp } from '../../src/http/app.js';
 import { createLogger } from '../../src/log.js';
 import { startServer } from '../../src/server.js';
-import { sampleRows, StandInService } from './stand-in-service.js';
+import { sampleRows, StandInService } from '../support/stand-in-service.js';
 
 const config = parseServeArgs(process.argv.slice(2), process.env);
 const logger = createLogger(config);

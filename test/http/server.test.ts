@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import { CONFIG_DEFAULTS } from '../../src/config.js';
 import { startServer } from '../../src/server.js';
-import { createHarness } from './app-harness.js';
-import { sampleRows, StandInService } from './stand-in-service.js';
+import { createHarness } from '../support/app-harness.js';
+import { sampleRows, StandInService } from '../support/stand-in-service.js';
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'serve-stand-in-main.js');
 

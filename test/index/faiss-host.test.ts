@@ -3,9 +3,9 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { faissHostEnv } from '../../src/index/faiss-host.js';
-import { openFlatIndex } from '../../src/index/flat-index.js';
+import { openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
-import { unitVectors } from './index-fixtures.js';
+import { unitVectors } from '../support/index-fixtures.js';
 
 const SAPPHIRE_RAPIDS = new Set(['sse3', 'avx', 'avx2', 'fma', 'avx512f', 'avx512dq', 'avx512bw', 'avx512vl', 'avx512_bf16', 'amx_tile']);
 const ZEN3 = new Set(['sse3', 'avx', 'avx2', 'fma']);
@@ -52,7 +52,7 @@ describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
     const saved = process.env.OMP_WAIT_POLICY;
     process.env.OMP_WAIT_POLICY = 'ACTIVE';
     const before = new Set(await childPids());
-    const index = await openFlatIndex(file);
+    const index = await openFaissFlatIndex(file);
     try {
       const hosts = (await childPids()).filter((pid) => !before.has(pid));
       assert.equal(hosts.length, 1, 'one new child: the faiss host');

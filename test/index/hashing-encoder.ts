@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EmbeddingEncoder, QueryInput } from '../../src/engine/types.js';
+import type { EmbeddingEncoder, QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { E5_DEFAULTS, MANIFEST_FORMAT, type RetrieverManifest } from '../../src/encoder/manifest.js';
-import { fillUnitGaussian } from './index-fixtures.js';
+import { fillUnitGaussian } from '../support/index-fixtures.js';
 
 /**
  * A stand-in encoder for index-building tests that are about files, not models: each text's

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { copyFile, mkdtemp, readFile, rm, stat, truncate, appendFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { isServiceError } from '../corpus/assert-service-error.js';
+import { isServiceError } from '../support/assert-service-error.js';
 import { readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { IxfiWriter, partialPaths } from '../../src/index/ixfi-writer.js';
-import { floatBytes, runPython, unitVectors } from './index-fixtures.js';
+import { floatBytes, runPython, unitVectors } from '../support/index-fixtures.js';
 
 const DIMENSION = 16;
 const ROWS = 50;

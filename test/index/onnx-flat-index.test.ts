@@ -3,16 +3,16 @@ import { mkdtemp, open, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { float32ToFloat16 } from '../../src/encoder/half-precision.js';
-import type { VectorSearchResult } from '../../src/engine/types.js';
-import { FlatIndex } from '../../src/index/flat-index.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { float32ToFloat16 } from '../../src/onnx/half-precision.js';
+import type { VectorSearchResult } from '../../src/index/vector-index.js';
+import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
 import { ensureFp16Sidecar, FP16_DATA_OFFSET, fp16SidecarHeader, fp16SidecarPath } from '../../src/index/fp16-sidecar.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
 import { OnnxFlatIndex, type OnnxIndexOptions } from '../../src/index/onnx-flat-index.js';
 import { openVectorIndex } from '../../src/index/open-index.js';
-import { bruteForceTopk, floatBytes, unitVectors } from './index-fixtures.js';
+import { bruteForceTopk, floatBytes, unitVectors } from '../support/index-fixtures.js';
 
 const DIMENSION = 32;
 const ROWS = 300;
@@ -72,7 +72,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
   ] as Array<[string, OnnxIndexOptions]>) {
     it(`fp32, ${label}: the brute-force ranking and the same ids and scores as faiss-node`, async function () {
       const onnx = await openOnnx(indexPath, options);
-      const faiss = await FlatIndex.open(indexPath);
+      const faiss = await FaissFlatIndex.open(indexPath);
       opened.push(faiss);
       const found = await onnx.search(queries, TOPK);
       assert.equal(found.queries, 9);
@@ -265,7 +265,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     const faiss = await openVectorIndex(indexPath, { expectRows: ROWS }, { backend: 'faiss' });
     opened.push(auto, faiss);
     assert.ok(auto instanceof OnnxFlatIndex);
-    assert.ok(faiss instanceof FlatIndex);
+    assert.ok(faiss instanceof FaissFlatIndex);
     await assert.rejects(openVectorIndex(indexPath, { expectRows: 5 }), isServiceError('bad_request', /300 rows but the corpus has 5 rows/));
   });
 });

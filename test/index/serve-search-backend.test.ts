@@ -7,8 +7,8 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import type { RetrieverInfo } from '../../src/engine/types.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
-import { CLI_PATH } from '../sample-data.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
 
 
 interface Run {

@@ -6,10 +6,11 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import request from 'supertest';
 import { ActiveRetriever, type ServingOptions } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import type { BatchStats, QueryInput, RetrievalResult, SearchHit } from '../../src/engine/types.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
-import { createHarness, metricValue } from '../http/app-harness.js';
+import type { BatchStats, RetrievalResult, SearchHit } from '../../src/engine/types.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { createHarness, metricValue } from '../support/app-harness.js';
 
 /** Big enough that it is still being encoded when the requests after it arrive. */
 const OCCUPIER: QueryInput[] = Array.from({ length: 4096 }, (_, i) => ({

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { CONFIG_DEFAULTS, parseServeArgs } from '../../src/config.js';
-import { isServiceError } from '../corpus/assert-service-error.js';
+import { isServiceError } from '../support/assert-service-error.js';
 
 describe('throughput settings: batching, queue and result cache', function () {
   it('defaults to merging up to 256 queries at once, an 8192-query queue, a 64 MiB cache and 32-row encoder runs', function () {

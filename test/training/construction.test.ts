@@ -12,7 +12,7 @@ import { constructTrainingFile } from '../../src/training/construction-file.js';
 import { rejectionOf } from '../../src/training/fields.js';
 import { itemsOfArray } from '../../src/training/jsonl.js';
 import { validateRecord, type TrainingRecord } from '../../src/training/record.js';
-import { SAMPLE_ROWS, scoredRound, temporaryDir } from './fixtures.js';
+import { SAMPLE_ROWS, scoredRound, temporaryDir } from '../support/training-fixtures.js';
 
 const ROUND_OPTIONS = { dataset: 'default', corpusRows: SAMPLE_ROWS };
 

@@ -8,10 +8,10 @@ import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { trainingRouter } from '../../src/http/training-routes.js';
 import { COUNTERS_FILE, EXAMPLES_FILE, TrainingExampleStore, type TrainingStats } from '../../src/training/store.js';
-import { createHarness } from '../http/app-harness.js';
-import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
-import { StandInService } from '../http/stand-in-service.js';
-import { makeRecord, samplePath, temporaryDir } from './fixtures.js';
+import { createHarness } from '../support/app-harness.js';
+import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
+import { StandInService } from '../support/stand-in-service.js';
+import { makeRecord, samplePath, temporaryDir } from '../support/training-fixtures.js';
 
 const run = promisify(execFile);
 

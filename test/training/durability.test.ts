@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ingestRecords } from '../../src/training/ingest.js';
 import { jsonLinesOf } from '../../src/training/jsonl.js';
 import { EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
-import { makeRecord, SAMPLE_ROWS, temporaryDir } from './fixtures.js';
+import { makeRecord, SAMPLE_ROWS, temporaryDir } from '../support/training-fixtures.js';
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'ingest-child.js');
 const serverChildScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'ingest-server-child.js');

@@ -4,7 +4,7 @@
  */
 import { ingestRecords } from '../../src/training/ingest.js';
 import { TrainingExampleStore } from '../../src/training/store.js';
-import { makeRecord, SAMPLE_ROWS } from './fixtures.js';
+import { makeRecord, SAMPLE_ROWS } from '../support/training-fixtures.js';
 
 const store = await TrainingExampleStore.open(process.argv[2]!);
 for (let i = 0; ; i += 1) {

@@ -9,7 +9,7 @@ import express from 'express';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { trainingRouter } from '../../src/http/training-routes.js';
 import { TrainingExampleStore } from '../../src/training/store.js';
-import { samplePath } from './fixtures.js';
+import { samplePath } from '../support/training-fixtures.js';
 
 const dataDir = process.argv[2]!;
 const store = await TrainingExampleStore.open(dataDir);

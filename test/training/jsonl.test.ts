@@ -3,7 +3,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { jsonLinesOf, readLineSpans, type LineSpan } from '../../src/training/jsonl.js';
-import { temporaryDir } from './fixtures.js';
+import { temporaryDir } from '../support/training-fixtures.js';
 
 async function spans(file: string, end?: number): Promise<LineSpan[]> {
   const out: LineSpan[] = [];

@@ -3,7 +3,7 @@ import { ServiceError } from '../../src/errors.js';
 import { rejectionOf } from '../../src/training/fields.js';
 import { fromLegacyRecord, titleAndText } from '../../src/training/legacy.js';
 import { serialiseRecord, validateRecord } from '../../src/training/record.js';
-import { makeRecord, SAMPLE_ROWS } from './fixtures.js';
+import { makeRecord, SAMPLE_ROWS } from '../support/training-fixtures.js';
 
 function rejection(run: () => unknown) {
   try {

@@ -6,9 +6,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { serialiseRecord } from '../../src/training/record.js';
 import { EXAMPLES_FILE, LOAD_PROGRESS_RECORDS } from '../../src/training/store.js';
-import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
-import { CLI_PATH } from '../sample-data.js';
-import { makeRecord, temporaryDir } from './fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
+import { makeRecord, temporaryDir } from '../support/training-fixtures.js';
 
 
 describe('serve opens a large training store in the background (child process, tiny model)', function () {

@@ -6,10 +6,10 @@ import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { trainingRouter } from '../../src/http/training-routes.js';
 import { LoadingTrainingStore } from '../../src/training/store-loading.js';
 import { EXAMPLES_FILE, TrainingExampleStore, type StoreLoadProgress } from '../../src/training/store.js';
-import { createHarness } from '../http/app-harness.js';
-import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
-import { StandInService } from '../http/stand-in-service.js';
-import { makeRecord, samplePath, temporaryDir } from './fixtures.js';
+import { createHarness } from '../support/app-harness.js';
+import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
+import { StandInService } from '../support/stand-in-service.js';
+import { makeRecord, samplePath, temporaryDir } from '../support/training-fixtures.js';
 
 describe('training store loading in the background (real app, real HTTP)', function () {
   let dir: string;

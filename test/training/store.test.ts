@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ServiceError } from '../../src/errors.js';
 import { COUNTERS_FILE, EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
 import type { TrainingRecord } from '../../src/training/record.js';
-import { makeRecord, temporaryDir } from './fixtures.js';
+import { makeRecord, temporaryDir } from '../support/training-fixtures.js';
 
 async function collect(iterable: AsyncIterable<TrainingRecord>): Promise<TrainingRecord[]> {
   const out: TrainingRecord[] = [];

@@ -6,10 +6,10 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { DATA_DIR_LOCK } from '../../src/data-dir-lock.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
+import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
-import { CLI_PATH } from '../sample-data.js';
-import { AUTH, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
+import { CLI_PATH } from '../support/sample-data.js';
+import { AUTH, temporaryDir, TOKEN, writeCheckpoint } from '../support/version-fixtures.js';
 
 
 interface Served {

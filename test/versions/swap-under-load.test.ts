@@ -6,10 +6,10 @@ import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
-import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
-import { createHarness } from '../http/app-harness.js';
-import { corpusQueries, listen, LoadClients, planLoad, type LoadSample } from './swap-load.js';
-import { AUTH, temporaryDir, TOKEN } from './version-fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
+import { createHarness } from '../support/app-harness.js';
+import { corpusQueries, listen, LoadClients, planLoad, type LoadSample } from '../support/swap-load.js';
+import { AUTH, temporaryDir, TOKEN } from '../support/version-fixtures.js';
 
 describe('hot swap under load (tiny models, the demo corpus, real sockets)', function () {
   let initialFiles: RetrieverFiles;

@@ -4,7 +4,7 @@ import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { REGISTRY_FILE, VersionRegistry } from '../../src/versions/version-registry.js';
-import { temporaryDir } from './version-fixtures.js';
+import { temporaryDir } from '../support/version-fixtures.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -8,16 +8,16 @@ import type { Express } from 'express';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import type { QueryInput } from '../../src/engine/types.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { encodeIxfiHeader } from '../../src/index/ixfi-header.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
 import { INITIAL_VERSION, VersionManager, type VersionManagerOptions } from '../../src/versions/version-manager.js';
 import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
-import { buildRetrieverFiles, DEMO_CORPUS } from '../engine/retriever-fixture.js';
-import { createHarness } from '../http/app-harness.js';
-import { assertMatchesOpenApi, openApiDocument } from '../http/openapi-schemas.js';
-import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from './version-fixtures.js';
+import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
+import { createHarness } from '../support/app-harness.js';
+import { assertMatchesOpenApi, openApiDocument } from '../support/openapi-schemas.js';
+import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from '../support/version-fixtures.js';
 
 const QUERIES: QueryInput[] = [
   { query: 'who was the lobbyist for genentech' },

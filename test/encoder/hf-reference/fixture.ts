@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { readVocabularyFile } from '../../../src/encoder/tokenizer-files.js';
-import { repoRoot } from '../../sample-data.js';
+import { repoRoot } from '../../support/sample-data.js';
 
 /** Source folder of the fixture (tests run from dist/, the fixture is not compiled). */
 export const FIXTURE_DIR = path.join(repoRoot, 'test', 'encoder', 'hf-reference');

@@ -15,7 +15,7 @@ import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { AddedToken, bertNormalizer, bertPreTokenizer, templateProcessing, Tokenizer, WordPiece } from 'tokenizers';
 import { writeVocabularyFile } from '../../../src/encoder/tokenizer-files.js';
 import { deriveVocabulary, SPECIAL_TOKENS } from '../../../src/encoder/vocabulary.js';
-import { repoRoot, SAMPLE_CORPUS } from '../../sample-data.js';
+import { repoRoot, SAMPLE_CORPUS } from '../../support/sample-data.js';
 import { FIXTURE_DIR, type ReferenceCase } from './fixture.js';
 
 const SEED = 20261201;

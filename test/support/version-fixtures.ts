@@ -9,9 +9,10 @@ import { writeSafetensors } from '../../src/encoder/safetensors.js';
 import { SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE } from '../../src/encoder/tokenizer-files.js';
 import { generateBertWeights } from '../../src/encoder/weights.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import type { QueryInput, SearchHit } from '../../src/engine/types.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import type { SearchHit } from '../../src/engine/types.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
-import { assertMatchesOpenApi } from '../http/openapi-schemas.js';
+import { assertMatchesOpenApi } from './openapi-schemas.js';
 
 export const TOKEN = 'versions-secret-91c2';
 export const AUTH = `Bearer ${TOKEN}`;

@@ -1,10 +1,10 @@
-import type { SearchPlacement, VectorIndex, VectorSearchResult } from '../engine/types.js';
+import type { SearchPlacement, VectorIndex, VectorSearchResult } from './vector-index.js';
 import { ServiceError } from '../errors.js';
 import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
 
 /** A FAISS IndexFlatIP file loaded in a faiss host process of its own. */
-export class FlatIndex implements VectorIndex {
+export class FaissFlatIndex implements VectorIndex {
   private closed = false;
 
   private constructor(
@@ -19,7 +19,7 @@ export class FlatIndex implements VectorIndex {
   }
 
   /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
-  static async open(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
+  static async open(path: string, expect: IxfiExpectations = {}): Promise<FaissFlatIndex> {
     const { dimension, rows } = await readIxfiHeader(path, expect);
     const host = FaissHost.start();
     try {
@@ -31,7 +31,7 @@ export class FlatIndex implements VectorIndex {
       await host.stop();
       throw error;
     }
-    return new FlatIndex(path, dimension, rows, host);
+    return new FaissFlatIndex(path, dimension, rows, host);
   }
 
   async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
@@ -59,6 +59,6 @@ export function searchShape(index: VectorIndex, vectors: Float32Array, topk: num
   return { queries: vectors.length / index.dimension, k: Math.min(topk, index.rows) };
 }
 
-export function openFlatIndex(path: string, expect: IxfiExpectations = {}): Promise<FlatIndex> {
-  return FlatIndex.open(path, expect);
+export function openFaissFlatIndex(path: string, expect: IxfiExpectations = {}): Promise<FaissFlatIndex> {
+  return FaissFlatIndex.open(path, expect);
 }

@@ -1,14 +1,9 @@
 import { readFile } from 'node:fs/promises';
-import type {
-  CorpusRow,
-  QueryInput,
-  Readiness,
-  RetrievalResult,
-  RetrievalService,
-  RetrieverInfo,
-} from '../../src/engine/types.js';
+import type { CorpusRow } from '../../src/corpus/corpus-row.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import type { Readiness, RetrievalResult, RetrievalService, RetrieverInfo } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
-import { SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
+import { SAMPLE_CORPUS } from './retriever-fixture.js';
 
 export async function sampleRows(): Promise<CorpusRow[]> {
   const text = await readFile(SAMPLE_CORPUS, 'utf8');

@@ -7,7 +7,7 @@ import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import type { PresetName } from '../../src/encoder/presets.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildIndex } from '../../src/index/build-index.js';
-export { DEMO_CORPUS, repoRoot, SAMPLE_CORPUS } from '../sample-data.js';
+export { DEMO_CORPUS, repoRoot, SAMPLE_CORPUS } from './sample-data.js';
 
 
 export interface FixtureSpec {

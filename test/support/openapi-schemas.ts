@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { load as loadYaml } from 'js-yaml';
 import type { Response } from 'supertest';
-import { OPENAPI_PATH } from '../../src/http/project-files.js';
+import { OPENAPI_PATH } from '../../src/project-files.js';
 
 interface OpenApiResponse {
   $ref?: string;

@@ -3,10 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { isServiceError } from '../corpus/assert-service-error.js';
-import { FlatIndex, openFlatIndex } from '../../src/index/flat-index.js';
+import { isServiceError } from '../support/assert-service-error.js';
+import { FaissFlatIndex, openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
-import { bruteForceTopk, floatBytes, runPython, unitVectors } from './index-fixtures.js';
+import { bruteForceTopk, floatBytes, runPython, unitVectors } from '../support/index-fixtures.js';
 
 const DIMENSION = 32;
 const ROWS = 300;
@@ -21,11 +21,11 @@ function assertMatchesBruteForce(actual: { queries: number; topk: number; rowInd
   actual.scores.forEach((score, i) => assert.ok(Math.abs(score - expected.scores[i]!) < 1e-5, `score ${i}: ${score} vs ${expected.scores[i]}`));
 }
 
-describe('FlatIndex (faiss-node in a host process per index)', function () {
+describe('FaissFlatIndex (faiss-node in a host process per index)', function () {
   let dir: string;
   const base = unitVectors(ROWS, DIMENSION, 11);
   const queries = unitVectors(7, DIMENSION, 12);
-  const opened: FlatIndex[] = [];
+  const opened: FaissFlatIndex[] = [];
 
   before(async function () {
     dir = await mkdtemp(path.join(tmpdir(), 'flat-index-'));
@@ -51,8 +51,8 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function open(name: string, expect: { expectDimension?: number; expectRows?: number } = {}): Promise<FlatIndex> {
-    const index = await openFlatIndex(path.join(dir, name), expect);
+  async function open(name: string, expect: { expectDimension?: number; expectRows?: number } = {}): Promise<FaissFlatIndex> {
+    const index = await openFaissFlatIndex(path.join(dir, name), expect);
     opened.push(index);
     return index;
   }
@@ -109,7 +109,7 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await writer.finish();
     const active = await open('ours.index');
     let loaded = false;
-    const loading = openFlatIndex(bigPath).then((index) => {
+    const loading = openFaissFlatIndex(bigPath).then((index) => {
       loaded = true;
       opened.push(index);
       return index;
@@ -124,9 +124,9 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
   });
 
   it('lets a process with nothing else to do search, close and exit (an idle host never holds it open)', function () {
-    const flatIndexModule = new URL('../../src/index/flat-index.js', import.meta.url).href;
-    const script = `import { openFlatIndex } from ${JSON.stringify(flatIndexModule)};
-const index = await openFlatIndex(${JSON.stringify(path.join(dir, 'ours.index'))});
+    const flatIndexModule = new URL('../../src/index/faiss-flat-index.js', import.meta.url).href;
+    const script = `import { openFaissFlatIndex } from ${JSON.stringify(flatIndexModule)};
+const index = await openFaissFlatIndex(${JSON.stringify(path.join(dir, 'ours.index'))});
 const { rowIndices } = await index.search(new Float32Array(${DIMENSION}).fill(1), 2);
 await index.close();
 console.log('closed', rowIndices.length);`;

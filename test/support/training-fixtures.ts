@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ScoredCandidate } from '../../src/training/construction.js';
 import type { TrainingRecord } from '../../src/training/record.js';
-export { SAMPLE_CORPUS as samplePath } from '../sample-data.js';
+export { SAMPLE_CORPUS as samplePath } from './sample-data.js';
 
 /** Rows of the 1k wiki18 sample: passage ids must be below it. */
 export const SAMPLE_ROWS = 1000;

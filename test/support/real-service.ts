@@ -1,7 +1,8 @@
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import type { QueryInput, RetrievalResult, RetrievalService } from '../../src/engine/types.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../engine/retriever-fixture.js';
+import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import type { RetrievalResult, RetrievalService } from '../../src/engine/types.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from './retriever-fixture.js';
 
 /** The tiny-preset retriever over the wiki18 sample that the engine tests use too (built once per run). */
 export function realFixture(): Promise<RetrieverFiles> {

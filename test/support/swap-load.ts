@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
-import type { CorpusRow } from '../../src/engine/types.js';
+import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { expectedResults } from './version-fixtures.js';
 
