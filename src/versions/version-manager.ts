@@ -66,6 +66,9 @@ export interface ActivationResult {
   releaseMs: number;
 }
 
+/** A finished switch: what serves now, with the facts an activation reports besides the version. */
+type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
+
 /**
  * Registers checkpoints as versions, builds their indexes, and activates them: a version is
  * loaded, validated and warmed beside the serving one, then swapped in with one reference
@@ -100,7 +103,7 @@ export class VersionManager {
    * files as version `initial`. A remembered version that no longer loads is marked failed and
    * the launch files serve instead.
    */
-  async startServing(files: RetrieverFiles, load: Omit<RetrieverLoadOptions, 'version'>): Promise<Retriever> {
+  async restore(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Retriever> {
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
@@ -113,13 +116,13 @@ export class VersionManager {
       } else {
         this.options.log?.(`serving remembered active version ${rememberedId} instead of the launch files`, { version: remembered });
         try {
-          return await this.serve(rememberedId, load, 'activate');
+          return (await this.switchTo(rememberedId, 'activate', progress)).retriever;
         } catch (error) {
           this.options.log?.(`remembered version ${rememberedId} failed to load (${(error as Error).message}); serving the launch files`);
         }
       }
     }
-    return this.serve(INITIAL_VERSION, load, 'activate');
+    return (await this.switchTo(INITIAL_VERSION, 'activate', progress)).retriever;
   }
 
   /** Records the launch files as version `initial`; they always win over what was recorded before. */
@@ -197,15 +200,15 @@ export class VersionManager {
 
   /** Makes `id` serve new requests; resolves once the version it replaced is released. */
   activate(id: string): Promise<ActivationResult> {
-    return this.exclusively(() => this.swap(id, 'activate'));
+    return this.exclusively(async () => this.result(await this.switchTo(id, 'activate')));
   }
 
   /** Activates the version that was active before the current one. */
   rollback(): Promise<ActivationResult> {
-    return this.exclusively(() => {
+    return this.exclusively(async () => {
       const previous = this.registry.previousId;
       if (previous === undefined) throw new ServiceError('conflict', 'there is no previously active version to roll back to');
-      return this.swap(previous, 'rollback');
+      return this.result(await this.switchTo(previous, 'rollback'));
     });
   }
 
@@ -259,51 +262,40 @@ export class VersionManager {
     return tryAcquire(this.activation, busy).runExclusive(work);
   }
 
-  private async swap(id: string, how: 'activate' | 'rollback'): Promise<ActivationResult> {
+  /**
+   * Loads, validates and warms `id` beside the serving version, swaps it in and records it as
+   * active; resolves once the version it replaced is released. A load failure marks the version
+   * failed with the reason and leaves serving as it was.
+   */
+  private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
     const version = this.registry.version(id);
     const current = this.options.active.current;
-    if (current?.version === id) return { version, loadMs: 0, releaseMs: 0 };
+    if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
     if (version.state === 'building' || version.state === 'registered') {
       throw new ServiceError('conflict', `version ${id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
     }
     const started = performance.now();
-    const retriever = await this.serveLoad(id, { encoder: this.options.encoder, index: this.options.index });
-    const loaded = performance.now();
-    await this.activateLoaded(retriever, how);
-    return {
-      version: this.registry.version(id),
-      ...(current && { previous: current.version }),
-      loadMs: loaded - started,
-      releaseMs: performance.now() - loaded,
-    };
-  }
-
-  private async serve(id: string, load: Omit<RetrieverLoadOptions, 'version'>, how: 'activate' | 'rollback'): Promise<Retriever> {
-    const retriever = await this.serveLoad(id, load);
-    await this.activateLoaded(retriever, how);
-    return retriever;
-  }
-
-  /** Loads a version; a failure marks it failed with the reason and leaves serving as it was. */
-  private async serveLoad(id: string, load: Omit<RetrieverLoadOptions, 'version'>): Promise<Retriever> {
-    const version = this.registry.version(id);
+    let retriever: Retriever;
     try {
-      return await Retriever.load(versionFiles(version), { ...load, version: id });
+      retriever = await Retriever.load(versionFiles(version), { encoder: this.options.encoder, index: this.options.index, ...progress, version: id });
     } catch (error) {
       const reason = `activation failed: ${(error as Error).message}`;
       await this.registry.updateVersion(id, { state: 'failed', reason });
       throw new ServiceError(activationErrorCode(error), `version ${id}: ${reason}`);
     }
-  }
-
-  private async activateLoaded(retriever: Retriever, how: 'activate' | 'rollback'): Promise<void> {
+    const loaded = performance.now();
     if (this.closing) {
       await retriever.close();
-      throw new ServiceError('not_ready', `version ${retriever.version} loaded while the server was shutting down; not activated`);
+      throw new ServiceError('not_ready', `version ${id} loaded while the server was shutting down; not activated`);
     }
     const released = this.options.active.activate(retriever);
-    await this.registry.markActive(retriever.version, how);
+    await this.registry.markActive(id, how);
     await released;
+    return { retriever, ...(current && { previous: current.version }), loadMs: loaded - started, releaseMs: performance.now() - loaded };
+  }
+
+  private result({ retriever, ...facts }: Switch): ActivationResult {
+    return { version: this.registry.version(retriever.version), ...facts };
   }
 
   private servedCorpus(): { corpusPath: string; sidecarPath?: string; rows: number } {

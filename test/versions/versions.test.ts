@@ -49,7 +49,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     dataDirs.add(dir);
     const active = new ActiveRetriever();
     const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 }, log });
-    await versions.startServing(launchFiles, {});
+    await versions.restore(launchFiles);
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
     const service = { dataDir: dir, active, versions, app };
     services.push(service);
