@@ -17,7 +17,8 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   router.use(['/training/versions', '/training/jobs'], bearerAuth(auth));
 
   router.get('/training/versions', (_req, res) => {
-    res.json({ active: versions.registry.activeId ?? null, previous: versions.registry.previousId ?? null, versions: versions.registry.versions() });
+    const { active, previous, versions: list } = versions.list();
+    res.json({ active: active ?? null, previous: previous ?? null, versions: list });
   });
 
   router.post('/training/versions', json, async (req, res) => {
@@ -44,7 +45,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   });
 
   router.get('/training/versions/:id', (req, res) => {
-    res.json(versions.registry.version(String(req.params.id)));
+    res.json(versions.version(String(req.params.id)));
   });
 
   router.delete('/training/versions/:id', async (req, res) => {
@@ -60,15 +61,15 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   });
 
   router.get('/training/jobs', (_req, res) => {
-    res.json({ jobs: versions.jobs.list() });
+    res.json({ jobs: versions.jobs() });
   });
 
   router.get('/training/jobs/:id', (req, res) => {
-    res.json(versions.jobs.view(String(req.params.id)));
+    res.json(versions.job(String(req.params.id)));
   });
 
   router.delete('/training/jobs/:id', async (req, res) => {
-    res.json(await versions.jobs.cancel(String(req.params.id)));
+    res.json(await versions.cancelJob(String(req.params.id)));
   });
 
   return router;

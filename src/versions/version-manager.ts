@@ -49,6 +49,13 @@ export interface RegisterRequest {
   label?: string;
 }
 
+export interface VersionList {
+  versions: VersionRecord[];
+  active?: string;
+  /** Where a rollback goes. */
+  previous?: string;
+}
+
 export interface RemovalResult {
   /** The version as it was. */
   version: VersionRecord;
@@ -80,8 +87,8 @@ export class VersionManager {
   private closing = false;
 
   private constructor(
-    readonly registry: VersionRegistry,
-    readonly jobs: IndexJobs,
+    private readonly registry: VersionRegistry,
+    private readonly indexJobs: IndexJobs,
     private readonly options: VersionManagerOptions,
   ) {}
 
@@ -141,6 +148,28 @@ export class VersionManager {
     }
   }
 
+  /** Every version, with the active one and the one a rollback goes to. */
+  list(): VersionList {
+    return { active: this.registry.activeId, previous: this.registry.previousId, versions: this.registry.versions() };
+  }
+
+  version(id: string): VersionRecord {
+    return this.registry.version(id);
+  }
+
+  jobs(): JobView[] {
+    return this.indexJobs.list();
+  }
+
+  job(id: string): JobView {
+    return this.indexJobs.view(id);
+  }
+
+  /** Stops a running index job; resolves once its end is recorded. */
+  cancelJob(id: string): Promise<JobView> {
+    return this.indexJobs.cancel(id);
+  }
+
   /**
    * Registers a checkpoint folder (ours, or a Hugging Face BERT folder converted here, off the
    * event loop) with a prebuilt index, checked against the model and served corpus up front,
@@ -178,7 +207,7 @@ export class VersionManager {
     const id = this.registry.newVersionId();
     const indexPath = path.join(this.registry.dir, id, flatIndexFileName(manifest.name));
     await this.registry.addVersion({ ...fields, id, indexPath, state: 'registered' });
-    const job = await this.jobs.start(id, corpus.rows);
+    const job = await this.indexJobs.start(id, corpus.rows);
     return { version: this.registry.version(id), job };
   }
 
@@ -195,7 +224,7 @@ export class VersionManager {
     if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
       throw new ServiceError('conflict', `version ${versionId} was registered for corpus ${version.corpusPath}, but the server serves ${corpus.corpusPath}`);
     }
-    return this.jobs.start(versionId, corpus.rows);
+    return this.indexJobs.start(versionId, corpus.rows);
   }
 
   /** Makes `id` serve new requests; resolves once the version it replaced is released. */
@@ -250,7 +279,7 @@ export class VersionManager {
   /** Cancels index jobs, waits for a running activation to end, and writes what a full disk held back. */
   async close(): Promise<void> {
     this.closing = true;
-    await this.jobs.close();
+    await this.indexJobs.close();
     await this.activation.waitForUnlock();
     await this.registry.close().catch((error: Error) =>
       this.options.log?.(`the version registry could not be written on shutdown: ${error.message}`, {}, 'error'),

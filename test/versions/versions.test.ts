@@ -363,7 +363,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
 
     const again = await startService(first.dataDir);
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
-    const reloaded = again.versions.registry.version(version.id);
+    const reloaded = again.versions.version(version.id);
     assert.equal(reloaded.state, 'failed');
     assert.match(reloaded.reason!, /activation failed: .*cannot open/);
   });
@@ -379,10 +379,10 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const again = await startService(first.dataDir, 64, { ...initialFiles, corpusPath: movedCorpus, sidecarPath: `${movedCorpus}.offsets` });
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
     assert.equal(again.active.current!.files.corpusPath, movedCorpus);
-    const refused = again.versions.registry.version(version.id);
+    const refused = again.versions.version(version.id);
     assert.equal(refused.state, 'failed');
     assert.equal(refused.reason, `registered for corpus ${initialFiles.corpusPath}, but the server now serves ${movedCorpus}`);
-    assert.equal(again.versions.registry.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
+    assert.equal(again.versions.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
   });
 
   it('does not serve a version that finishes loading while the server shuts down', async function () {
@@ -395,7 +395,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await stopService(service);
     assert.match((await outcome)?.message ?? 'activated', new RegExp(`version ${version.id} loaded while the server was shutting down`));
     assert.equal(service.active.current, undefined);
-    assert.equal(service.versions.registry.activeId, INITIAL_VERSION);
+    assert.equal(service.versions.list().active, INITIAL_VERSION);
   });
 
   it('deletes a version with the files made for it, keeps what the client named, and refuses the active, the launch and a building version', async function () {
