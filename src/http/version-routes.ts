@@ -1,6 +1,7 @@
-import express, { Router, type Request } from 'express';
+import express, { Router, type ErrorRequestHandler, type Request } from 'express';
 import { ServiceError } from '../errors.js';
-import type { VersionManager } from '../versions/version-manager.js';
+import { NoIndexYetError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
+import type { VersionRecord } from '../versions/version-registry.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
 export interface VersionRouterOptions extends BearerAuthOptions {
@@ -18,7 +19,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
 
   router.get('/training/versions', (_req, res) => {
     const { active, previous, versions: list } = versions.list();
-    res.json({ active: active ?? null, previous: previous ?? null, versions: list });
+    res.json({ active: active ?? null, previous: previous ?? null, versions: list.map(shown) });
   });
 
   router.post('/training/versions', json, async (req, res) => {
@@ -36,24 +37,24 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
       ...(buildIndex !== undefined && { buildIndex }),
       ...(label !== undefined && { label }),
     });
-    res.status(201).json(registered);
+    res.status(201).json(showingVersion(registered));
   });
 
   // Before `/:id` routes, so `rollback` is never taken for a version id.
   router.post('/training/versions/rollback', async (_req, res) => {
-    res.json(await versions.rollback());
+    res.json(showingVersion(await versions.rollback()));
   });
 
   router.get('/training/versions/:id', (req, res) => {
-    res.json(versions.version(String(req.params.id)));
+    res.json(shown(versions.version(String(req.params.id))));
   });
 
   router.delete('/training/versions/:id', async (req, res) => {
-    res.json(await versions.remove(String(req.params.id)));
+    res.json(showingVersion(await versions.remove(String(req.params.id))));
   });
 
   router.post('/training/versions/:id/activate', async (req, res) => {
-    res.json(await versions.activate(String(req.params.id)));
+    res.json(showingVersion(await versions.activate(String(req.params.id))));
   });
 
   router.post('/training/versions/:id/build', async (req, res) => {
@@ -72,7 +73,30 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     res.json(await versions.cancelJob(String(req.params.id)));
   });
 
+  router.use(((error, _req, _res, next) => next(withRouteHints(error))) satisfies ErrorRequestHandler);
+
   return router;
+}
+
+/** A version as clients see it: the reason a build stopped ends with the request that resumes it. */
+function shown({ buildStopped, ...version }: VersionRecord): VersionRecord {
+  if (buildStopped === undefined) return version;
+  const resumes = buildStopped === 'interrupted' ? 'resumes it from its partial file' : 'resumes it';
+  return { ...version, reason: `${version.reason}; POST /training/versions/${version.id}/build ${resumes}` };
+}
+
+function showingVersion<T extends { version: VersionRecord }>(result: T): T {
+  return { ...result, version: shown(result.version) };
+}
+
+/** The versions room says what to do; a client also hears which request does it. */
+function withRouteHints(error: unknown): unknown {
+  if (error instanceof VersionBuildingError) {
+    const { versionId, jobId } = error;
+    return new ServiceError('conflict', `version ${versionId} is building its index; cancel job ${jobId} (DELETE /training/jobs/${jobId}) first`);
+  }
+  if (error instanceof NoIndexYetError) return new NoIndexYetError(shown(error.version));
+  return error;
 }
 
 function objectBody(req: Request): Record<string, unknown> {

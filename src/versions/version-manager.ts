@@ -73,6 +73,23 @@ export interface ActivationResult {
   releaseMs: number;
 }
 
+/** A version with an index job running is not deleted: the job is to be cancelled first. */
+export class VersionBuildingError extends ServiceError {
+  constructor(
+    readonly versionId: string,
+    readonly jobId: string,
+  ) {
+    super('conflict', `version ${versionId} is building its index; cancel job ${jobId} first`);
+  }
+}
+
+/** A version without a usable index yet (building, or its build stopped) is not activated. */
+export class NoIndexYetError extends ServiceError {
+  constructor(readonly version: VersionRecord) {
+    super('conflict', `version ${version.id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
+  }
+}
+
 /** A finished switch: what serves now, with the facts an activation reports besides the version. */
 type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
 
@@ -256,7 +273,8 @@ export class VersionManager {
         throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
       }
       if (version.state === 'building') {
-        throw new ServiceError('conflict', `version ${id} is building its index; cancel job ${version.jobId} (DELETE /training/jobs/${version.jobId}) first`);
+        // startJob marks a version building and names its job in one change.
+        throw new VersionBuildingError(id, version.jobId!);
       }
       const owned = [path.join(this.registry.dir, id)];
       const modelCache = path.resolve(this.options.dataDir, 'models');
@@ -300,9 +318,7 @@ export class VersionManager {
     const version = this.registry.version(id);
     const current = this.options.active.current;
     if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
-    if (version.state === 'building' || version.state === 'registered') {
-      throw new ServiceError('conflict', `version ${id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
-    }
+    if (version.state === 'building' || version.state === 'registered') throw new NoIndexYetError(version);
     const started = performance.now();
     let retriever: Retriever;
     try {

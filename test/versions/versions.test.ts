@@ -469,6 +469,13 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await stat(`${version.indexPath}.partial`)).isFile(), true);
     const early = await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(409);
     assert.match(early.body.error.message, /has no index yet \(registered/);
+    assert.equal(early.body.error.message, `version ${version.id} has no index yet (registered: ${version.reason})`, 'the refusal names the resuming request too');
+    const recorded = service.versions.version(version.id);
+    assert.deepEqual(
+      [recorded.reason, recorded.buildStopped],
+      [`index build ${body.job.id} cancelled at row ${cancelled.body.rowsDone} of ${ROWS}`, 'cancelled'],
+      'the versions room records how the build stopped; only HTTP names the request',
+    );
     const again = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
     assert.match(again.body.error.message, /is not running \(it is cancelled\)/);
 
