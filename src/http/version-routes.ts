@@ -1,6 +1,6 @@
 import express, { Router, type ErrorRequestHandler, type Request } from 'express';
 import { ServiceError } from '../errors.js';
-import { NoIndexYetError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
+import { NoIndexYetError, RegistrationError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
 import type { VersionRecord } from '../versions/version-registry.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
@@ -31,10 +31,13 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
       throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
     }
+    // A client names the index it brings or asks for one to be built, never neither nor both.
+    if ((indexPath === undefined) === !buildIndex) {
+      throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
+    }
     const registered = await versions.register({
       modelPath,
       ...(indexPath !== undefined && { indexPath }),
-      ...(buildIndex !== undefined && { buildIndex }),
       ...(label !== undefined && { label }),
     });
     res.status(201).json(showingVersion(registered));
@@ -73,7 +76,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     res.json(await versions.cancelJob(String(req.params.id)));
   });
 
-  router.use(((error, _req, _res, next) => next(withRouteHints(error))) satisfies ErrorRequestHandler);
+  router.use(((error, _req, _res, next) => next(inApiWords(error))) satisfies ErrorRequestHandler);
 
   return router;
 }
@@ -89,13 +92,19 @@ function showingVersion<T extends { version: VersionRecord }>(result: T): T {
   return { ...result, version: shown(result.version) };
 }
 
-/** The versions room says what to do; a client also hears which request does it. */
-function withRouteHints(error: unknown): unknown {
+const BODY_FIELDS: Record<RegistrationError['field'], string> = { modelPath: 'model_path', indexPath: 'index_path' };
+
+/** The versions room says what to do and what was wrong; a client hears it in the API's words: its routes and body fields. */
+function inApiWords(error: unknown): unknown {
   if (error instanceof VersionBuildingError) {
     const { versionId, jobId } = error;
     return new ServiceError('conflict', `version ${versionId} is building its index; cancel job ${jobId} (DELETE /training/jobs/${jobId}) first`);
   }
   if (error instanceof NoIndexYetError) return new NoIndexYetError(shown(error.version));
+  if (error instanceof RegistrationError) {
+    const field = BODY_FIELDS[error.field];
+    return new ServiceError(error.code, `${field}: ${error.problem}`, { field });
+  }
   return error;
 }
 

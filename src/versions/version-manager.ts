@@ -42,10 +42,8 @@ export interface VersionManagerOptions {
 
 export interface RegisterRequest {
   modelPath: string;
-  /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model. */
+  /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model; without one, a background job builds it. */
   indexPath?: string;
-  /** Build the index with this model as a background job instead. */
-  buildIndex?: boolean;
   label?: string;
 }
 
@@ -71,6 +69,17 @@ export interface ActivationResult {
   loadMs: number;
   /** From the swap until the replaced version's last request ended and it was closed. */
   releaseMs: number;
+}
+
+/** A registration refused for one of the files it names: which one, and what is wrong with it. */
+export class RegistrationError extends ServiceError {
+  constructor(
+    code: ErrorCode,
+    readonly field: 'modelPath' | 'indexPath',
+    readonly problem: string,
+  ) {
+    super(code, `${field}: ${problem}`);
+  }
 }
 
 /** A version with an index job running is not deleted: the job is to be cancelled first. */
@@ -193,9 +202,6 @@ export class VersionManager {
    * or with an index job started at once.
    */
   async register(request: RegisterRequest): Promise<{ version: VersionRecord; job?: JobView }> {
-    if ((request.indexPath === undefined) === !request.buildIndex) {
-      throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
-    }
     const corpus = this.servedCorpus();
     const source = path.resolve(request.modelPath);
     const modelDir = await resolveModelFolderOffThread({
@@ -204,7 +210,7 @@ export class VersionManager {
       fp16: this.options.fp16,
       int8: this.options.int8,
     }).catch((error: ServiceError) => {
-      throw new ServiceError(error.code === 'internal' ? 'internal' : 'bad_request', `model_path: ${error.message}`, { field: 'model_path' });
+      throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
     });
     const manifest = await readManifest(modelDir);
     const fields = {
@@ -217,7 +223,7 @@ export class VersionManager {
     if (request.indexPath !== undefined) {
       const indexPath = path.resolve(request.indexPath);
       await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
-        throw new ServiceError('bad_request', `index_path: ${error.message}`, { field: 'index_path' });
+        throw new RegistrationError('bad_request', 'indexPath', error.message);
       });
       return { version: await this.registry.addVersion({ ...fields, indexPath, state: 'ready' }) };
     }
