@@ -59,7 +59,7 @@ async function main(): Promise<void> {
 
   const active = new ActiveRetriever();
   const versions = await VersionManager.open({ dataDir: await temporaryDir('benchmark'), active, fp16: false });
-  await versions.startServing(first, {});
+  await versions.restore(first);
   const config = { ...CONFIG_DEFAULTS, host: '127.0.0.1', port: 0 };
   // Request logs are part of serving; only their destination is discarded.
   const logger = createLogger(config, pino.destination('/dev/null'));

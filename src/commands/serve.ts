@@ -178,7 +178,7 @@ export async function serve(config: ServiceConfig): Promise<void> {
     };
     // With the training routes on, a version activated before the restart serves instead.
     let retriever: Retriever;
-    if (training.versions) retriever = await training.versions.startServing(files, load);
+    if (training.versions) retriever = await training.versions.restore(files, { onStage: load.onStage });
     else {
       retriever = await Retriever.load(files, { ...load, version: INITIAL_VERSION });
       await active.activate(retriever);

@@ -1,6 +1,7 @@
-import express, { Router, type Request } from 'express';
+import express, { Router, type ErrorRequestHandler, type Request } from 'express';
 import { ServiceError } from '../errors.js';
-import type { VersionManager } from '../versions/version-manager.js';
+import { NoIndexYetError, RegistrationError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
+import type { VersionRecord } from '../versions/version-registry.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
 export interface VersionRouterOptions extends BearerAuthOptions {
@@ -17,7 +18,8 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   router.use(['/training/versions', '/training/jobs'], bearerAuth(auth));
 
   router.get('/training/versions', (_req, res) => {
-    res.json({ active: versions.registry.activeId ?? null, previous: versions.registry.previousId ?? null, versions: versions.registry.versions() });
+    const { active, previous, versions: list } = versions.list();
+    res.json({ active: active ?? null, previous: previous ?? null, versions: list.map(shown) });
   });
 
   router.post('/training/versions', json, async (req, res) => {
@@ -29,30 +31,33 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
       throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
     }
+    // A client names the index it brings or asks for one to be built, never neither nor both.
+    if ((indexPath === undefined) === !buildIndex) {
+      throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
+    }
     const registered = await versions.register({
       modelPath,
       ...(indexPath !== undefined && { indexPath }),
-      ...(buildIndex !== undefined && { buildIndex }),
       ...(label !== undefined && { label }),
     });
-    res.status(201).json(registered);
+    res.status(201).json(showingVersion(registered));
   });
 
   // Before `/:id` routes, so `rollback` is never taken for a version id.
   router.post('/training/versions/rollback', async (_req, res) => {
-    res.json(await versions.rollback());
+    res.json(showingVersion(await versions.rollback()));
   });
 
   router.get('/training/versions/:id', (req, res) => {
-    res.json(versions.registry.version(String(req.params.id)));
+    res.json(shown(versions.version(String(req.params.id))));
   });
 
   router.delete('/training/versions/:id', async (req, res) => {
-    res.json(await versions.remove(String(req.params.id)));
+    res.json(showingVersion(await versions.remove(String(req.params.id))));
   });
 
   router.post('/training/versions/:id/activate', async (req, res) => {
-    res.json(await versions.activate(String(req.params.id)));
+    res.json(showingVersion(await versions.activate(String(req.params.id))));
   });
 
   router.post('/training/versions/:id/build', async (req, res) => {
@@ -60,18 +65,47 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   });
 
   router.get('/training/jobs', (_req, res) => {
-    res.json({ jobs: versions.jobs.list() });
+    res.json({ jobs: versions.jobs() });
   });
 
   router.get('/training/jobs/:id', (req, res) => {
-    res.json(versions.jobs.view(String(req.params.id)));
+    res.json(versions.job(String(req.params.id)));
   });
 
   router.delete('/training/jobs/:id', async (req, res) => {
-    res.json(await versions.jobs.cancel(String(req.params.id)));
+    res.json(await versions.cancelJob(String(req.params.id)));
   });
 
+  router.use(((error, _req, _res, next) => next(inApiWords(error))) satisfies ErrorRequestHandler);
+
   return router;
+}
+
+/** A version as clients see it: the reason a build stopped ends with the request that resumes it. */
+function shown({ buildStopped, ...version }: VersionRecord): VersionRecord {
+  if (buildStopped === undefined) return version;
+  const resumes = buildStopped === 'interrupted' ? 'resumes it from its partial file' : 'resumes it';
+  return { ...version, reason: `${version.reason}; POST /training/versions/${version.id}/build ${resumes}` };
+}
+
+function showingVersion<T extends { version: VersionRecord }>(result: T): T {
+  return { ...result, version: shown(result.version) };
+}
+
+const BODY_FIELDS: Record<RegistrationError['field'], string> = { modelPath: 'model_path', indexPath: 'index_path' };
+
+/** The versions room says what to do and what was wrong; a client hears it in the API's words: its routes and body fields. */
+function inApiWords(error: unknown): unknown {
+  if (error instanceof VersionBuildingError) {
+    const { versionId, jobId } = error;
+    return new ServiceError('conflict', `version ${versionId} is building its index; cancel job ${jobId} (DELETE /training/jobs/${jobId}) first`);
+  }
+  if (error instanceof NoIndexYetError) return new NoIndexYetError(shown(error.version));
+  if (error instanceof RegistrationError) {
+    const field = BODY_FIELDS[error.field];
+    return new ServiceError(error.code, `${field}: ${error.problem}`, { field });
+  }
+  return error;
 }
 
 function objectBody(req: Request): Record<string, unknown> {

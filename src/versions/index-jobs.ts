@@ -6,7 +6,7 @@ import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
 import { buildIndex } from '../index/build-index.js';
 import { partialRowsWritten } from '../index/ixfi-writer.js';
-import type { JobRecord, VersionRegistry } from './version-registry.js';
+import type { JobRecord, VersionRecord, VersionRegistry } from './version-registry.js';
 
 export interface IndexJobOptions {
   /** Settings of the build's own encoder worker (give it few threads: serving shares the CPU). */
@@ -19,7 +19,7 @@ export interface IndexJobOptions {
   onError?: (error: unknown) => void;
 }
 
-/** A job as `GET /training/jobs/:id` shows it: the stored record plus live rate and ETA. */
+/** A job as clients see it: the stored record plus live rate and ETA. */
 export interface JobView extends JobRecord {
   rowsPerSecond?: number;
   etaSeconds?: number;
@@ -178,7 +178,7 @@ export class IndexJobs {
       finishedAt: new Date().toISOString(),
     };
     try {
-      await this.registry.endJob(jobId, job, versionAfter(job, version.id));
+      await this.registry.endJob(jobId, job, versionAfter(job));
     } finally {
       this.options.onEnd?.(job);
     }
@@ -192,15 +192,12 @@ function failureReason(error: unknown): string {
   return (error as Error).message;
 }
 
-function versionAfter(job: JobRecord, versionId: string): { state: 'ready' | 'registered' | 'failed'; reason?: string } {
+function versionAfter(job: JobRecord): Pick<VersionRecord, 'state' | 'reason' | 'buildStopped'> {
   switch (job.state) {
     case 'done':
       return { state: 'ready', reason: undefined };
     case 'cancelled':
-      return {
-        state: 'registered',
-        reason: `index build ${job.id} cancelled at row ${job.rowsDone} of ${job.rowsTotal}; POST /training/versions/${versionId}/build resumes it`,
-      };
+      return { state: 'registered', reason: `index build ${job.id} cancelled at row ${job.rowsDone} of ${job.rowsTotal}`, buildStopped: 'cancelled' };
     default:
       return { state: 'failed', reason: `index build ${job.id} failed: ${job.reason}` };
   }

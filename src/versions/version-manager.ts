@@ -42,11 +42,16 @@ export interface VersionManagerOptions {
 
 export interface RegisterRequest {
   modelPath: string;
-  /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model. */
+  /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model; without one, a background job builds it. */
   indexPath?: string;
-  /** Build the index with this model as a background job instead. */
-  buildIndex?: boolean;
   label?: string;
+}
+
+export interface VersionList {
+  versions: VersionRecord[];
+  active?: string;
+  /** Where a rollback goes. */
+  previous?: string;
 }
 
 export interface RemovalResult {
@@ -66,6 +71,37 @@ export interface ActivationResult {
   releaseMs: number;
 }
 
+/** A registration refused for one of the files it names: which one, and what is wrong with it. */
+export class RegistrationError extends ServiceError {
+  constructor(
+    code: ErrorCode,
+    readonly field: 'modelPath' | 'indexPath',
+    readonly problem: string,
+  ) {
+    super(code, `${field}: ${problem}`);
+  }
+}
+
+/** A version with an index job running is not deleted: the job is to be cancelled first. */
+export class VersionBuildingError extends ServiceError {
+  constructor(
+    readonly versionId: string,
+    readonly jobId: string,
+  ) {
+    super('conflict', `version ${versionId} is building its index; cancel job ${jobId} first`);
+  }
+}
+
+/** A version without a usable index yet (building, or its build stopped) is not activated. */
+export class NoIndexYetError extends ServiceError {
+  constructor(readonly version: VersionRecord) {
+    super('conflict', `version ${version.id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
+  }
+}
+
+/** A finished switch: what serves now, with the facts an activation reports besides the version. */
+type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
+
 /**
  * Registers checkpoints as versions, builds their indexes, and activates them: a version is
  * loaded, validated and warmed beside the serving one, then swapped in with one reference
@@ -77,8 +113,8 @@ export class VersionManager {
   private closing = false;
 
   private constructor(
-    readonly registry: VersionRegistry,
-    readonly jobs: IndexJobs,
+    private readonly registry: VersionRegistry,
+    private readonly indexJobs: IndexJobs,
     private readonly options: VersionManagerOptions,
   ) {}
 
@@ -100,7 +136,7 @@ export class VersionManager {
    * files as version `initial`. A remembered version that no longer loads is marked failed and
    * the launch files serve instead.
    */
-  async startServing(files: RetrieverFiles, load: Omit<RetrieverLoadOptions, 'version'>): Promise<Retriever> {
+  async restore(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Retriever> {
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
@@ -113,13 +149,13 @@ export class VersionManager {
       } else {
         this.options.log?.(`serving remembered active version ${rememberedId} instead of the launch files`, { version: remembered });
         try {
-          return await this.serve(rememberedId, load, 'activate');
+          return (await this.switchTo(rememberedId, 'activate', progress)).retriever;
         } catch (error) {
           this.options.log?.(`remembered version ${rememberedId} failed to load (${(error as Error).message}); serving the launch files`);
         }
       }
     }
-    return this.serve(INITIAL_VERSION, load, 'activate');
+    return (await this.switchTo(INITIAL_VERSION, 'activate', progress)).retriever;
   }
 
   /** Records the launch files as version `initial`; they always win over what was recorded before. */
@@ -138,15 +174,34 @@ export class VersionManager {
     }
   }
 
+  /** Every version, with the active one and the one a rollback goes to. */
+  list(): VersionList {
+    return { active: this.registry.activeId, previous: this.registry.previousId, versions: this.registry.versions() };
+  }
+
+  version(id: string): VersionRecord {
+    return this.registry.version(id);
+  }
+
+  jobs(): JobView[] {
+    return this.indexJobs.list();
+  }
+
+  job(id: string): JobView {
+    return this.indexJobs.view(id);
+  }
+
+  /** Stops a running index job; resolves once its end is recorded. */
+  cancelJob(id: string): Promise<JobView> {
+    return this.indexJobs.cancel(id);
+  }
+
   /**
    * Registers a checkpoint folder (ours, or a Hugging Face BERT folder converted here, off the
    * event loop) with a prebuilt index, checked against the model and served corpus up front,
    * or with an index job started at once.
    */
   async register(request: RegisterRequest): Promise<{ version: VersionRecord; job?: JobView }> {
-    if ((request.indexPath === undefined) === !request.buildIndex) {
-      throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
-    }
     const corpus = this.servedCorpus();
     const source = path.resolve(request.modelPath);
     const modelDir = await resolveModelFolderOffThread({
@@ -155,7 +210,7 @@ export class VersionManager {
       fp16: this.options.fp16,
       int8: this.options.int8,
     }).catch((error: ServiceError) => {
-      throw new ServiceError(error.code === 'internal' ? 'internal' : 'bad_request', `model_path: ${error.message}`, { field: 'model_path' });
+      throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
     });
     const manifest = await readManifest(modelDir);
     const fields = {
@@ -168,14 +223,14 @@ export class VersionManager {
     if (request.indexPath !== undefined) {
       const indexPath = path.resolve(request.indexPath);
       await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
-        throw new ServiceError('bad_request', `index_path: ${error.message}`, { field: 'index_path' });
+        throw new RegistrationError('bad_request', 'indexPath', error.message);
       });
       return { version: await this.registry.addVersion({ ...fields, indexPath, state: 'ready' }) };
     }
     const id = this.registry.newVersionId();
     const indexPath = path.join(this.registry.dir, id, flatIndexFileName(manifest.name));
     await this.registry.addVersion({ ...fields, id, indexPath, state: 'registered' });
-    const job = await this.jobs.start(id, corpus.rows);
+    const job = await this.indexJobs.start(id, corpus.rows);
     return { version: this.registry.version(id), job };
   }
 
@@ -192,20 +247,20 @@ export class VersionManager {
     if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
       throw new ServiceError('conflict', `version ${versionId} was registered for corpus ${version.corpusPath}, but the server serves ${corpus.corpusPath}`);
     }
-    return this.jobs.start(versionId, corpus.rows);
+    return this.indexJobs.start(versionId, corpus.rows);
   }
 
   /** Makes `id` serve new requests; resolves once the version it replaced is released. */
   activate(id: string): Promise<ActivationResult> {
-    return this.exclusively(() => this.swap(id, 'activate'));
+    return this.exclusively(async () => this.result(await this.switchTo(id, 'activate')));
   }
 
   /** Activates the version that was active before the current one. */
   rollback(): Promise<ActivationResult> {
-    return this.exclusively(() => {
+    return this.exclusively(async () => {
       const previous = this.registry.previousId;
       if (previous === undefined) throw new ServiceError('conflict', 'there is no previously active version to roll back to');
-      return this.swap(previous, 'rollback');
+      return this.result(await this.switchTo(previous, 'rollback'));
     });
   }
 
@@ -224,7 +279,8 @@ export class VersionManager {
         throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
       }
       if (version.state === 'building') {
-        throw new ServiceError('conflict', `version ${id} is building its index; cancel job ${version.jobId} (DELETE /training/jobs/${version.jobId}) first`);
+        // startJob marks a version building and names its job in one change.
+        throw new VersionBuildingError(id, version.jobId!);
       }
       const owned = [path.join(this.registry.dir, id)];
       const modelCache = path.resolve(this.options.dataDir, 'models');
@@ -247,7 +303,7 @@ export class VersionManager {
   /** Cancels index jobs, waits for a running activation to end, and writes what a full disk held back. */
   async close(): Promise<void> {
     this.closing = true;
-    await this.jobs.close();
+    await this.indexJobs.close();
     await this.activation.waitForUnlock();
     await this.registry.close().catch((error: Error) =>
       this.options.log?.(`the version registry could not be written on shutdown: ${error.message}`, {}, 'error'),
@@ -259,51 +315,38 @@ export class VersionManager {
     return tryAcquire(this.activation, busy).runExclusive(work);
   }
 
-  private async swap(id: string, how: 'activate' | 'rollback'): Promise<ActivationResult> {
+  /**
+   * Loads, validates and warms `id` beside the serving version, swaps it in and records it as
+   * active; resolves once the version it replaced is released. A load failure marks the version
+   * failed with the reason and leaves serving as it was.
+   */
+  private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
     const version = this.registry.version(id);
     const current = this.options.active.current;
-    if (current?.version === id) return { version, loadMs: 0, releaseMs: 0 };
-    if (version.state === 'building' || version.state === 'registered') {
-      throw new ServiceError('conflict', `version ${id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
-    }
+    if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
+    if (version.state === 'building' || version.state === 'registered') throw new NoIndexYetError(version);
     const started = performance.now();
-    const retriever = await this.serveLoad(id, { encoder: this.options.encoder, index: this.options.index });
-    const loaded = performance.now();
-    await this.activateLoaded(retriever, how);
-    return {
-      version: this.registry.version(id),
-      ...(current && { previous: current.version }),
-      loadMs: loaded - started,
-      releaseMs: performance.now() - loaded,
-    };
-  }
-
-  private async serve(id: string, load: Omit<RetrieverLoadOptions, 'version'>, how: 'activate' | 'rollback'): Promise<Retriever> {
-    const retriever = await this.serveLoad(id, load);
-    await this.activateLoaded(retriever, how);
-    return retriever;
-  }
-
-  /** Loads a version; a failure marks it failed with the reason and leaves serving as it was. */
-  private async serveLoad(id: string, load: Omit<RetrieverLoadOptions, 'version'>): Promise<Retriever> {
-    const version = this.registry.version(id);
+    let retriever: Retriever;
     try {
-      return await Retriever.load(versionFiles(version), { ...load, version: id });
+      retriever = await Retriever.load(versionFiles(version), { encoder: this.options.encoder, index: this.options.index, ...progress, version: id });
     } catch (error) {
       const reason = `activation failed: ${(error as Error).message}`;
       await this.registry.updateVersion(id, { state: 'failed', reason });
       throw new ServiceError(activationErrorCode(error), `version ${id}: ${reason}`);
     }
-  }
-
-  private async activateLoaded(retriever: Retriever, how: 'activate' | 'rollback'): Promise<void> {
+    const loaded = performance.now();
     if (this.closing) {
       await retriever.close();
-      throw new ServiceError('not_ready', `version ${retriever.version} loaded while the server was shutting down; not activated`);
+      throw new ServiceError('not_ready', `version ${id} loaded while the server was shutting down; not activated`);
     }
     const released = this.options.active.activate(retriever);
-    await this.registry.markActive(retriever.version, how);
+    await this.registry.markActive(id, how);
     await released;
+    return { retriever, ...(current && { previous: current.version }), loadMs: loaded - started, releaseMs: performance.now() - loaded };
+  }
+
+  private result({ retriever, ...facts }: Switch): ActivationResult {
+    return { version: this.registry.version(retriever.version), ...facts };
   }
 
   private servedCorpus(): { corpusPath: string; sidecarPath?: string; rows: number } {

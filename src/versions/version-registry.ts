@@ -22,6 +22,8 @@ export interface VersionRecord {
   sidecarPath?: string;
   state: VersionState;
   reason?: string;
+  /** How the index build of a `registered` version stopped part way; building again resumes from its partial file. */
+  buildStopped?: 'cancelled' | 'interrupted';
   /** The latest index job of this version. */
   jobId?: string;
   createdAt: string;
@@ -105,7 +107,8 @@ export class VersionRegistry {
       if (version?.state === 'building') {
         Object.assign(version, {
           state: 'registered',
-          reason: `index build ${job.id} interrupted by a server restart at row ${rowsDone} of ${job.rowsTotal}; POST /training/versions/${version.id}/build resumes it from its partial file`,
+          reason: `index build ${job.id} interrupted by a server restart at row ${rowsDone} of ${job.rowsTotal}`,
+          buildStopped: 'interrupted',
         });
       }
     }
@@ -179,7 +182,7 @@ export class VersionRegistry {
       const version = this.liveVersion(fields.versionId);
       const job: JobRecord = { ...fields, state: 'running', id: `job-${this.document.nextJob++}` };
       this.document.jobs.push(job);
-      assignDefined(version, { state: 'building', reason: undefined, jobId: job.id });
+      assignDefined(version, { state: 'building', reason: undefined, buildStopped: undefined, jobId: job.id });
       return { ...job };
     });
   }

@@ -51,7 +51,7 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
     const dataDir = await temporaryDir('load');
     const active = new ActiveRetriever();
     const versions = await VersionManager.open({ dataDir, active, fp16: false });
-    await versions.startServing(initialFiles, {});
+    await versions.restore(initialFiles);
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
     const registered = await request(app)
       .post('/training/versions')

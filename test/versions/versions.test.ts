@@ -49,7 +49,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     dataDirs.add(dir);
     const active = new ActiveRetriever();
     const versions = await VersionManager.open({ dataDir: dir, active, fp16: false, buildBatchSize, buildEncoder: { intraOpNumThreads: 1 }, log });
-    await versions.startServing(launchFiles, {});
+    await versions.restore(launchFiles);
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
     const service = { dataDir: dir, active, versions, app };
     services.push(service);
@@ -363,7 +363,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
 
     const again = await startService(first.dataDir);
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
-    const reloaded = again.versions.registry.version(version.id);
+    const reloaded = again.versions.version(version.id);
     assert.equal(reloaded.state, 'failed');
     assert.match(reloaded.reason!, /activation failed: .*cannot open/);
   });
@@ -379,10 +379,10 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const again = await startService(first.dataDir, 64, { ...initialFiles, corpusPath: movedCorpus, sidecarPath: `${movedCorpus}.offsets` });
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
     assert.equal(again.active.current!.files.corpusPath, movedCorpus);
-    const refused = again.versions.registry.version(version.id);
+    const refused = again.versions.version(version.id);
     assert.equal(refused.state, 'failed');
     assert.equal(refused.reason, `registered for corpus ${initialFiles.corpusPath}, but the server now serves ${movedCorpus}`);
-    assert.equal(again.versions.registry.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
+    assert.equal(again.versions.version(INITIAL_VERSION).corpusPath, movedCorpus, 'version initial follows the launch flags');
   });
 
   it('does not serve a version that finishes loading while the server shuts down', async function () {
@@ -395,7 +395,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await stopService(service);
     assert.match((await outcome)?.message ?? 'activated', new RegExp(`version ${version.id} loaded while the server was shutting down`));
     assert.equal(service.active.current, undefined);
-    assert.equal(service.versions.registry.activeId, INITIAL_VERSION);
+    assert.equal(service.versions.list().active, INITIAL_VERSION);
   });
 
   it('deletes a version with the files made for it, keeps what the client named, and refuses the active, the launch and a building version', async function () {
@@ -469,6 +469,13 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await stat(`${version.indexPath}.partial`)).isFile(), true);
     const early = await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(409);
     assert.match(early.body.error.message, /has no index yet \(registered/);
+    assert.equal(early.body.error.message, `version ${version.id} has no index yet (registered: ${version.reason})`, 'the refusal names the resuming request too');
+    const recorded = service.versions.version(version.id);
+    assert.deepEqual(
+      [recorded.reason, recorded.buildStopped],
+      [`index build ${body.job.id} cancelled at row ${cancelled.body.rowsDone} of ${ROWS}`, 'cancelled'],
+      'the versions room records how the build stopped; only HTTP names the request',
+    );
     const again = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(409);
     assert.match(again.body.error.message, /is not running \(it is cancelled\)/);
 
