@@ -86,11 +86,11 @@ export class QueryBatcher {
 
   search(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
     const { version, encoder } = this.retriever;
-    if (inputs.length === 0) return Promise.resolve({ hits: [], version, timings: NO_TIME });
     const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
     const hits = texts.map((text) => this.cache?.get(version, text, topk));
     const missing = hits.flatMap((found, position) => (found ? [] : [position]));
     if (this.cache) this.observer?.cacheLookups(texts.length - missing.length, missing.length);
+    // Nothing to search (all cached, or an empty request) is answered at once, never queued.
     if (missing.length === 0) return Promise.resolve({ hits: hits as SearchHit[][], version, timings: NO_TIME });
 
     const { signal } = options;

@@ -78,6 +78,7 @@ export class Retriever {
   }
 
   async search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+    // The batcher never sends an empty batch; a direct caller gets its answer without a round trip to the encoder worker.
     if (inputs.length === 0) return { hits: [], version: this.version, timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } };
     const started = performance.now();
     const vectors = await this.encoder.encodeQueries(inputs);

@@ -51,7 +51,8 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
         config.logQueries,
       ),
     );
-    // The Search-R1 agent posts an empty batch whenever no rollout searched this turn.
+    // The Search-R1 agent posts an empty batch whenever no rollout searched this turn. This is its
+    // one answer: the engine is never asked, so it is served even before a retriever is loaded.
     if (request.inputs.length === 0) {
       const version = service.info()?.version;
       if (version) res.setHeader(VERSION_HEADER, version);

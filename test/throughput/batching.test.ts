@@ -143,6 +143,17 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     assert.equal(active.throughput().queuedQueries, 0);
   });
 
+  it('answers an empty request at once, even behind a running batch, without queueing or batching it', async function () {
+    const active = await serving({ batching: {}, resultCacheBytes: 1 << 20 });
+    const batches: BatchStats[] = [];
+    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    const occupier = active.search(OCCUPIER, 3);
+    assert.deepEqual(await active.search([], 3), { hits: [], version: 'a', timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } });
+    assert.equal(batches.length, 0, 'answered while the occupier still runs');
+    await occupier;
+    assert.deepEqual(batches.map((batch) => batch.queries), [OCCUPIER.length]);
+  });
+
   it('drops a queued request whose client has gone away, without running it', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
