@@ -63,7 +63,10 @@ export interface RetrieverInfo {
 
 /** Per-call options of {@link RetrievalService.search}. */
 export interface SearchOptions {
-  /** Aborting it (deadline passed, client gone) drops the call from the queue with ServiceError('timeout'). */
+  /**
+   * The caller's deadline: aborting it drops a call still queued with ServiceError('timeout'). A call
+   * whose batch already runs completes; the caller stops waiting on the same signal.
+   */
   signal?: AbortSignal;
 }
 

@@ -135,6 +135,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     assert.equal(expired.status, 503);
     assert.equal(expired.headers['retry-after'], '1');
     assert.equal(expired.body.error.code, 'timeout');
+    assert.equal(expired.body.error.message, 'retrieval of 1 queries did not finish within 1 ms', 'the route answers with its deadline, the one timer');
     await assert.rejects(active.search([{ query: 'thames' }], 3, { signal: AbortSignal.abort() }), isServiceError('timeout', /deadline passed/));
 
     await occupier;
