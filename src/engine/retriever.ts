@@ -83,7 +83,7 @@ export class Retriever {
     const started = performance.now();
     const vectors = await this.encoder.encodeQueries(inputs);
     const encoded = performance.now();
-    const found = await this.index.search(vectors, topk);
+    const found = await this.index.nearest(vectors, topk);
     const searched = performance.now();
     const documents = await this.corpus.readRows(Array.from(found.rowIndices));
     const fetched = performance.now();

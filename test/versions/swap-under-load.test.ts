@@ -41,7 +41,7 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
     assert.deepEqual(finished.hits, expected.hits);
     await swapped;
     await assert.rejects(old.encoder.encodeQueries(inputs.slice(0, 1)), /the encoder is closed/);
-    await assert.rejects(old.index.search(new Float32Array(old.index.dimension), 1), /is closed/);
+    await assert.rejects(old.index.nearest(new Float32Array(old.index.dimension), 1), /is closed/);
     await assert.rejects(old.corpus.readRows([0]), /EBADF|closed/);
     await active.close();
     await assert.rejects(next.encoder.encodeQueries(inputs.slice(0, 1)), /the encoder is closed/);
