@@ -74,7 +74,7 @@ export class QueryBatcher {
   private lingering?: NodeJS.Timeout;
 
   constructor(
-    private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'search'>,
+    private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'encodeSearchFetch'>,
     private readonly options: BatchingOptions,
     private readonly cache?: ResultCache,
     private readonly observer?: ThroughputObserver,
@@ -195,7 +195,7 @@ export class QueryBatcher {
       }
     }
     try {
-      const result = await this.retriever.search(inputs, topk);
+      const result = await this.retriever.encodeSearchFetch(inputs, topk);
       this.observer?.batch({
         requests: batch.length,
         queries: batch.reduce((sum, request) => sum + request.missing.length, 0),

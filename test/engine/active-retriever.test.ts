@@ -36,7 +36,7 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     const a = await Retriever.load(first, { version: 'a' });
     const b = await Retriever.load(second, { version: 'b' });
     await active.activate(a);
-    const expectedB = await b.search([{ query: 'hamlet' }], 3);
+    const expectedB = await b.encodeSearchFetch([{ query: 'hamlet' }], 3);
 
     const events: string[] = [];
     const inFlight = active.search(BIG_BATCH, 3).then((result) => {
@@ -58,10 +58,10 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     assert.deepEqual([...events].sort(), ['a released', 'in-flight done on a', 'next on b']);
     assert.ok(events.indexOf('in-flight done on a') < events.indexOf('a released'));
     // Released means closed: its encoder worker no longer answers.
-    await assert.rejects(a.search([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+    await assert.rejects(a.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
 
     await active.close();
     assert.deepEqual(active.readiness(), { ready: false, stage: 'closed' });
-    await assert.rejects(b.search([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+    await assert.rejects(b.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
   });
 });

@@ -59,7 +59,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     const requests: QueryInput[][] = QUESTIONS.map((question, i) =>
       Array.from({ length: 1 + (i % 3) }, (_, j) => ({ query: `${question} ${j}` })),
     );
-    const expected = await Promise.all(requests.map((inputs) => active.current!.search(inputs, 3)));
+    const expected = await Promise.all(requests.map((inputs) => active.current!.encodeSearchFetch(inputs, 3)));
 
     const occupier = active.search(OCCUPIER, 3);
     const merged = await Promise.all(requests.map((inputs) => active.search(inputs, 3)));
@@ -201,7 +201,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     assert.ok(metricValue(exposition, 'retriever_result_cache_bytes')! > 0);
 
     const next = await Retriever.load(second, { version: 'b' });
-    const expectedB: RetrievalResult = await next.search(body.queries.map((query) => ({ query })), 3);
+    const expectedB: RetrievalResult = await next.encodeSearchFetch(body.queries.map((query) => ({ query })), 3);
     await active.activate(next);
     exposition = await harness.metrics.registry.metrics();
     assert.equal(metricValue(exposition, 'retriever_result_cache_entries'), 0);

@@ -26,7 +26,7 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
     await active.activate(old);
     const next = await Retriever.load(otherFiles, { version: 'next' });
     const inputs = (await corpusQueries(initialFiles.corpusPath, 64)).map((query) => ({ query }));
-    const expected = await old.search(inputs, 3);
+    const expected = await old.encodeSearchFetch(inputs, 3);
 
     const inFlight = active.search(inputs, 3);
     let released = false;
