@@ -84,7 +84,7 @@ export class ActiveRetriever implements RetrievalService {
     if (!serving) throw new ServiceError('not_ready', `the retriever is not loaded yet (stage: ${this.state.stage})`);
     serving.inFlight++;
     try {
-      return await serving.batcher.search(inputs, topk, options);
+      return await serving.batcher.submit(inputs, topk, options);
     } finally {
       serving.inFlight--;
       if (serving.retirement && serving.inFlight === 0) serving.retirement.release();

@@ -84,7 +84,8 @@ export class QueryBatcher {
     return { queries: this.queuedQueries, requests: this.queue.length };
   }
 
-  search(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
+  /** Answers from the cache what it can and queues the rest for a shared batch; settles when that batch ends. */
+  submit(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
     const { version, encoder } = this.retriever;
     const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
     const hits = texts.map((text) => this.cache?.get(version, text, topk));
