@@ -7,7 +7,7 @@ import type {
   RetrievalResult,
   RetrievalTimings,
   SearchHit,
-  SearchOptions,
+  RetrieveOptions,
   ThroughputObserver,
 } from './types.js';
 
@@ -85,7 +85,7 @@ export class QueryBatcher {
   }
 
   /** Answers from the cache what it can and queues the rest for a shared batch; settles when that batch ends. */
-  submit(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
+  submit(inputs: readonly QueryInput[], topk: number, options: RetrieveOptions = {}): Promise<RetrievalResult> {
     const { version, encoder } = this.retriever;
     const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
     const hits = texts.map((text) => this.cache?.get(version, text, topk));

@@ -75,7 +75,7 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
     }
     // The engine drops the request from its queue when the deadline passes; the route stops waiting.
     const deadline = retrievalDeadline(res, config.requestTimeoutMs, request.inputs.length);
-    const result = await beforeDeadline(service.search(request.inputs, request.topk, { signal: deadline }), deadline);
+    const result = await beforeDeadline(service.retrieve(request.inputs, request.topk, { signal: deadline }), deadline);
     metrics.observeRetrieval(request.inputs.length, result.timings);
     const { encodeMs, searchMs, fetchMs } = result.timings;
     requestFacts(res).engineMs = Math.round((encodeMs + searchMs + fetchMs) * 1e3) / 1e3;

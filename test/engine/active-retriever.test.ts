@@ -26,7 +26,7 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     active.loading('corpus', 0.5);
     assert.deepEqual(active.readiness(), { ready: false, stage: 'corpus', progress: 0.5 });
     assert.equal(active.info(), undefined);
-    await assert.rejects(active.search([{ query: 'x' }], 3), isServiceError('not_ready', /stage: corpus/));
+    await assert.rejects(active.retrieve([{ query: 'x' }], 3), isServiceError('not_ready', /stage: corpus/));
     active.failed(new Error('index missing'));
     assert.deepEqual(active.readiness(), { ready: false, stage: 'failed', error: 'index missing' });
   });
@@ -39,13 +39,13 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     const expectedB = await b.encodeSearchFetch([{ query: 'hamlet' }], 3);
 
     const events: string[] = [];
-    const inFlight = active.search(BIG_BATCH, 3).then((result) => {
+    const inFlight = active.retrieve(BIG_BATCH, 3).then((result) => {
       events.push(`in-flight done on ${result.version}`);
       return result;
     });
     const swapped = active.activate(b).then(() => events.push('a released'));
     assert.equal(active.info()?.version, 'b');
-    const next = await active.search([{ query: 'hamlet' }], 3);
+    const next = await active.retrieve([{ query: 'hamlet' }], 3);
     events.push(`next on ${next.version}`);
     assert.deepEqual(next.hits, expectedB.hits);
 
