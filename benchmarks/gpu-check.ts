@@ -184,12 +184,12 @@ function searchAgreementWith(found: VectorSearchResult, exact: VectorSearchResul
 
 /** Median time of searches of `queries` (after one untimed call: page faults, kernel selection). */
 async function timeSearch(index: VectorIndex, queries: Float32Array, k: number) {
-  await index.search(queries, k);
+  await index.nearest(queries, k);
   const times: number[] = [];
   const start = process.hrtime.bigint();
   while (times.length < MAX_CALLS && (times.length < MIN_CALLS || seconds(start) < CELL_BUDGET_S)) {
     const call = process.hrtime.bigint();
-    await index.search(queries, k);
+    await index.nearest(queries, k);
     times.push(seconds(call) * 1e3);
   }
   const count = queries.length / SEARCH_DIMENSION;
@@ -232,8 +232,8 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
   const faiss = await openVectorIndex(file, {}, { backend: 'faiss' });
   const exact: Record<number, VectorSearchResult> = {};
   try {
-    exact[3] = await faiss.search(queries, 3);
-    exact[100] = await faiss.search(queries, 100);
+    exact[3] = await faiss.nearest(queries, 3);
+    exact[100] = await faiss.nearest(queries, 100);
     result.faissCpu = { search: await timeSearch(faiss, queries, 3) };
   } finally {
     await faiss.close();
@@ -255,8 +255,8 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
           openSeconds,
           placement: index.placement,
           fallbackWarnings,
-          at3: searchAgreementWith(await index.search(queries, 3), exact[3]!),
-          at100: searchAgreementWith(await index.search(queries, 100), exact[100]!),
+          at3: searchAgreementWith(await index.nearest(queries, 3), exact[3]!),
+          at100: searchAgreementWith(await index.nearest(queries, 100), exact[100]!),
           search: await timeSearch(index, queries, 3),
         };
       } finally {

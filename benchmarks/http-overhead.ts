@@ -1,6 +1,6 @@
 /**
  * What the HTTP layer costs on top of the engine for Search-R1-sized requests: the same batch of
- * queries is sent, alternately, straight to the engine (`RetrievalService.search`) and as a
+ * queries is sent, alternately, straight to the engine (`RetrievalService.retrieve`) and as a
  * `POST /retrieve` over a real socket (JSON parse, validation, shaping, serialisation, logging,
  * metrics, transfer), in the same process and run. Reported: medians and the overhead as a
  * percentage of the engine's own time, measured two ways: (a) HTTP round trip minus engine call,
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
   const queries = await sampleQueries(queryCount);
   const inputs = queries.map((query) => ({ query }));
   const body = JSON.stringify({ queries, topk, return_scores: true });
-  const viaEngine = () => real.service.search(inputs, topk);
+  const viaEngine = () => real.service.retrieve(inputs, topk);
   const post = async (url: string) => {
     const response = await fetch(`${url}/retrieve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     const text = await response.text();
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
 
   const captured = await viaEngine();
   const replay: RetrievalService = {
-    search: async (): Promise<RetrievalResult> => captured,
+    retrieve: async (): Promise<RetrievalResult> => captured,
     readiness: () => real.service.readiness(),
     info: () => real.service.info(),
   };

@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   const opening = openFaissFlatIndex(file, { expectDimension: dimension, expectRows: rows }).finally(() => (loading = false));
   while (loading) {
     const searchStart = process.hrtime.bigint();
-    await active.search(probe, 3);
+    await active.nearest(probe, 3);
     worstSearchMsDuringLoad = Math.max(worstSearchMsDuringLoad, seconds(searchStart) * 1000);
     searchesDuringLoad++;
     await sleep(20);
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
   for (const queries of [8, 64]) {
     const vectors = new Float32Array(queries * dimension).map((_, i) => Math.sin(i));
     const searchStart = process.hrtime.bigint();
-    await index.search(vectors, 3);
+    await index.nearest(vectors, 3);
     searchSeconds[queries] = seconds(searchStart);
   }
   await index.close();

@@ -38,7 +38,7 @@ function queryVectors(count: number, seed: number): Float32Array {
 
 async function timed(index: VectorIndex, queries: Float32Array): Promise<{ s: number; rows: Int32Array }> {
   const start = process.hrtime.bigint();
-  const found = await index.search(queries, TOPK);
+  const found = await index.nearest(queries, TOPK);
   return { s: seconds(start), rows: found.rowIndices };
 }
 

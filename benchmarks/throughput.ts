@@ -3,7 +3,7 @@
  * must beat, measured in the same run (`npm run bench`, or `npm run bench -- --profile 100k|1m`):
  *
  * - shape (a), Search-R1's trainer: sequential 512-query requests, topk 3. Service time (HTTP
- *   round trip) vs engine-only time for the same batch (Retriever.search in this process: encoder
+ *   round trip) vs engine-only time for the same batch (Retriever.encodeSearchFetch in this process: encoder
  *   run + FAISS search + row fetch, no HTTP), and vs a naive one-query-at-a-time engine loop.
  * - shape (b), verl's search tool: 120 concurrent single-query clients (autocannon, 30 s timeout),
  *   cross-request batching on vs off (`--batch_max_queries 1`), both with the cache off and every
@@ -348,7 +348,7 @@ async function main(): Promise<void> {
   const inputs = turn.map((query) => ({ query }));
   const viaEngine = async () => {
     const start = process.hrtime.bigint();
-    await engine.search(inputs, TOPK);
+    await engine.encodeSearchFetch(inputs, TOPK);
     engineMs.push(seconds(start) * 1000);
   };
   const viaService = async () => serviceMs.push(await post(batched.url, turn));
@@ -358,7 +358,7 @@ async function main(): Promise<void> {
     console.log(`shape (a) ${repeat + 1}/${profile.shapeARepeats}: engine ${engineMs.at(-1)!.toFixed(0)} ms, service ${serviceMs.at(-1)!.toFixed(0)} ms`);
   }
   const naiveStart = process.hrtime.bigint();
-  for (const input of inputs.slice(0, profile.naiveQueries)) await engine.search([input], TOPK);
+  for (const input of inputs.slice(0, profile.naiveQueries)) await engine.encodeSearchFetch([input], TOPK);
   const naiveMs = ((seconds(naiveStart) * 1000) / profile.naiveQueries) * QUERIES_PER_TURN;
   await engine.close();
   console.log(`naive loop: ${naiveMs.toFixed(0)} ms per 512 queries (from ${profile.naiveQueries})`);

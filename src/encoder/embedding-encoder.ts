@@ -11,6 +11,20 @@ export interface QueryInput {
   question?: string;
 }
 
+/**
+ * The text a model sees for one query: the manifest's query prefix, then Agentic-R's template
+ * when the question is given separately, else the query as sent (possibly already joined). The
+ * encoder encodes it and the batcher dedups and caches on it, so both must compose it here.
+ */
+export function composeQueryText(input: QueryInput, manifest: RetrieverManifest): string {
+  const { question, query } = input;
+  const body =
+    question === undefined
+      ? query
+      : manifest.queryTemplate.replace(/\{(question|query)\}/g, (_, field: string) => (field === 'question' ? question : query));
+  return manifest.queryPrefix + body;
+}
+
 /** Turns text into unit vectors with a model folder's manifest (prefixes, lengths, pooling). */
 export interface EmbeddingEncoder {
   readonly manifest: RetrieverManifest;

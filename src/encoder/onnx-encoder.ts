@@ -1,6 +1,6 @@
 import { Tensor, type InferenceSession } from 'onnxruntime-node';
 import { ServiceError } from '../errors.js';
-import type { EmbeddingEncoder, QueryInput } from './embedding-encoder.js';
+import { composeQueryText, type EmbeddingEncoder, type QueryInput } from './embedding-encoder.js';
 import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import { batchesByLength, batchesInInputOrder, defaultBatchLimits, type BatchLimits } from './length-batches.js';
 import { GRAPH_INPUTS } from './bert-graph.js';
@@ -18,23 +18,6 @@ export interface EncoderOptions extends SessionSettings {
 
 /** The serialisable part of {@link EncoderOptions}: what may cross into a worker thread. */
 export type EncoderSettings = Omit<EncoderOptions, 'warn'>;
-
-/**
- * What a model sees for one query, before the query prefix: Agentic-R's `{question} [SEP] {query}`
- * when the question is given separately, else the query as sent (possibly already joined).
- */
-export function composeQueryBody(input: QueryInput, manifest: RetrieverManifest): string {
-  const { question, query } = input;
-  if (question === undefined) return query;
-  return manifest.queryTemplate.replace(/\{(question|query)\}/g, (_, field: string) =>
-    field === 'question' ? question : query,
-  );
-}
-
-/** The text a model sees for one query: the query prefix, then its {@link composeQueryBody}. */
-export function composeQueryText(input: QueryInput, manifest: RetrieverManifest): string {
-  return manifest.queryPrefix + composeQueryBody(input, manifest);
-}
 
 type BertInputName = (typeof GRAPH_INPUTS)[number];
 

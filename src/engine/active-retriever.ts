@@ -9,7 +9,7 @@ import type {
   RetrievalResult,
   RetrievalService,
   RetrieverInfo,
-  SearchOptions,
+  RetrieveOptions,
   ThroughputObserver,
   ThroughputState,
 } from './types.js';
@@ -79,12 +79,12 @@ export class ActiveRetriever implements RetrievalService {
     return previous ? this.retire(previous) : Promise.resolve();
   }
 
-  async search(inputs: readonly QueryInput[], topk: number, options?: SearchOptions): Promise<RetrievalResult> {
+  async retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult> {
     const serving = this.serving;
     if (!serving) throw new ServiceError('not_ready', `the retriever is not loaded yet (stage: ${this.state.stage})`);
     serving.inFlight++;
     try {
-      return await serving.batcher.search(inputs, topk, options);
+      return await serving.batcher.submit(inputs, topk, options);
     } finally {
       serving.inFlight--;
       if (serving.retirement && serving.inFlight === 0) serving.retirement.release();

@@ -1,14 +1,13 @@
 import { performance } from 'node:perf_hooks';
-import { composeQueryBody } from '../encoder/onnx-encoder.js';
+import { composeQueryText, type QueryInput } from '../encoder/embedding-encoder.js';
 import { ServiceError } from '../errors.js';
 import type { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
-import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type {
   RetrievalResult,
   RetrievalTimings,
   SearchHit,
-  SearchOptions,
+  RetrieveOptions,
   ThroughputObserver,
 } from './types.js';
 
@@ -45,11 +44,9 @@ export function estimateTokens(queryText: string): number {
 }
 
 interface QueuedRequest {
-  /**
-   * Each input's query body: its final text less the version's fixed query prefix, so within a
-   * version equal bodies are equal final texts.
-   */
-  bodies: string[];
+  inputs: readonly QueryInput[];
+  /** Each input's final text: inputs with equal texts are one query, searched and cached once. */
+  texts: string[];
   topk: number;
   /** Filled from the cache at arrival, the rest when the batch ends. */
   hits: (SearchHit[] | undefined)[];
@@ -77,7 +74,7 @@ export class QueryBatcher {
   private lingering?: NodeJS.Timeout;
 
   constructor(
-    private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'search'>,
+    private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'encodeSearchFetch'>,
     private readonly options: BatchingOptions,
     private readonly cache?: ResultCache,
     private readonly observer?: ThroughputObserver,
@@ -87,13 +84,14 @@ export class QueryBatcher {
     return { queries: this.queuedQueries, requests: this.queue.length };
   }
 
-  search(inputs: readonly QueryInput[], topk: number, options: SearchOptions = {}): Promise<RetrievalResult> {
+  /** Answers from the cache what it can and queues the rest for a shared batch; settles when that batch ends. */
+  submit(inputs: readonly QueryInput[], topk: number, options: RetrieveOptions = {}): Promise<RetrievalResult> {
     const { version, encoder } = this.retriever;
-    if (inputs.length === 0) return Promise.resolve({ hits: [], version, timings: NO_TIME });
-    const bodies = inputs.map((input) => composeQueryBody(input, encoder.manifest));
-    const hits = bodies.map((body) => this.cache?.get(version, body, topk));
+    const texts = inputs.map((input) => composeQueryText(input, encoder.manifest));
+    const hits = texts.map((text) => this.cache?.get(version, text, topk));
     const missing = hits.flatMap((found, position) => (found ? [] : [position]));
-    if (this.cache) this.observer?.cacheLookups(bodies.length - missing.length, missing.length);
+    if (this.cache) this.observer?.cacheLookups(texts.length - missing.length, missing.length);
+    // Nothing to search (all cached, or an empty request) is answered at once, never queued.
     if (missing.length === 0) return Promise.resolve({ hits: hits as SearchHit[][], version, timings: NO_TIME });
 
     const { signal } = options;
@@ -111,11 +109,12 @@ export class QueryBatcher {
     }
     return new Promise<RetrievalResult>((resolve, reject) => {
       const request: QueuedRequest = {
-        bodies,
+        inputs,
+        texts,
         topk,
         hits,
         missing,
-        tokens: missing.reduce((sum, position) => sum + estimateTokens(bodies[position]!), 0),
+        tokens: missing.reduce((sum, position) => sum + estimateTokens(texts[position]!), 0),
         enqueuedAt: performance.now(),
         resolve,
         reject,
@@ -183,32 +182,34 @@ export class QueryBatcher {
     this.running = true;
     const batch = this.takeBatch();
     const started = performance.now();
-    // Distinct final texts, each searched at the largest topk any request asks of it.
-    const unique = new Map<string, number>();
+    // One input per distinct final text, searched at the largest topk any request asks of it.
+    const slots = new Map<string, number>();
+    const inputs: QueryInput[] = [];
     let topk = 1;
     for (const request of batch) {
       topk = Math.max(topk, request.topk);
       for (const position of request.missing) {
-        const body = request.bodies[position]!;
-        if (!unique.has(body)) unique.set(body, unique.size);
+        const text = request.texts[position]!;
+        if (slots.has(text)) continue;
+        slots.set(text, inputs.length);
+        inputs.push(request.inputs[position]!);
       }
     }
     try {
-      const inputs = [...unique.keys()].map((body) => ({ query: body }));
-      const result = await this.retriever.search(inputs, topk);
+      const result = await this.retriever.encodeSearchFetch(inputs, topk);
       this.observer?.batch({
         requests: batch.length,
         queries: batch.reduce((sum, request) => sum + request.missing.length, 0),
-        uniqueQueries: unique.size,
+        uniqueQueries: inputs.length,
         estimatedTokens: batch.reduce((sum, request) => sum + request.tokens, 0),
         waitMs: batch.map((request) => started - request.enqueuedAt),
       });
       for (const request of batch) {
         for (const position of request.missing) {
-          const body = request.bodies[position]!;
-          const found = result.hits[unique.get(body)!]!.slice(0, request.topk);
+          const text = request.texts[position]!;
+          const found = result.hits[slots.get(text)!]!.slice(0, request.topk);
           request.hits[position] = found;
-          this.cache?.set(result.version, body, request.topk, found);
+          this.cache?.set(result.version, text, request.topk, found);
         }
         request.resolve({ hits: request.hits as SearchHit[][], version: result.version, timings: result.timings });
       }

@@ -69,7 +69,7 @@ export class Retriever {
       opened.push(index);
       const retriever = new Retriever(options.version, files, encoder, index, corpus);
       stage('warm-up');
-      await retriever.search([WARM_UP_QUERY], 1);
+      await retriever.encodeSearchFetch([WARM_UP_QUERY], 1);
       return retriever;
     } catch (error) {
       await Promise.allSettled(opened.reverse().map((part) => part.close()));
@@ -77,12 +77,14 @@ export class Retriever {
     }
   }
 
-  async search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+  /** One batch on this version: its queries encoded, the nearest index rows found, those rows fetched. */
+  async encodeSearchFetch(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+    // The batcher never sends an empty batch; a direct caller gets its answer without a round trip to the encoder worker.
     if (inputs.length === 0) return { hits: [], version: this.version, timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } };
     const started = performance.now();
     const vectors = await this.encoder.encodeQueries(inputs);
     const encoded = performance.now();
-    const found = await this.index.search(vectors, topk);
+    const found = await this.index.nearest(vectors, topk);
     const searched = performance.now();
     const documents = await this.corpus.readRows(Array.from(found.rowIndices));
     const fetched = performance.now();

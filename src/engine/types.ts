@@ -28,7 +28,7 @@ export interface RetrievalResult {
 /** What the HTTP layer talks to: the active retriever, whichever version that is now. */
 export interface RetrievalService {
   /** Throws ServiceError('not_ready') before a retriever is loaded. */
-  search(inputs: readonly QueryInput[], topk: number, options?: SearchOptions): Promise<RetrievalResult>;
+  retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult>;
   readiness(): Readiness;
   info(): RetrieverInfo | undefined;
   /** Subscribes to batching, cache and overload events (services without a batcher have none). */
@@ -61,9 +61,12 @@ export interface RetrieverInfo {
   corpusRows: number;
 }
 
-/** Per-call options of {@link RetrievalService.search}. */
-export interface SearchOptions {
-  /** Aborting it (deadline passed, client gone) drops the call from the queue with ServiceError('timeout'). */
+/** Per-call options of {@link RetrievalService.retrieve}. */
+export interface RetrieveOptions {
+  /**
+   * The caller's deadline: aborting it drops a call still queued with ServiceError('timeout'). A call
+   * whose batch already runs completes; the caller stops waiting on the same signal.
+   */
   signal?: AbortSignal;
 }
 

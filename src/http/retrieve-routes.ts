@@ -1,8 +1,8 @@
-import express, { Router } from 'express';
+import express, { Router, type Response } from 'express';
 import type { ServiceConfig } from '../config.js';
 import { ServiceError } from '../errors.js';
 import type { CorpusRow } from '../corpus/corpus-row.js';
-import type { RetrievalResult, RetrievalService, SearchHit } from '../engine/types.js';
+import type { RetrievalService, SearchHit } from '../engine/types.js';
 import { queryLogFields } from '../log.js';
 import type { ServiceMetrics } from './metrics.js';
 import { requestFacts } from './request-log.js';
@@ -19,19 +19,33 @@ function renderHits(hits: SearchHit[][], returnScores: boolean): (ScoredDocument
   );
 }
 
-function withDeadline<T>(work: Promise<T>, timeoutMs: number, queries: number): Promise<T> {
-  if (timeoutMs <= 0) return work;
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new ServiceError('timeout', `retrieval of ${queries} queries did not finish within ${timeoutMs} ms`),
-        ),
-      timeoutMs,
-    );
+/**
+ * A retrieval's one deadline: it passes at --request_timeout_ms, or as soon as the client has gone
+ * (verl's search tool gives up after 30 s and retries: nobody reads that answer). Its reason is the
+ * error the route answers with.
+ */
+function retrievalDeadline(res: Response, timeoutMs: number, queries: number): AbortSignal {
+  const deadline = new AbortController();
+  const timer =
+    timeoutMs > 0
+      ? setTimeout(
+          () => deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries did not finish within ${timeoutMs} ms`)),
+          timeoutMs,
+        )
+      : undefined;
+  res.on('close', () => {
+    clearTimeout(timer);
+    if (!res.writableFinished) deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries was abandoned: its client went away`));
   });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+  return deadline.signal;
+}
+
+/** `work`, or the deadline's reason once it passes; a search still running then settles unread. */
+function beforeDeadline<T>(work: Promise<T>, deadline: AbortSignal): Promise<T> {
+  const passed = new Promise<never>((_, reject) => {
+    deadline.addEventListener('abort', () => reject(deadline.reason as ServiceError), { once: true });
+  });
+  return Promise.race([work, passed]);
 }
 
 export function retrieveRoutes(service: RetrievalService, config: ServiceConfig, metrics: ServiceMetrics): Router {
@@ -51,27 +65,17 @@ export function retrieveRoutes(service: RetrievalService, config: ServiceConfig,
         config.logQueries,
       ),
     );
-    // The Search-R1 agent posts an empty batch whenever no rollout searched this turn.
+    // The Search-R1 agent posts an empty batch whenever no rollout searched this turn. This is its
+    // one answer: the engine is never asked, so it is served even before a retriever is loaded.
     if (request.inputs.length === 0) {
       const version = service.info()?.version;
       if (version) res.setHeader(VERSION_HEADER, version);
       res.json({ result: [] });
       return;
     }
-    // A request still waiting in the batcher's queue leaves it at its deadline, or when its client
-    // has gone (verl's search tool gives up after 30 s and retries: nobody reads that answer).
-    const clientGone = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) clientGone.abort();
-    });
-    const signal =
-      config.requestTimeoutMs > 0
-        ? AbortSignal.any([clientGone.signal, AbortSignal.timeout(config.requestTimeoutMs)])
-        : clientGone.signal;
-    const work = service.search(request.inputs, request.topk, { signal });
-    // A search that loses the race still settles later; swallow its rejection so it is not unhandled.
-    work.catch(() => undefined);
-    const result: RetrievalResult = await withDeadline(work, config.requestTimeoutMs, request.inputs.length);
+    // The engine drops the request from its queue when the deadline passes; the route stops waiting.
+    const deadline = retrievalDeadline(res, config.requestTimeoutMs, request.inputs.length);
+    const result = await beforeDeadline(service.retrieve(request.inputs, request.topk, { signal: deadline }), deadline);
     metrics.observeRetrieval(request.inputs.length, result.timings);
     const { encodeMs, searchMs, fetchMs } = result.timings;
     requestFacts(res).engineMs = Math.round((encodeMs + searchMs + fetchMs) * 1e3) / 1e3;

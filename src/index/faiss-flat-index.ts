@@ -34,7 +34,7 @@ export class FaissFlatIndex implements VectorIndex {
     return new FaissFlatIndex(path, dimension, rows, host);
   }
 
-  async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
+  async nearest(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
     if (this.closed) throw new ServiceError('internal', `index ${this.path} is closed`);
     // faiss-node throws when k exceeds ntotal.
     const { queries, k } = searchShape(this, vectors, topk);

@@ -88,7 +88,7 @@ class SearchWorker {
     return new SearchWorker(worker, { provider: ready.provider, ...deviceId, precision: ready.precision, firstRow, rows });
   }
 
-  async search(vectors: Float32Array, k: number): Promise<RankedRows> {
+  async nearest(vectors: Float32Array, k: number): Promise<RankedRows> {
     const { rowIndices, scores } = await this.requests.send({ op: 'search', vectors, k });
     return { rowIndices: rowIndices!, scores: scores! };
   }
@@ -157,13 +157,13 @@ export class OnnxFlatIndex implements VectorIndex {
     return new OnnxFlatIndex(path, index.dimension, index.rows, workers);
   }
 
-  async search(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
+  async nearest(vectors: Float32Array, topk: number): Promise<VectorSearchResult> {
     if (this.closed) throw new ServiceError('internal', `index ${this.path} is closed`);
     const { queries, k } = searchShape(this, vectors, topk);
     if (queries === 0 || k === 0) return { queries, topk: k, rowIndices: new Int32Array(0), scores: new Float32Array(0) };
     // Posting clones the whole underlying buffer, not just the view: send only the queries.
     const compact = vectors.byteLength === vectors.buffer.byteLength ? vectors : vectors.slice();
-    const parts = await Promise.all(this.workers.map((worker) => worker.search(compact, k)));
+    const parts = await Promise.all(this.workers.map((worker) => worker.nearest(compact, k)));
     const found = parts.length === 1 ? parts[0]! : mergeRanked(parts, queries, k);
     return { queries, topk: k, ...found };
   }

@@ -29,6 +29,6 @@ export interface VectorIndex {
   readonly rows: number;
   readonly placement: SearchPlacement;
   /** `vectors` is row-major `n × dimension`; topk above `rows` is clamped to `rows`. */
-  search(vectors: Float32Array, topk: number): Promise<VectorSearchResult>;
+  nearest(vectors: Float32Array, topk: number): Promise<VectorSearchResult>;
   close(): Promise<void>;
 }

@@ -26,7 +26,7 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     active.loading('corpus', 0.5);
     assert.deepEqual(active.readiness(), { ready: false, stage: 'corpus', progress: 0.5 });
     assert.equal(active.info(), undefined);
-    await assert.rejects(active.search([{ query: 'x' }], 3), isServiceError('not_ready', /stage: corpus/));
+    await assert.rejects(active.retrieve([{ query: 'x' }], 3), isServiceError('not_ready', /stage: corpus/));
     active.failed(new Error('index missing'));
     assert.deepEqual(active.readiness(), { ready: false, stage: 'failed', error: 'index missing' });
   });
@@ -36,16 +36,16 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     const a = await Retriever.load(first, { version: 'a' });
     const b = await Retriever.load(second, { version: 'b' });
     await active.activate(a);
-    const expectedB = await b.search([{ query: 'hamlet' }], 3);
+    const expectedB = await b.encodeSearchFetch([{ query: 'hamlet' }], 3);
 
     const events: string[] = [];
-    const inFlight = active.search(BIG_BATCH, 3).then((result) => {
+    const inFlight = active.retrieve(BIG_BATCH, 3).then((result) => {
       events.push(`in-flight done on ${result.version}`);
       return result;
     });
     const swapped = active.activate(b).then(() => events.push('a released'));
     assert.equal(active.info()?.version, 'b');
-    const next = await active.search([{ query: 'hamlet' }], 3);
+    const next = await active.retrieve([{ query: 'hamlet' }], 3);
     events.push(`next on ${next.version}`);
     assert.deepEqual(next.hits, expectedB.hits);
 
@@ -58,10 +58,10 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     assert.deepEqual([...events].sort(), ['a released', 'in-flight done on a', 'next on b']);
     assert.ok(events.indexOf('in-flight done on a') < events.indexOf('a released'));
     // Released means closed: its encoder worker no longer answers.
-    await assert.rejects(a.search([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+    await assert.rejects(a.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
 
     await active.close();
     assert.deepEqual(active.readiness(), { ready: false, stage: 'closed' });
-    await assert.rejects(b.search([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+    await assert.rejects(b.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
   });
 });

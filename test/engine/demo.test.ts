@@ -26,19 +26,19 @@ describe('the bundled demo: make-model --preset demo + build-index over demo/cor
 
   it('ranks the passage about a query\'s subject first, for every demo sub-query', async function () {
     assert.ok(queries.length >= 40);
-    const { hits } = await retriever.search(queries.map(({ query }) => ({ query })), 3);
+    const { hits } = await retriever.encodeSearchFetch(queries.map(({ query }) => ({ query })), 3);
     const misses = queries.filter((q, i) => hits[i]![0]!.rowIndex !== q.expectedRowIndex).map((q) => q.query);
     assert.deepEqual(misses, []);
   });
 
   it('does the same for the Agentic-R form "{question} [SEP] {query}"', async function () {
-    const { hits } = await retriever.search(queries.map(({ question, query }) => ({ question, query })), 3);
+    const { hits } = await retriever.encodeSearchFetch(queries.map(({ question, query }) => ({ question, query })), 3);
     const misses = queries.filter((q, i) => hits[i]![0]!.rowIndex !== q.expectedRowIndex).map((q) => q.query);
     assert.deepEqual(misses, []);
   });
 
   it('gives an unrelated query a clearly lower best score than a matching one', async function () {
-    const { hits } = await retriever.search([{ query: queries[0]!.query }, { query: 'zzzz qqqq xxxx' }], 1);
+    const { hits } = await retriever.encodeSearchFetch([{ query: queries[0]!.query }, { query: 'zzzz qqqq xxxx' }], 1);
     assert.ok(hits[0]![0]!.score > hits[1]![0]!.score + 0.1);
   });
 });

@@ -42,7 +42,7 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
     await encoder.close();
     const expected = bruteForceTopk(await indexVectors(files.indexPath), queryVectors, retriever.index.dimension, 5);
 
-    const result = await retriever.search(QUERIES, 5);
+    const result = await retriever.encodeSearchFetch(QUERIES, 5);
     assert.equal(result.version, 'v-test');
     assert.equal(result.hits.length, QUERIES.length);
     result.hits.forEach((hits, query) => {
@@ -65,7 +65,7 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
     const faiss = await Retriever.load(files, { version: 'v-faiss', index: { backend: 'faiss' } });
     try {
       assert.ok(faiss.index instanceof FaissFlatIndex);
-      const [onnxHits, faissHits] = [(await retriever.search(QUERIES, 5)).hits, (await faiss.search(QUERIES, 5)).hits];
+      const [onnxHits, faissHits] = [(await retriever.encodeSearchFetch(QUERIES, 5)).hits, (await faiss.encodeSearchFetch(QUERIES, 5)).hits];
       assert.deepEqual(onnxHits.map((hits) => hits.map((hit) => hit.rowIndex)), faissHits.map((hits) => hits.map((hit) => hit.rowIndex)));
       onnxHits.flat().forEach((hit, i) => assert.ok(Math.abs(hit.score - faissHits.flat()[i]!.score) < 1e-5));
     } finally {
@@ -74,10 +74,10 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
   });
 
   it('clamps topk to the index rows and answers an empty batch without encoding', async function () {
-    const clamped = await retriever.search([{ query: 'hamlet' }], 5000);
+    const clamped = await retriever.encodeSearchFetch([{ query: 'hamlet' }], 5000);
     assert.equal(clamped.hits[0]!.length, 1000);
     assert.equal(new Set(clamped.hits[0]!.map((hit) => hit.rowIndex)).size, 1000);
-    const empty = await retriever.search([], 3);
+    const empty = await retriever.encodeSearchFetch([], 3);
     assert.deepEqual(empty.hits, []);
     assert.deepEqual(empty.timings, { encodeMs: 0, searchMs: 0, fetchMs: 0 });
   });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import { ServiceError, type ErrorCode } from '../../src/errors.js';
 import { statusForCode } from '../../src/http/errors.js';
+import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness, metricValue } from '../support/app-harness.js';
 import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from '../support/openapi-schemas.js';
 import { sampleRows, StandInService } from '../support/stand-in-service.js';
@@ -87,6 +88,15 @@ describe('HTTP app with a stand-in service', () => {
       const res = await request(app).post('/retrieve').send({ queries: [], topk: 3, return_scores: true }).expect(200);
       assert.equal(res.text, '{"result":[]}');
       assert.equal(service.calls.length, 0);
+    });
+
+    it('answers queries: [] with {"result": []} before a retriever is loaded too, with no version header', async () => {
+      const service = new StandInService(rows);
+      service.loaded = false;
+      const { app } = createHarness(service);
+      const res = await request(app).post('/retrieve').send({ queries: [] }).expect(200);
+      assert.equal(res.text, '{"result":[]}');
+      assert.equal(res.headers[VERSION_HEADER.toLowerCase()], undefined);
     });
   });
 

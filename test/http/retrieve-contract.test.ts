@@ -283,7 +283,7 @@ describe('POST /retrieve contract (real engine: tiny model, FAISS Flat over the 
         return res;
       });
     // Ask for /health only once the batch is in the engine, so the order is not a race of sends.
-    await real.searchStarted();
+    await real.retrieveStarted();
     const health = await request(harness.app).get('/health');
     order.push('health');
     assert.equal(health.status, 200);

@@ -17,10 +17,10 @@ let release: () => void = () => undefined;
 service.gate = new Promise<void>((resolve) => {
   release = resolve;
 });
-const search = service.search.bind(service);
-service.search = (inputs, topk) => {
+const retrieve = service.retrieve.bind(service);
+service.retrieve = (inputs, topk) => {
   logger.info({ queries: inputs.length }, 'search started');
-  return search(inputs, topk);
+  return retrieve(inputs, topk);
 };
 createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'release') release();

@@ -81,7 +81,7 @@ for row in map(int, sys.argv[2:]):
     const index = await openFaissFlatIndex(outPath, { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows });
     try {
       const passages = (await corpus.readRows(CHECKED_ROWS)).map((row) => row.contents);
-      const { rowIndices, scores } = await index.search(await encoder.encodePassages(passages), 1);
+      const { rowIndices, scores } = await index.nearest(await encoder.encodePassages(passages), 1);
       assert.deepEqual([...rowIndices], CHECKED_ROWS);
       scores.forEach((score) => assert.ok(Math.abs(score - 1) < 1e-4, `score ${score}`));
     } finally {

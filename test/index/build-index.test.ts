@@ -71,7 +71,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const index = await openFaissFlatIndex(outPath, { expectDimension: DIMENSION, expectRows: corpus.rows });
     try {
       const query = await new HashingEncoder().encodePassages([(await corpus.readRow(321)).contents]);
-      const { rowIndices, scores } = await index.search(query, 1);
+      const { rowIndices, scores } = await index.nearest(query, 1);
       assert.equal(rowIndices[0], 321);
       assert.ok(Math.abs(scores[0]! - 1) < 1e-5);
     } finally {

@@ -62,13 +62,13 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
       const index = await open(name, { expectDimension: DIMENSION, expectRows: ROWS });
       assert.equal(index.dimension, DIMENSION);
       assert.equal(index.rows, ROWS);
-      assertMatchesBruteForce(await index.search(queries, TOPK), base, queries, TOPK);
+      assertMatchesBruteForce(await index.nearest(queries, TOPK), base, queries, TOPK);
     });
   }
 
   it('finds each stored vector as its own best hit with score 1 (unit vectors)', async function () {
     const index = await open('ours.index');
-    const result = await index.search(base.subarray(40 * DIMENSION, 45 * DIMENSION), 1);
+    const result = await index.nearest(base.subarray(40 * DIMENSION, 45 * DIMENSION), 1);
     assert.deepEqual([...result.rowIndices], [40, 41, 42, 43, 44]);
     result.scores.forEach((score) => assert.ok(Math.abs(score - 1) < 1e-5));
   });
@@ -79,7 +79,7 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await writer.append(base.subarray(0, 4 * DIMENSION));
     await writer.finish();
     const index = await open('small.index');
-    const result = await index.search(queries.subarray(0, 2 * DIMENSION), 10);
+    const result = await index.nearest(queries.subarray(0, 2 * DIMENSION), 10);
     assert.equal(result.topk, 4);
     assert.equal(result.rowIndices.length, 8);
     assertMatchesBruteForce(result, base.subarray(0, 4 * DIMENSION), queries.subarray(0, 2 * DIMENSION), 4);
@@ -87,18 +87,18 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
 
   it('answers an empty batch with empty results and rejects bad input', async function () {
     const index = await open('ours.index');
-    const empty = await index.search(new Float32Array(0), 3);
+    const empty = await index.nearest(new Float32Array(0), 3);
     assert.deepEqual({ ...empty, rowIndices: [...empty.rowIndices], scores: [...empty.scores] }, { queries: 0, topk: 3, rowIndices: [], scores: [] });
-    await assert.rejects(index.search(new Float32Array(DIMENSION + 1), 3), isServiceError('bad_request', /not whole vectors of dimension 32/));
-    await assert.rejects(index.search(queries, 0), isServiceError('bad_request', /topk must be a positive integer/));
+    await assert.rejects(index.nearest(new Float32Array(DIMENSION + 1), 3), isServiceError('bad_request', /not whole vectors of dimension 32/));
+    await assert.rejects(index.nearest(queries, 0), isServiceError('bad_request', /topk must be a positive integer/));
   });
 
   it('keeps two indexes loaded at once (hot swap) and closing one leaves the other searchable', async function () {
     const older = await open('ours.index');
     const newer = await open('python-ip.index');
     await older.close();
-    await assert.rejects(older.search(queries, 3), isServiceError('internal', /is closed/));
-    assertMatchesBruteForce(await newer.search(queries, 3), base, queries, 3);
+    await assert.rejects(older.nearest(queries, 3), isServiceError('internal', /is closed/));
+    assertMatchesBruteForce(await newer.nearest(queries, 3), base, queries, 3);
   });
 
   it('keeps answering searches on a loaded index while another index loads (each index has its own host process)', async function () {
@@ -116,7 +116,7 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     });
     let searchesWhileLoading = 0;
     while (!loaded) {
-      assertMatchesBruteForce(await active.search(queries, 3), base, queries, 3);
+      assertMatchesBruteForce(await active.nearest(queries, 3), base, queries, 3);
       if (!loaded) searchesWhileLoading++;
     }
     assert.ok(searchesWhileLoading >= 3, `only ${searchesWhileLoading} searches finished while the other index loaded`);
@@ -127,7 +127,7 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     const flatIndexModule = new URL('../../src/index/faiss-flat-index.js', import.meta.url).href;
     const script = `import { openFaissFlatIndex } from ${JSON.stringify(flatIndexModule)};
 const index = await openFaissFlatIndex(${JSON.stringify(path.join(dir, 'ours.index'))});
-const { rowIndices } = await index.search(new Float32Array(${DIMENSION}).fill(1), 2);
+const { rowIndices } = await index.nearest(new Float32Array(${DIMENSION}).fill(1), 2);
 await index.close();
 console.log('closed', rowIndices.length);`;
     const output = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });

@@ -61,7 +61,7 @@ describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
       assert.equal(host.OPENBLAS_NUM_THREADS, process.env.OPENBLAS_NUM_THREADS ?? String(availableParallelism()));
       // This machine may set OPENBLAS_CORETYPE for everyone (older OpenBLAS builds misbehave on some CPUs): then it stays.
       assert.equal(host.OPENBLAS_CORETYPE, faissHostEnv(process.env).OPENBLAS_CORETYPE);
-      assert.deepEqual([...(await index.search(unitVectors(1, 8, 1), 1)).rowIndices], [0]);
+      assert.deepEqual([...(await index.nearest(unitVectors(1, 8, 1), 1)).rowIndices], [0]);
     } finally {
       if (saved === undefined) delete process.env.OMP_WAIT_POLICY;
       else process.env.OMP_WAIT_POLICY = saved;

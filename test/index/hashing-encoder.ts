@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EmbeddingEncoder, QueryInput } from '../../src/encoder/embedding-encoder.js';
+import { composeQueryText, type EmbeddingEncoder, type QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { E5_DEFAULTS, MANIFEST_FORMAT, type RetrieverManifest } from '../../src/encoder/manifest.js';
 import { fillUnitGaussian } from '../support/index-fixtures.js';
 
@@ -30,7 +30,7 @@ export class HashingEncoder implements EmbeddingEncoder {
   }
 
   async encodeQueries(inputs: readonly QueryInput[]): Promise<Float32Array> {
-    return this.encode(inputs.map((input) => this.manifest.queryPrefix + input.query));
+    return this.encode(inputs.map((input) => composeQueryText(input, this.manifest)));
   }
 
   async encodePassages(texts: readonly string[]): Promise<Float32Array> {

@@ -74,11 +74,11 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       const onnx = await openOnnx(indexPath, options);
       const faiss = await FaissFlatIndex.open(indexPath);
       opened.push(faiss);
-      const found = await onnx.search(queries, TOPK);
+      const found = await onnx.nearest(queries, TOPK);
       assert.equal(found.queries, 9);
       assert.equal(found.topk, TOPK);
       assertSameRanking(found, bruteForceTopk(base, queries, DIMENSION, TOPK));
-      assertSameRanking(found, await faiss.search(queries, TOPK));
+      assertSameRanking(found, await faiss.nearest(queries, TOPK));
       assert.equal(onnx.placement.sessions.length, options.devices?.length ?? 1);
       assert.deepEqual(
         onnx.placement.sessions.map((session) => session.rows).reduce((a, b) => a + b),
@@ -90,7 +90,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
 
   it('clamps topk above the rows to the rows, even split over sessions smaller than topk', async function () {
     const onnx = await openOnnx(indexPath, { devices: [{ provider: 'cpu' }, { provider: 'cpu' }], shardRows: 50 });
-    const found = await onnx.search(queries.subarray(0, 2 * DIMENSION), 1000);
+    const found = await onnx.nearest(queries.subarray(0, 2 * DIMENSION), 1000);
     assert.equal(found.topk, ROWS);
     assert.equal(found.rowIndices.length, 2 * ROWS);
     assertSameRanking(found, bruteForceTopk(base, queries.subarray(0, 2 * DIMENSION), DIMENSION, ROWS));
@@ -103,7 +103,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     const query = tied.slice(5 * DIMENSION, 6 * DIMENSION);
     for (const options of [{ shardRows: 4 }, { devices: [{ provider: 'cpu' }, { provider: 'cpu' }], shardRows: 2 }] as OnnxIndexOptions[]) {
       const index = await openOnnx(file, options);
-      const found = await index.search(query, 4);
+      const found = await index.nearest(query, 4);
       assert.deepEqual([...found.rowIndices], [3, 5, 8, 11]);
       assert.ok(found.scores.every((score) => score === found.scores[0]));
     }
@@ -111,22 +111,22 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
 
   it('answers no rows for no queries, and refuses a bad topk or a partial vector with bad_request', async function () {
     const onnx = await openOnnx(indexPath);
-    const none = await onnx.search(new Float32Array(0), 3);
+    const none = await onnx.nearest(new Float32Array(0), 3);
     assert.deepEqual({ queries: none.queries, rows: none.rowIndices.length }, { queries: 0, rows: 0 });
-    await assert.rejects(onnx.search(queries, 0), isServiceError('bad_request', /topk must be a positive integer, got 0/));
-    await assert.rejects(onnx.search(queries.subarray(0, 40), 3), isServiceError('bad_request', /40 floats are not whole vectors of dimension 32/));
+    await assert.rejects(onnx.nearest(queries, 0), isServiceError('bad_request', /topk must be a positive integer, got 0/));
+    await assert.rejects(onnx.nearest(queries.subarray(0, 40), 3), isServiceError('bad_request', /40 floats are not whole vectors of dimension 32/));
   });
 
   it('reads the vectors from the IxFI file itself: a row rewritten on disk after opening is what the search sees', async function () {
     const file = await writeIndex(path.join(dir, 'mapped.index'), base);
     const onnx = await openOnnx(file, { shardRows: 128 });
     const target = queries.subarray(0, DIMENSION);
-    assert.notEqual((await onnx.search(target, 1)).rowIndices[0], 200);
+    assert.notEqual((await onnx.nearest(target, 1)).rowIndices[0], 200);
     // A session holding a copy would still answer from the old vectors.
     const handle = await open(file, 'r+');
     await handle.write(floatBytes(target), 0, DIMENSION * 4, IXFI_HEADER_BYTES + 200 * DIMENSION * 4);
     await handle.close();
-    const after = await onnx.search(target, 1);
+    const after = await onnx.nearest(target, 1);
     assert.equal(after.rowIndices[0], 200);
     assert.ok(Math.abs(after.scores[0]! - 1) < 1e-5);
   });
@@ -140,7 +140,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     const indexBytes = (await stat(file)).size;
     const before = rssAnonBytes();
     const onnx = await openOnnx(file, { shardRows: 32_768 });
-    await onnx.search(big.subarray(0, 4 * dimension), 5);
+    await onnx.nearest(big.subarray(0, 4 * dimension), 5);
     const grown = rssAnonBytes() - before;
     assert.ok(grown < indexBytes / 2, `anonymous memory grew ${grown} bytes for a ${indexBytes}-byte index`);
   });
@@ -164,7 +164,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     it('recall@3 against exact search is at least 0.995, scores within fp16 rounding', async function () {
       const onnx = await openOnnx(file, { precision: 'fp16', shardRows: 1500 });
       assert.equal(onnx.placement.sessions[0]!.precision, 'fp16');
-      const found = await onnx.search(near, 3);
+      const found = await onnx.nearest(near, 3);
       const exact = bruteForceTopk(vectors, near, dimension, 3);
       let hits = 0;
       for (let q = 0; q < 200; q++) {
@@ -177,7 +177,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
 
     it('with exact rescoring of 16 candidates: the fp32 ids and scores (within 1e-5), across two sessions', async function () {
       const onnx = await openOnnx(file, { precision: 'fp16', rescore: 16, shardRows: 1500, devices: [{ provider: 'cpu' }, { provider: 'cpu' }] });
-      assertSameRanking(await onnx.search(near, 3), bruteForceTopk(vectors, near, dimension, 3));
+      assertSameRanking(await onnx.nearest(near, 3), bruteForceTopk(vectors, near, dimension, 3));
     });
 
     it('builds <index>.fp16 once, as the rounded vectors, and rebuilds it when the index changes', async function () {
@@ -212,7 +212,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       await handle.close();
       assert.equal(await ensureFp16Sidecar(file, sidecar, shape), false, 'current: not converted from the index');
       const onnx = await openOnnx(file, { precision: 'fp16', fp16Path: sidecar });
-      const found = await onnx.search(other.slice(77 * dimension, 78 * dimension), 1);
+      const found = await onnx.nearest(other.slice(77 * dimension, 78 * dimension), 1);
       assert.equal(found.rowIndices[0], 77);
       assert.ok(Math.abs(found.scores[0]! - 1) < 2e-3, `score ${found.scores[0]}`);
     });
@@ -222,13 +222,13 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       const first = await openOnnx(copy, { precision: 'fp16' });
       const target = near.slice(0, dimension);
       const row = 1234;
-      assert.notEqual((await first.search(target, 1)).rowIndices[0], row);
+      assert.notEqual((await first.nearest(target, 1)).rowIndices[0], row);
       const handle = await open(copy, 'r+');
       const norm = Math.hypot(...target);
       await handle.write(floatBytes(target.map((value) => value / norm)), 0, dimension * 4, IXFI_HEADER_BYTES + row * dimension * 4);
       await handle.close();
       const reopened = await openOnnx(copy, { precision: 'fp16' });
-      assert.equal((await reopened.search(target, 1)).rowIndices[0], row);
+      assert.equal((await reopened.nearest(target, 1)).rowIndices[0], row);
     });
   });
 
@@ -239,7 +239,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
       assert.equal(warnings.length, 1);
       assert.match(warnings[0]!, /CUDA execution provider unavailable \(device 0\), searching on CPU instead/);
       assert.deepEqual(onnx.placement.sessions.map(({ provider, precision }) => ({ provider, precision })), [{ provider: 'cpu', precision: 'fp32' }]);
-      assertSameRanking(await onnx.search(queries, TOPK), bruteForceTopk(base, queries, DIMENSION, TOPK));
+      assertSameRanking(await onnx.nearest(queries, TOPK), bruteForceTopk(base, queries, DIMENSION, TOPK));
     });
 
     it('strict: refuses to open instead of falling back', async function () {

@@ -18,8 +18,8 @@ export class RealService implements RetrievalService {
 
   constructor(readonly active: ActiveRetriever) {}
 
-  search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
-    const result = this.active.search(inputs, topk);
+  retrieve(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+    const result = this.active.retrieve(inputs, topk);
     for (const waiter of this.waiters.splice(0)) waiter();
     return result;
   }
@@ -32,8 +32,8 @@ export class RealService implements RetrievalService {
     return this.active.info();
   }
 
-  /** Resolves when the next search call has been handed to the engine. */
-  searchStarted(): Promise<void> {
+  /** Resolves when the next retrieve call has been handed to the engine. */
+  retrieveStarted(): Promise<void> {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 

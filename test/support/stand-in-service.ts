@@ -23,7 +23,7 @@ export class StandInService implements RetrievalService {
 
   constructor(private readonly rows: CorpusRow[]) {}
 
-  async search(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
+  async retrieve(inputs: readonly QueryInput[], topk: number): Promise<RetrievalResult> {
     if (!this.loaded) throw new ServiceError('not_ready', 'retriever is loading');
     this.calls.push({ inputs, topk });
     await this.gate;

@@ -58,7 +58,7 @@ export async function expectedResults(
     const retriever = await Retriever.load(files, { version });
     try {
       const results = [];
-      for (const inputs of querySets) results.push(scoredResult((await retriever.search(inputs, topk)).hits));
+      for (const inputs of querySets) results.push(scoredResult((await retriever.encodeSearchFetch(inputs, topk)).hits));
       expected.set(version, results);
     } finally {
       await retriever.close();

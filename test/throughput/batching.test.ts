@@ -59,10 +59,10 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     const requests: QueryInput[][] = QUESTIONS.map((question, i) =>
       Array.from({ length: 1 + (i % 3) }, (_, j) => ({ query: `${question} ${j}` })),
     );
-    const expected = await Promise.all(requests.map((inputs) => active.current!.search(inputs, 3)));
+    const expected = await Promise.all(requests.map((inputs) => active.current!.encodeSearchFetch(inputs, 3)));
 
-    const occupier = active.search(OCCUPIER, 3);
-    const merged = await Promise.all(requests.map((inputs) => active.search(inputs, 3)));
+    const occupier = active.retrieve(OCCUPIER, 3);
+    const merged = await Promise.all(requests.map((inputs) => active.retrieve(inputs, 3)));
     await occupier;
 
     merged.forEach((result, i) => {
@@ -85,14 +85,14 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
     active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
-    const occupier = active.search(OCCUPIER, 3);
+    const occupier = active.retrieve(OCCUPIER, 3);
     // The same Agentic-R text pre-joined by the client and joined by the template is one query.
     const joined = { query: 'who wrote hamlet [SEP] hamlet author' };
     const split = { question: 'who wrote hamlet', query: 'hamlet author' };
     const [one, two, three] = await Promise.all([
-      active.search([joined, joined, { query: 'pavia' }], 3),
-      active.search([split], 3),
-      active.search([{ query: 'pavia' }, joined], 2),
+      active.retrieve([joined, joined, { query: 'pavia' }], 3),
+      active.retrieve([split], 3),
+      active.retrieve([{ query: 'pavia' }, joined], 2),
     ]);
     await occupier;
     assert.deepEqual(one.hits[0], one.hits[1]);
@@ -105,15 +105,15 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('refuses a request at once with 503, Retry-After and code overloaded when the queue is full, then recovers', async function () {
     const active = await serving({ resultCacheBytes: 0, batching: { maxQueuedQueries: 1 } });
     const harness = createHarness(active);
-    const occupier = active.search(OCCUPIER, 3);
-    const queued = active.search([{ query: 'hamlet' }], 3);
+    const occupier = active.retrieve(OCCUPIER, 3);
+    const queued = active.retrieve([{ query: 'hamlet' }], 3);
     await untilQueued(active, 1);
 
     const refused = await request(harness.app).post('/retrieve').send({ queries: ['pavia'], topk: 3 });
     assert.equal(refused.status, 503);
     assert.equal(refused.headers['retry-after'], '1');
     assert.equal(refused.body.error.code, 'overloaded');
-    await assert.rejects(active.search([{ query: 'thames' }], 3), isServiceError('overloaded', /limit 1/));
+    await assert.rejects(active.retrieve([{ query: 'thames' }], 3), isServiceError('overloaded', /limit 1/));
 
     await Promise.all([occupier, queued]);
     const recovered = await request(harness.app).post('/retrieve').send({ queries: ['pavia', 'thames'], topk: 3, return_scores: true });
@@ -129,18 +129,30 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     const batches: BatchStats[] = [];
     active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
     const harness = createHarness(active, { requestTimeoutMs: 1 });
-    const occupier = active.search(OCCUPIER, 3);
+    const occupier = active.retrieve(OCCUPIER, 3);
 
     const expired = await request(harness.app).post('/retrieve').send({ queries: ['pavia'], topk: 3 });
     assert.equal(expired.status, 503);
     assert.equal(expired.headers['retry-after'], '1');
     assert.equal(expired.body.error.code, 'timeout');
-    await assert.rejects(active.search([{ query: 'thames' }], 3, { signal: AbortSignal.abort() }), isServiceError('timeout', /deadline passed/));
+    assert.equal(expired.body.error.message, 'retrieval of 1 queries did not finish within 1 ms', 'the route answers with its deadline, the one timer');
+    await assert.rejects(active.retrieve([{ query: 'thames' }], 3, { signal: AbortSignal.abort() }), isServiceError('timeout', /deadline passed/));
 
     await occupier;
     await nextTurn();
     assert.deepEqual(batches.map((batch) => batch.queries), [OCCUPIER.length]);
     assert.equal(active.throughput().queuedQueries, 0);
+  });
+
+  it('answers an empty request at once, even behind a running batch, without queueing or batching it', async function () {
+    const active = await serving({ batching: {}, resultCacheBytes: 1 << 20 });
+    const batches: BatchStats[] = [];
+    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    const occupier = active.retrieve(OCCUPIER, 3);
+    assert.deepEqual(await active.retrieve([], 3), { hits: [], version: 'a', timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } });
+    assert.equal(batches.length, 0, 'answered while the occupier still runs');
+    await occupier;
+    assert.deepEqual(batches.map((batch) => batch.queries), [OCCUPIER.length]);
   });
 
   it('drops a queued request whose client has gone away, without running it', async function () {
@@ -150,7 +162,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     const server = createHarness(active).app.listen(0, '127.0.0.1');
     await once(server, 'listening');
     try {
-      const occupier = active.search(OCCUPIER, 3);
+      const occupier = active.retrieve(OCCUPIER, 3);
       const body = JSON.stringify({ queries: ['pavia', 'thames'], topk: 3 });
       const client = http.request({
         port: (server.address() as AddressInfo).port,
@@ -189,7 +201,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
     assert.ok(metricValue(exposition, 'retriever_result_cache_bytes')! > 0);
 
     const next = await Retriever.load(second, { version: 'b' });
-    const expectedB: RetrievalResult = await next.search(body.queries.map((query) => ({ query })), 3);
+    const expectedB: RetrievalResult = await next.encodeSearchFetch(body.queries.map((query) => ({ query })), 3);
     await active.activate(next);
     exposition = await harness.metrics.registry.metrics();
     assert.equal(metricValue(exposition, 'retriever_result_cache_entries'), 0);

@@ -26,22 +26,22 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
     await active.activate(old);
     const next = await Retriever.load(otherFiles, { version: 'next' });
     const inputs = (await corpusQueries(initialFiles.corpusPath, 64)).map((query) => ({ query }));
-    const expected = await old.search(inputs, 3);
+    const expected = await old.encodeSearchFetch(inputs, 3);
 
-    const inFlight = active.search(inputs, 3);
+    const inFlight = active.retrieve(inputs, 3);
     let released = false;
     const swapped = active.activate(next).then(() => {
       released = true;
     });
     assert.equal(active.current, next, 'new requests go to the new version at once');
-    assert.equal((await active.search(inputs.slice(0, 1), 3)).version, 'next');
+    assert.equal((await active.retrieve(inputs.slice(0, 1), 3)).version, 'next');
     const finished = await inFlight;
     assert.equal(released, false, 'not released while its request ran');
     assert.equal(finished.version, 'old');
     assert.deepEqual(finished.hits, expected.hits);
     await swapped;
     await assert.rejects(old.encoder.encodeQueries(inputs.slice(0, 1)), /the encoder is closed/);
-    await assert.rejects(old.index.search(new Float32Array(old.index.dimension), 1), /is closed/);
+    await assert.rejects(old.index.nearest(new Float32Array(old.index.dimension), 1), /is closed/);
     await assert.rejects(old.corpus.readRows([0]), /EBADF|closed/);
     await active.close();
     await assert.rejects(next.encoder.encodeQueries(inputs.slice(0, 1)), /the encoder is closed/);
