@@ -6,7 +6,7 @@ import type { EncoderRequest, EncoderWorkerData, EncoderWorkerMessage } from './
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
 import { emitFallbackWarning } from '../onnx/execution-provider.js';
-import { WorkerRequests, workerReady } from '../worker-requests.js';
+import { WorkerRequests, workerReady } from '../threads/worker-requests.js';
 
 type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;
 

@@ -1,11 +1,8 @@
 import type { Worker } from 'node:worker_threads';
-import { deserializeError, type SerializedError } from './encoder/encoder-worker-protocol.js';
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
+import { deserializeError, type SerializedError, type WorkerReply } from './replies.js';
 
 export type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
-
-/** What a worker thread answers request `id` with. */
-export type WorkerReply = { kind: 'reply'; id: number } & ({ ok: true } | { ok: false; error: SerializedError });
 
 /**
  * Requests to a worker thread, matched to their replies by id; a failed reply rejects with the
