@@ -17,7 +17,10 @@ export interface Channel {
   idle?(): void;
 }
 
-/** `what` names the thread in failures ("encoder worker"); `exited` words its exit. */
+/**
+ * `what` names the thread in failures ("encoder worker"). `exited` words its exit where the caller
+ * knows more than the code: a worker that dies while loading, a one-shot thread that never answered.
+ */
 export function threadChannel(worker: Worker, what: string, exited = (code: number) => `${what} exited (code ${code})`): Channel {
   return {
     post: (message) => worker.postMessage(message),
