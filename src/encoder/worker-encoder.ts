@@ -6,7 +6,7 @@ import type { EncoderRequest, EncoderWorkerData, EncoderWorkerMessage } from './
 import type { RetrieverManifest } from './manifest.js';
 import type { EncoderOptions } from './onnx-encoder.js';
 import { emitFallbackWarning } from '../onnx/execution-provider.js';
-import { WorkerRequests, workerReady } from '../worker-requests.js';
+import { threadChannel, WorkerRequests, workerReady } from '../threads/worker-requests.js';
 
 type EncoderReply = Extract<EncoderWorkerMessage, { kind: 'reply' }>;
 
@@ -23,7 +23,7 @@ export class WorkerEncoder implements EmbeddingEncoder {
     readonly provider: ExecutionProviderName,
     readonly modelFile: string,
   ) {
-    this.requests = new WorkerRequests(worker, 'encoder worker');
+    this.requests = new WorkerRequests(threadChannel(worker, 'encoder worker'));
   }
 
   static async load(modelDir: string, options: EncoderOptions = {}): Promise<WorkerEncoder> {

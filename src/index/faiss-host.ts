@@ -1,12 +1,9 @@
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseCpuFlags, readCpuinfo } from '../cpu-flags.js';
-import { ServiceError } from '../errors.js';
+import { processChannel, WorkerRequests, type Channel, type WithoutId } from '../threads/worker-requests.js';
 import type { FaissReply, FaissRequest } from './faiss-protocol.js';
-
-type Request = FaissRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
-type Success = Extract<FaissReply, { ok: true }>;
 
 const HOST_ENTRY = fileURLToPath(new URL('../workers/faiss-worker.js', import.meta.url));
 
@@ -46,75 +43,28 @@ export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelis
 
 /** The client side of one faiss host process (see src/workers/faiss-worker.ts). */
 export class FaissHost {
-  private readonly pending = new Map<number, { resolve: (reply: Success) => void; reject: (error: Error) => void }>();
-  private nextId = 1;
-  private failure: ServiceError | undefined;
-  private readonly exited: Promise<void>;
+  private readonly requests: WorkerRequests<FaissRequest, FaissReply>;
 
-  private constructor(private readonly child: ChildProcess) {
-    child.on('message', (reply: FaissReply) => this.settle(reply));
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        this.fail(`faiss host process exited (${signal ?? `code ${code}`})`);
-        resolve();
-      });
-    });
-    child.on('error', (error) => this.fail(`faiss host process failed: ${error.message}`));
-    this.idle();
+  private constructor(private readonly channel: Channel) {
+    this.requests = new WorkerRequests(channel);
   }
 
   static start(): FaissHost {
-    return new FaissHost(
-      fork(HOST_ENTRY, [], {
-        execArgv: [],
-        serialization: 'advanced',
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        env: faissHostEnv(process.env),
-      }),
-    );
+    const child = fork(HOST_ENTRY, [], {
+      execArgv: [],
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: faissHostEnv(process.env),
+    });
+    return new FaissHost(processChannel(child, 'faiss host process'));
   }
 
-  request(request: Request): Promise<Success> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    if (this.pending.size === 0) this.busy();
-    return new Promise<Success>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.child.send({ ...request, id });
-    });
+  request(request: WithoutId<FaissRequest>): Promise<Extract<FaissReply, { ok: true }>> {
+    return this.requests.send(request);
   }
 
   /** Ends the process (and so frees its index); resolves once it has exited. */
-  async stop(): Promise<void> {
-    // Referenced, so that waiting for the exit keeps an otherwise idle process alive.
-    this.child.ref();
-    if (this.child.connected) this.child.disconnect();
-    await this.exited;
-  }
-
-  // An idle host must not keep the service's process alive; one with requests in flight must.
-  private busy(): void {
-    this.child.ref();
-    this.child.channel?.ref();
-  }
-
-  private idle(): void {
-    this.child.unref();
-    this.child.channel?.unref();
-  }
-
-  private settle(reply: FaissReply): void {
-    const waiter = this.pending.get(reply.id);
-    if (!waiter) return;
-    this.pending.delete(reply.id);
-    if (this.pending.size === 0) this.idle();
-    if (reply.ok) waiter.resolve(reply);
-    else waiter.reject(new ServiceError('internal', `faiss: ${reply.message}`));
-  }
-
-  private fail(why: string): void {
-    this.failure ??= new ServiceError('internal', why);
-    for (const waiter of this.pending.values()) waiter.reject(this.failure);
-    this.pending.clear();
+  stop(): Promise<void> {
+    return this.channel.end();
   }
 }

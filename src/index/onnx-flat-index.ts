@@ -9,7 +9,7 @@ import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
 import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
-import { WorkerRequests, workerReady } from '../worker-requests.js';
+import { threadChannel, WorkerRequests, workerReady } from '../threads/worker-requests.js';
 
 export type { SearchDevice } from './onnx-search-protocol.js';
 
@@ -73,7 +73,7 @@ class SearchWorker {
     worker: Worker,
     readonly info: SearchSessionInfo,
   ) {
-    this.requests = new WorkerRequests(worker, 'search worker');
+    this.requests = new WorkerRequests(threadChannel(worker, 'search worker'));
   }
 
   static async start(data: SearchWorkerData, options: OnnxIndexOptions): Promise<SearchWorker> {

@@ -1,5 +1,5 @@
 import type { SearchPrecision } from './search-graph.js';
-import type { SerializedError } from '../encoder/encoder-worker-protocol.js';
+import type { FailedReply, SerializedError } from '../threads/replies.js';
 import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 import type { IxfiHeader } from './ixfi-header.js';
 
@@ -40,4 +40,4 @@ export type SearchWorkerMessage =
   | { kind: 'warning'; message: string }
   | { kind: 'progress'; done: number; total: number }
   | { kind: 'reply'; id: number; ok: true; rowIndices?: Int32Array; scores?: Float32Array }
-  | { kind: 'reply'; id: number; ok: false; error: SerializedError };
+  | FailedReply;

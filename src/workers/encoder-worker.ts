@@ -1,11 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import {
-  serializeError,
-  type EncoderRequest,
-  type EncoderWorkerData,
-  type EncoderWorkerMessage,
-} from '../encoder/encoder-worker-protocol.js';
+import type { EncoderRequest, EncoderWorkerData, EncoderWorkerMessage } from '../encoder/encoder-worker-protocol.js';
 import { OnnxEncoder } from '../encoder/onnx-encoder.js';
+import { failedReply, serializeError } from '../threads/replies.js';
 
 // ONNX Runtime's run computes synchronously; in this thread it blocks only this thread.
 const port = parentPort!;
@@ -30,7 +26,7 @@ async function answer(encoder: OnnxEncoder, request: EncoderRequest): Promise<vo
       request.op === 'queries' ? await encoder.encodeQueries(request.inputs) : await encoder.encodePassages(request.texts);
     post({ kind: 'reply', id: request.id, ok: true, vectors }, [vectors.buffer as ArrayBuffer]);
   } catch (error) {
-    post({ kind: 'reply', id: request.id, ok: false, error: serializeError(error) });
+    post(failedReply(request.id, error));
   }
 }
 

@@ -7,6 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import type { FaissReply, FaissRequest } from '../index/faiss-protocol.js';
+import { failedReply } from '../threads/replies.js';
 
 // faiss-node is CommonJS with a native addon.
 const { IndexFlatIP } = createRequire(import.meta.url)('faiss-node') as typeof import('faiss-node');
@@ -18,13 +19,13 @@ function answer(request: FaissRequest): FaissReply {
     case 'load': {
       if (index) throw new Error('this faiss host already holds an index');
       index = IndexFlatIP.read(request.path);
-      return { id: request.id, ok: true, dimension: index.getDimension(), rows: index.ntotal() };
+      return { kind: 'reply', id: request.id, ok: true, dimension: index.getDimension(), rows: index.ntotal() };
     }
     case 'search': {
       if (!index) throw new Error('no index loaded');
       // faiss-node takes a plain Array and answers plain Arrays of numbers.
       const { labels, distances } = index.search(Array.from(request.vectors), request.topk);
-      return { id: request.id, ok: true, rowIndices: Int32Array.from(labels), scores: Float32Array.from(distances) };
+      return { kind: 'reply', id: request.id, ok: true, rowIndices: Int32Array.from(labels), scores: Float32Array.from(distances) };
     }
   }
 }
@@ -34,7 +35,8 @@ process.on('message', (request: FaissRequest) => {
   try {
     reply = answer(request);
   } catch (error) {
-    reply = { id: request.id, ok: false, message: (error as Error).message };
+    // The service answers with this message: it says which library failed.
+    reply = failedReply(request.id, new Error(`faiss: ${(error as Error).message}`));
   }
   process.send!(reply);
 });

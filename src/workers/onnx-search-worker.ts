@@ -7,7 +7,6 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
-import { serializeError } from '../encoder/encoder-worker-protocol.js';
 import type { SearchPrecision } from '../index/search-graph.js';
 import { tryCuda } from '../onnx/execution-provider.js';
 import type { ExecutionProviderName } from '../onnx/execution-provider.js';
@@ -16,6 +15,7 @@ import { IXFI_HEADER_BYTES } from '../index/ixfi-header.js';
 import type { SearchRequest, SearchWorkerData, SearchWorkerMessage } from '../index/onnx-search-protocol.js';
 import { buildProbeOnnx, buildSearchOnnx, SEARCH_INPUTS, SEARCH_OUTPUTS, type VectorSlice } from '../index/search-graph.js';
 import { rescoreExactly } from '../index/rescore.js';
+import { failedReply, serializeError } from '../threads/replies.js';
 
 const port = parentPort!;
 const data = workerData as SearchWorkerData;
@@ -131,7 +131,7 @@ try {
         if (rescore !== undefined) found = rescoreExactly(request.vectors, data.index.dimension, found, candidates, k, readRow);
         post({ kind: 'reply', id: request.id, ok: true, ...found }, [found.rowIndices.buffer as ArrayBuffer, found.scores.buffer as ArrayBuffer]);
       } catch (error) {
-        post({ kind: 'reply', id: request.id, ok: false, error: serializeError(error) });
+        post(failedReply(request.id, error));
       }
     });
   });
