@@ -7,10 +7,10 @@ import type { WeightBitsSetting } from './onnx/int8-quantization.js';
 import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
 import type { SearchBackendChoice, SearchPrecisionChoice } from './index/open-index.js';
 
 export type DeviceChoice = 'cuda' | 'cpu' | 'auto';
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 /** Everything `serve` needs, after defaults < config file < environment < flags. */
 export interface ServiceConfig {
@@ -257,7 +257,7 @@ const SETTINGS: readonly Setting[] = [
   {
     key: 'logLevel',
     flag: 'log_level',
-    parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    parse: oneOf(LOG_LEVELS),
     description: 'log level',
   },
   { key: 'trainingToken', flag: 'training_token', parse: text, description: 'bearer token for the training routes' },
