@@ -1,7 +1,10 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
-import type { LogLevel } from './config.js';
 
 export type { Logger } from 'pino';
+
+/** pino's level names, in the order `--log_level`'s errors list them. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface LoggerOptions {
   logLevel: LogLevel;

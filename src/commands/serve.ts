@@ -1,6 +1,7 @@
 import path from 'node:path';
+import { Command } from 'commander';
 import type { Router } from 'express';
-import type { ServiceConfig } from '../config.js';
+import { addServeOptions, resolveServeConfig, type ServiceConfig } from '../config.js';
 import { lockDataDir } from '../data-dir-lock.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
@@ -139,7 +140,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
  * Listens first, then loads: `/health` answers at once and `/ready` reports loading progress,
  * so a launcher can wait on it instead of sleeping.
  */
-export async function serve(config: ServiceConfig): Promise<void> {
+async function runServe(config: ServiceConfig): Promise<void> {
   const logger = createLogger(config);
   // The lock guards the training store and the version registry. Serving alone writes nothing in
   // the data dir but a checkpoint's conversion (staged, then renamed into place), so a read-only
@@ -193,4 +194,10 @@ export async function serve(config: ServiceConfig): Promise<void> {
     await running.shutdown('load failed');
     process.exitCode = 1;
   }
+}
+
+export function serveCommand(): Command {
+  return addServeOptions(new Command('serve'))
+    .description('serve POST /retrieve (flags of Search-R1 retrieval_server.py accepted)')
+    .action(async (_options, command: Command) => runServe(resolveServeConfig(command, process.env)));
 }

@@ -1,17 +1,17 @@
 import express, { type Express, type Router } from 'express';
 import helmet from 'helmet';
-import type { ServiceConfig } from '../config.js';
 import type { RetrievalService } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
-import { retrieveRoutes } from './retrieve-routes.js';
+import { retrieveRoutes, type RetrieveSettings } from './retrieve-routes.js';
 import { statusRoutes } from './status-routes.js';
 
 export interface AppOptions {
   service: RetrievalService;
-  config: ServiceConfig;
+  /** `serve`'s settings satisfy it. */
+  config: RetrieveSettings;
   logger: Logger;
   /** A fresh per-app registry when absent. */
   metrics?: ServiceMetrics;

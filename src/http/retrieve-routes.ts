@@ -1,5 +1,4 @@
 import express, { Router, type Response } from 'express';
-import type { ServiceConfig } from '../config.js';
 import { ServiceError } from '../errors.js';
 import type { CorpusRow } from '../corpus/corpus-row.js';
 import type { RetrievalService, SearchHit } from '../engine/types.js';
@@ -9,6 +8,20 @@ import { requestFacts } from './request-log.js';
 import { parseRetrieveRequest, type RetrieveLimits } from './retrieve-request.js';
 
 export const VERSION_HEADER = 'X-Retriever-Version';
+
+/** What `/retrieve` takes from the service's settings, named as `serve`'s settings are. */
+export interface RetrieveSettings {
+  /** What a request's missing/null/0 `topk` means. */
+  topk: number;
+  maxTopk: number;
+  maxQueries: number;
+  maxQueryChars: number;
+  /** JSON body limit in body-parser's notation (`64mb`). */
+  bodyLimit: string;
+  logQueries: boolean;
+  /** 0 disables the per-request deadline. */
+  requestTimeoutMs: number;
+}
 
 type ScoredDocument = { document: CorpusRow; score: number };
 
@@ -48,7 +61,7 @@ function beforeDeadline<T>(work: Promise<T>, deadline: AbortSignal): Promise<T> 
   return Promise.race([work, passed]);
 }
 
-export function retrieveRoutes(service: RetrievalService, config: ServiceConfig, metrics: ServiceMetrics): Router {
+export function retrieveRoutes(service: RetrievalService, config: RetrieveSettings, metrics: ServiceMetrics): Router {
   const limits: RetrieveLimits = {
     defaultTopk: config.topk,
     maxTopk: config.maxTopk,

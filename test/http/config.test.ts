@@ -3,7 +3,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { addServeOptions, CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs } from '../../src/config.js';
+import { addServeOptions, CONFIG_DEFAULTS, compatibilityNotices, parseServeArgs, SETTINGS } from '../../src/config.js';
 import { PROJECT_ROOT } from '../../src/project-files.js';
 import { ServiceError } from '../../src/errors.js';
 
@@ -14,6 +14,12 @@ function rejects(run: () => unknown, field: RegExp): void {
     assert.match(error.message, field);
     return true;
   });
+}
+
+/** The default `serve --help` shows for a valued setting, or undefined where it shows none. */
+function helpDefault(flag: string): string | undefined {
+  const help = addServeOptions(new Command('serve')).helpInformation().replace(/\s+/g, ' ');
+  return new RegExp(`--${flag} <value> (?:(?! --).)*?\\(default (\\S+);`).exec(help)?.[1];
 }
 
 describe('serve config', () => {
@@ -65,15 +71,35 @@ describe('serve config', () => {
   });
 
   it("shows each default in serve --help as README's configuration table does", async () => {
-    const help = addServeOptions(new Command('serve')).helpInformation().replace(/\s+/g, ' ');
     const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
     const rows = [...readme.matchAll(/^\| `--([a-z_]+)` \| `?([^|`]+?)`? \|/gm)].map(([, flag, value]) => [flag!, value!] as const);
     const compared = rows.flatMap(([flag, readmeDefault]) => {
-      const shown = new RegExp(`--${flag} <value> (?:(?! --).)*?\\(default (\\S+);`).exec(help);
-      return shown ? [[flag, shown[1], readmeDefault]] : [];
+      const shown = helpDefault(flag);
+      return shown ? [[flag, shown, readmeDefault]] : [];
     });
     assert.ok(compared.some(([flag]) => flag === 'result_cache_size'), JSON.stringify(compared));
     for (const [flag, help, readme] of compared) assert.equal(help, readme, `--${flag}: serve --help says ${help}, README says ${readme}`);
+  });
+
+  it("README's configuration table names every setting, with the default serve --help shows (off for a switch)", async () => {
+    const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
+    const rows = [...readme.matchAll(/^\| (`--.+?) \| (.+?) \|/gm)].map(([, flags, defaults]) => ({
+      flags: [...flags!.matchAll(/`--([a-z0-9_]+)`/g)].map(([, flag]) => flag!),
+      defaults: defaults!.split(', ').map((value) => value.replaceAll('`', '')),
+    }));
+    const documented = new Set(rows.flatMap((row) => row.flags));
+    assert.deepEqual(Object.values(SETTINGS).map(({ flag }) => flag).filter((flag) => !documented.has(flag)), []);
+    // A row of several flags gives their defaults in order, or one phrase for all of them.
+    const compared = rows.flatMap(({ flags, defaults }) => (flags.length === defaults.length ? flags.map((flag, i) => [flag, defaults[i]!] as const) : []));
+    const switches = new Set(Object.values(SETTINGS).flatMap((setting) => ('whenGiven' in setting ? [setting.flag] : [])));
+    let checked = 0;
+    for (const [flag, readmeDefault] of compared) {
+      const shown = switches.has(flag) ? 'off' : helpDefault(flag);
+      if (shown === undefined) continue;
+      assert.equal(readmeDefault, shown, `--${flag}: README says ${readmeDefault}, serve --help ${shown}`);
+      checked += 1;
+    }
+    assert.ok(checked >= 25, `only ${checked} defaults compared`);
   });
 
   it('layers defaults < config file < environment < flags', async () => {

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { buildIndexCommand } from '../../src/commands/build-index.js';
+import { runBuildIndex } from '../../src/commands/build-index.js';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { makeModel } from '../../src/encoder/make-model.js';
 import { readManifest } from '../../src/encoder/manifest.js';
@@ -169,9 +169,9 @@ describe('passage max length: 256 as the reference index scripts, or a build\'s 
       await partial.close();
     }
     const command = { modelDir, corpusPath, outPath, batchSize: 4, device: 'cpu', deviceIds: [0], restart: false, maxPassageLength: 512 } as const;
-    await assert.rejects(buildIndexCommand(command), isServiceError('conflict', /partial index build of a different encoder/));
+    await assert.rejects(runBuildIndex(command), isServiceError('conflict', /partial index build of a different encoder/));
 
-    const result = await buildIndexCommand({ ...command, restart: true });
+    const result = await runBuildIndex({ ...command, restart: true });
     assert.deepEqual(result, { path: outPath, rows: ROWS, dimension: at512.manifest.dimension, maxPassageLength: 512, resumedFrom: 0 });
     const bytes = await readFile(outPath);
     const stored = new Float32Array(new Uint8Array(bytes.subarray(IXFI_HEADER_BYTES)).buffer);
