@@ -35,6 +35,13 @@ module.exports = {
     },
     ...roomRules,
     {
+      name: 'workers-import-rooms',
+      comment: 'worker entry points run a room\'s work in another thread or process; they never reach the program above the rooms',
+      severity: 'error',
+      from: { path: '^src/workers/' },
+      to: { path: '^src/(cli|config|server|demo|data-dir-lock)\\.ts$|^src/(commands|http|versions)/' },
+    },
+    {
       name: 'no-circular',
       severity: 'error',
       from: { path: '^src/' },
