@@ -140,6 +140,11 @@ export class VersionManager {
   private readonly activation = new Mutex();
   /** Registrations one at a time: each sees the versions the ones before it added, so a repeat finds its version. */
   private readonly registration = new Mutex();
+  /**
+   * Conversions one at a time: two of one checkpoint (under two labels) would write the same
+   * cached folder, where the second now finds the first's; and on a small host two at once end no sooner.
+   */
+  private readonly conversion = new Mutex();
   /** Conversions past their thread, recording their outcome: a shutdown waits for these, not for a thread still converting. */
   private readonly finishing = new Set<Promise<void>>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
@@ -345,16 +350,20 @@ export class VersionManager {
     if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
       throw new Error(`registered for corpus ${version.corpusPath}, but the server now serves ${corpus.corpusPath}`);
     }
-    const modelDir = await resolveModelFolderOffThread({
+    const request = {
       dir: version.source,
       cacheDir: path.resolve(this.options.dataDir, 'models'),
       fp16: this.options.fp16,
       int8: this.options.int8,
-    }).catch((error: Error) => {
-      throw new Error(`checkpoint conversion failed: ${error.message}`);
-    });
+    };
+    // One queued behind another does not start once the server shuts down.
+    const modelDir = await this.conversion
+      .runExclusive(async () => (this.closing ? undefined : resolveModelFolderOffThread(request)))
+      .catch((error: Error) => {
+        throw new Error(`checkpoint conversion failed: ${error.message}`);
+      });
     // A shutdown does not wait for a converting thread (an e5-base takes a minute or more); the next start resumes it.
-    if (this.closing) return;
+    if (modelDir === undefined || this.closing) return;
     const finishing = this.finishConversion(version, modelDir, corpus.rows);
     this.finishing.add(finishing);
     try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -288,6 +288,113 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(unknown.body.error.code, 'not_found');
     const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
     assert.equal(listed.versions.length, 2, 'refused registrations leave nothing behind');
+  });
+
+  it('answers a repeated registration with the version it made (200) and starts nothing: the same files and options, or the same Idempotency-Key; a key reused with another body is a 409', async function () {
+    const { app } = await startService();
+    const post = (body: object, key?: string) => {
+      const sent = request(app).post('/training/versions').set('Authorization', AUTH);
+      return (key === undefined ? sent : sent.set('Idempotency-Key', key)).send(body);
+    };
+    const indexPath = path.join(scratch, 'repeated.index');
+    await cp(initialFiles.indexPath, indexPath);
+    const prebuilt = { model_path: initialFiles.modelDir, index_path: indexPath };
+    const first = await post(prebuilt).expect(201);
+    const again = await post(prebuilt).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions', again);
+    assert.deepEqual(again.body, first.body);
+    const labelled = await post({ ...prebuilt, label: 'other' }).expect(201);
+    assert.notEqual(labelled.body.version.id, first.body.version.id, 'another label is another registration');
+
+    // A checkpoint is converted and built once; a repeat while it converts or after it is built answers with it.
+    const checkpoint = await writeCheckpoint(path.join(scratch, 'checkpoint-800'), initialFiles.modelDir, 800);
+    const build = { model_path: checkpoint, build_index: true };
+    const registered = await post(build).expect(202);
+    const id: string = registered.body.version.id;
+    const repeated = await post(build).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions', repeated);
+    assert.equal(repeated.body.version.id, id);
+    const building = await pollVersion(app, id);
+    assert.equal(building.state, 'building', building.reason);
+    assert.equal((await pollJob(app, building.jobId!)).at(-1)!.state, 'done');
+    const afterBuild = await post(build).expect(200);
+    assert.deepEqual([afterBuild.body.version.state, afterBuild.body.job.id, afterBuild.body.job.state], ['ready', building.jobId, 'done']);
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs as JobView[];
+    assert.deepEqual(jobs.map((job) => job.versionId), [id], 'one build of the checkpoint');
+
+    // Rewritten weights (a new modification time) are another checkpoint.
+    await utimes(path.join(checkpoint, 'model.safetensors'), new Date(), new Date(Date.UTC(2030, 0, 1)));
+    const retrained = await post(build).expect(202);
+    assert.notEqual(retrained.body.version.id, id);
+    assert.equal((await pollVersion(app, retrained.body.version.id)).state, 'building');
+
+    const keyed = await post({ ...prebuilt, label: 'keyed' }, 'key-1').expect(201);
+    assert.equal(keyed.body.version.idempotencyKey, 'key-1');
+    const retried = await post({ ...prebuilt, label: 'keyed' }, 'key-1').expect(200);
+    assert.equal(retried.body.version.id, keyed.body.version.id);
+    const reused = await post({ ...prebuilt, label: 'another' }, 'key-1').expect(409);
+    assertMatchesOpenApi('POST', '/training/versions', reused);
+    assert.deepEqual(reused.body.error, {
+      code: 'conflict',
+      field: 'Idempotency-Key',
+      message: `Idempotency-Key "key-1" was already used with a different body: it registered version ${keyed.body.version.id} (model_path ${initialFiles.modelDir}, index_path ${indexPath}, label "keyed"); send a new key for a new registration`,
+    });
+    const reusedForBuild = await post(build, 'key-1').expect(409);
+    assert.match(reusedForBuild.body.error.message, /^Idempotency-Key "key-1" was already used with a different body/);
+    const empty = await post(prebuilt, '').expect(400);
+    assert.deepEqual([empty.body.error.field, empty.body.error.message], ['Idempotency-Key', 'Idempotency-Key must be 1 to 255 characters']);
+
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body.versions as VersionRecord[];
+    assert.deepEqual(
+      listed.map((version) => version.id),
+      [INITIAL_VERSION, first.body.version.id, labelled.body.version.id, id, retrained.body.version.id, keyed.body.version.id],
+      'repeats and refusals registered nothing',
+    );
+  });
+
+  it('makes one version and one build of two identical registrations sent at once, and refuses a build of it meanwhile (409)', async function () {
+    const { app } = await startService();
+    const checkpoint = await writeCheckpoint(path.join(scratch, 'checkpoint-900'), initialFiles.modelDir, 900);
+    const send = () => request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: checkpoint, build_index: true });
+    const answers = await Promise.all([send(), send()]);
+    assert.deepEqual(answers.map((answer) => answer.status).sort(), [200, 202]);
+    const id: string = answers[0]!.body.version.id;
+    assert.equal(answers[1]!.body.version.id, id);
+    for (const answer of answers) assert.equal(answer.body.version.state, 'converting');
+    const refused = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/build', refused);
+    assert.match(refused.body.error.message, new RegExp(`^version ${id} is (converting|building); only a registered or failed version's index is built$`));
+
+    const building = await pollVersion(app, id);
+    assert.equal(building.state, 'building', building.reason);
+    const again = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assert.equal(again.body.error.message, `version ${id} is building; only a registered or failed version's index is built`);
+    assert.equal((await pollJob(app, building.jobId!)).at(-1)!.state, 'done');
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs as JobView[];
+    assert.deepEqual(jobs.map((job) => [job.id, job.versionId]), [[building.jobId, id]]);
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body.versions as VersionRecord[];
+    assert.deepEqual(listed.map((version) => [version.id, version.state]), [[INITIAL_VERSION, 'active'], [id, 'ready']]);
+  });
+
+  it('marks a checkpoint whose conversion fails as failed with the reason; it is neither built nor activated, and once deleted it registers anew', async function () {
+    const { app } = await startService();
+    const broken = path.join(scratch, 'checkpoint-broken');
+    await cp(checkpointDir, broken, { recursive: true });
+    await writeFile(path.join(broken, 'model.safetensors'), 'not a safetensors file');
+    const send = () => request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: broken, build_index: true }).expect(202);
+    const id: string = (await send()).body.version.id;
+    const failed = await pollVersion(app, id);
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.reason!, /^checkpoint conversion failed: .*model\.safetensors/);
+    assert.equal(failed.modelDir, undefined);
+    const build = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assert.equal(build.body.error.message, `version ${id} has no converted model (${failed.reason}); delete it and register the checkpoint again`);
+    const activate = await request(app).post(`/training/versions/${id}/activate`).set('Authorization', AUTH).expect(409);
+    assert.equal(activate.body.error.message, `version ${id} has no index yet (failed: ${failed.reason})`);
+    assert.deepEqual((await request(app).delete(`/training/versions/${id}`).set('Authorization', AUTH).expect(200)).body.removed, []);
+    const anew = (await send()).body.version.id;
+    assert.notEqual(anew, id);
+    assert.equal((await pollVersion(app, anew)).state, 'failed');
   });
 
   it('serialises activations: a second one while the first loads is a 409, and the first completes', async function () {
