@@ -268,7 +268,9 @@ export class VersionManager {
     const folder = await modelFolderKind(source).catch(modelProblem);
     if (request.idempotencyKey !== undefined) {
       const keyed = this.registry.versions().find((version) => version.idempotencyKey === request.idempotencyKey);
-      if (keyed && !this.sameRequest(keyed, source, indexPath, request.label)) throw new IdempotencyKeyReusedError(request.idempotencyKey, keyed, this.buildsIndex(keyed));
+      if (keyed && !this.sameRequest(keyed, source, indexPath, request.label)) {
+        throw new IdempotencyKeyReusedError(request.idempotencyKey, keyed, this.buildsIndex(keyed));
+      }
       if (keyed) return this.existing(keyed);
     }
     const fingerprint = createHash('sha256')
@@ -277,9 +279,9 @@ export class VersionManager {
     const same = this.registry.versions().find((version) => version.fingerprint === fingerprint);
     if (same) return this.existing(same);
 
-    const dimension = await (folder.kind === 'model' ? readManifest(source) : readBertConfig(source).then(({ hiddenSize }) => ({ dimension: hiddenSize })))
-      .then(({ dimension }) => dimension)
-      .catch(modelProblem);
+    const manifest = folder.kind === 'model' ? await readManifest(source).catch(modelProblem) : undefined;
+    // A checkpoint encodes into its hidden states: config.json gives their width before any conversion.
+    const dimension = manifest?.dimension ?? (await readBertConfig(source).catch(modelProblem)).hiddenSize;
     if (indexPath !== undefined) {
       await readIxfiHeader(indexPath, { expectDimension: dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
         throw new RegistrationError('bad_request', 'indexPath', error.message);
@@ -295,13 +297,12 @@ export class VersionManager {
       fingerprint,
       ...(request.idempotencyKey !== undefined && { idempotencyKey: request.idempotencyKey }),
     };
-    if (folder.kind === 'checkpoint') {
+    if (manifest === undefined) {
       const version = await this.registry.addVersion({ ...fields, state: 'converting' });
       this.convertInBackground(version.id);
       return { version, outcome: 'converting' };
     }
     if (indexPath !== undefined) return { version: await this.registry.addVersion({ ...fields, modelDir: source, state: 'ready' }), outcome: 'new' };
-    const manifest = await readManifest(source);
     await this.registry.addVersion({ ...fields, modelDir: source, indexPath: this.builtIndexPath(fields.id, manifest.name), state: 'registered' });
     const job = await this.indexJobs.start(fields.id, corpus.rows);
     return { version: this.registry.version(fields.id), job, outcome: 'new' };
