@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX_FILE } from '../encoder/hf-checkpoint.js';
@@ -25,16 +25,9 @@ export interface ModelFolderOptions {
  * conversion, built once and reused until the checkpoint's files change.
  */
 export async function resolveModelFolder(dir: string, options: ModelFolderOptions): Promise<string> {
-  if (await pathExists(path.join(dir, MANIFEST_FILE))) return dir;
-  const config = path.join(dir, CONFIG_FILE);
-  const weights = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.safetensors') || name === WEIGHTS_INDEX_FILE);
-  if (!(await pathExists(config)) || weights.length === 0) {
-    throw new ServiceError(
-      'not_found',
-      `${dir} is neither a model folder (${MANIFEST_FILE}) nor a Hugging Face BERT checkpoint (${CONFIG_FILE} + ${WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE})`,
-    );
-  }
-  const files = [config, ...weights.sort().map((name) => path.join(dir, name))];
+  const folder = await modelFolderKind(dir);
+  if (folder.kind === 'model') return dir;
+  const files = [path.join(dir, CONFIG_FILE), ...folder.weights.map((name) => path.join(dir, name))];
   const key = await checkpointKey(dir, files, options);
   const modelDir = path.join(options.cacheDir, `${path.basename(dir)}-${key}`);
   if (!(await pathExists(path.join(modelDir, MANIFEST_FILE)))) {
@@ -51,15 +44,51 @@ export async function resolveModelFolder(dir: string, options: ModelFolderOption
   return modelDir;
 }
 
+/**
+ * What `dir` holds, without converting anything: a model folder of ours, or a Hugging Face BERT
+ * checkpoint with its weight files (sorted); anything else is refused naming what was looked for.
+ */
+export async function modelFolderKind(dir: string): Promise<{ kind: 'model' } | { kind: 'checkpoint'; weights: string[] }> {
+  if (await pathExists(path.join(dir, MANIFEST_FILE))) return { kind: 'model' };
+  const weights = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.safetensors') || name === WEIGHTS_INDEX_FILE);
+  if (!(await pathExists(path.join(dir, CONFIG_FILE))) || weights.length === 0) {
+    throw new ServiceError(
+      'not_found',
+      `${dir} is neither a model folder (${MANIFEST_FILE}) nor a Hugging Face BERT checkpoint (${CONFIG_FILE} + ${WEIGHTS_FILE} or ${WEIGHTS_INDEX_FILE})`,
+    );
+  }
+  return { kind: 'checkpoint', weights: weights.sort() };
+}
+
 /** Identifies a checkpoint by where it is and its files' sizes and times: hashing 440 MB would cost seconds. */
 async function checkpointKey(dir: string, files: readonly string[], graphs: Pick<ModelFolderOptions, 'fp16' | 'int8'>): Promise<string> {
   const hash = createHash('sha256').update(await realpath(dir));
-  for (const file of files) {
-    const { size, mtimeMs } = await stat(file);
-    hash.update(`\0${path.basename(file)}:${size}:${mtimeMs}`);
-  }
+  await hashFileStamps(hash, files);
   hash.update(graphs.fp16 ? '\0fp16' : '\0fp32');
   // Conversions made without an int8 graph keep their key; each weight width gets its own folder.
   if (graphs.int8 !== undefined) hash.update(`\0int8-${chooseWeightBits(graphs.int8).weightBits}`);
   return hash.digest('hex').slice(0, 12);
+}
+
+/**
+ * Identifies what a model folder or checkpoint holds now, without reading its weights: its real
+ * path and every file's name, size and modification time (subfolders, such as a trainer's
+ * optimizer states, are not part of the model). A file rewritten in place changes it.
+ */
+export async function modelFolderStamp(dir: string): Promise<string> {
+  const hash = createHash('sha256').update(await realpath(dir));
+  const files: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    // stat, not the directory entry: a Hugging Face cache snapshot links its files.
+    if ((await stat(path.join(dir, name))).isFile()) files.push(path.join(dir, name));
+  }
+  await hashFileStamps(hash, files);
+  return hash.digest('hex');
+}
+
+async function hashFileStamps(hash: Hash, files: readonly string[]): Promise<void> {
+  for (const file of files) {
+    const { size, mtimeMs } = await stat(file);
+    hash.update(`\0${path.basename(file)}:${size}:${mtimeMs}`);
+  }
 }

@@ -1,6 +1,13 @@
 import express, { Router, type ErrorRequestHandler, type Request } from 'express';
 import { ServiceError } from '../errors.js';
-import { NoIndexYetError, RegistrationError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
+import {
+  IdempotencyKeyReusedError,
+  NoIndexYetError,
+  RegistrationError,
+  VersionBuildingError,
+  type Registration,
+  type VersionManager,
+} from '../versions/version-manager.js';
 import type { VersionRecord } from '../versions/version-registry.js';
 import { bearerAuth, type BearerAuthOptions } from './auth.js';
 
@@ -35,12 +42,17 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     if ((indexPath === undefined) === !buildIndex) {
       throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
     }
-    const registered = await versions.register({
+    const idempotencyKey = req.get(IDEMPOTENCY_KEY);
+    if (idempotencyKey !== undefined && (idempotencyKey === '' || idempotencyKey.length > 255)) {
+      throw new ServiceError('bad_request', `${IDEMPOTENCY_KEY} must be 1 to 255 characters`, { field: IDEMPOTENCY_KEY });
+    }
+    const { outcome, ...registered } = await versions.register({
       modelPath,
       ...(indexPath !== undefined && { indexPath }),
       ...(label !== undefined && { label }),
+      ...(idempotencyKey !== undefined && { idempotencyKey }),
     });
-    res.status(201).json(showingVersion(registered));
+    res.status(REGISTRATION_STATUS[outcome]).json(showingVersion(registered));
   });
 
   // Before `/:id` routes, so `rollback` is never taken for a version id.
@@ -81,8 +93,8 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   return router;
 }
 
-/** A version as clients see it: the reason a build stopped ends with the request that resumes it. */
-function shown({ buildStopped, ...version }: VersionRecord): VersionRecord {
+/** A version as clients see it: without the fingerprint the service matches repeated registrations by; the reason a build stopped ends with the request that resumes it. */
+function shown({ buildStopped, fingerprint: _matchedByTheService, ...version }: VersionRecord): VersionRecord {
   if (buildStopped === undefined) return version;
   const resumes = buildStopped === 'interrupted' ? 'resumes it from its partial file' : 'resumes it';
   return { ...version, reason: `${version.reason}; POST /training/versions/${version.id}/build ${resumes}` };
@@ -94,6 +106,11 @@ function showingVersion<T extends { version: VersionRecord }>(result: T): T {
 
 const BODY_FIELDS: Record<RegistrationError['field'], string> = { modelPath: 'model_path', indexPath: 'index_path' };
 
+const IDEMPOTENCY_KEY = 'Idempotency-Key';
+
+/** 202: the checkpoint converts in the background, follow the version; 200: the earlier registration's version. */
+const REGISTRATION_STATUS: Record<Registration['outcome'], number> = { new: 201, converting: 202, existing: 200 };
+
 /** The versions room says what to do and what was wrong; a client hears it in the API's words: its routes and body fields. */
 function inApiWords(error: unknown): unknown {
   if (error instanceof VersionBuildingError) {
@@ -101,6 +118,15 @@ function inApiWords(error: unknown): unknown {
     return new ServiceError('conflict', `version ${versionId} is building its index; cancel job ${jobId} (DELETE /training/jobs/${jobId}) first`);
   }
   if (error instanceof NoIndexYetError) return new NoIndexYetError(shown(error.version));
+  if (error instanceof IdempotencyKeyReusedError) {
+    const { key, version, buildsIndex } = error;
+    const made = buildsIndex ? 'build_index: true' : `index_path ${version.indexPath}`;
+    return new ServiceError(
+      'conflict',
+      `${IDEMPOTENCY_KEY} ${JSON.stringify(key)} was already used with a different body: it registered version ${version.id} (model_path ${version.source}, ${made}${version.label === undefined ? '' : `, label ${JSON.stringify(version.label)}`}); send a new key for a new registration`,
+      { field: IDEMPOTENCY_KEY },
+    );
+  }
   if (error instanceof RegistrationError) {
     const field = BODY_FIELDS[error.field];
     return new ServiceError(error.code, `${field}: ${error.problem}`, { field });

@@ -25,6 +25,12 @@ export interface JobView extends JobRecord {
   etaSeconds?: number;
 }
 
+/** The model a build encodes with and the index file it writes. */
+interface BuildFiles {
+  modelDir: string;
+  indexPath: string;
+}
+
 interface RunningJob {
   controller: AbortController;
   rowsDone: number;
@@ -57,18 +63,21 @@ export class IndexJobs {
    * until the job ends.
    */
   async start(versionId: string, corpusRows: number): Promise<JobView> {
-    const version = this.registry.version(versionId);
+    const { modelDir, indexPath } = this.registry.version(versionId);
+    // Both are known once a version's checkpoint is converted, which is before any build starts.
+    if (modelDir === undefined || indexPath === undefined) throw new ServiceError('conflict', `version ${versionId} has no converted model to build its index with`);
     if (this.building.has(versionId)) throw new ServiceError('conflict', `version ${versionId} is already building its index`);
     this.building.add(versionId);
     try {
-      return await this.launch(version.id, version.indexPath, corpusRows);
+      return await this.launch(versionId, { modelDir, indexPath }, corpusRows);
     } catch (error) {
       this.building.delete(versionId);
       throw error;
     }
   }
 
-  private async launch(versionId: string, indexPath: string, corpusRows: number): Promise<JobView> {
+  private async launch(versionId: string, files: BuildFiles, corpusRows: number): Promise<JobView> {
+    const { indexPath } = files;
     // What a stopped build left is known now, so the job shows where it resumes from the start.
     const onDisk = await partialRowsWritten(indexPath);
     const job = await this.registry.startJob({
@@ -89,7 +98,7 @@ export class IndexJobs {
       finished: Promise.resolve(),
     };
     this.running.set(job.id, run);
-    run.finished = this.run(job.id, run)
+    run.finished = this.run(job.id, files, run)
       .catch((error: unknown) => this.options.onError?.(error))
       .finally(() => {
         this.running.delete(job.id);
@@ -137,20 +146,20 @@ export class IndexJobs {
     );
   }
 
-  private async run(jobId: string, run: RunningJob): Promise<void> {
+  private async run(jobId: string, { modelDir, indexPath }: BuildFiles, run: RunningJob): Promise<void> {
     const version = this.registry.version(this.registry.job(jobId).versionId);
     let corpus: CorpusStore | undefined;
     let encoder: WorkerEncoder | undefined;
     let ended: Pick<JobRecord, 'state' | 'reason'>;
     try {
-      await mkdir(path.dirname(version.indexPath), { recursive: true });
+      await mkdir(path.dirname(indexPath), { recursive: true });
       corpus = await CorpusStore.open(version.corpusPath, { sidecarPath: version.sidecarPath });
-      encoder = await WorkerEncoder.load(version.modelDir, this.options.encoder);
+      encoder = await WorkerEncoder.load(modelDir, this.options.encoder);
       let first = true;
       await buildIndex({
         corpus,
         encoder,
-        outPath: version.indexPath,
+        outPath: indexPath,
         batchSize: this.options.batchSize,
         signal: run.controller.signal,
         onProgress: (done, total) => {

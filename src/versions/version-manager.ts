@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Mutex, tryAcquire } from 'async-mutex';
+import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
@@ -15,6 +17,7 @@ import { readIxfiHeader } from '../index/ixfi-header.js';
 import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
+import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
 import { VersionRegistry, type VersionRecord } from './version-registry.js';
 
 /** The version the launch flags name. */
@@ -45,6 +48,20 @@ export interface RegisterRequest {
   /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model; without one, a background job builds it. */
   indexPath?: string;
   label?: string;
+  /** The client's key for this registration: the same key again answers with the version it made. */
+  idempotencyKey?: string;
+}
+
+export interface Registration {
+  version: VersionRecord;
+  /** The version's latest index job, if it has one. */
+  job?: JobView;
+  /**
+   * `new`: registered now, its checkpoint already a model folder of ours; `converting`: registered
+   * now, its checkpoint converting in the background; `existing`: this registration (or one of
+   * the same files and options) was made before, and this is its version as it is now.
+   */
+  outcome: 'new' | 'converting' | 'existing';
 }
 
 export interface VersionList {
@@ -92,7 +109,19 @@ export class VersionBuildingError extends ServiceError {
   }
 }
 
-/** A version without a usable index yet (building, or its build stopped) is not activated. */
+/** An idempotency key names one registration: the same key with another request is refused. */
+export class IdempotencyKeyReusedError extends ServiceError {
+  constructor(
+    readonly key: string,
+    readonly version: VersionRecord,
+    /** Whether that registration asked for the index to be built rather than bringing one. */
+    readonly buildsIndex: boolean,
+  ) {
+    super('conflict', `idempotency key ${JSON.stringify(key)} was used for another registration (version ${version.id})`);
+  }
+}
+
+/** A version without a usable index yet (converting, building, or its build stopped) is not activated. */
 export class NoIndexYetError extends ServiceError {
   constructor(readonly version: VersionRecord) {
     super('conflict', `version ${version.id} has no index yet (${version.state}${version.reason ? `: ${version.reason}` : ''})`);
@@ -109,6 +138,15 @@ type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
  */
 export class VersionManager {
   private readonly activation = new Mutex();
+  /** Registrations one at a time: each sees the versions the ones before it added, so a repeat finds its version. */
+  private readonly registration = new Mutex();
+  /**
+   * Conversions one at a time: two of one checkpoint (under two labels) would write the same
+   * cached folder, where the second now finds the first's; and on a small host two at once end no sooner.
+   */
+  private readonly conversion = new Mutex();
+  /** Conversions past their thread, recording their outcome: a shutdown waits for these, not for a thread still converting. */
+  private readonly finishing = new Set<Promise<void>>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
 
@@ -137,6 +175,17 @@ export class VersionManager {
    * the launch files serve instead.
    */
   async restore(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Retriever> {
+    const retriever = await this.restoreServing(files, progress);
+    // A conversion runs in a thread of the process: one a restart interrupted starts over now
+    // that a corpus is served (its staged output was never renamed into place).
+    for (const version of this.registry.versions().filter((candidate) => candidate.state === 'converting')) {
+      this.options.log?.(`resuming the checkpoint conversion of version ${version.id}, interrupted by a restart`, { version });
+      this.convertInBackground(version.id);
+    }
+    return retriever;
+  }
+
+  private async restoreServing(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'>): Promise<Retriever> {
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
@@ -197,41 +246,148 @@ export class VersionManager {
   }
 
   /**
-   * Registers a checkpoint folder (ours, or a Hugging Face BERT folder converted here, off the
-   * event loop) with a prebuilt index, checked against the model and served corpus up front,
-   * or with an index job started at once.
+   * Registers a checkpoint folder with a prebuilt index or an index job. Everything checkable
+   * without converting is checked up front (the folder, the index against the model's dimension
+   * and the served corpus), so a refused request changes nothing. A model folder of ours is
+   * registered at once (`new`); a Hugging Face BERT folder is `converting` when this resolves,
+   * and a background pipeline converts it off the event loop, then checks the prebuilt index or
+   * builds one. A registration repeated with the same idempotency key, or of the same checkpoint
+   * files with the same options, answers with the version it made (`existing`).
    */
-  async register(request: RegisterRequest): Promise<{ version: VersionRecord; job?: JobView }> {
+  register(request: RegisterRequest): Promise<Registration> {
+    return this.registration.runExclusive(() => this.registerOnce(request));
+  }
+
+  private async registerOnce(request: RegisterRequest): Promise<Registration> {
     const corpus = this.servedCorpus();
     const source = path.resolve(request.modelPath);
-    const modelDir = await resolveModelFolderOffThread({
-      dir: source,
+    const indexPath = request.indexPath === undefined ? undefined : path.resolve(request.indexPath);
+    const modelProblem = (error: ServiceError) => {
+      throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
+    };
+    const folder = await modelFolderKind(source).catch(modelProblem);
+    if (request.idempotencyKey !== undefined) {
+      const keyed = this.registry.versions().find((version) => version.idempotencyKey === request.idempotencyKey);
+      if (keyed && !this.sameRequest(keyed, source, indexPath, request.label)) {
+        throw new IdempotencyKeyReusedError(request.idempotencyKey, keyed, this.buildsIndex(keyed));
+      }
+      if (keyed) return this.existing(keyed);
+    }
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify([await modelFolderStamp(source).catch(modelProblem), indexPath ?? 'build', request.label ?? null, corpus.corpusPath]))
+      .digest('hex');
+    const same = this.registry.versions().find((version) => version.fingerprint === fingerprint);
+    if (same) return this.existing(same);
+
+    const manifest = folder.kind === 'model' ? await readManifest(source).catch(modelProblem) : undefined;
+    // A checkpoint encodes into its hidden states: config.json gives their width before any conversion.
+    const dimension = manifest?.dimension ?? (await readBertConfig(source).catch(modelProblem)).hiddenSize;
+    if (indexPath !== undefined) {
+      await readIxfiHeader(indexPath, { expectDimension: dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
+        throw new RegistrationError('bad_request', 'indexPath', error.message);
+      });
+    }
+    const fields = {
+      id: this.registry.newVersionId(),
+      ...(request.label !== undefined && { label: request.label }),
+      source,
+      ...(indexPath !== undefined && { indexPath }),
+      corpusPath: corpus.corpusPath,
+      ...(corpus.sidecarPath !== undefined && { sidecarPath: corpus.sidecarPath }),
+      fingerprint,
+      ...(request.idempotencyKey !== undefined && { idempotencyKey: request.idempotencyKey }),
+    };
+    if (manifest === undefined) {
+      const version = await this.registry.addVersion({ ...fields, state: 'converting' });
+      this.convertInBackground(version.id);
+      return { version, outcome: 'converting' };
+    }
+    if (indexPath !== undefined) return { version: await this.registry.addVersion({ ...fields, modelDir: source, state: 'ready' }), outcome: 'new' };
+    await this.registry.addVersion({ ...fields, modelDir: source, indexPath: this.builtIndexPath(fields.id, manifest.name), state: 'registered' });
+    const job = await this.indexJobs.start(fields.id, corpus.rows);
+    return { version: this.registry.version(fields.id), job, outcome: 'new' };
+  }
+
+  /** Whether `version` was registered with this request's model, index (or build) and label. */
+  private sameRequest(version: VersionRecord, source: string, indexPath: string | undefined, label: string | undefined): boolean {
+    const sameIndex = indexPath === undefined ? this.buildsIndex(version) : !this.buildsIndex(version) && version.indexPath === indexPath;
+    return version.source === source && sameIndex && version.label === label;
+  }
+
+  private existing(version: VersionRecord): Registration {
+    return { version, ...(version.jobId !== undefined && { job: this.indexJobs.view(version.jobId) }), outcome: 'existing' };
+  }
+
+  /** Whether the version's index is ours to build: none chosen yet (it is converting), or one in its folder. */
+  private buildsIndex(version: VersionRecord): boolean {
+    return version.indexPath === undefined || version.indexPath.startsWith(this.registry.dir + path.sep);
+  }
+
+  private builtIndexPath(id: string, modelName: string): string {
+    return path.join(this.registry.dir, id, flatIndexFileName(modelName));
+  }
+
+  /**
+   * The rest of a checkpoint's registration, after the request was answered: converts it, then
+   * checks its prebuilt index against the converted model (`ready`), or starts its index job
+   * (`building`). A failure marks the version failed with the reason. One that ends while the
+   * server shuts down records nothing, so the next start resumes the conversion.
+   */
+  private convertInBackground(id: string): void {
+    void this.convert(id)
+      .catch(async (error: unknown) => {
+        // What a shutdown cut short is not the version's fault: it stays `converting` for the next start.
+        if (this.closing) return;
+        const reason = (error as Error).message;
+        this.options.log?.(`version ${id} failed: ${reason}`, {}, 'error');
+        await this.registry.updateVersion(id, { state: 'failed', reason });
+      })
+      .catch((error: unknown) => this.options.log?.(`version ${id}'s failure could not be recorded: ${(error as Error).message}`, {}, 'error'));
+  }
+
+  private async convert(id: string): Promise<void> {
+    const version = this.registry.version(id);
+    const corpus = this.servedCorpus();
+    if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
+      throw new Error(`registered for corpus ${version.corpusPath}, but the server now serves ${corpus.corpusPath}`);
+    }
+    const request = {
+      dir: version.source,
       cacheDir: path.resolve(this.options.dataDir, 'models'),
       fp16: this.options.fp16,
       int8: this.options.int8,
-    }).catch((error: ServiceError) => {
-      throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
-    });
-    const manifest = await readManifest(modelDir);
-    const fields = {
-      ...(request.label !== undefined && { label: request.label }),
-      source,
-      modelDir,
-      corpusPath: corpus.corpusPath,
-      ...(corpus.sidecarPath !== undefined && { sidecarPath: corpus.sidecarPath }),
     };
-    if (request.indexPath !== undefined) {
-      const indexPath = path.resolve(request.indexPath);
-      await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
-        throw new RegistrationError('bad_request', 'indexPath', error.message);
+    // One queued behind another does not start once the server shuts down.
+    const modelDir = await this.conversion
+      .runExclusive(async () => (this.closing ? undefined : resolveModelFolderOffThread(request)))
+      .catch((error: Error) => {
+        throw new Error(`checkpoint conversion failed: ${error.message}`);
       });
-      return { version: await this.registry.addVersion({ ...fields, indexPath, state: 'ready' }) };
+    // A shutdown does not wait for a converting thread (an e5-base takes a minute or more); the next start resumes it.
+    if (modelDir === undefined || this.closing) return;
+    const finishing = this.finishConversion(version, modelDir, corpus.rows);
+    this.finishing.add(finishing);
+    try {
+      await finishing;
+    } finally {
+      this.finishing.delete(finishing);
     }
-    const id = this.registry.newVersionId();
-    const indexPath = path.join(this.registry.dir, id, flatIndexFileName(manifest.name));
-    await this.registry.addVersion({ ...fields, id, indexPath, state: 'registered' });
-    const job = await this.indexJobs.start(id, corpus.rows);
-    return { version: this.registry.version(id), job };
+  }
+
+  private async finishConversion({ id, indexPath }: VersionRecord, modelDir: string, corpusRows: number): Promise<void> {
+    const manifest = await readManifest(modelDir);
+    if (indexPath !== undefined) {
+      await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpusRows }).catch((error: Error) => {
+        throw new Error(`the prebuilt index does not fit the converted model: ${error.message}`);
+      });
+      await this.registry.updateVersion(id, { modelDir, state: 'ready' });
+      this.options.log?.(`version ${id} converted; its prebuilt index fits: ready`);
+      return;
+    }
+    // Still `converting` until the job marks it `building`: a build asked for meanwhile is refused.
+    await this.registry.updateVersion(id, { modelDir, indexPath: this.builtIndexPath(id, manifest.name) });
+    const job = await this.indexJobs.start(id, corpusRows);
+    this.options.log?.(`version ${id} converted; index job ${job.id} started`);
   }
 
   /** Starts (or resumes) building a version's index. */
@@ -240,8 +396,11 @@ export class VersionManager {
     if (version.state !== 'registered' && version.state !== 'failed') {
       throw new ServiceError('conflict', `version ${versionId} is ${version.state}; only a registered or failed version's index is built`);
     }
-    if (!version.indexPath.startsWith(this.registry.dir + path.sep)) {
+    if (!this.buildsIndex(version)) {
       throw new ServiceError('conflict', `version ${versionId} uses a prebuilt index (${version.indexPath}); register the checkpoint again to build one`);
+    }
+    if (version.modelDir === undefined) {
+      throw new ServiceError('conflict', `version ${versionId} has no converted model (${version.reason}); delete it and register the checkpoint again`);
     }
     const corpus = this.servedCorpus();
     if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
@@ -278,14 +437,18 @@ export class VersionManager {
       if (id === this.registry.activeId || this.options.active.current?.version === id) {
         throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
       }
+      if (version.state === 'converting') {
+        throw new ServiceError('conflict', `version ${id} is converting its checkpoint; delete it once the conversion has ended`);
+      }
       if (version.state === 'building') {
         // startJob marks a version building and names its job in one change.
         throw new VersionBuildingError(id, version.jobId!);
       }
       const owned = [path.join(this.registry.dir, id)];
       const modelCache = path.resolve(this.options.dataDir, 'models');
-      const modelShared = this.registry.versions().some((other) => other.id !== id && other.modelDir === version.modelDir);
-      if (version.modelDir.startsWith(modelCache + path.sep) && !modelShared) owned.push(version.modelDir);
+      const { modelDir } = version;
+      const modelShared = this.registry.versions().some((other) => other.id !== id && other.modelDir === modelDir);
+      if (modelDir?.startsWith(modelCache + path.sep) && !modelShared) owned.push(modelDir);
       // Files first: a crash midway leaves the version listed, and deleting it again finishes the
       // job, where the other order would leave its index on disk with nothing pointing at it.
       const removed: string[] = [];
@@ -300,9 +463,15 @@ export class VersionManager {
     });
   }
 
-  /** Cancels index jobs, waits for a running activation to end, and writes what a full disk held back. */
+  /**
+   * Lets conversions recording their outcome finish (one still in its thread stays `converting`
+   * for the next start), cancels index jobs, waits for a running activation to end, and writes
+   * what a full disk held back.
+   */
   async close(): Promise<void> {
     this.closing = true;
+    // Before the jobs: a conversion finishing now may start one, which is then cancelled with the rest.
+    await Promise.allSettled(this.finishing);
     await this.indexJobs.close();
     await this.activation.waitForUnlock();
     await this.registry.close().catch((error: Error) =>
@@ -324,11 +493,14 @@ export class VersionManager {
     const version = this.registry.version(id);
     const current = this.options.active.current;
     if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
-    if (version.state === 'building' || version.state === 'registered') throw new NoIndexYetError(version);
+    const { modelDir, indexPath } = version;
+    if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
+      throw new NoIndexYetError(version);
+    }
     const started = performance.now();
     let retriever: Retriever;
     try {
-      retriever = await Retriever.load(versionFiles(version), { encoder: this.options.encoder, index: this.options.index, ...progress, version: id });
+      retriever = await Retriever.load(versionFiles(version, modelDir, indexPath), { encoder: this.options.encoder, index: this.options.index, ...progress, version: id });
     } catch (error) {
       const reason = `activation failed: ${(error as Error).message}`;
       await this.registry.updateVersion(id, { state: 'failed', reason });
@@ -362,10 +534,10 @@ function activationErrorCode(error: unknown): ErrorCode {
   return error.code === 'not_found' ? 'bad_request' : error.code;
 }
 
-function versionFiles(version: VersionRecord): RetrieverFiles {
+function versionFiles(version: VersionRecord, modelDir: string, indexPath: string): RetrieverFiles {
   return {
-    modelDir: version.modelDir,
-    indexPath: version.indexPath,
+    modelDir,
+    indexPath,
     corpusPath: version.corpusPath,
     ...(version.sidecarPath !== undefined && { sidecarPath: version.sidecarPath }),
   };

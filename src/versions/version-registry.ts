@@ -4,26 +4,33 @@ import { writeFileAtomically } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 
 /**
- * `registered`: known, but without a usable index yet (its build was cancelled or interrupted);
- * `building`: an index job runs; `ready`: model and index present, can be activated;
- * `active`: serving; `failed`: the last build or activation failed (`reason` says why).
+ * `converting`: its checkpoint is being converted into our model folder (then its index is
+ * checked or built); `registered`: known, but without a usable index yet (its build was
+ * cancelled or interrupted); `building`: an index job runs; `ready`: model and index present,
+ * can be activated; `active`: serving; `failed`: the last conversion, build or activation
+ * failed (`reason` says why).
  */
-export type VersionState = 'registered' | 'building' | 'ready' | 'active' | 'failed';
+export type VersionState = 'converting' | 'registered' | 'building' | 'ready' | 'active' | 'failed';
 
 export interface VersionRecord {
   id: string;
   label?: string;
   /** The model path as the client gave it. */
   source: string;
-  /** Our model folder: `source` itself, or its ONNX conversion. */
-  modelDir: string;
-  indexPath: string;
+  /** Our model folder: `source` itself, or its ONNX conversion (absent until the conversion is done). */
+  modelDir?: string;
+  /** A prebuilt index, or where the index job writes one (absent until the checkpoint to build it with is converted). */
+  indexPath?: string;
   corpusPath: string;
   sidecarPath?: string;
   state: VersionState;
   reason?: string;
   /** How the index build of a `registered` version stopped part way; building again resumes from its partial file. */
   buildStopped?: 'cancelled' | 'interrupted';
+  /** Identifies the registration: the same checkpoint files, options and corpus again answer with this version. */
+  fingerprint?: string;
+  /** The client's `Idempotency-Key` of the registration that made this version. */
+  idempotencyKey?: string;
   /** The latest index job of this version. */
   jobId?: string;
   createdAt: string;

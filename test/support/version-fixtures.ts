@@ -12,6 +12,7 @@ import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import type { SearchHit } from '../../src/engine/types.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
+import type { VersionRecord } from '../../src/versions/version-registry.js';
 import { assertMatchesOpenApi } from './openapi-schemas.js';
 
 export const TOKEN = 'versions-secret-91c2';
@@ -78,6 +79,16 @@ export async function pollJob(app: Express, jobId: string, until: (job: JobView)
     const body = response.body as JobView;
     seen.push(body);
     if (until(body)) return seen;
+    await sleep(20);
+  }
+}
+
+/** Polls `GET /training/versions/:id` until `until` holds, by default until its checkpoint's conversion has ended; returns the version then. */
+export async function pollVersion(app: Express, id: string, until: (version: VersionRecord) => boolean = (version) => version.state !== 'converting'): Promise<VersionRecord> {
+  for (;;) {
+    const response = await request(app).get(`/training/versions/${id}`).set('Authorization', AUTH).expect(200);
+    assertMatchesOpenApi('GET', '/training/versions/{id}', response);
+    if (until(response.body as VersionRecord)) return response.body as VersionRecord;
     await sleep(20);
   }
 }

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
-import { cp, readdir, rm } from 'node:fs/promises';
+import { cp, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { DATA_DIR_LOCK } from '../../src/data-dir-lock.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
+import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
 import { CLI_PATH } from '../support/sample-data.js';
 import { AUTH, temporaryDir, TOKEN, writeCheckpoint } from '../support/version-fixtures.js';
 
@@ -69,6 +70,16 @@ async function call(url: string, method: string, body?: unknown): Promise<{ stat
   return { status: response.status, version: response.headers.get('x-retriever-version'), body: (await response.json()) as Record<string, unknown> };
 }
 
+/** Polls `GET /training/versions/:id` until `until` holds, by default until its checkpoint's conversion has ended. */
+async function versionWhen(url: string, id: string, until: (version: VersionRecord) => boolean = (version) => version.state !== 'converting'): Promise<VersionRecord> {
+  for (;;) {
+    const { status, body } = await call(`${url}/training/versions/${id}`, 'GET');
+    assert.equal(status, 200);
+    if (until(body as unknown as VersionRecord)) return body as unknown as VersionRecord;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 describe('serve with the training routes remembers the active version across a restart (child process, tiny model)', function () {
   let files: RetrieverFiles;
   let dataDir: string;
@@ -121,8 +132,9 @@ describe('serve with the training routes remembers the active version across a r
         ['checkpoint-300', 'model.int8.onnx', { fp32: 'model.onnx', int8: 'model.int8.onnx' }, 7],
       );
       const registered = await call(`${served.url}/training/versions`, 'POST', { model_path: registeredCheckpoint, index_path: copiedIndex });
-      assert.equal(registered.status, 201);
+      assert.equal(registered.status, 202);
       const versionId = (registered.body.version as { id: string }).id;
+      assert.equal((await versionWhen(served.url, versionId)).state, 'ready');
       assert.equal((await call(`${served.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
       const version = await retrieverInfo();
       assert.deepEqual(
@@ -193,9 +205,9 @@ describe('serve with the training routes remembers the active version across a r
     let jobId: string;
     try {
       const registered = await call(`${first.url}/training/versions`, 'POST', { model_path: checkpoint, build_index: true });
-      assert.equal(registered.status, 201);
+      assert.equal(registered.status, 202);
       versionId = (registered.body.version as { id: string }).id;
-      jobId = (registered.body.job as { id: string }).id;
+      jobId = (await versionWhen(first.url, versionId)).jobId!;
       for (;;) {
         const job = (await call(`${first.url}/training/jobs/${jobId}`, 'GET')).body as unknown as JobView;
         assert.equal(job.state, 'running', 'the kill must land mid-build');
@@ -233,6 +245,53 @@ describe('serve with the training routes remembers the active version across a r
       assert.equal(job.state, 'done');
       assert.equal(job.resumedFrom, interrupted.rowsDone);
       assert.equal(job.rowsDone, 1000);
+      assert.equal((await call(`${second.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
+      assert.equal((await call(`${second.url}/retrieve`, 'POST', { queries: ['hamlet'] })).version, versionId);
+    } finally {
+      assert.equal(await second.stop(), 0);
+    }
+  });
+
+  it('a checkpoint conversion killed with the server (SIGKILL) resumes at the next start, then builds the index (a 256-wide, 4-layer checkpoint that takes seconds to convert)', async function () {
+    const checkpoint = await writeCheckpoint(path.join(dataDir, 'checkpoint-700'), files.modelDir, 700, {
+      hiddenSize: 256,
+      numHiddenLayers: 4,
+      numAttentionHeads: 4,
+      intermediateSize: 1024,
+    });
+    const killDir = path.join(dataDir, 'kill-converting');
+    const first = await serve(files, killDir);
+    let versionId: string;
+    try {
+      const registered = await call(`${first.url}/training/versions`, 'POST', { model_path: checkpoint, build_index: true });
+      assert.equal(registered.status, 202);
+      const version = registered.body.version as unknown as VersionRecord;
+      assert.equal(version.state, 'converting');
+      versionId = version.id;
+    } finally {
+      await first.crash();
+    }
+    // What the next start reads: the kill landed while the checkpoint was converting.
+    const recorded = JSON.parse(await readFile(path.join(killDir, 'versions', REGISTRY_FILE), 'utf8')) as { versions: VersionRecord[]; jobs: JobView[] };
+    assert.deepEqual(
+      recorded.versions.filter((version) => version.id === versionId).map((version) => [version.state, version.modelDir]),
+      [['converting', undefined]],
+    );
+    assert.deepEqual(recorded.jobs, []);
+
+    const second = await serve(files, killDir);
+    try {
+      assert.ok(second.messages.includes(`resuming the checkpoint conversion of version ${versionId}, interrupted by a restart`), second.messages.join('\n'));
+      const converted = await versionWhen(second.url, versionId);
+      assert.equal(converted.state, 'building', converted.reason);
+      assert.equal(path.dirname(converted.modelDir!), path.join(killDir, 'models'));
+      let job: JobView;
+      do {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        job = (await call(`${second.url}/training/jobs/${converted.jobId!}`, 'GET')).body as unknown as JobView;
+      } while (job.state === 'running');
+      assert.deepEqual([job.state, job.versionId, job.rowsDone], ['done', versionId, 243]);
+      assert.equal((await versionWhen(second.url, versionId)).state, 'ready');
       assert.equal((await call(`${second.url}/training/versions/${versionId}/activate`, 'POST')).status, 200);
       assert.equal((await call(`${second.url}/retrieve`, 'POST', { queries: ['hamlet'] })).version, versionId);
     } finally {

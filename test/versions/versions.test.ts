@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -17,7 +17,7 @@ import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-re
 import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
 import { createHarness } from '../support/app-harness.js';
 import { assertMatchesOpenApi, openApiDocument } from '../support/openapi-schemas.js';
-import { AUTH, expectedResults, pollJob, temporaryDir, TOKEN, writeCheckpoint } from '../support/version-fixtures.js';
+import { AUTH, expectedResults, pollJob, pollVersion, temporaryDir, TOKEN, writeCheckpoint } from '../support/version-fixtures.js';
 
 const QUERIES: QueryInput[] = [
   { query: 'who was the lobbyist for genentech' },
@@ -129,27 +129,35 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await request(app).get('/training/jobs').expect(401);
   });
 
-  it('registers a safetensors checkpoint, builds its index in a job, activates it exactly at the swap, and rolls back', async function () {
+  it('registers a safetensors checkpoint at once (202, converting), converts it and builds its index in one background pipeline, activates it exactly at the swap, and rolls back', async function () {
     const service = await startService();
     const { app } = service;
     const registered = await request(app)
       .post('/training/versions')
       .set('Authorization', AUTH)
       .send({ model_path: checkpointDir, build_index: true, label: 'checkpoint-500' })
-      .expect(201);
+      .expect(202);
     assertMatchesOpenApi('POST', '/training/versions', registered);
     const versionId: string = registered.body.version.id;
     assert.equal(versionId, 'v1');
-    assert.equal(registered.body.version.state, 'building');
+    // The answer came before the conversion ended: nothing converted, no job yet.
+    assert.equal(registered.body.version.state, 'converting');
+    assert.equal(registered.body.version.modelDir, undefined);
+    assert.equal(registered.body.version.indexPath, undefined);
+    assert.equal(registered.body.job, undefined);
     assert.equal(registered.body.version.source, checkpointDir);
     assert.equal(registered.body.version.label, 'checkpoint-500');
-    assert.equal(registered.body.version.jobId, registered.body.job.id);
-    assert.deepEqual([registered.body.job.state, registered.body.job.rowsTotal], ['running', ROWS]);
-    // The checkpoint was converted into our model folder under the data dir.
-    assert.ok(registered.body.version.modelDir.startsWith(path.join(service.dataDir, 'models') + path.sep));
-    assert.equal(JSON.parse(await readFile(path.join(registered.body.version.modelDir, 'retriever.json'), 'utf8')).provenance.source, 'checkpoint');
+    assert.equal(registered.body.version.fingerprint, undefined, 'the service keeps its fingerprint to itself');
 
-    const progress = await pollJob(app, registered.body.job.id);
+    const converted = await pollVersion(app, versionId);
+    assert.equal(converted.state, 'building');
+    const jobList = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs as JobView[];
+    assert.deepEqual(jobList.map((job) => [job.id, job.versionId, job.rowsTotal]), [[converted.jobId, versionId, ROWS]], 'the pipeline started the build');
+    // The checkpoint was converted into our model folder under the data dir.
+    assert.ok(converted.modelDir!.startsWith(path.join(service.dataDir, 'models') + path.sep));
+    assert.equal(JSON.parse(await readFile(path.join(converted.modelDir!, 'retriever.json'), 'utf8')).provenance.source, 'checkpoint');
+
+    const progress = await pollJob(app, converted.jobId!);
     const done = progress.at(-1)!;
     assert.equal(done.state, 'done');
     assert.equal(done.rowsDone, ROWS);
@@ -165,11 +173,11 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assertMatchesOpenApi('GET', '/training/versions/{id}', builtResponse);
     const built: VersionRecord = builtResponse.body;
     assert.equal(built.state, 'ready');
-    assert.ok(built.indexPath.startsWith(path.join(service.dataDir, 'versions', versionId) + path.sep));
-    assert.equal((await stat(built.indexPath)).size, 45 + ROWS * 32 * 4);
+    assert.ok(built.indexPath!.startsWith(path.join(service.dataDir, 'versions', versionId) + path.sep));
+    assert.equal((await stat(built.indexPath!)).size, 45 + ROWS * 32 * 4);
 
     const expected = await expectedResults(
-      { [INITIAL_VERSION]: initialFiles, [versionId]: { modelDir: built.modelDir, indexPath: built.indexPath, corpusPath: built.corpusPath } },
+      { [INITIAL_VERSION]: initialFiles, [versionId]: { modelDir: built.modelDir!, indexPath: built.indexPath!, corpusPath: built.corpusPath } },
       [QUERIES],
       TOPK,
     );
@@ -282,14 +290,122 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(listed.versions.length, 2, 'refused registrations leave nothing behind');
   });
 
+  it('answers a repeated registration with the version it made (200) and starts nothing: the same files and options, or the same Idempotency-Key; a key reused with another body is a 409', async function () {
+    const { app } = await startService();
+    const post = (body: object, key?: string) => {
+      const sent = request(app).post('/training/versions').set('Authorization', AUTH);
+      return (key === undefined ? sent : sent.set('Idempotency-Key', key)).send(body);
+    };
+    const indexPath = path.join(scratch, 'repeated.index');
+    await cp(initialFiles.indexPath, indexPath);
+    const prebuilt = { model_path: initialFiles.modelDir, index_path: indexPath };
+    const first = await post(prebuilt).expect(201);
+    const again = await post(prebuilt).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions', again);
+    assert.deepEqual(again.body, first.body);
+    const labelled = await post({ ...prebuilt, label: 'other' }).expect(201);
+    assert.notEqual(labelled.body.version.id, first.body.version.id, 'another label is another registration');
+
+    // A checkpoint is converted and built once; a repeat while it converts or after it is built answers with it.
+    const checkpoint = await writeCheckpoint(path.join(scratch, 'checkpoint-800'), initialFiles.modelDir, 800);
+    const build = { model_path: checkpoint, build_index: true };
+    const registered = await post(build).expect(202);
+    const id: string = registered.body.version.id;
+    const repeated = await post(build).expect(200);
+    assertMatchesOpenApi('POST', '/training/versions', repeated);
+    assert.equal(repeated.body.version.id, id);
+    const building = await pollVersion(app, id);
+    assert.equal(building.state, 'building', building.reason);
+    assert.equal((await pollJob(app, building.jobId!)).at(-1)!.state, 'done');
+    const afterBuild = await post(build).expect(200);
+    assert.deepEqual([afterBuild.body.version.state, afterBuild.body.job.id, afterBuild.body.job.state], ['ready', building.jobId, 'done']);
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs as JobView[];
+    assert.deepEqual(jobs.map((job) => job.versionId), [id], 'one build of the checkpoint');
+
+    // Rewritten weights (a new modification time) are another checkpoint.
+    await utimes(path.join(checkpoint, 'model.safetensors'), new Date(), new Date(Date.UTC(2030, 0, 1)));
+    const retrained = await post(build).expect(202);
+    assert.notEqual(retrained.body.version.id, id);
+    assert.equal((await pollVersion(app, retrained.body.version.id)).state, 'building');
+
+    const keyed = await post({ ...prebuilt, label: 'keyed' }, 'key-1').expect(201);
+    assert.equal(keyed.body.version.idempotencyKey, 'key-1');
+    const retried = await post({ ...prebuilt, label: 'keyed' }, 'key-1').expect(200);
+    assert.equal(retried.body.version.id, keyed.body.version.id);
+    const reused = await post({ ...prebuilt, label: 'another' }, 'key-1').expect(409);
+    assertMatchesOpenApi('POST', '/training/versions', reused);
+    assert.deepEqual(reused.body.error, {
+      code: 'conflict',
+      field: 'Idempotency-Key',
+      message: `Idempotency-Key "key-1" was already used with a different body: it registered version ${keyed.body.version.id} (model_path ${initialFiles.modelDir}, index_path ${indexPath}, label "keyed"); send a new key for a new registration`,
+    });
+    const reusedForBuild = await post(build, 'key-1').expect(409);
+    assert.match(reusedForBuild.body.error.message, /^Idempotency-Key "key-1" was already used with a different body/);
+    const empty = await post(prebuilt, '').expect(400);
+    assert.deepEqual([empty.body.error.field, empty.body.error.message], ['Idempotency-Key', 'Idempotency-Key must be 1 to 255 characters']);
+
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body.versions as VersionRecord[];
+    assert.deepEqual(
+      listed.map((version) => version.id),
+      [INITIAL_VERSION, first.body.version.id, labelled.body.version.id, id, retrained.body.version.id, keyed.body.version.id],
+      'repeats and refusals registered nothing',
+    );
+  });
+
+  it('makes one version and one build of two identical registrations sent at once, and refuses a build of it meanwhile (409)', async function () {
+    const { app } = await startService();
+    const checkpoint = await writeCheckpoint(path.join(scratch, 'checkpoint-900'), initialFiles.modelDir, 900);
+    const send = () => request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: checkpoint, build_index: true });
+    const answers = await Promise.all([send(), send()]);
+    assert.deepEqual(answers.map((answer) => answer.status).sort(), [200, 202]);
+    const id: string = answers[0]!.body.version.id;
+    assert.equal(answers[1]!.body.version.id, id);
+    for (const answer of answers) assert.equal(answer.body.version.state, 'converting');
+    const refused = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assertMatchesOpenApi('POST', '/training/versions/{id}/build', refused);
+    assert.match(refused.body.error.message, new RegExp(`^version ${id} is (converting|building); only a registered or failed version's index is built$`));
+
+    const building = await pollVersion(app, id);
+    assert.equal(building.state, 'building', building.reason);
+    const again = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assert.equal(again.body.error.message, `version ${id} is building; only a registered or failed version's index is built`);
+    assert.equal((await pollJob(app, building.jobId!)).at(-1)!.state, 'done');
+    const jobs = (await request(app).get('/training/jobs').set('Authorization', AUTH).expect(200)).body.jobs as JobView[];
+    assert.deepEqual(jobs.map((job) => [job.id, job.versionId]), [[building.jobId, id]]);
+    const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body.versions as VersionRecord[];
+    assert.deepEqual(listed.map((version) => [version.id, version.state]), [[INITIAL_VERSION, 'active'], [id, 'ready']]);
+  });
+
+  it('marks a checkpoint whose conversion fails as failed with the reason; it is neither built nor activated, and once deleted it registers anew', async function () {
+    const { app } = await startService();
+    const broken = path.join(scratch, 'checkpoint-broken');
+    await cp(checkpointDir, broken, { recursive: true });
+    await writeFile(path.join(broken, 'model.safetensors'), 'not a safetensors file');
+    const send = () => request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: broken, build_index: true }).expect(202);
+    const id: string = (await send()).body.version.id;
+    const failed = await pollVersion(app, id);
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.reason!, /^checkpoint conversion failed: .*model\.safetensors/);
+    assert.equal(failed.modelDir, undefined);
+    const build = await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(409);
+    assert.equal(build.body.error.message, `version ${id} has no converted model (${failed.reason}); delete it and register the checkpoint again`);
+    const activate = await request(app).post(`/training/versions/${id}/activate`).set('Authorization', AUTH).expect(409);
+    assert.equal(activate.body.error.message, `version ${id} has no index yet (failed: ${failed.reason})`);
+    assert.deepEqual((await request(app).delete(`/training/versions/${id}`).set('Authorization', AUTH).expect(200)).body.removed, []);
+    const anew = (await send()).body.version.id;
+    assert.notEqual(anew, id);
+    assert.equal((await pollVersion(app, anew)).state, 'failed');
+  });
+
   it('serialises activations: a second one while the first loads is a 409, and the first completes', async function () {
     const { app } = await startService();
     const ids: string[] = [];
     for (let n = 0; n < 2; n++) {
+      // Two labels make two versions of the same files; the same body twice would be one.
       const { body } = await request(app)
         .post('/training/versions')
         .set('Authorization', AUTH)
-        .send({ model_path: initialFiles.modelDir, index_path: initialFiles.indexPath })
+        .send({ model_path: initialFiles.modelDir, index_path: initialFiles.indexPath, label: `copy-${n}` })
         .expect(201);
       ids.push(body.version.id);
     }
@@ -313,8 +429,10 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     await cp(initialFiles.modelDir, modelCopy, { recursive: true });
     const indexCopy = path.join(scratch, 'index-copy.index');
     await cp(initialFiles.indexPath, indexCopy);
-    const vanishing = (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: modelCopy, index_path: indexCopy }).expect(201)).body.version;
-    const swapped = (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: modelCopy, index_path: indexCopy }).expect(201)).body.version;
+    const registerCopyAs = async (label: string) =>
+      (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: modelCopy, index_path: indexCopy, label }).expect(201)).body.version;
+    const vanishing = await registerCopyAs('vanishing');
+    const swapped = await registerCopyAs('swapped');
     await writeFile(indexCopy, Buffer.concat([encodeIxfiHeader({ dimension: 8, rows: ROWS }), Buffer.alloc(ROWS * 8 * 4)]));
 
     const mismatch = await request(app).post(`/training/versions/${swapped.id}/activate`).set('Authorization', AUTH).expect(400);
@@ -359,7 +477,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const version = await registerCopy(first, 'vanishing');
     await request(first.app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(200);
     await stopService(first);
-    await rm(version.indexPath);
+    await rm(version.indexPath!);
 
     const again = await startService(first.dataDir);
     assert.equal((await retrieve(again.app)).headers['x-retriever-version'], INITIAL_VERSION);
@@ -402,17 +520,22 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const service = await startService(undefined, 8);
     const { app } = service;
     const remove = (id: string) => request(app).delete(`/training/versions/${id}`).set('Authorization', AUTH);
-    const register = async () =>
-      (await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: checkpointDir, build_index: true }).expect(201)).body;
+    /** Registers the checkpoint and waits for its conversion: the version is building then. */
+    const register = async (label: string) => {
+      const { body } = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: checkpointDir, build_index: true, label }).expect(202);
+      const version = await pollVersion(app, body.version.id);
+      assert.equal(version.state, 'building');
+      return { version, job: { id: version.jobId! } };
+    };
     const versionsDir = path.join(service.dataDir, 'versions');
 
-    const first = await register();
+    const first = await register('first');
     const building = await remove(first.version.id).expect(409);
     assertMatchesOpenApi('DELETE', '/training/versions/{id}', building);
     assert.match(building.body.error.message, new RegExp(`version v1 is building its index; cancel job ${first.job.id} \\(DELETE /training/jobs/${first.job.id}\\) first`));
     assert.equal((await pollJob(app, first.job.id)).at(-1)!.state, 'done');
-    // The same checkpoint again: a second version sharing the first one's ONNX conversion.
-    const second = await register();
+    // The same checkpoint under another label: a second version sharing the first one's ONNX conversion.
+    const second = await register('second');
     assert.equal(second.version.modelDir, first.version.modelDir);
     await pollJob(app, second.job.id);
     const copy = await registerCopy(service, 'kept-by-client');
@@ -427,7 +550,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(deleted.body.version.id, 'v1');
     assert.deepEqual(deleted.body.removed, [path.join(versionsDir, 'v1')], 'the conversion v2 still uses stays');
     await assert.rejects(stat(path.join(versionsDir, 'v1')), { code: 'ENOENT' });
-    assert.ok((await stat(first.version.modelDir)).isDirectory());
+    assert.ok((await stat(first.version.modelDir!)).isDirectory());
     assert.equal((await request(app).get('/training/versions/v1').set('Authorization', AUTH).expect(404)).body.error.code, 'not_found');
     const listed = (await request(app).get('/training/versions').set('Authorization', AUTH).expect(200)).body;
     assert.deepEqual(listed.versions.map((version: VersionRecord) => version.id), [INITIAL_VERSION, 'v2', copy.id]);
@@ -439,12 +562,12 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
 
     const last = await remove('v2').expect(200);
     assert.deepEqual(last.body.removed, [path.join(versionsDir, 'v2'), second.version.modelDir], 'no version uses the conversion now');
-    await assert.rejects(stat(second.version.modelDir), { code: 'ENOENT' });
+    await assert.rejects(stat(second.version.modelDir!), { code: 'ENOENT' });
 
     await request(app).post('/training/versions/rollback').set('Authorization', AUTH).expect(200);
     const prebuilt = await remove(copy.id).expect(200);
     assert.deepEqual(prebuilt.body.removed, []);
-    assert.ok((await stat(copy.indexPath)).isFile(), 'an index the client named stays');
+    assert.ok((await stat(copy.indexPath!)).isFile(), 'an index the client named stays');
     assert.ok((await stat(initialFiles.modelDir)).isDirectory());
     assert.equal((await remove('v404').expect(404)).body.error.code, 'not_found');
     assert.equal((await retrieve(app)).headers['x-retriever-version'], INITIAL_VERSION);
@@ -453,11 +576,12 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
   it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
     const service = await startService(undefined, 8);
     const { app } = service;
-    const { body } = await request(app)
+    const registered = await request(app)
       .post('/training/versions')
       .set('Authorization', AUTH)
       .send({ model_path: checkpointDir, build_index: true })
-      .expect(201);
+      .expect(202);
+    const body = { version: registered.body.version as VersionRecord, job: { id: (await pollVersion(app, registered.body.version.id)).jobId! } };
     await pollJob(app, body.job.id, (job) => job.rowsDone >= 16 || job.state !== 'running');
     const cancelled = await request(app).delete(`/training/jobs/${body.job.id}`).set('Authorization', AUTH).expect(200);
     assertMatchesOpenApi('DELETE', '/training/jobs/{id}', cancelled);
@@ -466,7 +590,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     const version: VersionRecord = (await request(app).get(`/training/versions/${body.version.id}`).set('Authorization', AUTH).expect(200)).body;
     assert.equal(version.state, 'registered');
     assert.match(version.reason!, new RegExp(`cancelled at row ${cancelled.body.rowsDone} of ${ROWS}; POST /training/versions/${version.id}/build resumes it`));
-    assert.equal((await stat(`${version.indexPath}.partial`)).isFile(), true);
+    assert.equal((await stat(`${version.indexPath!}.partial`)).isFile(), true);
     const early = await request(app).post(`/training/versions/${version.id}/activate`).set('Authorization', AUTH).expect(409);
     assert.match(early.body.error.message, /has no index yet \(registered/);
     assert.equal(early.body.error.message, `version ${version.id} has no index yet (registered: ${version.reason})`, 'the refusal names the resuming request too');
@@ -526,12 +650,13 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
       try {
         const logs: Array<{ message: string; level: string }> = [];
         const service = await startService(dataDir, 8, initialFiles, (message, _fields, level = 'info') => logs.push({ message, level }));
-        const { body } = await request(service.app)
+        const registered = await request(service.app)
           .post('/training/versions')
           .set('Authorization', AUTH)
           .send({ model_path: checkpointDir, build_index: true })
-          .expect(201);
-        assert.equal(body.version.id, 'v1');
+          .expect(202);
+        assert.equal(registered.body.version.id, 'v1');
+        const body = { job: { id: (await pollVersion(service.app, 'v1')).jobId! } };
         const failed = (await pollJob(service.app, body.job.id)).at(-1)!;
         assert.equal(failed.state, 'failed');
         assert.match(failed.reason!, /no space left on device \(ENOSPC\).*build again to resume/);
