@@ -48,7 +48,7 @@ function sliceOf(precision: SearchPrecision): { file: string; slice: VectorSlice
  * weights stay the file's mapped pages. The memory pattern planner reserves one anonymous block
  * the size of all initializers (never touched: the shards are mapped) before the file is opened;
  * an index larger than RAM then fails that reservation with `std::bad_alloc` under the kernel's
- * default overcommit heuristic (README, "An index larger than RAM"), so it is off.
+ * default overcommit heuristic (README, "Memory and start-up at wiki18 scale"), so it is off.
  */
 function createSession(precision: SearchPrecision, executionProviders: InferenceSession.ExecutionProviderConfig[]): Promise<InferenceSession> {
   const { file, slice } = sliceOf(precision);
