@@ -3,7 +3,7 @@ import path from 'node:path';
 import { float32ToFloat16 } from '../src/onnx/half-precision.js';
 import { writeFully } from '../src/file-io.js';
 import { FP16_DATA_OFFSET, fp16SidecarBytes, fp16SidecarHeader, fp16SidecarPath } from '../src/index/fp16-sidecar.js';
-import { encodeIxfiHeader, ixfiFileBytes, type IxfiHeader } from '../src/index/ixfi-header.js';
+import { writeSparseIndex } from '../test/support/index-fixtures.js';
 
 export interface SyntheticFp16Index {
   indexPath: string;
@@ -12,17 +12,6 @@ export interface SyntheticFp16Index {
   /** Bytes of fp16 vectors written. */
   bytes: number;
   seconds: number;
-}
-
-/** A sparse IxFI file: a valid header, then `rows × dimension` floats that read as zeros and take no space. */
-async function writeSparseIndex(file: string, shape: IxfiHeader): Promise<void> {
-  const index = await open(file, 'w');
-  try {
-    await writeFully(index, encodeIxfiHeader(shape), 0);
-    await index.truncate(ixfiFileBytes(shape));
-  } finally {
-    await index.close();
-  }
 }
 
 /**

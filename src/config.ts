@@ -124,7 +124,7 @@ export const SETTINGS = {
     'search_memory_budget',
     byteCount,
     0,
-    'bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused (0 = no limit)',
+    "bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused; on CPU it also lets an index past the host's available memory be mapped anyway (0 = no limit)",
   ),
   searchDevices: optional(
     'search_devices',

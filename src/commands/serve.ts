@@ -175,7 +175,7 @@ async function runServe(config: ServiceConfig): Promise<void> {
     const load = {
       encoder: encoderOptions(config, logger),
       index: indexOptions(config, logger),
-      onStage: (stage: string, progress?: number) => active.loading(stage, progress),
+      onStage: (stage: string, progress?: number, step?: string) => active.loading(stage, progress, step),
     };
     // With the training routes on, a version activated before the restart serves instead.
     let retriever: Retriever;

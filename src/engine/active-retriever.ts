@@ -61,8 +61,8 @@ export class ActiveRetriever implements RetrievalService {
   }
 
   /** Loading progress for `/ready`; ignored once a version serves (a background load must not hide it). */
-  loading(stage: string, progress?: number): void {
-    if (!this.serving) this.state = { ready: false, stage, ...(progress !== undefined && { progress }) };
+  loading(stage: string, progress?: number, step?: string): void {
+    if (!this.serving) this.state = { ready: false, stage, ...(step !== undefined && { step }), ...(progress !== undefined && { progress }) };
   }
 
   failed(error: Error): void {

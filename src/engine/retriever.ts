@@ -4,6 +4,7 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
 import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
+import { showBytes } from '../index/search-memory.js';
 import type { EmbeddingEncoder, QueryInput } from '../encoder/embedding-encoder.js';
 import type { VectorIndex } from '../index/vector-index.js';
 import type { RetrievalResult, RetrieverInfo, SearchHit } from './types.js';
@@ -22,8 +23,11 @@ export interface RetrieverLoadOptions {
   encoder?: EncoderOptions;
   /** Search backend and device; default the ONNX backend on CPU. */
   index?: VectorIndexOptions;
-  /** Reports each loading stage and, while the corpus is scanned, its fraction done. */
-  onStage?: (stage: string, progress?: number) => void;
+  /**
+   * Reports each loading stage, the step within it in words (what `/ready` shows a person waiting
+   * on a wiki18-sized load) and, while the corpus is scanned or an fp16 copy built, the fraction done.
+   */
+  onStage?: (stage: string, progress?: number, step?: string) => void;
 }
 
 /** Questions a warm-up encodes so the first real request pays no first-run cost. */
@@ -50,25 +54,27 @@ export class Retriever {
     const stage = options.onStage ?? (() => undefined);
     const opened: { close(): Promise<void> }[] = [];
     try {
-      stage('corpus', 0);
+      stage('corpus', 0, 'opening the corpus and its row offsets');
       const corpus = await CorpusStore.open(files.corpusPath, {
         sidecarPath: files.sidecarPath,
-        onProgress: (done, total) => stage('corpus', total > 0 ? done / total : 1),
+        onProgress: (done, total) =>
+          stage('corpus', total > 0 ? done / total : 1, `building the row offsets: ${showBytes(done)} of ${showBytes(total)} of the corpus scanned`),
       });
       opened.push(corpus);
-      stage('encoder');
+      stage('encoder', undefined, 'loading the encoder');
       const encoder = await WorkerEncoder.load(files.modelDir, options.encoder);
       opened.push(encoder);
-      stage('index');
+      stage('index', undefined, 'checking memory, opening the index');
       const index = await openVectorIndex(
         files.indexPath,
         { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows },
         // Progress comes only while an fp16 copy of the vectors is built.
-        { ...options.index, onProgress: (done, total) => stage('index', done / total) },
+        { ...options.index, onProgress: (done, total) => stage('index', done / total, `building the fp16 copy of the vectors: ${done} of ${total} values`) },
       );
       opened.push(index);
       const retriever = new Retriever(options.version, files, encoder, index, corpus);
-      stage('warm-up');
+      // One scan of every row: with a cold page cache, the first read of the whole index file (README, start-up).
+      stage('warm-up', undefined, `one search over all ${index.rows} rows (reads every page of the index)`);
       await retriever.encodeSearchFetch([WARM_UP_QUERY], 1);
       return retriever;
     } catch (error) {

@@ -40,6 +40,8 @@ export interface Readiness {
   ready: boolean;
   /** What is loading now and how far along, for `/ready`'s 503 body. */
   stage: string;
+  /** The step within the stage, in words with its sizes, e.g. how much of the corpus is scanned. */
+  step?: string;
   progress?: number;
   error?: string;
 }

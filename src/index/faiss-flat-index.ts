@@ -2,6 +2,14 @@ import type { SearchPlacement, VectorIndex, VectorSearchResult } from './vector-
 import { ServiceError } from '../errors.js';
 import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
+import { checkSearchMemory, readHostMemory, type MemoryFiles } from './search-memory.js';
+
+export interface FaissMemoryOptions {
+  /** Most bytes the faiss host may hold; 0: no limit beyond the host's available memory. */
+  memoryBudgetBytes?: number;
+  /** Where the host's memory is read (default: /proc and /sys/fs/cgroup). */
+  memoryFiles?: MemoryFiles;
+}
 
 /** A FAISS IndexFlatIP file loaded in a faiss host process of its own. */
 export class FaissFlatIndex implements VectorIndex {
@@ -18,9 +26,27 @@ export class FaissFlatIndex implements VectorIndex {
     return { backend: 'faiss', sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: this.rows }] };
   }
 
-  /** Validates the header (type, metric, dimension, rows, size) before FAISS reads the file. */
-  static async open(path: string, expect: IxfiExpectations = {}): Promise<FaissFlatIndex> {
+  /**
+   * Validates the header (type, metric, dimension, rows, size) and checks that the host can hold
+   * the vectors before FAISS reads the file: `read_index` copies all of it into the heap (Debian's
+   * faiss 1.7.3 maps only IVF lists with `IO_FLAG_MMAP`, and faiss-node passes no flags).
+   */
+  static async open(path: string, expect: IxfiExpectations = {}, memory: FaissMemoryOptions = {}): Promise<FaissFlatIndex> {
     const { dimension, rows } = await readIxfiHeader(path, expect);
+    const vectorBytes = rows * dimension * 4;
+    const plan = {
+      indexPath: path,
+      dimension,
+      precision: 'fp32' as const,
+      holding: 'read into memory by the faiss backend',
+      // Search buffers are per query (topk heaps, one BLAS block), small beside the vectors.
+      perDevice: { rows, vectorBytes, scoreBytes: 0 },
+      hostRows: rows,
+      hostMappedBytes: 0,
+      hostAnonymousBytes: vectorBytes,
+    };
+    // Nothing is mapped, so nothing streams: there is never a warning to give.
+    checkSearchMemory(plan, memory.memoryBudgetBytes ?? 0, await readHostMemory(memory.memoryFiles), () => undefined);
     const host = FaissHost.start();
     try {
       const loaded = await host.request({ op: 'load', path });

@@ -1,5 +1,4 @@
 import { Worker } from 'node:worker_threads';
-import bytes from 'bytes';
 import type { SearchPrecision } from './search-graph.js';
 import { emitFallbackWarning } from '../onnx/execution-provider.js';
 import type { SearchPlacement, SearchSessionInfo, VectorIndex, VectorSearchResult } from './vector-index.js';
@@ -7,6 +6,7 @@ import { ServiceError } from '../errors.js';
 import { searchShape } from './faiss-flat-index.js';
 import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
+import { checkSearchMemory, readHostMemory, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
 import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
 import { threadChannel, WorkerRequests, workerReady } from '../threads/worker-requests.js';
@@ -24,14 +24,19 @@ export interface OnnxIndexOptions {
   shardRows?: number;
   /** fp16 candidates per query rescored in fp32 from the index file (0: none); at least topk are. */
   rescore?: number;
-  /** Most bytes one device may hold (its vectors and one query chunk's scores); 0: no limit. */
+  /**
+   * Most bytes one device may hold (its vectors and one query chunk's scores); 0: no limit. Set,
+   * it also lets a CPU index larger than the host's available memory be mapped (search-memory.ts).
+   */
   memoryBudgetBytes?: number;
+  /** Where the host's memory is read (default: /proc and /sys/fs/cgroup). */
+  memoryFiles?: MemoryFiles;
   /** Where the fp16 copy lives; default `<index>.fp16`. */
   fp16Path?: string;
   /** Fail instead of falling back to CPU when CUDA cannot load. */
   strict?: boolean;
   intraOpNumThreads?: number;
-  /** Receives CUDA fallback warnings; defaults to `process.emitWarning`. */
+  /** Receives CUDA fallback and memory warnings; defaults to `process.emitWarning`. */
   warn?: (message: string) => void;
   /** Vectors converted to fp16 so far, while the sidecar is built. */
   onProgress?: (done: number, total: number) => void;
@@ -46,21 +51,28 @@ function slices(rows: number, devices: number): Array<{ firstRow: number; rows: 
   });
 }
 
-function checkMemoryBudget(path: string, index: IxfiHeader, largestSlice: number, precision: SearchPrecision, options: OnnxIndexOptions): void {
-  const budget = options.memoryBudgetBytes ?? 0;
-  if (budget <= 0) return;
+/**
+ * What the sessions will hold. On CPU each maps its slice of the file (or of the fp16 sidecar) and
+ * fills one query chunk's scores per shard; on CUDA the vectors are copied to the device and the
+ * host keeps nothing of them once the session is made.
+ */
+function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows: number }>, devices: readonly SearchDevice[], precision: SearchPrecision, shardRows: number): SearchMemoryPlan {
   const elementBytes = precision === 'fp16' ? 2 : 4;
-  const vectors = largestSlice * index.dimension * elementBytes;
-  const scores = QUERY_CHUNK * Math.min(options.shardRows ?? DEFAULT_SHARD_ROWS, largestSlice) * elementBytes;
-  if (vectors + scores <= budget) return;
-  const show = (n: number) => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 });
-  throw new ServiceError(
-    'bad_request',
-    `index ${path} does not fit the search memory budget of ${show(budget)} per device: ` +
-      `${largestSlice} rows × ${index.dimension} ${precision} take ${show(vectors)} plus ${show(scores)} of scores ` +
-      `(${QUERY_CHUNK} queries × a shard); spread it over more devices, use fp16, or lower the shard rows`,
-    { indexPath: path, budgetBytes: budget, neededBytes: vectors + scores },
-  );
+  const vectorBytes = (rows: number) => rows * index.dimension * elementBytes;
+  const scoreBytes = (rows: number) => QUERY_CHUNK * Math.min(shardRows, rows) * elementBytes;
+  const rows = Math.max(...parts.map((part) => part.rows));
+  const onCpu = parts.filter((_, i) => devices[i]!.provider === 'cpu');
+  const hostRows = onCpu.reduce((sum, part) => sum + part.rows, 0);
+  return {
+    indexPath: path,
+    dimension: index.dimension,
+    precision,
+    holding: onCpu.length > 0 ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
+    perDevice: { rows, vectorBytes: vectorBytes(rows), scoreBytes: scoreBytes(rows) },
+    hostRows,
+    hostMappedBytes: vectorBytes(hostRows),
+    hostAnonymousBytes: onCpu.reduce((sum, part) => sum + scoreBytes(part.rows), 0),
+  };
 }
 
 type SearchReply = Extract<SearchWorkerMessage, { kind: 'reply' }>;
@@ -127,7 +139,8 @@ export class OnnxFlatIndex implements VectorIndex {
     const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
     if (!Number.isInteger(shardRows) || shardRows < 1) throw new ServiceError('bad_request', `shard rows must be a positive integer, got ${shardRows}`);
     const parts = slices(index.rows, devices.length);
-    checkMemoryBudget(path, index, Math.max(...parts.map((part) => part.rows)), precision, options);
+    const plan = memoryPlan(path, index, parts, devices, precision, shardRows);
+    checkSearchMemory(plan, options.memoryBudgetBytes ?? 0, await readHostMemory(options.memoryFiles), options.warn ?? emitFallbackWarning);
     const data = (i: number): SearchWorkerData => ({
       indexPath: path,
       index,

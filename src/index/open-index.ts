@@ -39,7 +39,9 @@ function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): 
 /** Opens an IxFI index on the chosen backend; the header is validated against `expect` either way. */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
   const { backend, gpu, deviceIds, precision = 'auto', ...onnx } = options;
-  if (chooseSearchBackend(backend) === 'faiss') return FaissFlatIndex.open(path, expect);
+  if (chooseSearchBackend(backend) === 'faiss') {
+    return FaissFlatIndex.open(path, expect, { memoryBudgetBytes: onnx.memoryBudgetBytes, memoryFiles: onnx.memoryFiles });
+  }
   return OnnxFlatIndex.open(path, expect, {
     ...onnx,
     devices: searchDevices({ gpu, deviceIds }),

@@ -45,13 +45,17 @@ function sliceOf(precision: SearchPrecision): { file: string; slice: VectorSlice
 /**
  * External data locations must be relative to a folder: the model comes as bytes with that
  * folder named. Prepacking would copy every shard into a packed heap buffer; without it the
- * weights stay the file's mapped pages.
+ * weights stay the file's mapped pages. The memory pattern planner reserves one anonymous block
+ * the size of all initializers (never touched: the shards are mapped) before the file is opened;
+ * an index larger than RAM then fails that reservation with `std::bad_alloc` under the kernel's
+ * default overcommit heuristic (README, "Memory and start-up at wiki18 scale"), so it is off.
  */
 function createSession(precision: SearchPrecision, executionProviders: InferenceSession.ExecutionProviderConfig[]): Promise<InferenceSession> {
   const { file, slice } = sliceOf(precision);
   return InferenceSession.create(buildSearchOnnx(slice), {
     executionProviders,
     graphOptimizationLevel: 'all',
+    enableMemPattern: false,
     ...(data.intraOpNumThreads !== undefined && { intraOpNumThreads: data.intraOpNumThreads }),
     extra: {
       session: {

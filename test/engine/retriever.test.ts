@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
+import { showBytes } from '../../src/index/search-memory.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { bruteForceTopk } from '../support/index-fixtures.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
@@ -97,5 +100,30 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
       Retriever.load({ ...demo, modelDir: files.modelDir }, { version: 'bad' }),
       isServiceError('bad_request', /dimension/),
     );
+  });
+
+  it('reports which step of each stage runs and how far, corpus scan included, for /ready', async function () {
+    const dir = await mkdtemp(path.join(tmpdir(), 'retriever-steps-'));
+    const seen: Array<{ stage: string; progress?: number; step?: string }> = [];
+    try {
+      // A sidecar path of its own: the corpus is scanned for offsets, as at a first start.
+      const loaded = await Retriever.load(
+        { ...files, sidecarPath: path.join(dir, 'corpus.offsets') },
+        { version: 'v-steps', onStage: (stage, progress, step) => seen.push({ stage, ...(progress !== undefined && { progress }), ...(step !== undefined && { step }) }) },
+      );
+      await loaded.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    assert.deepEqual([...new Set(seen.map((state) => state.stage))], ['corpus', 'encoder', 'index', 'warm-up']);
+    const size = (await stat(files.corpusPath)).size;
+    const scanned = seen.filter((state) => state.step?.startsWith('building the row offsets'));
+    assert.ok(scanned.length > 0);
+    assert.deepEqual(scanned.at(-1), {
+      stage: 'corpus',
+      progress: 1,
+      step: `building the row offsets: ${showBytes(size)} of ${showBytes(size)} of the corpus scanned`,
+    });
+    assert.deepEqual(seen.at(-1), { stage: 'warm-up', step: 'one search over all 1000 rows (reads every page of the index)' });
   });
 });

@@ -46,8 +46,8 @@ describe('readiness of the real engine', function () {
     const seen: unknown[] = [];
     const retriever = await Retriever.load(await realFixture(), {
       version: 'readiness-v1',
-      onStage: (stage, progress) => {
-        active.loading(stage, progress);
+      onStage: (stage, progress, step) => {
+        active.loading(stage, progress, step);
         seen.push(active.readiness());
       },
     });

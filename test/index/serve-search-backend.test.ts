@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { access, copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { access, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import type { RetrieverInfo } from '../../src/engine/types.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { writeSparseIndex } from '../support/index-fixtures.js';
 import { CLI_PATH } from '../support/sample-data.js';
 
 
@@ -90,11 +91,20 @@ describe('serve: search backend flags reach the index (child process, tiny model
     await assert.rejects(access(`${files.indexPath}.fp16`), { code: 'ENOENT' });
   });
 
-  it('--search_memory_budget too small for the index: serve refuses to start and says why', async function () {
-    const run = await serve(files, dataDir, ['--search_memory_budget', '64kb']);
+  it('an index larger than --search_memory_budget (sparse, 400k rows): serve refuses at load with the sizes and the ways out, exit 1, no crash', async function () {
+    // Index row i is corpus line i: a corpus of 400k one-word rows, and a sparse index of as many.
+    const rows = 400_000;
+    const big = { ...files, indexPath: path.join(dataDir, 'big.index'), corpusPath: path.join(dataDir, 'big.jsonl') };
+    await writeFile(big.corpusPath, Array.from({ length: rows }, (_, i) => `{"id": "${i}", "contents": "row ${i}"}\n`).join(''));
+    await writeSparseIndex(big.indexPath, { dimension: 32, rows });
+    const run = await serve(big, dataDir, ['--search_memory_budget', '16mb']);
     assert.equal(run.info, undefined);
     assert.equal(run.code, 1);
     const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
-    assert.match(fatal?.msg ?? '', /does not fit the search memory budget of 64 KB per device: 1000 rows × \d+ fp32/);
+    assert.match(
+      fatal?.msg ?? '',
+      /does not fit the search memory budget of 16 MB per device: 400000 rows × 32 fp32 take 48.8 MB plus 781.3 MB of scores \(mapped by the onnx backend on CPU\); ways out: an HNSW\/IVF\/SQ index \(--faiss_type\)/,
+    );
+    assert.doesNotMatch(run.log.map((line) => line.msg).join('\n'), /bad_alloc/);
   });
 });

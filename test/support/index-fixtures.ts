@@ -1,5 +1,8 @@
 import { execFileSync } from 'node:child_process';
+import { open } from 'node:fs/promises';
 import { seededNormal } from '../../src/encoder/weights.js';
+import { writeFully } from '../../src/file-io.js';
+import { encodeIxfiHeader, ixfiFileBytes, type IxfiHeader } from '../../src/index/ixfi-header.js';
 
 /** Debian's python with faiss and numpy (the `python3` on PATH lacks them). */
 const DEBIAN_PYTHON = '/usr/bin/python3';
@@ -45,4 +48,18 @@ export function bruteForceTopk(base: Float32Array, queries: Float32Array, dimens
 
 export function floatBytes(vectors: Float32Array): Buffer {
   return Buffer.from(vectors.buffer, vectors.byteOffset, vectors.byteLength);
+}
+
+/**
+ * A sparse IxFI file: a valid header, then `rows × dimension` floats that read as zeros and take no
+ * disk space, for sizes (wiki18's 64.6 GB) that neither a disk nor a test run could write.
+ */
+export async function writeSparseIndex(file: string, shape: IxfiHeader): Promise<void> {
+  const index = await open(file, 'w');
+  try {
+    await writeFully(index, encodeIxfiHeader(shape), 0);
+    await index.truncate(ixfiFileBytes(shape));
+  } finally {
+    await index.close();
+  }
 }

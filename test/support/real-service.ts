@@ -48,6 +48,6 @@ export class RealService implements RetrievalService {
 
 export async function loadRealService(files: RetrieverFiles, version = 'contract-v1'): Promise<RealService> {
   const active = new ActiveRetriever();
-  await active.activate(await Retriever.load(files, { version, onStage: (stage, progress) => active.loading(stage, progress) }));
+  await active.activate(await Retriever.load(files, { version, onStage: (stage, progress, step) => active.loading(stage, progress, step) }));
   return new RealService(active);
 }

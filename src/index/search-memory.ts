@@ -1,0 +1,153 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import bytes from 'bytes';
+import { ServiceError } from '../errors.js';
+
+/** Where the kernel reports memory; tests point these at fixture files. */
+export interface MemoryFiles {
+  meminfo: string;
+  /** `/proc/self/cgroup`: which cgroup (v1 `memory` controller or v2 unified) holds this process. */
+  selfCgroup: string;
+  /** Where the cgroup file systems are mounted: v2 at the root, v1's memory controller at `memory/`. */
+  cgroupRoot: string;
+}
+
+export const SYSTEM_MEMORY_FILES: MemoryFiles = { meminfo: '/proc/meminfo', selfCgroup: '/proc/self/cgroup', cgroupRoot: '/sys/fs/cgroup' };
+
+export interface CgroupMemory {
+  version: 1 | 2;
+  /** The cgroup folder whose limit is the tightest over this process's cgroup and its ancestors. */
+  dir: string;
+  limitBytes: number;
+  usageBytes: number;
+  /** Inactive file pages charged to it, which the kernel reclaims before it hits the limit. */
+  reclaimableBytes: number;
+}
+
+export interface HostMemory {
+  totalBytes: number;
+  /** `MemAvailable`: free memory plus the page cache and slabs the kernel can reclaim without swapping. */
+  availableBytes: number;
+  /** Present when a cgroup limit (a container's) is set on this process. */
+  cgroup?: CgroupMemory;
+  /** What this process may still fill: `MemAvailable`, or the cgroup's headroom when that is less. */
+  usableBytes: number;
+}
+
+/** v1 writes "no limit" as the largest page-aligned signed 64-bit count; anything this large is none. */
+const NO_LIMIT = 2 ** 62;
+
+function meminfoField(text: string, name: string): number | undefined {
+  const kB = new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1];
+  return kB === undefined ? undefined : Number(kB) * 1024;
+}
+
+function statField(text: string, name: string): number {
+  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+}
+
+async function readText(file: string): Promise<string | undefined> {
+  return readFile(file, 'utf8').catch(() => undefined);
+}
+
+/** This process's cgroup folder and its ancestors up to the mount, innermost first, for v1's memory controller or v2. */
+function cgroupDirs(selfCgroup: string, cgroupRoot: string): { version: 1 | 2; dirs: string[] } | undefined {
+  const lines = selfCgroup.split('\n').map((line) => line.split(':'));
+  const v1 = lines.find((fields) => fields.length >= 3 && fields[1]!.split(',').includes('memory'));
+  const v2 = lines.find((fields) => fields.length >= 3 && fields[0] === '0' && fields[1] === '');
+  const found = v1 ? { version: 1 as const, base: path.join(cgroupRoot, 'memory'), at: v1.slice(2).join(':') } : v2 && { version: 2 as const, base: cgroupRoot, at: v2.slice(2).join(':') };
+  if (!found) return undefined;
+  const parts = found.at.split('/').filter(Boolean);
+  // Inside a container's cgroup namespace the path may name a folder the mount does not show; the missing ones read as absent.
+  const dirs = parts.map((_, i) => path.join(found.base, ...parts.slice(0, parts.length - i)));
+  return { version: found.version, dirs: [...dirs, found.base] };
+}
+
+async function cgroupLimit(version: 1 | 2, dir: string): Promise<CgroupMemory | undefined> {
+  const [limitFile, usageFile, inactiveField] =
+    version === 2 ? ['memory.max', 'memory.current', 'inactive_file'] : ['memory.limit_in_bytes', 'memory.usage_in_bytes', 'total_inactive_file'];
+  const limit = (await readText(path.join(dir, limitFile)))?.trim();
+  if (limit === undefined || limit === 'max' || !(Number(limit) < NO_LIMIT)) return undefined;
+  const usage = Number((await readText(path.join(dir, usageFile)))?.trim() ?? 0);
+  const stat = (await readText(path.join(dir, 'memory.stat'))) ?? '';
+  return { version, dir, limitBytes: Number(limit), usageBytes: usage, reclaimableBytes: statField(stat, inactiveField) };
+}
+
+/** Headroom left under a cgroup limit: what kubelet and `docker stats` call the limit minus the working set. */
+function headroom(cgroup: CgroupMemory): number {
+  return Math.max(0, cgroup.limitBytes - cgroup.usageBytes + cgroup.reclaimableBytes);
+}
+
+/** Reads the host's memory as the kernel reports it: `/proc/meminfo` and, in a container, the tightest cgroup limit. */
+export async function readHostMemory(files: MemoryFiles = SYSTEM_MEMORY_FILES): Promise<HostMemory> {
+  const meminfo = await readText(files.meminfo);
+  const totalBytes = meminfo === undefined ? undefined : meminfoField(meminfo, 'MemTotal');
+  const availableBytes = meminfo === undefined ? undefined : meminfoField(meminfo, 'MemAvailable');
+  if (totalBytes === undefined || availableBytes === undefined) {
+    throw new ServiceError('internal', `cannot read MemTotal and MemAvailable from ${files.meminfo}`);
+  }
+  const groups = cgroupDirs((await readText(files.selfCgroup)) ?? '', files.cgroupRoot);
+  const limits = groups ? await Promise.all(groups.dirs.map((dir) => cgroupLimit(groups.version, dir))) : [];
+  const cgroup = limits.filter((limit) => limit !== undefined).sort((a, b) => headroom(a) - headroom(b))[0];
+  return { totalBytes, availableBytes, ...(cgroup && { cgroup }), usableBytes: Math.min(availableBytes, cgroup ? headroom(cgroup) : Infinity) };
+}
+
+/** What opening an index will hold: the largest device's share, and what lands in this host's RAM. */
+export interface SearchMemoryPlan {
+  indexPath: string;
+  dimension: number;
+  precision: 'fp32' | 'fp16';
+  /** How the vectors are held, for the refusal: "mapped by the onnx backend on CPU". */
+  holding: string;
+  /** The largest device's rows, vectors and score buffers, held against `--search_memory_budget`. */
+  perDevice: { rows: number; vectorBytes: number; scoreBytes: number };
+  /** Rows whose vectors this host holds (every CPU session's). */
+  hostRows: number;
+  /** File pages every query reads. Counted against RAM: a flat search touches every page on every query. */
+  hostMappedBytes: number;
+  /** Anonymous memory on this host: a copy of the vectors (faiss) and score buffers; past RAM it fails to allocate or is killed. */
+  hostAnonymousBytes: number;
+}
+
+export const showBytes = (n: number): string => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 }) ?? `${n} B`;
+
+const WAYS_OUT =
+  'ways out: an HNSW/IVF/SQ index (--faiss_type), which holds far fewer bytes per row on CPU; fp16 on a GPU (--faiss_gpu: half the bytes, in device memory); or a host with more RAM';
+
+/**
+ * Refuses, with the sizes and the ways out, an index that would not fit: the largest device's share
+ * over `budgetBytes` (when set), or this host's share over what the host leaves this process.
+ * Mapped pages past RAM still work, streamed through the page cache on every query, so an explicit
+ * budget that covers them is taken as the user's word: the index opens, with `warn` saying so.
+ * Anonymous memory past RAM never works, whatever the budget.
+ */
+export function checkSearchMemory(plan: SearchMemoryPlan, budgetBytes: number, host: HostMemory, warn: (message: string) => void): void {
+  const { rows, vectorBytes, scoreBytes } = plan.perDevice;
+  const deviceBytes = vectorBytes + scoreBytes;
+  const details = { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceBytes };
+  if (budgetBytes > 0 && deviceBytes > budgetBytes) {
+    throw new ServiceError(
+      'bad_request',
+      `index ${plan.indexPath} does not fit the search memory budget of ${showBytes(budgetBytes)} per device: ` +
+        `${rows} rows × ${plan.dimension} ${plan.precision} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
+      details,
+    );
+  }
+  const hostBytes = plan.hostMappedBytes + plan.hostAnonymousBytes;
+  if (hostBytes <= host.usableBytes) return;
+  const cgroupBinds = host.cgroup !== undefined && host.usableBytes < host.availableBytes;
+  const shortfall =
+    `index ${plan.indexPath} needs ${showBytes(hostBytes)} of this host's memory but ` +
+    (cgroupBinds ? `the cgroup limit of ${showBytes(host.cgroup!.limitBytes)} (${host.cgroup!.dir}) leaves ` : 'MemAvailable is ') +
+    `${showBytes(host.usableBytes)} (${showBytes(host.totalBytes)} RAM): ${plan.hostRows} rows × ${plan.dimension} ${plan.precision} ${plan.holding}` +
+    (plan.hostMappedBytes > 0 ? ` (${showBytes(plan.hostMappedBytes)} of file pages, every one read by every query)` : '') +
+    (plan.hostAnonymousBytes > 0 ? ` and ${showBytes(plan.hostAnonymousBytes)} of the process's own memory` : '');
+  const streamable = plan.hostMappedBytes > 0 && plan.hostAnonymousBytes <= host.usableBytes;
+  if (streamable && budgetBytes > 0) {
+    warn(`${shortfall}; mapping it anyway, as --search_memory_budget ${showBytes(budgetBytes)} allows: each query streams the pages that do not fit from disk`);
+    return;
+  }
+  // Whole GiB, rounded up, so the suggested value covers the need once parsed back.
+  const override = streamable ? `; or --search_memory_budget ${Math.ceil(deviceBytes / 2 ** 30)}gb to map it anyway and stream it from disk on every query` : '';
+  throw new ServiceError('bad_request', `${shortfall}; ${WAYS_OUT}${override}`, { ...details, hostBytes, usableBytes: host.usableBytes });
+}

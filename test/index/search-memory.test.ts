@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { isServiceError } from '../support/assert-service-error.js';
+import { writeSparseIndex } from '../support/index-fixtures.js';
+import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
+import { readHostMemory, SYSTEM_MEMORY_FILES, type MemoryFiles } from '../../src/index/search-memory.js';
+
+const GiB = 2 ** 30;
+const MiB = 2 ** 20;
+
+/** /proc/meminfo as the kernel writes it (kB), with the two fields the check reads among others. */
+function meminfo(totalBytes: number, availableBytes: number): string {
+  return `MemTotal:       ${totalBytes / 1024} kB\nMemFree:          123456 kB\nMemAvailable:   ${availableBytes / 1024} kB\nCached:          4000000 kB\n`;
+}
+
+describe('host memory: /proc/meminfo and cgroup limits (fixture files)', function () {
+  let dir: string;
+  let n = 0;
+
+  before(async function () {
+    dir = await mkdtemp(path.join(tmpdir(), 'host-memory-'));
+  });
+
+  after(async function () {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A fresh fixture: meminfo, /proc/self/cgroup, and files under a cgroup root by relative path. */
+  async function fixture(selfCgroup: string, cgroupFiles: Record<string, string>, mem = meminfo(16 * GiB, 10 * GiB)): Promise<MemoryFiles> {
+    const root = path.join(dir, String(n++));
+    const cgroupRoot = path.join(root, 'cgroup');
+    await mkdir(cgroupRoot, { recursive: true });
+    for (const [name, text] of Object.entries(cgroupFiles)) {
+      await mkdir(path.dirname(path.join(cgroupRoot, name)), { recursive: true });
+      await writeFile(path.join(cgroupRoot, name), text);
+    }
+    await writeFile(path.join(root, 'meminfo'), mem);
+    await writeFile(path.join(root, 'self-cgroup'), selfCgroup);
+    return { meminfo: path.join(root, 'meminfo'), selfCgroup: path.join(root, 'self-cgroup'), cgroupRoot };
+  }
+
+  it('no cgroup limit: MemAvailable is what the process may fill', async function () {
+    const files = await fixture('0::/user.slice/session-1.scope\n', { 'user.slice/memory.max': 'max\n' });
+    assert.deepEqual(await readHostMemory(files), { totalBytes: 16 * GiB, availableBytes: 10 * GiB, usableBytes: 10 * GiB });
+  });
+
+  it('cgroup v2: the limit minus the working set (usage less inactive file pages) when that is less', async function () {
+    const files = await fixture('0::/kubepods/pod1/c1\n', {
+      'kubepods/memory.max': 'max\n',
+      'kubepods/pod1/c1/memory.max': `${8 * GiB}\n`,
+      'kubepods/pod1/c1/memory.current': `${6 * GiB}\n`,
+      'kubepods/pod1/c1/memory.stat': `anon ${4 * GiB}\ninactive_file ${GiB}\nactive_file ${GiB}\n`,
+    });
+    const memory = await readHostMemory(files);
+    assert.equal(memory.usableBytes, 3 * GiB);
+    assert.deepEqual(memory.cgroup, {
+      version: 2,
+      dir: path.join(files.cgroupRoot, 'kubepods/pod1/c1'),
+      limitBytes: 8 * GiB,
+      usageBytes: 6 * GiB,
+      reclaimableBytes: GiB,
+    });
+  });
+
+  it('cgroup v2: a parent limit tighter than the own one binds', async function () {
+    const files = await fixture('0::/a/b\n', { 'a/memory.max': `${2 * GiB}\n`, 'a/memory.current': '0\n', 'a/b/memory.max': 'max\n' });
+    const memory = await readHostMemory(files);
+    assert.equal(memory.cgroup?.dir, path.join(files.cgroupRoot, 'a'));
+    assert.equal(memory.usableBytes, 2 * GiB);
+  });
+
+  it('cgroup v1: the memory controller\'s limit; its "unlimited" value is no limit', async function () {
+    const limited = await fixture('5:devices:/docker/abc\n4:memory:/docker/abc\n0::/\n', {
+      'memory/docker/abc/memory.limit_in_bytes': `${4 * GiB}\n`,
+      'memory/docker/abc/memory.usage_in_bytes': `${3 * GiB}\n`,
+      'memory/docker/abc/memory.stat': `cache ${GiB}\ninactive_file 5\ntotal_inactive_file ${512 * MiB}\n`,
+    });
+    assert.equal((await readHostMemory(limited)).usableBytes, 1.5 * GiB);
+    const unlimited = await fixture('4:memory:/docker/abc\n', { 'memory/docker/abc/memory.limit_in_bytes': '9223372036854771712\n' });
+    assert.deepEqual(await readHostMemory(unlimited), { totalBytes: 16 * GiB, availableBytes: 10 * GiB, usableBytes: 10 * GiB });
+  });
+
+  it('a meminfo without MemAvailable is an internal error naming the file', async function () {
+    const files = await fixture('0::/\n', {}, 'MemTotal: 1024 kB\n');
+    await assert.rejects(readHostMemory(files), isServiceError('internal', /cannot read MemTotal and MemAvailable from .*meminfo/));
+  });
+
+  it('this host: MemAvailable within MemTotal, and what may be filled within both', async function () {
+    const memory = await readHostMemory();
+    assert.ok(memory.availableBytes > 0 && memory.availableBytes <= memory.totalBytes);
+    assert.ok(memory.usableBytes <= memory.availableBytes);
+  });
+});
+
+describe('search memory check before an index loads (sparse IxFI files, real load paths)', function () {
+  let dir: string;
+  let index: string;
+  /** 2M rows × 32 fp32 = 244.1 MiB of vectors that take no disk space. */
+  const shape = { dimension: 32, rows: 2_000_000 };
+  /** 512 queries × 32,768 rows × 4 bytes = 64 MiB of scores per run. */
+  const SHARD_ROWS = 32_768;
+  let smallHost: MemoryFiles;
+
+  before(async function () {
+    dir = await mkdtemp(path.join(tmpdir(), 'search-memory-'));
+    index = path.join(dir, 'sparse.index');
+    await writeSparseIndex(index, shape);
+    await writeFile(path.join(dir, 'meminfo'), meminfo(GiB, 100 * MiB));
+    await writeFile(path.join(dir, 'self-cgroup'), '0::/\n');
+    smallHost = { meminfo: path.join(dir, 'meminfo'), selfCgroup: path.join(dir, 'self-cgroup'), cgroupRoot: path.join(dir, 'no-cgroup') };
+  });
+
+  after(async function () {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('onnx on CPU: a mapped index past MemAvailable is refused with the sizes and the ways out', async function () {
+    await assert.rejects(
+      OnnxFlatIndex.open(index, {}, { memoryFiles: smallHost, shardRows: SHARD_ROWS }),
+      isServiceError(
+        'bad_request',
+        new RegExp(
+          'needs 308.1 MB of this host\'s memory but MemAvailable is 100 MB \\(1 GB RAM\\): 2000000 rows × 32 fp32 mapped by the onnx backend on CPU ' +
+            '\\(244.1 MB of file pages, every one read by every query\\) and 64 MB of the process\'s own memory; ' +
+            'ways out: an HNSW/IVF/SQ index \\(--faiss_type\\).*fp16 on a GPU \\(--faiss_gpu.*a host with more RAM; ' +
+            'or --search_memory_budget 1gb to map it anyway and stream it from disk on every query$',
+        ),
+      ),
+    );
+  });
+
+  it('onnx on CPU: a budget that covers it maps it anyway, with a warning that queries stream from disk', async function () {
+    const warnings: string[] = [];
+    const opened = await OnnxFlatIndex.open(index, {}, { memoryFiles: smallHost, shardRows: SHARD_ROWS, memoryBudgetBytes: GiB, warn: (message) => warnings.push(message) });
+    await opened.close();
+    assert.deepEqual(
+      warnings.map((message) => message.replace(/^index \S+ /, '')),
+      [
+        'needs 308.1 MB of this host\'s memory but MemAvailable is 100 MB (1 GB RAM): 2000000 rows × 32 fp32 mapped by the onnx backend on CPU ' +
+          '(244.1 MB of file pages, every one read by every query) and 64 MB of the process\'s own memory; ' +
+          'mapping it anyway, as --search_memory_budget 1 GB allows: each query streams the pages that do not fit from disk',
+      ],
+    );
+  });
+
+  it('faiss: reading the file into the heap past MemAvailable is refused whatever the budget, before faiss reads a byte', async function () {
+    for (const memoryBudgetBytes of [0, GiB]) {
+      await assert.rejects(
+        FaissFlatIndex.open(index, {}, { memoryFiles: smallHost, memoryBudgetBytes }),
+        isServiceError('bad_request', /needs 244.1 MB of this host's memory but MemAvailable is 100 MB \(1 GB RAM\): 2000000 rows × 32 fp32 read into memory by the faiss backend and 244.1 MB of the process's own memory; ways out: an HNSW\/IVF\/SQ index \(--faiss_type\)[^;]*; fp16 on a GPU[^;]*; or a host with more RAM$/),
+      );
+    }
+  });
+
+  it('a cgroup limit tighter than MemAvailable is named in the refusal', async function () {
+    const cgroupRoot = path.join(dir, 'cgroup');
+    await mkdir(path.join(cgroupRoot, 'job'), { recursive: true });
+    await writeFile(path.join(cgroupRoot, 'job', 'memory.max'), `${64 * MiB}\n`);
+    await writeFile(path.join(cgroupRoot, 'job', 'memory.current'), `${16 * MiB}\n`);
+    await writeFile(path.join(dir, 'job-cgroup'), '0::/job\n');
+    const files = { meminfo: SYSTEM_MEMORY_FILES.meminfo, selfCgroup: path.join(dir, 'job-cgroup'), cgroupRoot };
+    await assert.rejects(
+      OnnxFlatIndex.open(index, {}, { memoryFiles: files, shardRows: SHARD_ROWS }),
+      isServiceError('bad_request', /needs 308.1 MB of this host's memory but the cgroup limit of 64 MB \(\S+job\) leaves 48 MB \(/),
+    );
+  });
+
+  it('an index larger than this host\'s RAM opens mapped, without a reservation of its size (ORT\'s memory pattern is off)', async function () {
+    const { totalBytes } = await readHostMemory();
+    if (totalBytes > 512 * GiB) this.skip();
+    // Past MemTotal the kernel's default overcommit heuristic refuses any one anonymous allocation
+    // of the index's size: ORT's memory pattern used to make one and died with std::bad_alloc.
+    const dimension = 768;
+    const big = { dimension, rows: Math.ceil((totalBytes + GiB) / (dimension * 4)) };
+    const file = path.join(dir, 'larger-than-ram.index');
+    await writeSparseIndex(file, big);
+    const warnings: string[] = [];
+    const opened = await OnnxFlatIndex.open(file, {}, { memoryBudgetBytes: 2 * totalBytes, warn: (message) => warnings.push(message) });
+    await opened.close();
+    assert.equal(opened.rows, big.rows);
+    assert.match(warnings.join('\n'), /mapping it anyway/);
+  });
+});
