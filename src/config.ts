@@ -297,11 +297,27 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServiceC
   return resolveServeConfig(command, env);
 }
 
+/** `--faiss_gpu` (Search-R1's switch) or `--device cuda` put search on the GPU too. */
+export function searchOnGpu(config: ServiceConfig): boolean {
+  return config.faissGpu || config.device === 'cuda';
+}
+
 /** Lines to log at startup about flags that are accepted but change nothing. */
 export function compatibilityNotices(config: ServiceConfig): string[] {
   const notices: string[] = [];
-  if (config.faissGpu && config.searchBackend === 'faiss') {
+  const faiss = config.searchBackend === 'faiss';
+  if (config.faissGpu && faiss) {
     notices.push('--faiss_gpu with --search_backend faiss: faiss-node searches on CPU only; the onnx backend searches on the GPU');
+  }
+  // --search_dtype auto is fp16 on the GPU and fp32 (exact) on CPU; faiss is exact fp32 too.
+  const fp32 = faiss || config.searchDtype === 'fp32' || (config.searchDtype === 'auto' && !searchOnGpu(config));
+  if (config.searchRescore > 0 && fp32) {
+    notices.push(
+      `--search_rescore ${config.searchRescore} is ignored: this search runs in fp32, already exact; it rescores fp16 candidates (--search_dtype fp16, or auto on the GPU)`,
+    );
+  }
+  if (config.searchMemoryBudget > 0 && faiss) {
+    notices.push('--search_memory_budget is ignored with --search_backend faiss: it bounds the onnx backend, which reads the index file per device');
   }
   if (config.retrieverName !== undefined) {
     notices.push(

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import type { Router } from 'express';
-import { addServeOptions, resolveServeConfig, type ServiceConfig } from '../config.js';
+import { addServeOptions, resolveServeConfig, searchOnGpu, type ServiceConfig } from '../config.js';
 import { lockDataDir } from '../data-dir-lock.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
@@ -67,11 +67,10 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
   };
 }
 
-/** `--faiss_gpu` (Search-R1's switch) or `--device cuda` put search on the GPU too. */
 function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions {
   return {
     backend: config.searchBackend,
-    gpu: config.faissGpu || config.device === 'cuda',
+    gpu: searchOnGpu(config),
     deviceIds: config.searchDevices ?? [config.deviceId],
     precision: config.searchDtype,
     shardRows: config.searchShardRows,

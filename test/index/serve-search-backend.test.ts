@@ -1,51 +1,19 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { access, copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import type { RetrieverInfo } from '../../src/engine/types.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
-import { CLI_PATH } from '../support/sample-data.js';
+import { serveOnce, type ServeRun } from '../support/serve-child.js';
 
+const WARN = 40;
 
-interface Run {
-  /** `/info`'s retriever once ready; undefined when serve exited first. */
-  info?: RetrieverInfo;
-  log: Array<{ level: number; msg: string }>;
-  code: number | null;
-}
-
-/** `serve` in a child process with search flags: its /info when it gets ready (then SIGTERM), or its exit. */
-async function serve(files: RetrieverFiles, dataDir: string, flags: string[]): Promise<Run> {
-  const child = spawn(process.execPath, [
-    CLI_PATH,
-    'serve',
+/** `serve` of the tiny model's files on CPU with search flags. */
+function serve(files: RetrieverFiles, dataDir: string, flags: string[]): Promise<ServeRun> {
+  return serveOnce([
     ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
-    ...['--data_dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', ...flags],
+    ...['--data_dir', dataDir, '--device', 'cpu', ...flags],
   ]);
-  child.stderr.resume();
-  const log: Run['log'] = [];
-  let port: number | undefined;
-  const closed = once(child, 'close');
-  const ready = await new Promise<boolean>((resolve) => {
-    createInterface({ input: child.stdout }).on('line', (text) => {
-      const line = JSON.parse(text) as Run['log'][number] & { port?: number };
-      log.push(line);
-      if (line.port !== undefined) port = line.port;
-      if (line.msg === 'ready') resolve(true);
-    });
-    void closed.then(() => resolve(false));
-  });
-  let info: RetrieverInfo | undefined;
-  if (ready) {
-    info = ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever;
-    child.kill('SIGTERM');
-  }
-  const [code] = await closed;
-  return { ...(info && { info }), log, code: code as number | null };
 }
 
 describe('serve: search backend flags reach the index (child process, tiny model)', function () {
@@ -88,6 +56,20 @@ describe('serve: search backend flags reach the index (child process, tiny model
     });
     // CUDA is probed before the fp16 copy is made: no 32 GB conversion for a fallback that reads fp32.
     await assert.rejects(access(`${files.indexPath}.fp16`), { code: 'ENOENT' });
+  });
+
+  it('settings this search ignores (--search_rescore with fp32 search, --search_memory_budget with faiss): one warning each at start-up', async function () {
+    const ignored = (run: ServeRun) => run.log.filter((line) => / is ignored/.test(line.msg)).map((line) => [line.level, line.msg]);
+    const onCpu = await serve(files, dataDir, ['--search_rescore', '16']);
+    assert.deepEqual(ignored(onCpu), [
+      [WARN, '--search_rescore 16 is ignored: this search runs in fp32, already exact; it rescores fp16 candidates (--search_dtype fp16, or auto on the GPU)'],
+    ]);
+    assert.deepEqual(onCpu.info?.search?.sessions.map((session) => session.precision), ['fp32']);
+    const faiss = await serve(files, dataDir, ['--search_backend', 'faiss', '--search_memory_budget', '1kb']);
+    assert.equal(faiss.info?.search?.backend, 'faiss', 'the budget, which 1000 rows exceed, was not applied');
+    assert.deepEqual(ignored(faiss), [
+      [WARN, '--search_memory_budget is ignored with --search_backend faiss: it bounds the onnx backend, which reads the index file per device'],
+    ]);
   });
 
   it('--search_memory_budget too small for the index: serve refuses to start and says why', async function () {
