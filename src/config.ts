@@ -44,7 +44,7 @@ export const SETTINGS = {
   indexPath: optional('index_path', text, 'FAISS Flat inner-product index file'),
   corpusPath: optional('corpus_path', text, 'JSONL corpus, line i = index row i'),
   topk: setting('topk', integer(1), 3, 'default topk when a request omits it or sends null/0'),
-  retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json'),
+  retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json (bm25 is not served)'),
   retrieverModel: optional('retriever_model', text, 'model folder with retriever.json'),
   faissGpu: toggle('faiss_gpu', 'search on the GPU (ONNX backend, fp16 copy of the index on CUDA)'),
   host: setting('host', text, '0.0.0.0', 'address to listen on'),
@@ -319,7 +319,11 @@ export function compatibilityNotices(config: ServiceConfig): string[] {
   if (config.searchMemoryBudget > 0 && faiss) {
     notices.push('--search_memory_budget is ignored with --search_backend faiss: it bounds the onnx backend, which reads the index file per device');
   }
-  if (config.retrieverName !== undefined) {
+  if (config.retrieverName?.toLowerCase() === 'bm25') {
+    notices.push(
+      `--retriever_name ${config.retrieverName}: BM25 is not served; this service retrieves with the dense encoder of --retriever_model over its FAISS-format index only`,
+    );
+  } else if (config.retrieverName !== undefined) {
     notices.push(
       `--retriever_name ${config.retrieverName}: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name`,
     );

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import bytes from 'bytes';
 import type { SearchPrecision } from './search-graph.js';
-import { emitFallbackWarning } from '../onnx/execution-provider.js';
+import { cudaProviderInstalled, emitFallbackWarning } from '../onnx/execution-provider.js';
 import type { SearchPlacement, SearchSessionInfo, VectorIndex, VectorSearchResult } from './vector-index.js';
 import { ServiceError } from '../errors.js';
 import { searchShape } from './faiss-flat-index.js';
@@ -46,7 +46,13 @@ function slices(rows: number, devices: number): Array<{ firstRow: number; rows: 
   });
 }
 
-function checkMemoryBudget(path: string, index: IxfiHeader, largestSlice: number, precision: SearchPrecision, options: OnnxIndexOptions): void {
+function checkMemoryBudget(
+  path: string,
+  index: IxfiHeader,
+  largestSlice: number,
+  precision: SearchPrecision,
+  options: OnnxIndexOptions & { devices: readonly SearchDevice[] },
+): void {
   const budget = options.memoryBudgetBytes ?? 0;
   if (budget <= 0) return;
   const elementBytes = precision === 'fp16' ? 2 : 4;
@@ -54,11 +60,15 @@ function checkMemoryBudget(path: string, index: IxfiHeader, largestSlice: number
   const scores = QUERY_CHUNK * Math.min(options.shardRows ?? DEFAULT_SHARD_ROWS, largestSlice) * elementBytes;
   if (vectors + scores <= budget) return;
   const show = (n: number) => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 });
+  // Only GPUs share rows: on a host without CUDA more devices would fall back to one CPU each.
+  const onGpus = options.devices.some((device) => device.provider === 'cuda') && cudaProviderInstalled();
+  const remedies = [...(onGpus ? ['spread it over more devices'] : []), ...(precision === 'fp32' ? ['use fp16'] : [])];
+  const advice = [remedies.join(', '), 'lower the shard rows'].filter(Boolean).join(' or ');
   throw new ServiceError(
     'bad_request',
     `index ${path} does not fit the search memory budget of ${show(budget)} per device: ` +
       `${largestSlice} rows × ${index.dimension} ${precision} take ${show(vectors)} plus ${show(scores)} of scores ` +
-      `(${QUERY_CHUNK} queries × a shard); spread it over more devices, use fp16, or lower the shard rows`,
+      `(${QUERY_CHUNK} queries × a shard); ${advice}`,
     { indexPath: path, budgetBytes: budget, neededBytes: vectors + scores },
   );
 }
@@ -127,7 +137,7 @@ export class OnnxFlatIndex implements VectorIndex {
     const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
     if (!Number.isInteger(shardRows) || shardRows < 1) throw new ServiceError('bad_request', `shard rows must be a positive integer, got ${shardRows}`);
     const parts = slices(index.rows, devices.length);
-    checkMemoryBudget(path, index, Math.max(...parts.map((part) => part.rows)), precision, options);
+    checkMemoryBudget(path, index, Math.max(...parts.map((part) => part.rows)), precision, { ...options, devices });
     const data = (i: number): SearchWorkerData => ({
       indexPath: path,
       index,

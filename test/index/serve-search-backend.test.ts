@@ -78,5 +78,10 @@ describe('serve: search backend flags reach the index (child process, tiny model
     assert.equal(run.code, 1);
     const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
     assert.match(fatal?.msg ?? '', /does not fit the search memory budget of 64 KB per device: 1000 rows × \d+ fp32/);
+    // A CPU-only host: more devices would not help, even where search on the GPU was asked for (fp16 then).
+    assert.match(fatal?.msg ?? '', /\(512 queries × a shard\); use fp16 or lower the shard rows$/);
+    const gpuAsked = await serve(files, dataDir, ['--faiss_gpu', '--search_devices', '0,1', '--search_memory_budget', '16kb']);
+    const refusal = gpuAsked.log.find((line) => line.msg.startsWith('the retriever failed to load: '))?.msg ?? '';
+    assert.match(refusal, /16 KB per device: 500 rows × \d+ fp16 .*\(512 queries × a shard\); lower the shard rows$/);
   });
 });

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { serveOnce } from '../support/serve-child.js';
+import { temporaryDir } from '../support/version-fixtures.js';
+
+const WARN = 40;
+
+/** What `serve` says at start-up about its launch line (child processes, tiny model on CPU). */
+describe('serve start-up messages (child process)', function () {
+  let files: RetrieverFiles;
+  let dataDir: string;
+
+  before(async function () {
+    files = await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: SAMPLE_CORPUS });
+    dataDir = await temporaryDir('serve-start-up');
+  });
+
+  after(async function () {
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('--retriever_name bm25 says BM25 is not served; a Hugging Face model id as --retriever_model says it is not downloaded and what to give instead', async function () {
+    const run = await serveOnce([
+      ...['--retriever_name', 'bm25', '--retriever_model', 'intfloat/e5-base-v2'],
+      ...['--index_path', files.indexPath, '--corpus_path', files.corpusPath, '--data_dir', dataDir, '--device', 'cpu'],
+    ]);
+    assert.equal(run.code, 1);
+    assert.deepEqual(
+      run.log.filter((line) => line.msg.startsWith('--retriever_name')).map((line) => [line.level, line.msg]),
+      [[WARN, '--retriever_name bm25: BM25 is not served; this service retrieves with the dense encoder of --retriever_model over its FAISS-format index only']],
+    );
+    assert.equal(
+      run.log.find((line) => line.msg.startsWith('the retriever failed to load'))?.msg,
+      'the retriever failed to load: model folder intfloat/e5-base-v2 does not exist; if it is a Hugging Face model id, models are not downloaded here: ' +
+        'download it first (huggingface-cli download intfloat/e5-base-v2 --local-dir <folder>) and give that local folder',
+    );
+  });
+});
