@@ -45,7 +45,11 @@ export const SETTINGS = {
   corpusPath: optional('corpus_path', text, 'JSONL corpus, line i = index row i'),
   topk: setting('topk', integer(1), 3, 'default topk when a request omits it or sends null/0'),
   retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json (bm25 is not served)'),
-  retrieverModel: optional('retriever_model', text, 'model folder with retriever.json'),
+  retrieverModel: optional(
+    'retriever_model',
+    text,
+    'model folder with retriever.json, or a Hugging Face BERT checkpoint folder (config.json + *.safetensors), converted once',
+  ),
   faissGpu: toggle('faiss_gpu', 'search on the GPU (ONNX backend, fp16 copy of the index on CUDA)'),
   host: setting('host', text, '0.0.0.0', 'address to listen on'),
   port: setting('port', integer(0, 65535), 8000, 'port to listen on (0 = any free port)'),

@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { rm } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
 import { serveOnce } from '../support/serve-child.js';
 import { temporaryDir } from '../support/version-fixtures.js';
 
 const WARN = 40;
 
-/** What `serve` says at start-up about its launch line (child processes, tiny model on CPU). */
-describe('serve start-up messages (child process)', function () {
+/** What `serve` says about its launch line: --help, and at start-up (child processes, tiny model on CPU). */
+describe("serve's words about its launch line (child process)", function () {
   let files: RetrieverFiles;
   let dataDir: string;
 
@@ -19,6 +22,14 @@ describe('serve start-up messages (child process)', function () {
 
   after(async function () {
     await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('serve --help says --retriever_model takes a Hugging Face checkpoint folder too', async function () {
+    const { stdout } = await promisify(execFile)(process.execPath, [CLI_PATH, 'serve', '--help']);
+    assert.match(
+      stdout.replace(/\s+/g, ' '),
+      / --retriever_model <value> model folder with retriever\.json, or a Hugging Face BERT checkpoint folder \(config\.json \+ \*\.safetensors\), converted once \(env RETRIEVER_RETRIEVER_MODEL\)/,
+    );
   });
 
   it('--retriever_name bm25 says BM25 is not served; a Hugging Face model id as --retriever_model says it is not downloaded and what to give instead', async function () {
