@@ -11,6 +11,7 @@ import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
+import { triesCuda } from '../onnx/execution-provider.js';
 import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
@@ -37,10 +38,13 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
 }
 
-/** The graphs a checkpoint conversion adds to model.onnx for these settings. */
+/**
+ * The graphs a checkpoint conversion adds to model.onnx for these settings: the fp16 one only where
+ * the encoder will try CUDA (under `auto`, a host without the CUDA provider never runs it).
+ */
 function convertedGraphs(config: ServiceConfig): Pick<ModelFolderRequest, 'fp16' | 'int8'> {
   return {
-    fp16: config.device !== 'cpu',
+    fp16: triesCuda(config.device),
     ...(config.precision === 'int8' && { int8: config.int8WeightBits }),
   };
 }

@@ -79,6 +79,11 @@ function librariesNotFound(file: string): string[] {
   return [...listing.matchAll(/^\s*(\S+) => not found$/gm)].map((match) => match[1]!);
 }
 
+/** Whether `device` leads to trying CUDA: `cuda`, or `auto` where its provider is installed. */
+export function triesCuda(device: DevicePreference): boolean {
+  return device === 'cuda' || (device === 'auto' && cudaProviderInstalled());
+}
+
 /**
  * Runs `openOnCuda` when the settings ask for CUDA (or `auto` and its provider is installed);
  * undefined means "run on CPU instead", after the one fallback warning. A ServiceError from
@@ -87,7 +92,7 @@ function librariesNotFound(file: string): string[] {
  */
 export async function tryCuda<T>(settings: DeviceSettings, work: string, openOnCuda: () => Promise<T>): Promise<T | undefined> {
   const { device = 'cpu', deviceId = 0, strict = false } = settings;
-  if (!(device === 'cuda' || (device === 'auto' && cudaProviderInstalled()))) return undefined;
+  if (!triesCuda(device)) return undefined;
   try {
     return await openOnCuda();
   } catch (error) {

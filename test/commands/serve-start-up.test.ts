@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import { cudaProviderInstalled } from '../../src/onnx/execution-provider.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import { CLI_PATH } from '../support/sample-data.js';
 import { serveOnce } from '../support/serve-child.js';
-import { temporaryDir } from '../support/version-fixtures.js';
+import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
 
 const WARN = 40;
 
@@ -47,5 +49,19 @@ describe("serve's words about its launch line (child process)", function () {
       'the retriever failed to load: model folder intfloat/e5-base-v2 does not exist; if it is a Hugging Face model id, models are not downloaded here: ' +
         'download it first (huggingface-cli download intfloat/e5-base-v2 --local-dir <folder>) and give that local folder',
     );
+  });
+
+  it('--device auto where CUDA cannot load (no CUDA provider here): the checkpoint conversion writes no model.fp16.onnx', async function () {
+    if (cudaProviderInstalled()) this.skip();
+    const checkpoint = await writeCheckpoint(path.join(dataDir, 'checkpoint'), files.modelDir, 11);
+    const run = await serveOnce([
+      ...['--retriever_model', checkpoint, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
+      ...['--data_dir', dataDir, '--device', 'auto'],
+    ]);
+    assert.equal(run.info?.provider, 'cpu');
+    const converted = await readdir(path.join(dataDir, 'models'));
+    assert.equal(converted.length, 1);
+    const graphs = (await readdir(path.join(dataDir, 'models', converted[0]!))).filter((file) => file.endsWith('.onnx'));
+    assert.deepEqual(graphs, ['model.onnx']);
   });
 });
