@@ -1,8 +1,8 @@
-import express, { Router, type ErrorRequestHandler, type Request } from 'express';
+import express, { type ErrorRequestHandler, type Request, type Router } from 'express';
 import { ServiceError } from '../errors.js';
 import { NoIndexYetError, RegistrationError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
 import type { VersionRecord } from '../versions/version-registry.js';
-import { bearerAuth, type BearerAuthOptions } from './auth.js';
+import { authenticatedRouter, type BearerAuthOptions } from './auth.js';
 
 export interface VersionRouterOptions extends BearerAuthOptions {
   versions: VersionManager;
@@ -13,9 +13,8 @@ export interface VersionRouterOptions extends BearerAuthOptions {
  * background, activate a version or roll back, delete one, behind the training routes' bearer token.
  */
 export function versionRouter({ versions, ...auth }: VersionRouterOptions): Router {
-  const router = Router();
+  const router = authenticatedRouter(auth);
   const json = express.json({ limit: '64kb' });
-  router.use(['/training/versions', '/training/jobs'], bearerAuth(auth));
 
   router.get('/training/versions', (_req, res) => {
     const { active, previous, versions: list } = versions.list();

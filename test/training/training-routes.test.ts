@@ -16,7 +16,7 @@ import { REJECTION_REASONS } from '../../src/training/fields.js';
 import type { TevatronRecord } from '../../src/training/legacy.js';
 import type { TrainingRecord } from '../../src/training/record.js';
 import { EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
-import { createHarness } from '../support/app-harness.js';
+import { createHarness, metricValue } from '../support/app-harness.js';
 import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from '../support/openapi-schemas.js';
 import { StandInService } from '../support/stand-in-service.js';
 import { makeRecord, samplePath, scoredRound, temporaryDir } from '../support/training-fixtures.js';
@@ -93,6 +93,20 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       await request(app).post('/training/examples').type('application/x-ndjson').send(jsonl([makeRecord()])).expect(401);
       assert.equal(store.stats().records, 0);
       await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
+    });
+
+    it('counts refused requests in retriever_http_requests_total under their route, not as unmatched', async function () {
+      const harness = createHarness(new StandInService([]), {}, [trainingRouter({ store: () => store, corpus: () => corpus, token: TOKEN })]);
+      for (const { method, route } of DATA_OPERATIONS) {
+        await (method === 'POST' ? request(harness.app).post(route).send([makeRecord()]) : request(harness.app).get(route)).expect(401);
+      }
+      await request(harness.app).get('/training/stats').set('Authorization', `Bearer ${TOKEN}x`).expect(401);
+      await request(harness.app).get('/training/no-such-route').expect(404);
+      const text = (await request(harness.app).get('/metrics').expect(200)).text;
+      const count = (method: string, route: string, status: string) => metricValue(text, 'retriever_http_requests_total', { method, route, status });
+      for (const { method, route } of DATA_OPERATIONS) assert.equal(count(method, route, '401'), route === '/training/stats' ? 2 : 1, `${method} ${route}`);
+      assert.equal(count('GET', 'unmatched', '401'), undefined);
+      assert.equal(count('GET', 'unmatched', '404'), 1);
     });
 
     it('refuses to build the routes without a token unless authentication is turned off by name', async function () {
