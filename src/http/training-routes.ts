@@ -8,7 +8,7 @@ import { ServiceError } from '../errors.js';
 import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
 import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
 import { ingestRecords, type IngestReport } from '../training/ingest.js';
-import { isObject } from '../training/fields.js';
+import { checkedName, isObject } from '../training/fields.js';
 import { itemsOfArray, jsonLinesOf, type InputItem } from '../training/jsonl.js';
 import type { TrainingRecord } from '../training/record.js';
 import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
@@ -88,7 +88,8 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     const corpusRows = corpus().rows;
     const body: unknown = req.body;
     const seed = integerParam(req, body, 'seed') ?? 0;
-    const dataset = stringParam(req, body, 'dataset') ?? DEFAULT_ROUND_DATASET;
+    const given = stringParam(req, body, 'dataset');
+    const dataset = given === undefined ? DEFAULT_ROUND_DATASET : checkedName(given, 'dataset');
     const summary = newConstructionSummary(seed);
     const records: TrainingRecord[] = [];
     for await (const built of constructRecords(await requestItems(req, 'rounds', limitBytes), { seed, dataset, corpusRows }, summary)) {

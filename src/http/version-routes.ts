@@ -1,6 +1,7 @@
 import express, { type ErrorRequestHandler, type Request, type Router } from 'express';
 import { ServiceError } from '../errors.js';
 import { NoIndexYetError, RegistrationError, VersionBuildingError, type VersionManager } from '../versions/version-manager.js';
+import { checkedName } from '../training/fields.js';
 import type { VersionRecord } from '../versions/version-registry.js';
 import { authenticatedRouter, type BearerAuthOptions } from './auth.js';
 
@@ -25,7 +26,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     const body = objectBody(req);
     const modelPath = stringField(body, 'model_path', true)!;
     const indexPath = stringField(body, 'index_path', false);
-    const label = stringField(body, 'label', false);
+    const label = nameField(body, 'label');
     const buildIndex = body.build_index;
     if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
       throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
@@ -113,6 +114,12 @@ function objectBody(req: Request): Record<string, unknown> {
     throw new ServiceError('bad_request', 'send a JSON object (Content-Type: application/json)', { field: 'body' });
   }
   return body as Record<string, unknown>;
+}
+
+/** An optional name: no control characters or lone surrogates (`checkedName`). */
+function nameField(body: Record<string, unknown>, field: string): string | undefined {
+  const value = stringField(body, field, false);
+  return value === undefined ? undefined : checkedName(value, field);
 }
 
 function stringField(body: Record<string, unknown>, field: string, required: boolean): string | undefined {
