@@ -103,7 +103,8 @@ function trainingRoutesOn(config: ServiceConfig): boolean {
 
 async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
   if (!trainingRoutesOn(config)) {
-    logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
+    // Serving alone is the usual launch (Search-R1's own), not a fault: said once, at info.
+    logger.info('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
     return { routers: [], close: async () => undefined };
   }
   // Opened in the background: a store of 700k records takes about 15 s to read, and the server
