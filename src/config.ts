@@ -44,8 +44,12 @@ export const SETTINGS = {
   indexPath: optional('index_path', text, 'FAISS Flat inner-product index file'),
   corpusPath: optional('corpus_path', text, 'JSONL corpus, line i = index row i'),
   topk: setting('topk', integer(1), 3, 'default topk when a request omits it or sends null/0'),
-  retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json'),
-  retrieverModel: optional('retriever_model', text, 'model folder with retriever.json'),
+  retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json (bm25 is not served)'),
+  retrieverModel: optional(
+    'retriever_model',
+    text,
+    'model folder with retriever.json, or a Hugging Face BERT checkpoint folder (config.json + *.safetensors), converted once',
+  ),
   faissGpu: toggle('faiss_gpu', 'search on the GPU (ONNX backend, fp16 copy of the index on CUDA)'),
   host: setting('host', text, '0.0.0.0', 'address to listen on'),
   port: setting('port', integer(0, 65535), 8000, 'port to listen on (0 = any free port)'),
@@ -297,13 +301,30 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServiceC
   return resolveServeConfig(command, env);
 }
 
+/** `--faiss_gpu` (Search-R1's switch) or `--device cuda` put search on the GPU too. */
+export function searchOnGpu(config: ServiceConfig): boolean {
+  return config.faissGpu || config.device === 'cuda';
+}
+
 /** Lines to log at startup about flags that are accepted but change nothing. */
 export function compatibilityNotices(config: ServiceConfig): string[] {
   const notices: string[] = [];
-  if (config.faissGpu && config.searchBackend === 'faiss') {
+  const faiss = config.searchBackend === 'faiss';
+  if (config.faissGpu && faiss) {
     notices.push('--faiss_gpu with --search_backend faiss: faiss-node searches on CPU only; the onnx backend searches on the GPU');
   }
-  if (config.retrieverName !== undefined) {
+  // --search_dtype auto is fp16 on the GPU and fp32 (exact) on CPU; faiss is exact fp32 too.
+  const fp32 = faiss || config.searchDtype === 'fp32' || (config.searchDtype === 'auto' && !searchOnGpu(config));
+  if (config.searchRescore > 0 && fp32) {
+    notices.push(
+      `--search_rescore ${config.searchRescore} is ignored: this search runs in fp32, already exact; it rescores fp16 candidates (--search_dtype fp16, or auto on the GPU)`,
+    );
+  }
+  if (config.retrieverName?.toLowerCase() === 'bm25') {
+    notices.push(
+      `--retriever_name ${config.retrieverName}: BM25 is not served; this service retrieves with the dense encoder of --retriever_model over its FAISS-format index only`,
+    );
+  } else if (config.retrieverName !== undefined) {
     notices.push(
       `--retriever_name ${config.retrieverName}: accepted for compatibility; query and passage prefixes come from the model's retriever.json manifest, not from the name`,
     );

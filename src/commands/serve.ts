@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { Command } from 'commander';
 import type { Router } from 'express';
-import { addServeOptions, resolveServeConfig, type ServiceConfig } from '../config.js';
+import { addServeOptions, resolveServeConfig, searchOnGpu, type ServiceConfig } from '../config.js';
 import { lockDataDir } from '../data-dir-lock.js';
 import { ensureDemo } from '../demo.js';
 import { ActiveRetriever, type ServingOptions } from '../engine/active-retriever.js';
@@ -11,6 +11,7 @@ import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
+import { triesCuda } from '../onnx/execution-provider.js';
 import { versionRouter } from '../http/version-routes.js';
 import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
@@ -37,10 +38,13 @@ async function retrieverFiles(config: ServiceConfig, logger: Logger): Promise<Re
   return { modelDir, indexPath: config.indexPath!, corpusPath: config.corpusPath!, sidecarPath: config.sidecarPath };
 }
 
-/** The graphs a checkpoint conversion adds to model.onnx for these settings. */
+/**
+ * The graphs a checkpoint conversion adds to model.onnx for these settings: the fp16 one only where
+ * the encoder will try CUDA (under `auto`, a host without the CUDA provider never runs it).
+ */
 function convertedGraphs(config: ServiceConfig): Pick<ModelFolderRequest, 'fp16' | 'int8'> {
   return {
-    fp16: config.device !== 'cpu',
+    fp16: triesCuda(config.device),
     ...(config.precision === 'int8' && { int8: config.int8WeightBits }),
   };
 }
@@ -67,11 +71,10 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
   };
 }
 
-/** `--faiss_gpu` (Search-R1's switch) or `--device cuda` put search on the GPU too. */
 function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions {
   return {
     backend: config.searchBackend,
-    gpu: config.faissGpu || config.device === 'cuda',
+    gpu: searchOnGpu(config),
     deviceIds: config.searchDevices ?? [config.deviceId],
     precision: config.searchDtype,
     shardRows: config.searchShardRows,
@@ -100,7 +103,8 @@ function trainingRoutesOn(config: ServiceConfig): boolean {
 
 async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
   if (!trainingRoutesOn(config)) {
-    logger.warn('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
+    // Serving alone is the usual launch (Search-R1's own), not a fault: said once, at info.
+    logger.info('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
     return { routers: [], close: async () => undefined };
   }
   // Opened in the background: a store of 700k records takes about 15 s to read, and the server

@@ -19,6 +19,12 @@ export interface ModelFolderOptions {
 }
 
 /**
+ * `owner/name`, as Search-R1's launch scripts name models (`intfloat/e5-base-v2`): given a model
+ * id, the reference downloads it; nothing is downloaded here, and the message should say so.
+ */
+const HUB_ID = /^[\w.-]+\/[\w.-]+$/;
+
+/**
  * A model folder we can serve for `dir`: the folder itself when it holds our `retriever.json`;
  * for a Hugging Face/tevatron BERT checkpoint (config.json + model.safetensors, or its shards
  * with model.safetensors.index.json), its ONNX
@@ -49,6 +55,13 @@ export async function resolveModelFolder(dir: string, options: ModelFolderOption
  * checkpoint with its weight files (sorted); anything else is refused naming what was looked for.
  */
 export async function modelFolderKind(dir: string): Promise<{ kind: 'model' } | { kind: 'checkpoint'; weights: string[] }> {
+  if (HUB_ID.test(dir) && !(await pathExists(dir))) {
+    throw new ServiceError(
+      'not_found',
+      `model folder ${dir} does not exist; if it is a Hugging Face model id, models are not downloaded here: ` +
+        `download it first (huggingface-cli download ${dir} --local-dir <folder>) and give that local folder`,
+    );
+  }
   if (await pathExists(path.join(dir, MANIFEST_FILE))) return { kind: 'model' };
   const weights = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.safetensors') || name === WEIGHTS_INDEX_FILE);
   if (!(await pathExists(path.join(dir, CONFIG_FILE))) || weights.length === 0) {

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import { Router, type RequestHandler } from 'express';
 import { ServiceError } from '../errors.js';
 
 export interface BearerAuthOptions {
@@ -37,4 +37,19 @@ export function bearerAuth({ token, allowUnauthenticated = false }: BearerAuthOp
 
 function digest(token: string): Buffer {
   return createHash('sha256').update(token).digest();
+}
+
+/**
+ * A router whose every route checks the bearer token as its first handler. Inside the route
+ * rather than in front of the router, so a refused request has matched its route and metrics
+ * count it under the route's template instead of as "unmatched"; a route added later cannot
+ * forget the check. A path no route matches is a 404 with or without a token.
+ */
+export function authenticatedRouter(options: BearerAuthOptions): Router {
+  const auth = bearerAuth(options);
+  const router = Router();
+  const route = router.route.bind(router);
+  // router.get, .post, ... each make their route through router.route.
+  router.route = ((path: string) => route(path).all(auth)) as Router['route'];
+  return router;
 }

@@ -69,7 +69,11 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
     maxQueryChars: config.maxQueryChars,
   };
   const router = Router();
-  router.post('/retrieve', express.json({ limit: config.bodyLimit }), async (req, res) => {
+  // FastAPI reads a body without Content-Type as JSON, so `requests.post(url, data=json.dumps(p))`
+  // works against the reference; the second parser takes only those. Other types keep their 400.
+  const readJson = express.json({ limit: config.bodyLimit });
+  const readUntypedJson = express.json({ limit: config.bodyLimit, type: (req) => req.headers['content-type'] === undefined });
+  router.post('/retrieve', readJson, readUntypedJson, async (req, res) => {
     const request = parseRetrieveRequest(req.body, limits);
     Object.assign(
       requestFacts(res),

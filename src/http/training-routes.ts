@@ -3,16 +3,16 @@ import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import bytes from 'bytes';
-import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import express, { type Request, type RequestHandler, type Response, type Router } from 'express';
 import { ServiceError } from '../errors.js';
 import { constructRecords, DEFAULT_ROUND_DATASET, newConstructionSummary } from '../training/construction.js';
 import { jsonLines, tevatronRecords, type PassageSource } from '../training/export.js';
 import { ingestRecords, type IngestReport } from '../training/ingest.js';
-import { isObject } from '../training/fields.js';
+import { checkedName, isObject } from '../training/fields.js';
 import { itemsOfArray, jsonLinesOf, type InputItem } from '../training/jsonl.js';
 import type { TrainingRecord } from '../training/record.js';
 import type { RecordFilter, TrainingExampleStore } from '../training/store.js';
-import { bearerAuth, type BearerAuthOptions } from './auth.js';
+import { authenticatedRouter, type BearerAuthOptions } from './auth.js';
 import { unsupportedEncoding } from './errors.js';
 
 export interface TrainingRouterOptions extends BearerAuthOptions {
@@ -45,7 +45,7 @@ const EXPORT_FORMATS = ['jsonl', 'tevatron'] as const;
  */
 export function trainingRouter(options: TrainingRouterOptions): Router {
   const { store } = options;
-  const router = Router();
+  const router = authenticatedRouter(options);
   const readJson = jsonBodyReader();
   const limitBytes = bytes.parse(options.bodyLimit ?? DEFAULT_TRAINING_BODY_LIMIT) ?? 0;
   // Checked before a body is read: a large upload is not worth receiving only to answer 503.
@@ -58,8 +58,6 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     if (!source) throw new ServiceError('not_ready', 'the corpus is still loading; training routes need it');
     return source;
   };
-  router.use('/training', bearerAuth(options));
-
   router.post('/training/examples', storeReady, readJson, async (req, res) => {
     const corpusRows = corpus().rows;
     const items = await requestItems(req, 'records', limitBytes);
@@ -90,7 +88,8 @@ export function trainingRouter(options: TrainingRouterOptions): Router {
     const corpusRows = corpus().rows;
     const body: unknown = req.body;
     const seed = integerParam(req, body, 'seed') ?? 0;
-    const dataset = stringParam(req, body, 'dataset') ?? DEFAULT_ROUND_DATASET;
+    const given = stringParam(req, body, 'dataset');
+    const dataset = given === undefined ? DEFAULT_ROUND_DATASET : checkedName(given, 'dataset');
     const summary = newConstructionSummary(seed);
     const records: TrainingRecord[] = [];
     for await (const built of constructRecords(await requestItems(req, 'rounds', limitBytes), { seed, dataset, corpusRows }, summary)) {

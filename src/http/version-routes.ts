@@ -1,5 +1,6 @@
-import express, { Router, type ErrorRequestHandler, type Request } from 'express';
+import express, { type ErrorRequestHandler, type Request, type Router } from 'express';
 import { ServiceError } from '../errors.js';
+import { checkedName } from '../training/fields.js';
 import {
   IdempotencyKeyReusedError,
   NoIndexYetError,
@@ -9,7 +10,7 @@ import {
   type VersionManager,
 } from '../versions/version-manager.js';
 import type { VersionRecord } from '../versions/version-registry.js';
-import { bearerAuth, type BearerAuthOptions } from './auth.js';
+import { authenticatedRouter, type BearerAuthOptions } from './auth.js';
 
 export interface VersionRouterOptions extends BearerAuthOptions {
   versions: VersionManager;
@@ -20,9 +21,8 @@ export interface VersionRouterOptions extends BearerAuthOptions {
  * background, activate a version or roll back, delete one, behind the training routes' bearer token.
  */
 export function versionRouter({ versions, ...auth }: VersionRouterOptions): Router {
-  const router = Router();
+  const router = authenticatedRouter(auth);
   const json = express.json({ limit: '64kb' });
-  router.use(['/training/versions', '/training/jobs'], bearerAuth(auth));
 
   router.get('/training/versions', (_req, res) => {
     const { active, previous, versions: list } = versions.list();
@@ -33,7 +33,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     const body = objectBody(req);
     const modelPath = stringField(body, 'model_path', true)!;
     const indexPath = stringField(body, 'index_path', false);
-    const label = stringField(body, 'label', false);
+    const label = nameField(body, 'label');
     const buildIndex = body.build_index;
     if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
       throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
@@ -140,6 +140,12 @@ function objectBody(req: Request): Record<string, unknown> {
     throw new ServiceError('bad_request', 'send a JSON object (Content-Type: application/json)', { field: 'body' });
   }
   return body as Record<string, unknown>;
+}
+
+/** An optional name: no control characters or lone surrogates (`checkedName`). */
+function nameField(body: Record<string, unknown>, field: string): string | undefined {
+  const value = stringField(body, field, false);
+  return value === undefined ? undefined : checkedName(value, field);
 }
 
 function stringField(body: Record<string, unknown>, field: string, required: boolean): string | undefined {

@@ -5,6 +5,7 @@ import {
   arrayField,
   boundedNumberField,
   checkDistinct,
+  checkedName,
   nonEmptyStringField,
   nonNegativeIntegerField,
   objectAt,
@@ -63,11 +64,11 @@ export interface RoundOptions {
 
 export function validateRound(value: unknown, options: RoundOptions): ScoredRound {
   const object = objectAt(value, 'round');
-  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : nonEmptyStringField(object, 'dataset');
+  const dataset = object.dataset === undefined || object.dataset === null ? options.dataset : checkedName(nonEmptyStringField(object, 'dataset'), 'dataset');
   const history = object.history_queries === undefined || object.history_queries === null ? [] : stringArrayField(object, 'history_queries');
   const round: ScoredRound = {
     dataset,
-    query_id: stringField(object, 'query_id'),
+    query_id: checkedName(stringField(object, 'query_id'), 'query_id'),
     question: stringField(object, 'question'),
     round_index: nonNegativeIntegerField(object, 'round_index'),
     history_queries: history,

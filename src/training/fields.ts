@@ -68,6 +68,25 @@ export function nonEmptyStringField(object: JsonObject, name: string, prefix = '
   return value;
 }
 
+/** C0/C1 control characters (NUL included) and UTF-16 surrogates that pair with nothing. */
+const NOT_IN_A_NAME = /[\p{Cc}\p{Cs}]/u;
+
+/**
+ * A name (dataset, query_id, a version label) keys records and goes into exports, file names and
+ * logs downstream, where a control character hides or breaks the line and a lone surrogate cannot
+ * be written as UTF-8 at all: refused, naming the character. Texts (questions, queries) may hold
+ * anything, as the reference accepts them.
+ */
+export function checkedName(value: string, field: string): string {
+  const found = NOT_IN_A_NAME.exec(value);
+  if (found) {
+    const code = `U+${found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    const kind = found[0] >= '\uD800' ? 'a lone surrogate' : 'a control character';
+    reject('invalid_value', `${field} must not hold control characters or lone surrogates: ${kind} (${code}) at position ${found.index}`, field);
+  }
+  return value;
+}
+
 /** What the Agentic-R trainer puts between the question and the sub-query when it joins them. */
 export const QUERY_SEPARATOR_TOKEN = '[SEP]';
 

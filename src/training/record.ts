@@ -3,6 +3,7 @@ import {
   arrayField,
   boundedNumberField,
   checkDistinct,
+  checkedName,
   nonEmptyStringField,
   nonNegativeIntegerField,
   objectAt,
@@ -44,8 +45,8 @@ export function compareScores(a: PassageScore, b: PassageScore): number {
 export function validateRecord(value: unknown, corpusRows: number): TrainingRecord {
   const object = objectAt(value, 'record');
   const record: TrainingRecord = {
-    dataset: nonEmptyStringField(object, 'dataset'),
-    query_id: stringField(object, 'query_id'),
+    dataset: checkedName(nonEmptyStringField(object, 'dataset'), 'dataset'),
+    query_id: checkedName(stringField(object, 'query_id'), 'query_id'),
     question: stringField(object, 'question'),
     round_index: nonNegativeIntegerField(object, 'round_index'),
     history_queries: stringArrayField(object, 'history_queries'),

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
@@ -7,7 +9,7 @@ import { composeQueryText, type EmbeddingEncoder, type QueryInput } from '../../
 import { makeModel } from '../../src/encoder/make-model.js';
 import type { RetrieverManifest } from '../../src/encoder/manifest.js';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
-import { cudaProviderInstalled } from '../../src/onnx/execution-provider.js';
+import { cudaLoadFailure, cudaProviderInstalled } from '../../src/onnx/execution-provider.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 import { SAMPLE_CORPUS } from '../support/sample-data.js';
 
@@ -160,6 +162,38 @@ describe('OnnxEncoder and WorkerEncoder on a tiny model (real ONNX Runtime, CPU)
     } finally {
       await fallback.close();
     }
+  });
+
+  it("CUDA not present here: the fallback warning names the provider libraries ORT could not load and the two ways to install them", async function () {
+    if (cudaProviderInstalled()) this.skip();
+    const warnings: string[] = [];
+    const fallback = await OnnxEncoder.load(modelDir, { device: 'cuda', warn: (message) => warnings.push(message) });
+    await fallback.close();
+    const binaryDir = path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    assert.deepEqual(warnings, [
+      'CUDA execution provider unavailable (device 0), encoding on CPU instead: ' +
+        // ORT's own words, which name no library:
+        'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library: ' +
+        `libonnxruntime_providers_shared.so and libonnxruntime_providers_cuda.so are not in ${binaryDir}/bin/napi-v6/${process.platform}/${process.arch} ` +
+        '(onnxruntime-node ships CPU only); install the CUDA provider with ONNXRUNTIME_NODE_INSTALL=cuda12 bash scripts/install.sh, ' +
+        'or on a host without NuGet access the GPU bundle (ONNXRUNTIME_NODE_INSTALL=bundle:<tarball>, scripts/install-gpu-bundle.sh); see README "GPU notes"',
+    ]);
+  });
+
+  it('CUDA not present here: a provider library whose CUDA dependency the loader cannot find is named with that dependency (stand-in provider built by gcc)', async function () {
+    const binaryDir = path.join(workDir, 'provider-without-cublas');
+    await mkdir(binaryDir);
+    const gcc = (...args: string[]) => execFileSync('gcc', ['-shared', '-fPIC', '-x', 'c', '/dev/null', ...args], { cwd: binaryDir });
+    gcc('-o', 'libcublasLt.so.12', '-Wl,-soname,libcublasLt.so.12');
+    gcc('-o', 'libonnxruntime_providers_cuda.so', '-L.', '-Wl,--no-as-needed', '-l:libcublasLt.so.12');
+    gcc('-o', 'libonnxruntime_providers_shared.so');
+    await rm(path.join(binaryDir, 'libcublasLt.so.12'));
+    const reason = 'OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library';
+    assert.equal(
+      cudaLoadFailure(reason, binaryDir),
+      `${reason}: libonnxruntime_providers_cuda.so needs libcublasLt.so.12, which the dynamic loader cannot find; ` +
+        'put the CUDA and cuDNN 9 libraries it was built for on LD_LIBRARY_PATH (README "GPU notes")',
+    );
   });
 
   it('takes CPU without trying CUDA or warning under device auto when the CUDA provider is not installed (as here)', async function () {

@@ -160,6 +160,18 @@ describe('HTTP app with a stand-in service', () => {
       assert.match(res.body.error.message, /Content-Type: application\/json/);
     });
 
+    it("a JSON body without Content-Type (Python's requests.post(url, data=json.dumps(p))) is read as JSON, as FastAPI does", async () => {
+      const service = new StandInService(rows);
+      const { app } = createHarness(service);
+      // superagent names a type for a string body; a Buffer goes out with none, as requests sends it.
+      const res = await request(app).post('/retrieve').send(Buffer.from(JSON.stringify({ queries: ['untyped body'], topk: 2 })));
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.body.result[0].length, 2);
+      assert.deepEqual(service.calls.map((call) => [call.inputs, call.topk]), [[[{ query: 'untyped body' }], 2]]);
+      const textPlain = await request(app).post('/retrieve').type('text/plain').send(JSON.stringify({ queries: ['typed as text'] })).expect(400);
+      assert.match(textPlain.body.error.message, /Content-Type: application\/json/);
+    });
+
     it('an oversize body → 413 payload_too_large naming body, and the next request still works', async () => {
       const service = new StandInService(rows);
       const { app } = createHarness(service, { bodyLimit: '1kb' });

@@ -171,6 +171,9 @@ describe('serve config', () => {
     assert.deepEqual(config.searchDevices, [0, 2]);
     assert.equal(parseServeArgs([], { RETRIEVER_SEARCH_BACKEND: 'faiss' }).searchBackend, 'faiss');
     assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu'], {})), []);
+    // fp16 on the GPU (auto) or asked for: rescoring applies.
+    assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu', '--search_rescore', '16'], {})), []);
+    assert.deepEqual(compatibilityNotices(parseServeArgs(['--search_dtype', 'fp16', '--search_rescore', '16'], {})), []);
     assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu', '--search_backend', 'faiss'], {})), [
       '--faiss_gpu with --search_backend faiss: faiss-node searches on CPU only; the onnx backend searches on the GPU',
     ]);

@@ -1,52 +1,20 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { access, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import type { RetrieverInfo } from '../../src/engine/types.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
-import { CLI_PATH } from '../support/sample-data.js';
+import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { serveOnce, type ServeRun } from '../support/serve-child.js';
 
+const WARN = 40;
 
-interface Run {
-  /** `/info`'s retriever once ready; undefined when serve exited first. */
-  info?: RetrieverInfo;
-  log: Array<{ level: number; msg: string }>;
-  code: number | null;
-}
-
-/** `serve` in a child process with search flags: its /info when it gets ready (then SIGTERM), or its exit. */
-async function serve(files: RetrieverFiles, dataDir: string, flags: string[]): Promise<Run> {
-  const child = spawn(process.execPath, [
-    CLI_PATH,
-    'serve',
+/** `serve` of the tiny model's files on CPU with search flags. */
+function serve(files: RetrieverFiles, dataDir: string, flags: string[]): Promise<ServeRun> {
+  return serveOnce([
     ...['--retriever_model', files.modelDir, '--index_path', files.indexPath, '--corpus_path', files.corpusPath],
-    ...['--data_dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', ...flags],
+    ...['--data_dir', dataDir, '--device', 'cpu', ...flags],
   ]);
-  child.stderr.resume();
-  const log: Run['log'] = [];
-  let port: number | undefined;
-  const closed = once(child, 'close');
-  const ready = await new Promise<boolean>((resolve) => {
-    createInterface({ input: child.stdout }).on('line', (text) => {
-      const line = JSON.parse(text) as Run['log'][number] & { port?: number };
-      log.push(line);
-      if (line.port !== undefined) port = line.port;
-      if (line.msg === 'ready') resolve(true);
-    });
-    void closed.then(() => resolve(false));
-  });
-  let info: RetrieverInfo | undefined;
-  if (ready) {
-    info = ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever;
-    child.kill('SIGTERM');
-  }
-  const [code] = await closed;
-  return { ...(info && { info }), log, code: code as number | null };
 }
 
 describe('serve: search backend flags reach the index (child process, tiny model)', function () {
@@ -91,6 +59,21 @@ describe('serve: search backend flags reach the index (child process, tiny model
     await assert.rejects(access(`${files.indexPath}.fp16`), { code: 'ENOENT' });
   });
 
+  it('--search_rescore with fp32 search changes nothing: one warning at start-up; --search_memory_budget bounds the faiss backend too', async function () {
+    const ignored = (run: ServeRun) => run.log.filter((line) => / is ignored/.test(line.msg)).map((line) => [line.level, line.msg]);
+    const onCpu = await serve(files, dataDir, ['--search_rescore', '16']);
+    assert.deepEqual(ignored(onCpu), [
+      [WARN, '--search_rescore 16 is ignored: this search runs in fp32, already exact; it rescores fp16 candidates (--search_dtype fp16, or auto on the GPU)'],
+    ]);
+    assert.deepEqual(onCpu.info?.search?.sessions.map((session) => session.precision), ['fp32']);
+    const faiss = await serve(files, dataDir, ['--search_backend', 'faiss', '--search_memory_budget', '1kb']);
+    assert.equal(faiss.info, undefined);
+    assert.equal(faiss.code, 1);
+    assert.deepEqual(ignored(faiss), []);
+    const refusal = faiss.log.find((line) => line.msg.startsWith('the retriever failed to load: '))?.msg ?? '';
+    assert.match(refusal, /does not fit the search memory budget of 1 KB per device: 1000 rows × \d+ fp32/);
+  });
+
   it('an index larger than --search_memory_budget (sparse, 400k rows): serve refuses at load with the sizes and the ways out, exit 1, no crash', async function () {
     // Index row i is corpus line i: a corpus of 400k one-word rows, and a sparse index of as many.
     const rows = 400_000;
@@ -106,5 +89,7 @@ describe('serve: search backend flags reach the index (child process, tiny model
       /does not fit the search memory budget of 16 MB per device: 400000 rows × 32 fp32 take 48.8 MB plus 781.3 MB of scores \(mapped by the onnx backend on CPU\); ways out: an HNSW\/IVF\/SQ index \(--faiss_type\)/,
     );
     assert.doesNotMatch(run.log.map((line) => line.msg).join('\n'), /bad_alloc/);
+    // A CPU-only host: more devices would not help, so the refusal does not suggest them.
+    assert.doesNotMatch(fatal?.msg ?? '', /more devices/);
   });
 });

@@ -10,13 +10,16 @@ import request from 'supertest';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import { ServiceError } from '../../src/errors.js';
+import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { JSON_TRAINING_BODY_LIMIT, trainingRouter } from '../../src/http/training-routes.js';
+import { versionRouter } from '../../src/http/version-routes.js';
 import { INGEST_SLICE_ITEMS } from '../../src/training/ingest.js';
 import { REJECTION_REASONS } from '../../src/training/fields.js';
 import type { TevatronRecord } from '../../src/training/legacy.js';
 import type { TrainingRecord } from '../../src/training/record.js';
 import { EXAMPLES_FILE, TrainingExampleStore } from '../../src/training/store.js';
-import { createHarness } from '../support/app-harness.js';
+import { VersionManager } from '../../src/versions/version-manager.js';
+import { createHarness, metricValue } from '../support/app-harness.js';
 import { assertMatchesOpenApi, assertMatchesSchema, openApiDocument } from '../support/openapi-schemas.js';
 import { StandInService } from '../support/stand-in-service.js';
 import { makeRecord, samplePath, scoredRound, temporaryDir } from '../support/training-fixtures.js';
@@ -95,6 +98,20 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       await request(app).get('/training/stats').set('Authorization', AUTH).expect(200);
     });
 
+    it('counts refused requests in retriever_http_requests_total under their route, not as unmatched', async function () {
+      const harness = createHarness(new StandInService([]), {}, [trainingRouter({ store: () => store, corpus: () => corpus, token: TOKEN })]);
+      for (const { method, route } of DATA_OPERATIONS) {
+        await (method === 'POST' ? request(harness.app).post(route).send([makeRecord()]) : request(harness.app).get(route)).expect(401);
+      }
+      await request(harness.app).get('/training/stats').set('Authorization', `Bearer ${TOKEN}x`).expect(401);
+      await request(harness.app).get('/training/no-such-route').expect(404);
+      const text = (await request(harness.app).get('/metrics').expect(200)).text;
+      const count = (method: string, route: string, status: string) => metricValue(text, 'retriever_http_requests_total', { method, route, status });
+      for (const { method, route } of DATA_OPERATIONS) assert.equal(count(method, route, '401'), route === '/training/stats' ? 2 : 1, `${method} ${route}`);
+      assert.equal(count('GET', 'unmatched', '401'), undefined);
+      assert.equal(count('GET', 'unmatched', '404'), 1);
+    });
+
     it('refuses to build the routes without a token unless authentication is turned off by name', async function () {
       assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus }), (error: unknown) => {
         assert.ok(error instanceof ServiceError);
@@ -104,6 +121,74 @@ describe('training routes (real app, real corpus store, real HTTP)', function ()
       assert.throws(() => trainingRouter({ store: () => store, corpus: () => corpus, token: '' }), ServiceError);
       const open = createHarness(new StandInService([]), {}, [trainingRouter({ store: () => store, corpus: () => corpus, allowUnauthenticated: true })]).app;
       await request(open).get('/training/stats').expect(200);
+    });
+  });
+
+  describe('names', function () {
+    it('refuses control characters and lone surrogates in dataset, query_id, a construction dataset and a version label, naming the character; texts keep them', async function () {
+      const records = [
+        makeRecord({ dataset: 'hotpot\u0000qa' }),
+        makeRecord({ query_id: 'train_\uD800' }),
+        makeRecord({ query_id: 'train_\u009B17' }),
+        // Paired surrogates are one character (an emoji), and texts are the reference's to judge.
+        makeRecord({ query_id: 'train_\u{1F600}', question: 'Which city\u0001 hosts the cathedral?', query_text: 'cathedral\u0007 city' }),
+      ];
+      const ingest = await request(app).post('/training/examples').set('Authorization', AUTH).send(records).expect(200);
+      assert.deepEqual(
+        (ingest.body.results as Record<string, unknown>[]).map(({ status, reason, field, message }) => ({ status, reason, field, message })),
+        [
+          {
+            status: 'rejected',
+            reason: 'invalid_value',
+            field: 'dataset',
+            message: 'dataset must not hold control characters or lone surrogates: a control character (U+0000) at position 6',
+          },
+          {
+            status: 'rejected',
+            reason: 'invalid_value',
+            field: 'query_id',
+            message: 'query_id must not hold control characters or lone surrogates: a lone surrogate (U+D800) at position 6',
+          },
+          {
+            status: 'rejected',
+            reason: 'invalid_value',
+            field: 'query_id',
+            message: 'query_id must not hold control characters or lone surrogates: a control character (U+009B) at position 6',
+          },
+          { status: 'accepted', reason: undefined, field: undefined, message: undefined },
+        ],
+      );
+      const exported = await request(app).get('/training/examples').set('Authorization', AUTH).expect(200);
+      assert.deepEqual(
+        parseJsonl<TrainingRecord>(exported.text).map((record) => [record.query_id, record.question]),
+        [['train_\u{1F600}', 'Which city\u0001 hosts the cathedral?']],
+      );
+
+      const round = scoredRound([[1, 80], ...Array.from({ length: 15 }, (_, i) => [0, 40 - i] as [0, number])], { dataset: null });
+      const construct = await request(app).post('/training/construct').set('Authorization', AUTH).send({ rounds: [round], dataset: 'nq\u001B' }).expect(400);
+      assert.deepEqual(construct.body.error, {
+        code: 'bad_request',
+        message: 'dataset must not hold control characters or lone surrogates: a control character (U+001B) at position 2',
+        field: 'dataset',
+      });
+
+      const versions = await VersionManager.open({ dataDir: path.join(dir, 'data'), active: new ActiveRetriever(), fp16: false });
+      try {
+        const withVersions = createHarness(new StandInService([]), {}, [versionRouter({ versions, token: TOKEN })]).app;
+        const labelled = await request(withVersions)
+          .post('/training/versions')
+          .set('Authorization', AUTH)
+          .send({ model_path: dir, build_index: true, label: 'v2\u000A' })
+          .expect(400);
+        assert.deepEqual(labelled.body.error, {
+          code: 'bad_request',
+          message: 'label must not hold control characters or lone surrogates: a control character (U+000A) at position 2',
+          field: 'label',
+        });
+        assert.deepEqual(versions.list().versions, []);
+      } finally {
+        await versions.close();
+      }
     });
   });
 
