@@ -36,7 +36,7 @@ fi
 
 # The CUDA provider's libraries (CUDA 13, cuDNN 9): what the loader finds, the nvidia-* wheels of
 # the Pythons on PATH (a PyTorch environment's), or the system's folders; where each one was found
-# goes to $out/cuda-libraries.json.
+# goes to $out/cuda-libraries.json and into gpu-check.json.
 source scripts/cuda-libraries.sh
 cuda_libraries_find "$out/cuda-libraries.json"
 [ ${#cuda_libraries_missing[@]} -eq 0 ] || log "not found on this host: ${cuda_libraries_missing[*]} (the CUDA provider will not load)"
@@ -45,4 +45,4 @@ log "node $(node --version), onnxruntime-node $(node -p "require('onnxruntime-no
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/nvidia-smi.txt" || true
 # The whole check stays under 8 minutes on one GPU, so a 10-minute device call has room to report.
 limit=${GPU_CHECK_TIMEOUT_S:-450}
-timeout "$limit" node dist/benchmarks/gpu-check.js --out "$out/gpu-check.json" --budget-s $((limit - 20)) "$@" 2>&1 | tee "$out/gpu-check.log"
+timeout "$limit" node dist/benchmarks/gpu-check.js --out "$out/gpu-check.json" --budget-s $((limit - 20)) --cuda-libraries "$out/cuda-libraries.json" "$@" 2>&1 | tee "$out/gpu-check.log"
