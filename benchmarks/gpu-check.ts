@@ -8,36 +8,48 @@
  * and the time left allow. Run by scripts/gpu-check.sh; on a host without CUDA every "cuda"
  * encoder falls back to CPU and the report says so, with ONNX Runtime's own error; the search
  * steps fail there instead (recorded) unless `--cpu-fallback` lets them search on CPU.
- * The JSON is rewritten after every step, and a step that no longer fits `--budget-s` is recorded
- * as skipped, so a run stopped by its time limit still leaves the figures of what ran.
+ * Each step runs in its own slice of `--budget-s` (time-slices.ts) and stops its work at the
+ * slice's end, recording what it did as partial; one that cannot start is recorded as skipped, one
+ * that does not stop as cut. The JSON is rewritten (whole, by rename) whenever a step has new
+ * figures, so a run stopped by its time limit still leaves the figures of what ran.
  * `node dist/benchmarks/gpu-check.js --out gpu-check.json [--device-ids 0] [--quick] [--budget-s 430]
  *   [--build-rows 50000] [--cpu-build-rows 512] [--agree-rows 1000000] [--agree-queries 512]
- *   [--timing-rows 21015324] [--timing-dir DIR] [--cpu-fallback]`
+ *   [--timing-rows 21015324] [--timing-dir DIR] [--cpu-fallback] [--cuda-libraries FILE]`
+ * (`--cuda-libraries`: scripts/cuda-libraries.sh's record of where the CUDA libraries were found.)
  */
-import { mkdir, open, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CorpusStore } from '../src/corpus/corpus-store.js';
+import type { EmbeddingEncoder } from '../src/encoder/embedding-encoder.js';
 import { makeModel } from '../src/encoder/make-model.js';
 import { MultiDeviceEncoder } from '../src/encoder/multi-device-encoder.js';
-import { OnnxEncoder } from '../src/encoder/onnx-encoder.js';
 import type { PresetName } from '../src/encoder/presets.js';
+import { WorkerEncoder } from '../src/encoder/worker-encoder.js';
 import { cudaProviderInstalled } from '../src/onnx/execution-provider.js';
 import { DEMO_CORPUS_PATH } from '../src/project-files.js';
 import type { VectorIndex, VectorSearchResult } from '../src/index/vector-index.js';
 import { readFully } from '../src/file-io.js';
-import { buildIndex } from '../src/index/build-index.js';
+import { buildIndex, untilAborted } from '../src/index/build-index.js';
 import { IXFI_HEADER_BYTES } from '../src/index/ixfi-header.js';
+import { partialPaths } from '../src/index/ixfi-writer.js';
 import { openVectorIndex } from '../src/index/open-index.js';
 import type { SearchPrecision } from '../src/index/search-graph.js';
 import { median, rowCosines, seconds, workDir as benchmarkWorkDir } from './bench-report.js';
 import { writeSyntheticFp16Index } from './synthetic-fp16-index.js';
 import { syntheticIndex } from './synthetic-index.js';
+import { TimeSlices, type Figures, type Publish, type Slice } from './time-slices.js';
 
 const PRESETS: readonly PresetName[] = ['e5-base', 'demo'];
 const QUERY_COUNT = 64;
+/**
+ * Rows each encoder agreement chunk starts with (they measure the pace) and grows to: the
+ * encoder's own rows per run, so the provider's pace is the one the service sees.
+ */
+const FIRST_CHUNK_ROWS = 8;
+const CHUNK_ROWS = 32;
 const BATCH_PER_DEVICE = 256;
 const SEARCH_DIMENSION = 768;
 const WIKI18_ROWS = 21_015_324;
@@ -52,21 +64,42 @@ const TIMING_BATCHES = [1, 8, 512];
 const CELL_BUDGET_S = 3;
 const MIN_CALLS = 3;
 const MAX_CALLS = 20;
-/** What the timing step keeps of its share for loading the index onto the device, searching and cleaning up. */
+/** What the timing step keeps of its slice for loading the index onto the device, searching and cleaning up. */
 const TIMING_RESERVE_S = 30;
-/** Least time left for each step to start. */
-const MIN_STEP_S = { buildIndexE5Base: 30, searchAgreement: 45, searchTiming: 60 } as const;
+/** The steps in the order they run, each with the least time it needs to start. */
+const STEPS = [
+  { name: 'fp16CudaVsFp32Cpu.e5-base', minimumS: 30 },
+  { name: 'fp16CudaVsFp32Cpu.demo', minimumS: 10 },
+  { name: 'buildIndexE5Base', minimumS: 30 },
+  { name: 'searchAgreement', minimumS: 45 },
+  { name: 'searchTiming', minimumS: 60 },
+] as const;
+/** Libraries of the CUDA provider (and the provider itself), by file name, cuDNN's parts included. */
+const CUDA_LIBRARY = /^lib(cuda|cudart|cublas|cublasLt|curand|cudnn\w*|cufft|nvrtc|nvJitLink|onnxruntime_providers_cuda)[._]/;
 
-interface Agreement {
-  rows: number;
-  minCosine: number;
-  meanCosine: number;
+/** One promise of `make`, made on the first call; a failure nobody waits for any more is not an unhandled one. */
+function shared<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => {
+    if (!made) {
+      made = make();
+      made.catch(() => undefined);
+    }
+    return made;
+  };
 }
 
-/** Cosine of each row pair (both sides are unit vectors, but a bad norm must not pass). */
-function agreement(a: Float32Array, b: Float32Array, dimension: number): Agreement {
-  const { min, mean } = rowCosines(a, b, dimension);
-  return { rows: a.length / dimension, minCosine: min, meanCosine: mean };
+/**
+ * The CUDA libraries this process has mapped (encoder worker threads share its maps): what the
+ * provider loaded, wherever the loader found it. Empty where /proc is missing.
+ */
+async function mappedCudaLibraries(): Promise<string[]> {
+  const maps = await readFile('/proc/self/maps', 'utf8').catch(() => '');
+  const files = maps.split('\n').flatMap((line) => {
+    const file = /\s(\/\S.*)$/.exec(line)?.[1];
+    return file && CUDA_LIBRARY.test(path.basename(file)) ? [file] : [];
+  });
+  return [...new Set(files)].sort();
 }
 
 /** Corpus passages and, as queries, their title lines (what an agent might ask about them). */
@@ -81,24 +114,89 @@ async function demoTexts(): Promise<{ passages: string[]; queries: { query: stri
   }
 }
 
-async function compareDevices(modelDir: string, deviceId: number, texts: Awaited<ReturnType<typeof demoTexts>>) {
-  const warnings: string[] = [];
-  const cpu = await OnnxEncoder.load(modelDir, { device: 'cpu' });
-  const cuda = await OnnxEncoder.load(modelDir, { device: 'cuda', deviceId, warn: (message) => warnings.push(message) });
-  try {
-    const { dimension } = cpu.manifest;
-    await cuda.encodePassages(texts.passages.slice(0, 8));
+/**
+ * Cosines of each row's embedding on the provider against CPU, both encoders given `items` a chunk
+ * at a time: the first FIRST_CHUNK_ROWS, then as many rows (up to CHUNK_ROWS) as the pace so far
+ * fits before `untilMs`; stops where none would, or at the slice's end (the chunk in flight is
+ * dropped). `providerSeconds`: the provider's encoding time of the rows done.
+ */
+async function agreeInChunks<T>(
+  items: readonly T[],
+  encode: (encoder: EmbeddingEncoder, chunk: readonly T[]) => Promise<Float32Array>,
+  encoders: { provider: EmbeddingEncoder; cpu: EmbeddingEncoder },
+  slice: Slice,
+  untilMs: number,
+) {
+  const { dimension } = encoders.cpu.manifest;
+  let rows = 0;
+  let minCosine = Infinity;
+  let cosineSum = 0;
+  let providerSeconds = 0;
+  let secondsPerRow: number | undefined;
+  while (rows < items.length) {
+    const size = secondsPerRow === undefined ? FIRST_CHUNK_ROWS : Math.min(CHUNK_ROWS, Math.floor((untilMs - Date.now()) / 1e3 / secondsPerRow));
+    if (size < 1 || slice.signal.aborted) break;
+    const chunk = items.slice(rows, rows + size);
     const start = process.hrtime.bigint();
-    const cudaPassages = await cuda.encodePassages(texts.passages);
-    const cudaPassageSeconds = seconds(start);
-    return {
-      provider: cuda.provider,
-      fallbackWarnings: warnings,
-      passages: agreement(cudaPassages, await cpu.encodePassages(texts.passages), dimension),
-      queries: agreement(await cuda.encodeQueries(texts.queries), await cpu.encodeQueries(texts.queries), dimension),
-      passagesPerSecondOnProvider: texts.passages.length / cudaPassageSeconds,
-    };
+    let onProvider: Float32Array;
+    let onCpu: Float32Array;
+    try {
+      onProvider = await untilAborted(encode(encoders.provider, chunk), slice.signal);
+      providerSeconds += seconds(start);
+      onCpu = await untilAborted(encode(encoders.cpu, chunk), slice.signal);
+    } catch (error) {
+      if (slice.signal.aborted) break;
+      throw error;
+    }
+    secondsPerRow = seconds(start) / chunk.length;
+    const { min, mean } = rowCosines(onProvider, onCpu, dimension);
+    minCosine = Math.min(minCosine, min);
+    cosineSum += mean * chunk.length;
+    rows += chunk.length;
+  }
+  return { rows, of: items.length, minCosine: rows > 0 ? minCosine : null, meanCosine: rows > 0 ? cosineSum / rows : null, providerSeconds };
+}
+
+/**
+ * The fp16 graph on the CUDA provider against the fp32 graph on CPU, on the demo corpus's
+ * queries, then its passages, as far as the slice allows. Both encoders run in worker threads, so
+ * the slice's timers fire while they compute.
+ */
+async function compareDevices(model: Promise<string>, deviceId: number, texts: Awaited<ReturnType<typeof demoTexts>>, slice: Slice, publish: Publish) {
+  const start = process.hrtime.bigint();
+  const modelDir = await untilAborted(model, slice.signal);
+  const figures: Figures = { makeModelSeconds: seconds(start) };
+  await publish(figures);
+  const fallbackWarnings: string[] = [];
+  const cpu = await WorkerEncoder.load(modelDir, { device: 'cpu' });
+  const cuda = await WorkerEncoder.load(modelDir, { device: 'cuda', deviceId, warn: (message) => fallbackWarnings.push(message) }).catch(async (error: unknown) => {
+    await cpu.close();
+    throw error;
+  });
+  try {
+    Object.assign(figures, { provider: cuda.provider, fallbackWarnings, loadedLibraries: await mappedCudaLibraries() });
+    const warmUp = process.hrtime.bigint();
+    await untilAborted(cuda.encodePassages(texts.passages.slice(0, FIRST_CHUNK_ROWS)), slice.signal);
+    figures.warmUpSeconds = seconds(warmUp);
+    await publish(figures);
+    const encoders = { provider: cuda, cpu };
+    // Queries in at most a third of what is left: passages (long inputs, and the pace) matter more.
+    const queriesUntilMs = Date.now() + (slice.endMs - Date.now()) / 3;
+    const queries = await agreeInChunks(texts.queries, (encoder, chunk) => encoder.encodeQueries(chunk), encoders, slice, queriesUntilMs);
+    figures.queries = queries;
+    await publish(figures);
+    const { providerSeconds, ...passages } = await agreeInChunks(texts.passages, (encoder, chunk) => encoder.encodePassages(chunk), encoders, slice, slice.endMs);
+    Object.assign(figures, { passages, passagesPerSecondOnProvider: passages.rows > 0 ? passages.rows / providerSeconds : null });
+    if (queries.rows < queries.of || passages.rows < passages.of) {
+      figures.partial = `the slice ended after ${queries.rows} of ${queries.of} queries and ${passages.rows} of ${passages.of} passages`;
+    }
+    return figures;
   } finally {
+    // The chunk in flight when the slice ended is not waited for.
+    if (slice.signal.aborted) {
+      cpu.abandon();
+      cuda.abandon();
+    }
     await Promise.allSettled([cpu.close(), cuda.close()]);
   }
 }
@@ -109,20 +207,55 @@ async function cycledCorpus(file: string, rows: number, passages: readonly strin
   await writeFile(file, lines.join('\n') + '\n');
 }
 
-async function buildRate(modelDir: string, corpusPath: string, workDir: string, device: 'cuda' | 'cpu', deviceIds: readonly number[]) {
-  const warnings: string[] = [];
-  const encoder = await MultiDeviceEncoder.load(modelDir, deviceIds, { device, warn: (message) => warnings.push(message) });
+/**
+ * build-index's rate on `device`: rows written over the seconds until the last batch was written.
+ * Stops when `signal` aborts, with the rate of the batches written by then. On CPU (asked for, or
+ * fallen back to) batches are the encoder's runs, CHUNK_ROWS: larger ones are no faster there, and
+ * the one abandoned at the end is still computed, beside whatever runs next.
+ */
+async function buildRate(modelDir: string, corpusPath: string, workDir: string, device: 'cuda' | 'cpu', deviceIds: readonly number[], signal: AbortSignal) {
+  // Loading the encoder takes seconds: not after the time is up.
+  signal.throwIfAborted();
+  const fallbackWarnings: string[] = [];
+  const encoder = await MultiDeviceEncoder.load(modelDir, deviceIds, { device, warn: (message) => fallbackWarnings.push(message) });
   const corpus = await CorpusStore.open(corpusPath, { sidecarPath: `${corpusPath}.${device}.offsets` });
+  const outPath = path.join(workDir, `build-${device}.index`);
+  const of = corpus.rows;
+  let rows = 0;
+  let elapsed = 0;
+  const start = process.hrtime.bigint();
   try {
-    const outPath = path.join(workDir, `build-${device}.index`);
-    const start = process.hrtime.bigint();
-    const result = await buildIndex({ corpus, encoder, outPath, batchSize: BATCH_PER_DEVICE * deviceIds.length, restart: true });
-    const elapsed = seconds(start);
-    await rm(outPath);
-    return { provider: encoder.provider, deviceIds, rows: result.rows, seconds: elapsed, rowsPerSecond: result.rows / elapsed, fallbackWarnings: warnings };
+    await buildIndex({
+      corpus,
+      encoder,
+      outPath,
+      batchSize: (encoder.provider === 'cuda' ? BATCH_PER_DEVICE : CHUNK_ROWS) * deviceIds.length,
+      restart: true,
+      signal,
+      onProgress: (done) => {
+        rows = done;
+        elapsed = seconds(start);
+      },
+    });
+  } catch (error) {
+    if (!signal.aborted) throw error;
+    // The batch in flight is not waited for.
+    encoder.abandon();
   } finally {
     await Promise.allSettled([encoder.close(), corpus.close()]);
+    const partial = partialPaths(outPath);
+    await Promise.all([outPath, partial.vectors, partial.description].map((file) => rm(file, { force: true })));
   }
+  return {
+    provider: encoder.provider,
+    deviceIds,
+    rows,
+    of,
+    seconds: elapsed,
+    rowsPerSecond: rows > 0 ? rows / elapsed : null,
+    fallbackWarnings,
+    ...(rows < of && { partial: `stopped after ${rows} of ${of} rows` }),
+  };
 }
 
 /** `count` rows of an IxFI file from `first` on. */
@@ -182,16 +315,19 @@ function searchAgreementWith(found: VectorSearchResult, exact: VectorSearchResul
   return { k, recall: hits / (exact.queries * k), maxScoreDiff };
 }
 
-/** Median time of searches of `queries` (after one untimed call: page faults, kernel selection). */
-async function timeSearch(index: VectorIndex, queries: Float32Array, k: number) {
+/**
+ * Median time of searches of `queries` (after one untimed call: page faults, kernel selection):
+ * MIN_CALLS, then more up to CELL_BUDGET_S and MAX_CALLS, fewer (at least one) where the slice ends.
+ */
+async function timeSearch(index: VectorIndex, queries: Float32Array, k: number, slice: Slice) {
   await index.nearest(queries, k);
   const times: number[] = [];
   const start = process.hrtime.bigint();
-  while (times.length < MAX_CALLS && (times.length < MIN_CALLS || seconds(start) < CELL_BUDGET_S)) {
+  do {
     const call = process.hrtime.bigint();
     await index.nearest(queries, k);
     times.push(seconds(call) * 1e3);
-  }
+  } while (times.length < MAX_CALLS && slice.leftS() > 0 && (times.length < MIN_CALLS || seconds(start) < CELL_BUDGET_S));
   const count = queries.length / SEARCH_DIMENSION;
   const medianMs = median(times);
   return { queries: count, k, calls: times.length, medianMs, minMs: Math.min(...times), queriesPerSecond: count / (medianMs / 1e3) };
@@ -219,22 +355,20 @@ async function openOnGpu(file: string, settings: SearchSettings, precision: Sear
   return { index, openSeconds: seconds(start), fallbackWarnings };
 }
 
-/** Puts a step's figures so far in the report and writes it. */
-type Publish = (value: Record<string, unknown>) => Promise<void>;
-
 /**
  * The ONNX backend on the GPU against faiss-node's exact search on CPU, same index, same queries:
  * fp16 as is, fp16 with its best RESCORE candidates rescored in fp32, and fp32.
  */
-async function searchAgreement(file: string, rows: number, queryCount: number, settings: SearchSettings, publish: Publish) {
+async function searchAgreement(indexFile: Promise<string>, rows: number, queryCount: number, settings: SearchSettings, slice: Slice, publish: Publish) {
+  const file = await untilAborted(indexFile, slice.signal);
   const queries = perturbedRows(await readRows(file, 0, Math.min(rows, POOL_ROWS)), queryCount);
-  const result: Record<string, unknown> = { rows, dimension: SEARCH_DIMENSION, queries: queryCount, queryCosineToItsRow: 1 / Math.sqrt(1 + QUERY_NOISE ** 2) };
+  const result: Figures = { rows, dimension: SEARCH_DIMENSION, queries: queryCount, queryCosineToItsRow: 1 / Math.sqrt(1 + QUERY_NOISE ** 2) };
   const faiss = await openVectorIndex(file, {}, { backend: 'faiss' });
   const exact: Record<number, VectorSearchResult> = {};
   try {
     exact[3] = await faiss.nearest(queries, 3);
     exact[100] = await faiss.nearest(queries, 100);
-    result.faissCpu = { search: await timeSearch(faiss, queries, 3) };
+    result.faissCpu = { search: await timeSearch(faiss, queries, 3, slice) };
   } finally {
     await faiss.close();
   }
@@ -244,9 +378,15 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
     [`fp16Rescore${RESCORE}`]: { precision: 'fp16', rescore: RESCORE },
     fp32: { precision: 'fp32', rescore: 0 },
   };
-  const onnx: Record<string, unknown> = {};
+  const onnx: Figures = {};
   result.onnxGpu = onnx;
+  const notRun: string[] = [];
   for (const [name, { precision, rescore }] of Object.entries(configurations)) {
+    if (slice.leftS() <= 0) {
+      notRun.push(name);
+      onnx[name] = { skipped: 'the slice had ended' };
+      continue;
+    }
     try {
       // The first fp16 open also writes the fp16 copy of the index.
       const { index, openSeconds, fallbackWarnings } = await openOnGpu(file, settings, precision, rescore);
@@ -257,7 +397,7 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
           fallbackWarnings,
           at3: searchAgreementWith(await index.nearest(queries, 3), exact[3]!),
           at100: searchAgreementWith(await index.nearest(queries, 100), exact[100]!),
-          search: await timeSearch(index, queries, 3),
+          search: await timeSearch(index, queries, 3, slice),
         };
       } finally {
         await index.close();
@@ -267,6 +407,7 @@ async function searchAgreement(file: string, rows: number, queryCount: number, s
     }
     await publish(result);
   }
+  if (notRun.length > 0) result.partial = `the slice ended before ${notRun.join(', ')}`;
   return result;
 }
 
@@ -286,27 +427,27 @@ async function timingDir(dirs: readonly string[], bytes: number): Promise<{ dir:
 
 /**
  * Searches of TIMING_BATCHES queries over the largest fp16 index that fits: `targetRows`, as
- * many as the folder's free space holds, and as many as can be written in half of the time left
+ * many as the folder's free space holds, and as many as can be written in half of the slice
  * (the other half loads it onto the device and searches). Compared with faiss on CPU by rows
  * scanned per second, since the two indexes differ in size.
  */
 async function searchTiming(
-  poolFile: string,
+  poolFile: Promise<string>,
   poolRows: number,
   targetRows: number,
   dirs: readonly string[],
-  deadlineMs: number,
   settings: SearchSettings,
   faissCpu: { rows: number; queries: number; medianMs: number } | undefined,
+  slice: Slice,
   publish: Publish,
 ) {
   const { dir, freeBytes } = await timingDir(dirs, targetRows * SEARCH_DIMENSION * 2);
   const rowsFittingDisk = Math.max(0, Math.floor((freeBytes - 2 ** 30) / (SEARCH_DIMENSION * 2)));
-  const pool = await readRows(poolFile, 0, Math.min(poolRows, POOL_ROWS));
-  const writeDeadline = Date.now() + Math.max(5e3, (deadlineMs - Date.now() - TIMING_RESERVE_S * 1e3) / 2);
+  const pool = await readRows(await untilAborted(poolFile, slice.signal), 0, Math.min(poolRows, POOL_ROWS));
+  const writeDeadline = Date.now() + Math.max(5e3, (slice.endMs - Date.now() - TIMING_RESERVE_S * 1e3) / 2);
   const made = await writeSyntheticFp16Index(dir, pool, SEARCH_DIMENSION, Math.min(targetRows, rowsFittingDisk), writeDeadline);
   try {
-    const result: Record<string, unknown> = {
+    const result: Figures = {
       dir,
       freeBytes,
       targetRows,
@@ -325,11 +466,18 @@ async function searchTiming(
       const batches: Array<Awaited<ReturnType<typeof timeSearch>> & { rowsScannedPerSecond: number }> = [];
       result.batches = batches;
       for (const count of TIMING_BATCHES) {
-        const timing = await timeSearch(index, queries.subarray(0, count * SEARCH_DIMENSION), 3);
+        // A cell is at least two searches (one untimed); at the last batch's pace per query, a larger one may not fit.
+        const last = batches.at(-1);
+        const cellS = last ? (2 * count * last.medianMs) / last.queries / 1e3 : 0;
+        if (slice.leftS() <= cellS) {
+          result.partial = `the slice left too little time for the ${TIMING_BATCHES.slice(batches.length).join(', ')}-query batches`;
+          break;
+        }
+        const timing = await timeSearch(index, queries.subarray(0, count * SEARCH_DIMENSION), 3, slice);
         batches.push({ ...timing, rowsScannedPerSecond: made.rows * timing.queriesPerSecond });
         await publish(result);
       }
-      if (faissCpu) {
+      if (faissCpu && batches.length > 0) {
         const faissRate = (faissCpu.rows * faissCpu.queries) / (faissCpu.medianMs / 1e3);
         result.faissCpu = { ...faissCpu, rowsScannedPerSecond: faissRate, largestBatchOverFaissCpu: batches.at(-1)!.rowsScannedPerSecond / faissRate };
       }
@@ -340,6 +488,16 @@ async function searchTiming(
     return result;
   } finally {
     await Promise.all([rm(made.indexPath, { force: true }), rm(made.fp16Path, { force: true })]);
+  }
+}
+
+/** What scripts/cuda-libraries.sh recorded, or why it cannot be read. */
+async function cudaLibrariesRecord(file: string | undefined): Promise<unknown> {
+  if (!file) return null;
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as unknown;
+  } catch (error) {
+    return { unreadable: (error as Error).message };
   }
 }
 
@@ -358,6 +516,7 @@ async function main(): Promise<void> {
       'timing-rows': { type: 'string' },
       'timing-dir': { type: 'string' },
       'cpu-fallback': { type: 'boolean', default: false },
+      'cuda-libraries': { type: 'string' },
     },
   });
   // --quick: the same steps at sizes that take a minute or two on a GPU host.
@@ -374,63 +533,84 @@ async function main(): Promise<void> {
     onnxruntimeNode: (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version,
     cudaProviderInstalled: cudaProviderInstalled(),
     ldLibraryPath: process.env.LD_LIBRARY_PATH ?? null,
+    cudaLibraries: await cudaLibrariesRecord(values['cuda-libraries']),
     budgetSeconds: budgetS,
   };
-  const save = () => writeFile(values.out, JSON.stringify(report, null, 2) + '\n');
-  /** Runs a step if at least `MIN_STEP_S[key]` seconds are left; records its figures, its failure, or why it was skipped. */
-  const step = async (key: keyof typeof MIN_STEP_S, run: (publish: Publish) => Promise<Record<string, unknown>>): Promise<void> => {
-    const leftS = (deadlineMs - Date.now()) / 1e3;
-    const publish: Publish = async (value) => {
-      report[key] = value;
-      await save();
+  // One write at a time, each whole (written beside, then renamed): the run may be killed mid-write.
+  let saving = Promise.resolve();
+  const save = (): Promise<void> => {
+    const write = async (): Promise<void> => {
+      await writeFile(`${values.out}.tmp`, JSON.stringify(report, null, 2) + '\n');
+      await rename(`${values.out}.tmp`, values.out);
     };
-    if (leftS < MIN_STEP_S[key]) {
-      await publish({ skipped: `${leftS.toFixed(0)} s of the ${budgetS} s budget left, the step needs at least ${MIN_STEP_S[key]} s` });
-    } else {
-      try {
-        await publish(await run(publish));
-      } catch (error) {
-        await publish({ ...(report[key] as Record<string, unknown> | undefined), failed: (error as Error).message });
-      }
-    }
-    console.log(key, JSON.stringify(report[key]));
+    saving = saving.then(write, write);
+    return saving;
   };
+  /** `name` is a path in the report: `fp16CudaVsFp32Cpu.demo` is report.fp16CudaVsFp32Cpu.demo. */
+  const record = async (name: string, value: unknown): Promise<void> => {
+    const keys = name.split('.');
+    let place = report;
+    for (const key of keys.slice(0, -1)) place = (place[key] ??= {}) as Record<string, unknown>;
+    place[keys.at(-1)!] = value;
+    await save();
+  };
+  const steps = new TimeSlices(deadlineMs, STEPS, record);
   await save();
   const texts = await demoTexts();
 
-  const models: Record<string, string> = {};
-  const agreementByModel: Record<string, unknown> = {};
+  // Each model is made once, by the first step that needs it; a step cut while it is being made
+  // leaves it to the next one.
+  const models = new Map(
+    PRESETS.map((preset) => {
+      const outDir = path.join(workDir, preset);
+      return [preset, shared(() => makeModel({ outDir, preset, seed: 1, vocabularyCorpus: DEMO_CORPUS_PATH, fp16: true, overwrite: true }).then(() => outDir))];
+    }),
+  );
   for (const preset of PRESETS) {
-    const start = process.hrtime.bigint();
-    models[preset] = path.join(workDir, preset);
-    await makeModel({ outDir: models[preset], preset, seed: 1, vocabularyCorpus: DEMO_CORPUS_PATH, fp16: true, overwrite: true });
-    const made = seconds(start);
-    agreementByModel[preset] = { makeModelSeconds: made, ...(await compareDevices(models[preset], deviceIds[0]!, texts)) };
-    report.fp16CudaVsFp32Cpu = agreementByModel;
-    await save();
-    console.log(preset, JSON.stringify(agreementByModel[preset]));
+    await steps.run(`fp16CudaVsFp32Cpu.${preset}`, (slice, publish) => compareDevices(models.get(preset)!(), deviceIds[0]!, texts, slice, publish));
   }
 
-  await step('buildIndexE5Base', async () => {
+  await steps.run('buildIndexE5Base', async (slice, publish) => {
+    const modelDir = await untilAborted(models.get('e5-base')!(), slice.signal);
     const corpusPath = path.join(workDir, 'build-corpus.jsonl');
     const cpuCorpusPath = path.join(workDir, 'build-corpus-cpu.jsonl');
     await cycledCorpus(corpusPath, size('build-rows', 50_000, 5_000), texts.passages);
     await cycledCorpus(cpuCorpusPath, size('cpu-build-rows', 512, 128), texts.passages);
-    const cpu = await buildRate(models['e5-base']!, cpuCorpusPath, workDir, 'cpu', [0]);
-    const cuda = await buildRate(models['e5-base']!, corpusPath, workDir, 'cuda', deviceIds);
-    return { cuda, cpu, cudaOverCpu: cuda.rowsPerSecond / cpu.rowsPerSecond };
+    // CPU, the baseline (a steady pace, so fewer rows do), in a third of what is left; then CUDA,
+    // the figure this step is for, in the rest, so a CPU batch abandoned at its end runs beside a GPU build.
+    const cpu = await buildRate(modelDir, cpuCorpusPath, workDir, 'cpu', [0], slice.until(Date.now() + (slice.endMs - Date.now()) / 3));
+    await publish({ cpu });
+    const cuda = await buildRate(modelDir, corpusPath, workDir, 'cuda', deviceIds, slice.signal);
+    const partial = Object.entries({ CPU: cpu, CUDA: cuda }).flatMap(([name, build]) => (build.partial ? [`${name} build ${build.partial}`] : []));
+    return {
+      cuda,
+      cpu,
+      cudaOverCpu: cuda.rowsPerSecond && cpu.rowsPerSecond ? cuda.rowsPerSecond / cpu.rowsPerSecond : null,
+      ...(partial.length > 0 && { partial: partial.join('; ') }),
+    };
   });
 
   // One synthetic index (benchmarks/work, kept for later runs) for the agreement and as the timing index's rows.
   const agreeRows = size('agree-rows', 1_000_000, 100_000);
-  const agreeFile = () => syntheticIndex(agreeRows, SEARCH_DIMENSION);
-  await step('searchAgreement', async (publish) => searchAgreement(await agreeFile(), agreeRows, size('agree-queries', 512, 128), search, publish));
+  const agreeFile = shared(() => syntheticIndex(agreeRows, SEARCH_DIMENSION));
+  await steps.run('searchAgreement', (slice, publish) => searchAgreement(agreeFile(), agreeRows, size('agree-queries', 512, 128), search, slice, publish));
 
   const faissSearch = (report.searchAgreement as { faissCpu?: { search: { queries: number; medianMs: number } } }).faissCpu?.search;
   const timingDirs = values['timing-dir'] ? [values['timing-dir']] : ['/dev/shm', benchmarkWorkDir];
-  await step('searchTiming', async (publish) =>
-    searchTiming(await agreeFile(), agreeRows, size('timing-rows', WIKI18_ROWS, 1_000_000), timingDirs, deadlineMs, search, faissSearch && { rows: agreeRows, ...faissSearch }, publish),
+  await steps.run('searchTiming', (slice, publish) =>
+    searchTiming(agreeFile(), agreeRows, size('timing-rows', WIKI18_ROWS, 1_000_000), timingDirs, search, faissSearch && { rows: agreeRows, ...faissSearch }, slice, publish),
   );
+  await saving;
 }
 
-await main();
+// A step cut by its slice's guard is left running; should it fail later, nobody waits for it, and
+// Node's default (end the process) would lose the steps after it.
+process.on('unhandledRejection', (error) => console.error('a step left running failed:', error));
+// Work left running by a cut step must not keep the process (and the device call) alive.
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

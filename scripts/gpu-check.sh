@@ -5,7 +5,8 @@
 # (npm start, ONNXRUNTIME_NODE_INSTALL=bundle:... or cuda12) it runs as it is.
 #   bash scripts/gpu-check.sh [gpu-check.js flags, e.g. --device-ids 0,1]
 #   GPU_CHECK_TIMEOUT_S=240 bash scripts/gpu-check.sh --quick    (a smaller, shorter run)
-# The run stops at GPU_CHECK_TIMEOUT_S (default 450); its steps are budgeted to end 20 s before.
+# The run stops at GPU_CHECK_TIMEOUT_S (default 450); its steps share the time up to 20 s before,
+# each in its own slice (benchmarks/time-slices.ts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-$PWD/gpu-check-out}
@@ -33,23 +34,15 @@ if [ -d .gpu-carry ]; then
   LD_LIBRARY_PATH=$PWD/.gpu-carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 
-# The CUDA provider's libraries (CUDA 13, cuDNN 9): the system's, CUDA's own folder, or the
-# nvidia-* Python wheels a PyTorch environment brings.
-missing=()
-for library in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libcudnn.so.9; do
-  if ldconfig -p 2>/dev/null | grep -q "$library "; then continue; fi
-  found=$(find /usr/local/cuda*/ /usr/lib/x86_64-linux-gnu /opt /usr/local/lib -name "$library" -print -quit 2>/dev/null || true)
-  if [ -n "$found" ]; then
-    LD_LIBRARY_PATH=$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  else
-    missing+=("$library")
-  fi
-done
-export LD_LIBRARY_PATH
-[ ${#missing[@]} -eq 0 ] || log "not found on this host: ${missing[*]} (the CUDA provider will not load)"
+# The CUDA provider's libraries (CUDA 13, cuDNN 9): what the loader finds, the nvidia-* wheels of
+# the Pythons on PATH (a PyTorch environment's), or the system's folders; where each one was found
+# goes to $out/cuda-libraries.json and into gpu-check.json.
+source scripts/cuda-libraries.sh
+cuda_libraries_find "$out/cuda-libraries.json"
+[ ${#cuda_libraries_missing[@]} -eq 0 ] || log "not found on this host: ${cuda_libraries_missing[*]} (the CUDA provider will not load)"
 
 log "node $(node --version), onnxruntime-node $(node -p "require('onnxruntime-node/package.json').version")"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/nvidia-smi.txt" || true
 # The whole check stays under 8 minutes on one GPU, so a 10-minute device call has room to report.
 limit=${GPU_CHECK_TIMEOUT_S:-450}
-timeout "$limit" node dist/benchmarks/gpu-check.js --out "$out/gpu-check.json" --budget-s $((limit - 20)) "$@" 2>&1 | tee "$out/gpu-check.log"
+timeout "$limit" node dist/benchmarks/gpu-check.js --out "$out/gpu-check.json" --budget-s $((limit - 20)) --cuda-libraries "$out/cuda-libraries.json" "$@" 2>&1 | tee "$out/gpu-check.log"

@@ -12,7 +12,7 @@ import { WorkerEncoder } from './worker-encoder.js';
  */
 export class MultiDeviceEncoder implements EmbeddingEncoder {
   private constructor(
-    private readonly encoders: readonly EmbeddingEncoder[],
+    private readonly encoders: readonly WorkerEncoder[],
     readonly manifest: RetrieverManifest,
     readonly provider: ExecutionProviderName,
   ) {}
@@ -44,6 +44,11 @@ export class MultiDeviceEncoder implements EmbeddingEncoder {
 
   async close(): Promise<void> {
     await Promise.all(this.encoders.map((encoder) => encoder.close()));
+  }
+
+  /** Stops waiting for the encodes in flight (a build stopped midway), as {@link WorkerEncoder.abandon} does on each device. */
+  abandon(): void {
+    for (const encoder of this.encoders) encoder.abandon();
   }
 
   private async split<T>(items: readonly T[], encode: (encoder: EmbeddingEncoder, slice: readonly T[]) => Promise<Float32Array>): Promise<Float32Array> {

@@ -95,7 +95,7 @@ export function flatIndexFileName(modelName: string): string {
 }
 
 /** `work`, or the signal's abort reason as soon as it aborts, whichever comes first. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+export function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return work;
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason);
