@@ -72,6 +72,10 @@ export interface ServiceConfig {
   searchRescore: number;
   /** Bytes one search device may hold; 0 means no limit. */
   searchMemoryBudget: number;
+  /** HNSW efSearch; absent: the value stored in the index file (as the reference's faiss.read_index). */
+  hnswEfSearch?: number;
+  /** IVF nprobe; absent: the value stored in the index file. */
+  ivfNprobe?: number;
   /** CUDA devices sharing the index rows on the GPU path; default `[deviceId]`. */
   searchDevices?: number[];
   /** Most rows in one ONNX Runtime run; the encoder sorts each batch's queries by token length and cuts them into runs of at most this size. */
@@ -207,7 +211,7 @@ function boolean(raw: string, source: string): boolean {
 }
 
 const SETTINGS: readonly Setting[] = [
-  { key: 'indexPath', flag: 'index_path', parse: text, description: 'FAISS Flat inner-product index file' },
+  { key: 'indexPath', flag: 'index_path', parse: text, description: 'FAISS index file: Flat, HNSW, IVF, SQ, PQ, or an IDMap of one' },
   { key: 'corpusPath', flag: 'corpus_path', parse: text, description: 'JSONL corpus, line i = index row i' },
   { key: 'topk', flag: 'topk', parse: integer(1), description: 'default topk when a request omits it or sends null/0' },
   {
@@ -307,7 +311,7 @@ const SETTINGS: readonly Setting[] = [
     key: 'searchBackend',
     flag: 'search_backend',
     parse: oneOf(['faiss', 'onnx', 'auto']),
-    description: 'vector search backend: faiss (faiss-node, CPU) | onnx (ONNX Runtime, CPU or CUDA) | auto (onnx)',
+    description: 'vector search backend: faiss (faiss-node, CPU, every index type) | onnx (ONNX Runtime, CPU or CUDA, Flat inner product only) | auto (onnx for Flat inner product, faiss for the rest)',
   },
   {
     key: 'searchShardRows',
@@ -332,6 +336,18 @@ const SETTINGS: readonly Setting[] = [
     flag: 'search_memory_budget',
     parse: byteCount,
     description: 'bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused (0 = no limit)',
+  },
+  {
+    key: 'hnswEfSearch',
+    flag: 'hnsw_ef_search',
+    parse: integer(1),
+    description: "HNSW index: efSearch, candidates explored per query (default: the file's value, as faiss.read_index)",
+  },
+  {
+    key: 'ivfNprobe',
+    flag: 'ivf_nprobe',
+    parse: integer(1),
+    description: "IVF index: nprobe, lists scanned per query, at most nlist (default: the file's value, as faiss.read_index)",
   },
   {
     key: 'searchDevices',

@@ -11,7 +11,7 @@ import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../en
 import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { pathExists } from '../file-io.js';
-import { readIxfiHeader } from '../index/ixfi-header.js';
+import { readFaissHeader } from '../index/faiss-index-kinds.js';
 import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
@@ -167,7 +167,7 @@ export class VersionManager {
     };
     if (request.indexPath !== undefined) {
       const indexPath = path.resolve(request.indexPath);
-      await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
+      await readFaissHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
         throw new ServiceError('bad_request', `index_path: ${error.message}`, { field: 'index_path' });
       });
       return { version: await this.registry.addVersion({ ...fields, indexPath, state: 'ready' }) };
