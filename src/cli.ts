@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError } from 'commander';
-import { buildIndexCommand } from './commands/build-index.js';
+import { buildTypedIndexCommand } from './commands/build-index.js';
+import { convertIndexCommand } from './commands/convert-index.js';
 import { serve } from './commands/serve.js';
 import { acceptBothSpellings, addServeOptions, CONFIG_DEFAULTS, deviceOrdinals, envName, resolveServeConfig } from './config.js';
 import { ensureDemo } from './demo.js';
+import { DEFAULT_TRAIN_ROWS } from './index/convert-index.js';
 import type { WeightBitsSetting } from './onnx/int8-quantization.js';
 import { makeModel } from './encoder/make-model.js';
 import { isPresetName, type PresetName } from './encoder/presets.js';
@@ -94,9 +96,13 @@ const buildIndexCli = program
   .option('--sidecar <file>', 'corpus offsets file (default beside the corpus)')
   .option('--restart', 'discard a partial build instead of resuming it', false)
   .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", integer)
-  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; deviceIds: number[]; sidecar?: string; restart: boolean; maxPassageLength?: number }) => {
+  .option('--faiss-type <type>', 'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted)', 'Flat')
+  .option('--ef-construction <n>', 'HNSW efConstruction (faiss default 40)', integer)
+  .option('--train-rows <n>', `rows sampled to train IVF/PQ/SQ (default ${DEFAULT_TRAIN_ROWS})`, integer)
+  .option('--seed <n>', 'seed of the training sample', integer, 0)
+  .action(async (options: { model: string; corpus: string; out: string; batchSize: number; device: DevicePreference; deviceIds: number[]; sidecar?: string; restart: boolean; maxPassageLength?: number; faissType: string; efConstruction?: number; trainRows?: number; seed: number }) => {
     print(
-      await buildIndexCommand({
+      await buildTypedIndexCommand({
         modelDir: options.model,
         corpusPath: options.corpus,
         outPath: options.out,
@@ -106,8 +112,27 @@ const buildIndexCli = program
         sidecarPath: options.sidecar,
         restart: options.restart,
         maxPassageLength: options.maxPassageLength,
+        faissType: options.faissType,
+        conversion: { efConstruction: options.efConstruction, trainRows: options.trainRows, seed: options.seed },
       }),
     );
+  });
+
+const convertIndexCli = program
+  .command('convert-index')
+  .description('build any FAISS index type from a Flat inner-product index (ours or FlashRAG\'s) without re-encoding the corpus')
+  .requiredOption('--index <file>', 'Flat index to read, e.g. e5_Flat.index')
+  .requiredOption('--out <file>', 'index file to write, e.g. e5_HNSW64.index')
+  // Not a required option: commander checks those before the `--faiss_type` spelling is moved over.
+  .option('--faiss-type <type>', 'required: FlashRAG --faiss_type or faiss factory string: HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64, SQ8, ...')
+  .option('--ef-construction <n>', 'HNSW efConstruction (faiss default 40)', integer)
+  .option('--train-rows <n>', `rows sampled to train IVF/PQ/SQ (default ${DEFAULT_TRAIN_ROWS})`, integer)
+  .option('--seed <n>', 'seed of the training sample', integer, 0)
+  .option('--batch-rows <n>', 'rows read and added per faiss call', integer)
+  .action(async (options: { index: string; out: string; faissType?: string; efConstruction?: number; trainRows?: number; seed: number; batchRows?: number }) => {
+    const { index, out, faissType, ...rest } = options;
+    if (faissType === undefined) throw new ServiceError('bad_request', 'give --faiss-type (e.g. HNSW64)');
+    print(await convertIndexCommand({ ...rest, faissType, sourcePath: index, outPath: out }));
   });
 
 const buildDemoCommand = program
@@ -132,7 +157,7 @@ const constructCommand = program
   });
 
 // Every command takes both flag spellings, as serve does: `--batch-size` or `--batch_size`.
-for (const command of [makeModelCommand, buildIndexCli, buildDemoCommand, constructCommand]) acceptBothSpellings(command);
+for (const command of [makeModelCommand, buildIndexCli, convertIndexCli, buildDemoCommand, constructCommand]) acceptBothSpellings(command);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof ServiceError ? `${error.code}: ${error.message}` : String((error as Error).stack ?? error);

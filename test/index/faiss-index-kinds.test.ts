@@ -6,7 +6,7 @@ import { FaissIndex } from '../../src/index/faiss-index.js';
 import { openVectorIndex } from '../../src/index/open-index.js';
 import { childPids } from '../support/child-processes.js';
 import { isServiceError } from '../support/assert-service-error.js';
-import { runPython } from '../support/index-fixtures.js';
+import { CLUSTERED_PY, runPython } from '../support/index-fixtures.js';
 
 const DIMENSION = 32;
 const ROWS = 3000;
@@ -19,17 +19,14 @@ const TOPK = 10;
  * same queries at the file's own parameters and at the ones a test sets, and dumps what it found.
  * PQ without polysemous training (`np`): it takes seconds and changes nothing a search here sees.
  */
-const FIXTURES = `
+const FIXTURES = `${CLUSTERED_PY}
 # Built on one thread (OpenMP's spinning threads are slow on a shared machine), searched on as
 # many as a faiss host uses: IVF-SQ distances differ in the last bit between thread counts.
 threads = faiss.omp_get_max_threads()
 out, d, rows, nq, topk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rng = np.random.default_rng(5)
-centers = rng.standard_normal((60, d)).astype('float32')
-x = centers[rng.integers(0, 60, rows)] + 0.35 * rng.standard_normal((rows, d)).astype('float32')
-faiss.normalize_L2(x)
-q = x[rng.integers(0, rows, nq)] + 0.2 * rng.standard_normal((nq, d)).astype('float32')
-faiss.normalize_L2(q)
+x = clustered(rng, rows, d)
+q = near(rng, x, nq)
 q.tofile(f'{out}/queries.f32')
 IP, L2 = faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2
 kinds = {
