@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { access, copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import type { RetrieverInfo } from '../../src/engine/types.js';
+import type { Readiness, RetrieverInfo } from '../../src/engine/types.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import { CLI_PATH } from '../support/sample-data.js';
 
@@ -14,6 +14,8 @@ import { CLI_PATH } from '../support/sample-data.js';
 interface Run {
   /** `/info`'s retriever once ready; undefined when serve exited first. */
   info?: RetrieverInfo;
+  /** `/ready`'s body once ready. */
+  ready?: Readiness;
   log: Array<{ level: number; msg: string }>;
   code: number | null;
 }
@@ -39,13 +41,16 @@ async function serve(files: RetrieverFiles, dataDir: string, flags: string[]): P
     });
     void closed.then(() => resolve(false));
   });
-  let info: RetrieverInfo | undefined;
+  let answers: Pick<Run, 'info' | 'ready'> = {};
   if (ready) {
-    info = ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever;
+    answers = {
+      info: ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever,
+      ready: (await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as Readiness,
+    };
     child.kill('SIGTERM');
   }
   const [code] = await closed;
-  return { ...(info && { info }), log, code: code as number | null };
+  return { ...answers, log, code: code as number | null };
 }
 
 describe('serve: search backend flags reach the index (child process, tiny model)', function () {
@@ -96,5 +101,32 @@ describe('serve: search backend flags reach the index (child process, tiny model
     assert.equal(run.code, 1);
     const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
     assert.match(fatal?.msg ?? '', /does not fit the search memory budget of 64 KB per device: 1000 rows × \d+ fp32/);
+  });
+
+  describe('an HNSW index (built from the Flat one by convert-index)', function () {
+    let hnsw: RetrieverFiles;
+
+    before(function () {
+      hnsw = { ...files, indexPath: path.join(dataDir, 'tiny_HNSW16.index') };
+      execFileSync(process.execPath, [CLI_PATH, 'convert-index', '--index', files.indexPath, '--out', hnsw.indexPath, '--faiss_type', 'HNSW16'], { stdio: 'ignore' });
+    });
+
+    it('auto serves it on faiss, with kind, metric and --hnsw_ef_search in /info, /ready and the ready log; --faiss_gpu warns once', async function () {
+      const run = await serve(hnsw, dataDir, ['--hnsw_ef_search', '48', '--faiss_gpu']);
+      const index = { kind: 'IndexHNSWFlat', metric: 'inner_product', rows: 1000, efSearch: 48 };
+      const shown = (search: RetrieverInfo['search']) => search && { kind: search.index?.kind, metric: search.index?.metric, rows: search.index?.rows, efSearch: search.index?.parameters.efSearch };
+      assert.deepEqual(shown(run.info?.search), index);
+      assert.deepEqual(shown(run.ready?.search), index);
+      const readyLine = run.log.find((line) => line.msg === 'ready') as unknown as { search: RetrieverInfo['search'] };
+      assert.deepEqual(shown(readyLine.search), index);
+      assert.equal(run.log.filter((line) => /IndexHNSWFlat: it is searched on CPU/.test(line.msg)).length, 1);
+    });
+
+    it('--search_backend onnx: refuses to start, naming the kind', async function () {
+      const run = await serve(hnsw, dataDir, ['--search_backend', 'onnx']);
+      assert.equal(run.code, 1);
+      const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
+      assert.match(fatal?.msg ?? '', /is an IndexHNSWFlat \(inner_product\): --search_backend onnx searches inner-product Flat indexes only/);
+    });
   });
 });
