@@ -1,5 +1,5 @@
 /**
- * FaissFlatIndex load time for a 1M × 768 IxFI file against a raw read of the same file, the process's
+ * FaissIndex load time for a 1M × 768 IxFI file against a raw read of the same file, the process's
  * memory before load, after load and after close, and search time at 8 and 64 queries a call.
  * `node dist/benchmarks/index-load.js [--rows 1000000] [--dimension 768]`
  */
@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { openFaissFlatIndex } from '../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../src/index/faiss-index.js';
 import { ixfiFileBytes } from '../src/index/ixfi-header.js';
 import { IxfiWriter } from '../src/index/ixfi-writer.js';
 import { report, seconds, workDir } from './bench-report.js';
@@ -82,13 +82,13 @@ async function main(): Promise<void> {
 
   const rssBefore = await rssGB();
   // Searches on an index already serving must go on while the next one loads (hot swap).
-  const active = await openFaissFlatIndex(small);
+  const active = await FaissIndex.open(small);
   const probe = new Float32Array(dimension).fill(1 / Math.sqrt(dimension));
   let loading = true;
   let worstSearchMsDuringLoad = 0;
   let searchesDuringLoad = 0;
   const start = process.hrtime.bigint();
-  const opening = openFaissFlatIndex(file, { expectDimension: dimension, expectRows: rows }).finally(() => (loading = false));
+  const opening = FaissIndex.open(file, { expectDimension: dimension, expectRows: rows }).finally(() => (loading = false));
   while (loading) {
     const searchStart = process.hrtime.bigint();
     await active.nearest(probe, 3);
@@ -131,7 +131,7 @@ async function main(): Promise<void> {
   await report(rows === 1_000_000 && dimension === 768 ? 'index-load' : `index-load-${rows}x${dimension}`, [
     { measure: 'index file', value: `${rows} × ${dimension} fp32, ${(size / GB).toFixed(2)} GB` },
     { measure: 'raw read into one buffer (baseline, page cache warm)', value: `${baseline.toFixed(2)} s (${results.rawReadGBps.toFixed(2)} GB/s)` },
-    { measure: 'FaissFlatIndex.open (header check, host process start, IndexFlatIP.read)', value: `${loadSeconds.toFixed(2)} s (${results.flatIndexLoadGBps.toFixed(2)} GB/s)` },
+    { measure: 'FaissIndex.open (header check, host process start, IndexFlatIP.read)', value: `${loadSeconds.toFixed(2)} s (${results.flatIndexLoadGBps.toFixed(2)} GB/s)` },
     { measure: 'load time / raw read time', value: results.loadToRawRatio.toFixed(2) },
     { measure: 'searches on an already loaded index during that load', value: `${searchesDuringLoad}, worst ${worstSearchMsDuringLoad.toFixed(0)} ms` },
     ...Object.entries(searchSeconds).map(([queries, time]) => ({ measure: `search ${queries} queries, top 3`, value: `${time.toFixed(2)} s (${((time / Number(queries)) * 1000).toFixed(0)} ms per query)` })),

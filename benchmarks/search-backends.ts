@@ -1,5 +1,5 @@
 /**
- * The two search backends on CPU, same index, same queries, same run: faiss-node (FaissFlatIndex, its
+ * The two search backends on CPU, same index, same queries, same run: faiss-node (FaissIndex, its
  * own host process) against ONNX Runtime (OnnxFlatIndex, fp32, default shard rows), at 1, 8, 64
  * and 512 queries a call over 200k and 1M rows × 768 (synthetic unit vectors, as in
  * throughput.ts). Calls alternate between the backends so load on the machine hits both alike;
@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { VectorIndex } from '../src/index/vector-index.js';
-import { FaissFlatIndex } from '../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../src/index/faiss-index.js';
 import { OnnxFlatIndex } from '../src/index/onnx-flat-index.js';
 import { median, report, seconds, type Row } from './bench-report.js';
 import { syntheticIndex } from './synthetic-index.js';
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   for (const rows of values.rows.split(',').map(Number)) {
     const file = await syntheticIndex(rows, DIMENSION);
     let start = process.hrtime.bigint();
-    const faiss = await FaissFlatIndex.open(file);
+    const faiss = await FaissIndex.open(file);
     const faissOpenS = seconds(start);
     start = process.hrtime.bigint();
     const onnx = await OnnxFlatIndex.open(file);

@@ -38,6 +38,8 @@ elif [ "${ONNXRUNTIME_NODE_INSTALL:-skip}" != skip ] && [ ! -f node_modules/.onn
 fi
 
 addon=node_modules/faiss-node/build/Release/faiss-node.node
-if [ ! -f "$addon" ] || [ "$0" -nt "$addon" ]; then
+# Rebuilt when this script, the build script or a patch of the binding is newer than the addon.
+stale=$(find "$0" scripts/build-faiss-node.sh scripts/patches -newer "$addon" 2>/dev/null | head -1 || true)
+if [ ! -f "$addon" ] || [ -n "$stale" ]; then
   bash scripts/build-faiss-node.sh
 fi

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { buildDemoCommand } from './commands/build-demo.js';
 import { buildIndexCommand } from './commands/build-index.js';
 import { constructTrainingCommand } from './commands/construct-training.js';
+import { convertIndexCommand } from './commands/convert-index.js';
 import { makeModelCommand } from './commands/make-model.js';
 import { serveCommand } from './commands/serve.js';
 import { ServiceError } from './errors.js';
@@ -12,7 +13,7 @@ const program = new Command('agentic-retriever')
   .showHelpAfterError();
 
 // addCommand, unlike program.command(), does not pass showHelpAfterError and the like on by itself.
-for (const command of [serveCommand(), makeModelCommand(), buildIndexCommand(), buildDemoCommand(), constructTrainingCommand()]) {
+for (const command of [serveCommand(), makeModelCommand(), buildIndexCommand(), convertIndexCommand(), buildDemoCommand(), constructTrainingCommand()]) {
   program.addCommand(command.copyInheritedSettings(program));
 }
 

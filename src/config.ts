@@ -41,7 +41,7 @@ function toggle(flag: string, doc: string, whenGiven = true): Setting<boolean> &
  * options, environment variables and config file keys all come from here.
  */
 export const SETTINGS = {
-  indexPath: optional('index_path', text, 'FAISS Flat inner-product index file'),
+  indexPath: optional('index_path', text, 'FAISS index file: Flat, HNSW, IVF, SQ, PQ, or an IDMap of one'),
   corpusPath: optional('corpus_path', text, 'JSONL corpus, line i = index row i'),
   topk: setting('topk', integer(1), 3, 'default topk when a request omits it or sends null/0'),
   retrieverName: optional('retriever_name', text, 'accepted for Search-R1 compatibility; prefixes come from retriever.json (bm25 is not served)'),
@@ -104,7 +104,7 @@ export const SETTINGS = {
     'search_backend',
     oneOf<SearchBackendChoice>(['faiss', 'onnx', 'auto']),
     'auto',
-    'vector search backend: faiss (faiss-node, CPU) | onnx (ONNX Runtime, CPU or CUDA) | auto (onnx)',
+    'vector search backend: faiss (faiss-node, CPU, every index type) | onnx (ONNX Runtime, CPU or CUDA, Flat inner product only) | auto (onnx for Flat inner product, faiss for the rest)',
   ),
   searchShardRows: setting(
     'search_shard_rows',
@@ -130,6 +130,8 @@ export const SETTINGS = {
     0,
     "bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused; on CPU it also lets an index past the host's available memory be mapped anyway (0 = no limit)",
   ),
+  hnswEfSearch: optional('hnsw_ef_search', integer(1), "HNSW index: efSearch, candidates explored per query (default: the file's value, as faiss.read_index)"),
+  ivfNprobe: optional('ivf_nprobe', integer(1), "IVF index: nprobe, lists scanned per query, at most nlist (default: the file's value, as faiss.read_index)"),
   searchDevices: optional(
     'search_devices',
     deviceList,

@@ -1,10 +1,14 @@
+import { rm } from 'node:fs/promises';
 import { Command } from 'commander';
 import { acceptBothSpellings, argParser, printJson } from '../command-line.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { DevicePreference } from '../onnx/execution-provider.js';
 import { MultiDeviceEncoder } from '../encoder/multi-device-encoder.js';
+import { pathExists } from '../file-io.js';
 import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
+import { DEFAULT_TRAIN_ROWS, type ConvertIndexResult } from '../index/convert-index.js';
 import { anyInteger, device, deviceList } from '../value-types.js';
+import { runConvertIndex, type ConvertIndexCommandOptions } from './convert-index.js';
 import { progressBar } from './progress.js';
 
 interface BuildIndexCommandOptions {
@@ -20,10 +24,33 @@ interface BuildIndexCommandOptions {
   restart: boolean;
   /** Overrides the model's retriever.json `maxPassageLength`. */
   maxPassageLength?: number;
+  /** FlashRAG's `--faiss_type` (default `Flat`); other types are converted from an encoded Flat. */
+  faissType?: string;
+  /** How a non-Flat type is trained and built. */
+  conversion?: Pick<ConvertIndexCommandOptions, 'efConstruction' | 'trainRows' | 'seed'>;
 }
 
-/** `build-index`: Ctrl-C keeps the partial file, and running the same command again resumes it. */
-export async function runBuildIndex(options: BuildIndexCommandOptions): Promise<BuildIndexResult> {
+/**
+ * `build-index`: a Flat index is encoded straight into `<out>`. `--faiss_type HNSW64` (any type
+ * but Flat) encodes into `<out>.flat` (resumable as any build), converts that into `<out>` without
+ * re-encoding, then deletes it. A stopped conversion keeps the encoded Flat, so running the
+ * command again only converts (`--restart` encodes again).
+ */
+export async function runBuildIndex(
+  options: BuildIndexCommandOptions,
+): Promise<BuildIndexResult | { encoded?: BuildIndexResult; conversion: ConvertIndexResult }> {
+  if (options.faissType === undefined || options.faissType === 'Flat') return encodeFlatIndex(options);
+  const flatPath = `${options.outPath}.flat`;
+  const reuse = !options.restart && (await pathExists(flatPath));
+  if (reuse) process.stderr.write(`reusing the encoded ${flatPath} (--restart encodes the corpus again)\n`);
+  const encoded = reuse ? undefined : await encodeFlatIndex({ ...options, outPath: flatPath });
+  const conversion = await runConvertIndex({ ...options.conversion, sourcePath: flatPath, outPath: options.outPath, faissType: options.faissType });
+  await rm(flatPath);
+  return { ...(encoded && { encoded }), conversion };
+}
+
+/** Encoding a Flat index: Ctrl-C keeps the partial file, and running the same command again resumes it. */
+async function encodeFlatIndex(options: BuildIndexCommandOptions): Promise<BuildIndexResult> {
   const scan = progressBar('scanning the corpus for row offsets', 'bytes');
   const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
   scan.stop();
@@ -52,11 +79,14 @@ export async function runBuildIndex(options: BuildIndexCommandOptions): Promise<
 }
 
 /** The options as commander names them, after the flags. */
-type BuildIndexFlags = Omit<BuildIndexCommandOptions, 'modelDir' | 'corpusPath' | 'outPath' | 'sidecarPath'> & {
+type BuildIndexFlags = Omit<BuildIndexCommandOptions, 'modelDir' | 'corpusPath' | 'outPath' | 'sidecarPath' | 'conversion'> & {
   model: string;
   corpus: string;
   out: string;
   sidecar?: string;
+  efConstruction?: number;
+  trainRows?: number;
+  seed: number;
 };
 
 export function buildIndexCommand(): Command {
@@ -71,8 +101,25 @@ export function buildIndexCommand(): Command {
     .option('--sidecar <file>', 'corpus offsets file (default beside the corpus)')
     .option('--restart', 'discard a partial build instead of resuming it', false)
     .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", argParser(anyInteger))
-    .action(async ({ model, corpus, out, sidecar, ...rest }: BuildIndexFlags) => {
-      printJson(await runBuildIndex({ ...rest, modelDir: model, corpusPath: corpus, outPath: out, sidecarPath: sidecar }));
+    .option(
+      '--faiss-type <type>',
+      'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted)',
+      'Flat',
+    )
+    .option('--ef-construction <n>', 'HNSW efConstruction (faiss default 40)', argParser(anyInteger))
+    .option('--train-rows <n>', `rows sampled to train IVF/PQ/SQ (default ${DEFAULT_TRAIN_ROWS})`, argParser(anyInteger))
+    .option('--seed <n>', 'seed of the training sample', argParser(anyInteger), 0)
+    .action(async ({ model, corpus, out, sidecar, efConstruction, trainRows, seed, ...rest }: BuildIndexFlags) => {
+      printJson(
+        await runBuildIndex({
+          ...rest,
+          modelDir: model,
+          corpusPath: corpus,
+          outPath: out,
+          sidecarPath: sidecar,
+          conversion: { efConstruction, trainRows, seed },
+        }),
+      );
     });
   return acceptBothSpellings(command);
 }

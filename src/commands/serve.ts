@@ -80,6 +80,8 @@ function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions
     shardRows: config.searchShardRows,
     rescore: config.searchRescore,
     memoryBudgetBytes: config.searchMemoryBudget,
+    efSearch: config.hnswEfSearch,
+    nprobe: config.ivfNprobe,
     strict: config.strictDevice,
     warn: (message) => logger.warn(message),
   };

@@ -75,7 +75,7 @@ export class ActiveRetriever implements RetrievalService {
     // Results of the replaced version must never answer for the new one.
     this.cache?.clear();
     this.serving = { retriever, batcher: new QueryBatcher(retriever, this.batching, this.cache, this.events), inFlight: 0 };
-    this.state = { ready: true, stage: 'serving' };
+    this.state = { ready: true, stage: 'serving', search: retriever.index.placement };
     return previous ? this.retire(previous) : Promise.resolve();
   }
 

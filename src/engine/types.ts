@@ -44,6 +44,8 @@ export interface Readiness {
   step?: string;
   progress?: number;
   error?: string;
+  /** Once serving: the search backend and, on faiss, the index kind, metric and search parameters. */
+  search?: SearchPlacement;
 }
 
 export interface RetrieverInfo {

@@ -3,7 +3,7 @@ import type { SearchPrecision } from './search-graph.js';
 import { emitFallbackWarning } from '../onnx/execution-provider.js';
 import type { SearchPlacement, SearchSessionInfo, VectorIndex, VectorSearchResult } from './vector-index.js';
 import { ServiceError } from '../errors.js';
-import { searchShape } from './faiss-flat-index.js';
+import { searchShape } from './faiss-index.js';
 import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
 import { checkSearchMemory, readHostMemory, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
@@ -112,7 +112,7 @@ class SearchWorker {
 
 /**
  * Exact flat inner-product search over an IxFI file on ONNX Runtime, the same contract as the
- * FAISS {@link FaissFlatIndex}: row indices and float32 scores, best first, ties to the lower row. The
+ * FAISS {@link FaissIndex} on a Flat file: row indices and float32 scores, best first, ties to the lower row. The
  * vectors are never copied into the process: each session maps its slice of the file (or of the
  * fp16 sidecar) as external initializers. Several devices each search a slice; results are merged.
  */

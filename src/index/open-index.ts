@@ -1,6 +1,8 @@
 import type { SearchPrecision } from './search-graph.js';
 import type { VectorIndex } from './vector-index.js';
-import { FaissFlatIndex } from './faiss-flat-index.js';
+import { ServiceError } from '../errors.js';
+import { FaissIndex, type FaissIndexOptions } from './faiss-index.js';
+import { readFaissHeader, type FaissFileHeader } from './faiss-index-kinds.js';
 import type { IxfiExpectations } from './ixfi-header.js';
 import { OnnxFlatIndex, type OnnxIndexOptions, type SearchDevice } from './onnx-flat-index.js';
 
@@ -9,7 +11,7 @@ export type SearchBackendChoice = SearchBackend | 'auto';
 export type SearchPrecisionChoice = SearchPrecision | 'auto';
 
 /** How a version's index is opened for search: which backend, where, in what precision. */
-export interface VectorIndexOptions extends Omit<OnnxIndexOptions, 'devices' | 'precision'> {
+export interface VectorIndexOptions extends Omit<OnnxIndexOptions, 'devices' | 'precision'>, Pick<FaissIndexOptions, 'efSearch' | 'nprobe'> {
   /** Default `auto`: see {@link chooseSearchBackend}. */
   backend?: SearchBackendChoice;
   /** Search on CUDA (`--faiss_gpu`, `--device cuda`): one session per entry of `deviceIds`. */
@@ -21,14 +23,23 @@ export interface VectorIndexOptions extends Omit<OnnxIndexOptions, 'devices' | '
 }
 
 /**
- * `auto` takes the ONNX backend: it is exact like FAISS Flat, faster on CPU at every query count
- * measured (benchmarks/results/2026-12-01-search-backends.json, faiss host with BLAS on every
- * core: most at few queries, where faiss-node pays a per-call cost), maps the index file instead
- * of reading it into the heap, and is the only one of the two that searches on a GPU (faiss-node
- * is CPU-only).
+ * `auto` takes the ONNX backend for an inner-product Flat (IxFI) file: it is exact like FAISS Flat,
+ * faster on CPU at every query count measured (benchmarks/results/2026-12-01-search-backends.json,
+ * faiss host with BLAS on every core: most at few queries, where faiss-node pays a per-call cost),
+ * maps the index file instead of reading it into the heap, and is the only one of the two that
+ * searches on a GPU (faiss-node is CPU-only). Every other kind (HNSW, IVF, SQ, PQ, L2 Flat, ID
+ * maps) only FAISS searches.
  */
-function chooseSearchBackend(choice: SearchBackendChoice = 'auto'): SearchBackend {
-  return choice === 'auto' ? 'onnx' : choice;
+function chooseSearchBackend(path: string, header: FaissFileHeader, choice: SearchBackendChoice = 'auto'): SearchBackend {
+  if (header.fourcc === 'IxFI') return choice === 'auto' ? 'onnx' : choice;
+  if (choice === 'onnx') {
+    throw new ServiceError(
+      'bad_request',
+      `index ${path} is an ${header.kind} (${header.metric}): --search_backend onnx searches inner-product Flat indexes only; use --search_backend faiss or auto`,
+      { indexPath: path, field: '--search_backend' },
+    );
+  }
+  return 'faiss';
 }
 
 function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): SearchDevice[] {
@@ -36,11 +47,21 @@ function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): 
   return (options.deviceIds ?? [0]).map((deviceId) => ({ provider: 'cuda', deviceId }));
 }
 
-/** Opens an IxFI index on the chosen backend; the header is validated against `expect` either way. */
+/**
+ * Opens an index file on the chosen backend after checking its header against `expect`: an IxFI
+ * file on either backend, any other FAISS index on the faiss backend, on CPU.
+ */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
-  const { backend, gpu, deviceIds, precision = 'auto', ...onnx } = options;
-  if (chooseSearchBackend(backend) === 'faiss') {
-    return FaissFlatIndex.open(path, expect, { memoryBudgetBytes: onnx.memoryBudgetBytes, memoryFiles: onnx.memoryFiles });
+  const { backend, gpu, deviceIds, precision = 'auto', efSearch, nprobe, ...onnx } = options;
+  const header = await readFaissHeader(path, expect);
+  if (chooseSearchBackend(path, header, backend) === 'faiss') {
+    // With an explicit faiss backend, config's startup notices already said faiss-node is CPU-only.
+    if (gpu && backend !== 'faiss') {
+      (onnx.warn ?? process.emitWarning)(
+        `index ${path} is an ${header.kind}: it is searched on CPU (faiss backend); only Flat inner-product indexes search on the GPU`,
+      );
+    }
+    return FaissIndex.open(path, expect, { efSearch, nprobe, memoryBudgetBytes: onnx.memoryBudgetBytes, memoryFiles: onnx.memoryFiles, warn: onnx.warn });
   }
   return OnnxFlatIndex.open(path, expect, {
     ...onnx,

@@ -1,4 +1,5 @@
 import type { ExecutionProviderName } from '../onnx/execution-provider.js';
+import type { FaissIndexInfo } from './faiss-index-kinds.js';
 
 /** Nearest rows of `queries` vectors, flattened row-major as `queries × topk`, best first. */
 export interface VectorSearchResult {
@@ -22,6 +23,8 @@ export interface SearchSessionInfo {
 export interface SearchPlacement {
   backend: 'faiss' | 'onnx';
   sessions: SearchSessionInfo[];
+  /** The faiss backend's index: kind, metric and search parameters. */
+  index?: FaissIndexInfo;
 }
 
 export interface VectorIndex {

@@ -13,7 +13,7 @@ import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../en
 import { ServiceError, type ErrorCode } from '../errors.js';
 import { flatIndexFileName } from '../index/build-index.js';
 import { pathExists } from '../file-io.js';
-import { readIxfiHeader } from '../index/ixfi-header.js';
+import { readFaissHeader } from '../index/faiss-index-kinds.js';
 import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
@@ -283,7 +283,7 @@ export class VersionManager {
     // A checkpoint encodes into its hidden states: config.json gives their width before any conversion.
     const dimension = manifest?.dimension ?? (await readBertConfig(source).catch(modelProblem)).hiddenSize;
     if (indexPath !== undefined) {
-      await readIxfiHeader(indexPath, { expectDimension: dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
+      await readFaissHeader(indexPath, { expectDimension: dimension, expectRows: corpus.rows }).catch((error: ServiceError) => {
         throw new RegistrationError('bad_request', 'indexPath', error.message);
       });
     }
@@ -377,7 +377,7 @@ export class VersionManager {
   private async finishConversion({ id, indexPath }: VersionRecord, modelDir: string, corpusRows: number): Promise<void> {
     const manifest = await readManifest(modelDir);
     if (indexPath !== undefined) {
-      await readIxfiHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpusRows }).catch((error: Error) => {
+      await readFaissHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpusRows }).catch((error: Error) => {
         throw new Error(`the prebuilt index does not fit the converted model: ${error.message}`);
       });
       await this.registry.updateVersion(id, { modelDir, state: 'ready' });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
-import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
 import { showBytes } from '../../src/index/search-memory.js';
@@ -67,7 +67,7 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
     assert.ok(retriever.index instanceof OnnxFlatIndex);
     const faiss = await Retriever.load(files, { version: 'v-faiss', index: { backend: 'faiss' } });
     try {
-      assert.ok(faiss.index instanceof FaissFlatIndex);
+      assert.ok(faiss.index instanceof FaissIndex);
       const [onnxHits, faissHits] = [(await retriever.encodeSearchFetch(QUERIES, 5)).hits, (await faiss.encodeSearchFetch(QUERIES, 5)).hits];
       assert.deepEqual(onnxHits.map((hits) => hits.map((hit) => hit.rowIndex)), faissHits.map((hits) => hits.map((hit) => hit.rowIndex)));
       onnxHits.flat().forEach((hit, i) => assert.ok(Math.abs(hit.score - faissHits.flat()[i]!.score) < 1e-5));

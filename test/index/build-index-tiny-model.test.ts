@@ -12,7 +12,7 @@ import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { WordPieceTokenizer } from '../../src/encoder/tokenizer.js';
 import { WorkerEncoder } from '../../src/encoder/worker-encoder.js';
 import { buildIndex } from '../../src/index/build-index.js';
-import { openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { floatBytes, runPython } from '../support/index-fixtures.js';
@@ -77,8 +77,8 @@ for row in map(int, sys.argv[2:]):
     assert.notDeepEqual(floatBytes(expected.subarray(0, dimension)), floatBytes(expected.subarray(dimension, 2 * dimension)), 'rows differ');
   });
 
-  it('finds each checked passage as its own best hit through FaissFlatIndex', async function () {
-    const index = await openFaissFlatIndex(outPath, { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows });
+  it('finds each checked passage as its own best hit through FaissIndex', async function () {
+    const index = await FaissIndex.open(outPath, { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows });
     try {
       const passages = (await corpus.readRows(CHECKED_ROWS)).map((row) => row.contents);
       const { rowIndices, scores } = await index.nearest(await encoder.encodePassages(passages), 1);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { buildIndex, flatIndexFileName } from '../../src/index/build-index.js';
-import { openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { partialPaths, partialRowsWritten } from '../../src/index/ixfi-writer.js';
 import { HashingEncoder } from './hashing-encoder.js';
@@ -68,7 +68,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
       const offset = IXFI_HEADER_BYTES + rowIndex * DIMENSION * 4;
       assert.ok(file.subarray(offset, offset + DIMENSION * 4).equals(floatBytes(expected)), `row ${rowIndex}`);
     }
-    const index = await openFaissFlatIndex(outPath, { expectDimension: DIMENSION, expectRows: corpus.rows });
+    const index = await FaissIndex.open(outPath, { expectDimension: DIMENSION, expectRows: corpus.rows });
     try {
       const query = await new HashingEncoder().encodePassages([(await corpus.readRow(321)).contents]);
       const { rowIndices, scores } = await index.nearest(query, 1);
@@ -87,7 +87,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     const reported = await killBuildMidway(corpusPath, killedPath, 300);
     assert.ok(reported >= 300 && reported < 1000, `killed after ${reported} rows`);
     await assert.rejects(stat(killedPath), /ENOENT/);
-    await assert.rejects(openFaissFlatIndex(killedPath), isServiceError('not_found', /killed\.index: cannot open/));
+    await assert.rejects(FaissIndex.open(killedPath), isServiceError('not_found', /killed\.index: cannot open/));
     // A kill can also land inside a row's write.
     await appendFile(partialPaths(killedPath).vectors, Buffer.alloc(DIMENSION * 2));
 

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
-import { FaissFlatIndex, openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
 import { bruteForceTopk, floatBytes, runPython, unitVectors } from '../support/index-fixtures.js';
 
@@ -21,11 +21,11 @@ function assertMatchesBruteForce(actual: { queries: number; topk: number; rowInd
   actual.scores.forEach((score, i) => assert.ok(Math.abs(score - expected.scores[i]!) < 1e-5, `score ${i}: ${score} vs ${expected.scores[i]}`));
 }
 
-describe('FaissFlatIndex (faiss-node in a host process per index)', function () {
+describe('FaissIndex (faiss-node in a host process per index)', function () {
   let dir: string;
   const base = unitVectors(ROWS, DIMENSION, 11);
   const queries = unitVectors(7, DIMENSION, 12);
-  const opened: FaissFlatIndex[] = [];
+  const opened: FaissIndex[] = [];
 
   before(async function () {
     dir = await mkdtemp(path.join(tmpdir(), 'flat-index-'));
@@ -51,8 +51,8 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function open(name: string, expect: { expectDimension?: number; expectRows?: number } = {}): Promise<FaissFlatIndex> {
-    const index = await openFaissFlatIndex(path.join(dir, name), expect);
+  async function open(name: string, expect: { expectDimension?: number; expectRows?: number } = {}): Promise<FaissIndex> {
+    const index = await FaissIndex.open(path.join(dir, name), expect);
     opened.push(index);
     return index;
   }
@@ -109,7 +109,7 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
     await writer.finish();
     const active = await open('ours.index');
     let loaded = false;
-    const loading = openFaissFlatIndex(bigPath).then((index) => {
+    const loading = FaissIndex.open(bigPath).then((index) => {
       loaded = true;
       opened.push(index);
       return index;
@@ -124,9 +124,9 @@ for name, index in ((ip, faiss.IndexFlatIP(int(d))), (factory, faiss.index_facto
   });
 
   it('lets a process with nothing else to do search, close and exit (an idle host never holds it open)', function () {
-    const flatIndexModule = new URL('../../src/index/faiss-flat-index.js', import.meta.url).href;
-    const script = `import { openFaissFlatIndex } from ${JSON.stringify(flatIndexModule)};
-const index = await openFaissFlatIndex(${JSON.stringify(path.join(dir, 'ours.index'))});
+    const flatIndexModule = new URL('../../src/index/faiss-index.js', import.meta.url).href;
+    const script = `import { FaissIndex } from ${JSON.stringify(flatIndexModule)};
+const index = await FaissIndex.open(${JSON.stringify(path.join(dir, 'ours.index'))});
 const { rowIndices } = await index.nearest(new Float32Array(${DIMENSION}).fill(1), 2);
 await index.close();
 console.log('closed', rowIndices.length);`;
@@ -134,8 +134,17 @@ console.log('closed', rowIndices.length);`;
     assert.equal(output.trim(), 'closed 2');
   });
 
-  it('refuses an L2 file and dimension or row mismatches before loading', async function () {
-    await assert.rejects(open('python-l2.index'), isServiceError('bad_request', /is an IndexFlatL2 \(L2 metric\)/));
+  it('serves an L2 file with the distances faiss returns, nearest (smallest) first, as the reference does', async function () {
+    const index = await open('python-l2.index');
+    const result = await index.nearest(queries, TOPK);
+    const ip = bruteForceTopk(base, queries, DIMENSION, TOPK);
+    // Unit vectors: squared L2 distance = 2 - 2·cosine, so the ranking is the inner-product one.
+    assert.deepEqual([...result.rowIndices], ip.rowIndices);
+    result.scores.forEach((distance, i) => assert.ok(Math.abs(distance - (2 - 2 * ip.scores[i]!)) < 1e-5, `distance ${distance} at ${i}`));
+    assert.equal(index.info.metric, 'l2');
+  });
+
+  it('refuses dimension or row mismatches before loading', async function () {
     await assert.rejects(open('ours.index', { expectDimension: 768 }), isServiceError('bad_request', /dimension 32 does not match the encoder's dimension 768/));
     await assert.rejects(open('ours.index', { expectRows: 1000 }), isServiceError('bad_request', /300 rows but the corpus has 1000 rows/));
   });

@@ -1,22 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { faissHostEnv } from '../../src/index/faiss-host.js';
-import { openFaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
+import { childPids } from '../support/child-processes.js';
 import { unitVectors } from '../support/index-fixtures.js';
 
 const SAPPHIRE_RAPIDS = new Set(['sse3', 'avx', 'avx2', 'fma', 'avx512f', 'avx512dq', 'avx512bw', 'avx512vl', 'avx512_bf16', 'amx_tile']);
 const ZEN3 = new Set(['sse3', 'avx', 'avx2', 'fma']);
-
-async function childPids(): Promise<string[]> {
-  const children: string[] = [];
-  for (const task of await readdir(`/proc/${process.pid}/task`)) {
-    children.push(...(await readFile(`/proc/${process.pid}/task/${task}/children`, 'utf8')).split(' ').filter(Boolean));
-  }
-  return children;
-}
 
 /** A process's environment as /proc shows it (Linux). */
 async function environmentOf(pid: string): Promise<Record<string, string>> {
@@ -52,7 +45,7 @@ describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
     const saved = process.env.OMP_WAIT_POLICY;
     process.env.OMP_WAIT_POLICY = 'ACTIVE';
     const before = new Set(await childPids());
-    const index = await openFaissFlatIndex(file);
+    const index = await FaissIndex.open(file);
     try {
       const hosts = (await childPids()).filter((pid) => !before.has(pid));
       assert.equal(hosts.length, 1, 'one new child: the faiss host');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
 import { float32ToFloat16 } from '../../src/onnx/half-precision.js';
 import type { VectorSearchResult } from '../../src/index/vector-index.js';
-import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { ensureFp16Sidecar, FP16_DATA_OFFSET, fp16SidecarHeader, fp16SidecarPath } from '../../src/index/fp16-sidecar.js';
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
@@ -72,7 +72,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
   ] as Array<[string, OnnxIndexOptions]>) {
     it(`fp32, ${label}: the brute-force ranking and the same ids and scores as faiss-node`, async function () {
       const onnx = await openOnnx(indexPath, options);
-      const faiss = await FaissFlatIndex.open(indexPath);
+      const faiss = await FaissIndex.open(indexPath);
       opened.push(faiss);
       const found = await onnx.nearest(queries, TOPK);
       assert.equal(found.queries, 9);
@@ -265,7 +265,7 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     const faiss = await openVectorIndex(indexPath, { expectRows: ROWS }, { backend: 'faiss' });
     opened.push(auto, faiss);
     assert.ok(auto instanceof OnnxFlatIndex);
-    assert.ok(faiss instanceof FaissFlatIndex);
+    assert.ok(faiss instanceof FaissIndex);
     await assert.rejects(openVectorIndex(indexPath, { expectRows: 5 }), isServiceError('bad_request', /300 rows but the corpus has 5 rows/));
   });
 });

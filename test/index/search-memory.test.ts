@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
-import { FaissFlatIndex } from '../../src/index/faiss-flat-index.js';
+import { FaissIndex } from '../../src/index/faiss-index.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
 import { readHostMemory, SYSTEM_MEMORY_FILES, type MemoryFiles } from '../../src/index/search-memory.js';
 
@@ -149,7 +149,7 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
   it('faiss: reading the file into the heap past MemAvailable is refused whatever the budget, before faiss reads a byte', async function () {
     for (const memoryBudgetBytes of [0, GiB]) {
       await assert.rejects(
-        FaissFlatIndex.open(index, {}, { memoryFiles: smallHost, memoryBudgetBytes }),
+        FaissIndex.open(index, {}, { memoryFiles: smallHost, memoryBudgetBytes }),
         isServiceError('bad_request', /needs 244.1 MB of this host's memory but MemAvailable is 100 MB \(1 GB RAM\): 2000000 rows × 32 fp32 read into memory by the faiss backend and 244.1 MB of the process's own memory; ways out: an HNSW\/IVF\/SQ index \(--faiss_type\)[^;]*; fp16 on a GPU[^;]*; or a host with more RAM$/),
       );
     }

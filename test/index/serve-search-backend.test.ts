@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { access, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import type { RetrieverInfo } from '../../src/engine/types.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
 import { serveOnce, type ServeRun } from '../support/serve-child.js';
 
 const WARN = 40;
@@ -91,5 +94,32 @@ describe('serve: search backend flags reach the index (child process, tiny model
     assert.doesNotMatch(run.log.map((line) => line.msg).join('\n'), /bad_alloc/);
     // A CPU-only host: more devices would not help, so the refusal does not suggest them.
     assert.doesNotMatch(fatal?.msg ?? '', /more devices/);
+  });
+
+  describe('an HNSW index (built from the Flat one by convert-index)', function () {
+    let hnsw: RetrieverFiles;
+
+    before(function () {
+      hnsw = { ...files, indexPath: path.join(dataDir, 'tiny_HNSW16.index') };
+      execFileSync(process.execPath, [CLI_PATH, 'convert-index', '--index', files.indexPath, '--out', hnsw.indexPath, '--faiss_type', 'HNSW16'], { stdio: 'ignore' });
+    });
+
+    it('auto serves it on faiss, with kind, metric and --hnsw_ef_search in /info, /ready and the ready log; --faiss_gpu warns once', async function () {
+      const run = await serve(hnsw, dataDir, ['--hnsw_ef_search', '48', '--faiss_gpu']);
+      const index = { kind: 'IndexHNSWFlat', metric: 'inner_product', rows: 1000, efSearch: 48 };
+      const shown = (search: RetrieverInfo['search']) => search && { kind: search.index?.kind, metric: search.index?.metric, rows: search.index?.rows, efSearch: search.index?.parameters.efSearch };
+      assert.deepEqual(shown(run.info?.search), index);
+      assert.deepEqual(shown(run.ready?.search), index);
+      const readyLine = run.log.find((line) => line.msg === 'ready') as unknown as { search: RetrieverInfo['search'] };
+      assert.deepEqual(shown(readyLine.search), index);
+      assert.equal(run.log.filter((line) => /IndexHNSWFlat: it is searched on CPU/.test(line.msg)).length, 1);
+    });
+
+    it('--search_backend onnx: refuses to start, naming the kind', async function () {
+      const run = await serve(hnsw, dataDir, ['--search_backend', 'onnx']);
+      assert.equal(run.code, 1);
+      const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
+      assert.match(fatal?.msg ?? '', /is an IndexHNSWFlat \(inner_product\): --search_backend onnx searches inner-product Flat indexes only/);
+    });
   });
 });

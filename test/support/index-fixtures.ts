@@ -12,6 +12,24 @@ export function runPython(script: string, ...args: string[]): string {
   return execFileSync(DEBIAN_PYTHON, ['-c', `import sys, faiss, numpy as np\n${script}`, ...args], { encoding: 'utf8' });
 }
 
+/**
+ * Python for {@link runPython} scripts: `clustered(rng, rows, d)` draws unit vectors around 60
+ * random centers, the shape of real passage embeddings, where HNSW and IVF recall means something
+ * (on uniform random vectors it does not); `near(rng, x, n)` draws queries close to rows of `x`.
+ */
+export const CLUSTERED_PY = `
+def clustered(rng, rows, d):
+    centers = rng.standard_normal((60, d)).astype('float32')
+    x = centers[rng.integers(0, 60, rows)] + 0.35 * rng.standard_normal((rows, d)).astype('float32')
+    faiss.normalize_L2(x)
+    return x
+
+def near(rng, x, n):
+    q = x[rng.integers(0, len(x), n)] + 0.2 * rng.standard_normal((n, x.shape[1])).astype('float32')
+    faiss.normalize_L2(q)
+    return q
+`;
+
 /** Fills `vector` with a unit-length Gaussian draw: the same seed always gives the same vector. */
 export function fillUnitGaussian(vector: Float32Array, seed: number): void {
   const normal = seededNormal(seed);

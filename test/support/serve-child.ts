@@ -1,18 +1,20 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import type { RetrieverInfo } from '../../src/engine/types.js';
+import type { Readiness, RetrieverInfo } from '../../src/engine/types.js';
 import { CLI_PATH } from './sample-data.js';
 
 export interface ServeRun {
   /** `/info`'s retriever once ready; undefined when serve exited first. */
   info?: RetrieverInfo;
+  /** `/ready`'s body once ready. */
+  ready?: Readiness;
   /** Its JSON log lines, in order. */
   log: Array<{ level: number; msg: string }>;
   code: number | null;
 }
 
-/** `serve` in a child process on a free local port: its /info when it gets ready (then SIGTERM), or its exit. */
+/** `serve` in a child process on a free local port: its /info and /ready when it gets ready (then SIGTERM), or its exit. */
 export async function serveOnce(args: string[]): Promise<ServeRun> {
   const child = spawn(process.execPath, [CLI_PATH, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]);
   child.stderr.resume();
@@ -28,11 +30,14 @@ export async function serveOnce(args: string[]): Promise<ServeRun> {
     });
     void closed.then(() => resolve(false));
   });
-  let info: RetrieverInfo | undefined;
+  let answers: Pick<ServeRun, 'info' | 'ready'> = {};
   if (ready) {
-    info = ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever;
+    answers = {
+      info: ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever,
+      ready: (await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as Readiness,
+    };
     child.kill('SIGTERM');
   }
   const [code] = await closed;
-  return { ...(info && { info }), log, code: code as number | null };
+  return { ...answers, log, code: code as number | null };
 }
