@@ -2,7 +2,6 @@ import { performance } from 'node:perf_hooks';
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
-import { ServiceError } from '../errors.js';
 import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
 import { showBytes } from '../index/search-memory.js';
 import type { EmbeddingEncoder, QueryInput } from '../encoder/embedding-encoder.js';
@@ -92,18 +91,19 @@ export class Retriever {
     const encoded = performance.now();
     const found = await this.index.nearest(vectors, topk);
     const searched = performance.now();
-    const documents = await this.corpus.readRows(Array.from(found.rowIndices));
+    // FAISS pads a query's list with -1 where it found fewer than k neighbours (an IVF index whose
+    // probed lists hold fewer rows): that query's list is shorter, as there is no row to send.
+    const documents = await this.corpus.readRows(Array.from(found.rowIndices).filter((rowIndex) => rowIndex >= 0));
     const fetched = performance.now();
 
     const hits: SearchHit[][] = [];
+    let fetchedAt = 0;
     for (let query = 0; query < found.queries; query++) {
       const row: SearchHit[] = [];
       for (let rank = 0; rank < found.topk; rank++) {
         const at = query * found.topk + rank;
-        // FAISS pads with -1 when a query has fewer neighbours than k; a Flat index never does,
-        // but an index must never make us send a row that does not exist.
-        if (found.rowIndices[at]! < 0) throw new ServiceError('internal', `index returned no row at rank ${rank}`);
-        row.push({ rowIndex: found.rowIndices[at]!, score: found.scores[at]!, document: documents[at]! });
+        if (found.rowIndices[at]! < 0) continue;
+        row.push({ rowIndex: found.rowIndices[at]!, score: found.scores[at]!, document: documents[fetchedAt++]! });
       }
       hits.push(row);
     }

@@ -18,7 +18,7 @@ export interface RetrievalTimings {
 }
 
 export interface RetrievalResult {
-  /** One list per input, in input order, each best first and of length min(topk, index rows). */
+  /** One list per input, in input order, each best first and of length min(topk, index rows), shorter where an approximate index (IVF) found fewer. */
   hits: SearchHit[][];
   /** The retriever version that served this call (sent to clients as a header). */
   version: string;

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { OnnxEncoder } from '../../src/encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
@@ -12,6 +14,7 @@ import { showBytes } from '../../src/index/search-memory.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { bruteForceTopk } from '../support/index-fixtures.js';
 import { buildRetrieverFiles, DEMO_CORPUS, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
+import { CLI_PATH } from '../support/sample-data.js';
 
 const QUERIES: QueryInput[] = [
   { query: 'who was the lobbyist for genentech' },
@@ -37,6 +40,29 @@ describe('Retriever: one version of encoder + FAISS index + corpus (tiny model, 
 
   after(async function () {
     await retriever?.close();
+  });
+
+  it('an IVF index probing lists that hold fewer than topk rows: shorter lists of real rows, best first, never a -1 row', async function () {
+    const dir = await mkdtemp(path.join(tmpdir(), 'retriever-ivf-'));
+    const ivf = path.join(dir, 'ivf.index');
+    try {
+      // 1,000 rows in 64 lists: one probed list holds about 16 rows, far fewer than topk 100.
+      await promisify(execFile)(process.execPath, [CLI_PATH, 'convert-index', '--index', files.indexPath, '--out', ivf, '--faiss_type', 'IVF64,Flat', '--train-rows', '1000']);
+      const approximate = await Retriever.load({ ...files, indexPath: ivf }, { version: 'v-ivf', index: { nprobe: 1 } });
+      try {
+        const { hits } = await approximate.encodeSearchFetch(QUERIES, 100);
+        assert.equal(hits.length, QUERIES.length);
+        for (const list of hits) {
+          assert.ok(list.length > 0 && list.length < 100, `a list of ${list.length}`);
+          assert.ok(list.every((hit) => hit.rowIndex >= 0 && hit.document.id === String(hit.rowIndex)));
+          assert.deepEqual(list.map((hit) => hit.score), list.map((hit) => hit.score).sort((a, b) => b - a));
+        }
+      } finally {
+        await approximate.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('returns what a brute-force inner product over the index vectors returns, with the corpus rows at those positions', async function () {
