@@ -7,6 +7,7 @@ import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';
 import type { SearchBackendChoice, SearchPrecisionChoice } from './index/open-index.js';
+import type { SwapModeSetting } from './index/search-memory.js';
 import { LOG_LEVELS } from './log.js';
 import { boolean, byteCount, byteSize, device, deviceList, integer, oneOf, text, weightBits, type ValueType } from './value-types.js';
 
@@ -125,6 +126,12 @@ export const SETTINGS = {
     byteCount,
     0,
     "bytes one search device may hold (vectors + scores), e.g. 40gb; a larger index is refused; on CPU it also lets an index past the host's available memory be mapped anyway (0 = no limit)",
+  ),
+  swapMode: setting(
+    'swap_mode',
+    oneOf<SwapModeSetting>(['auto', 'side-by-side', 'replace']),
+    'auto',
+    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both fit --search_memory_budget and the host)',
   ),
   searchDevices: optional(
     'search_devices',

@@ -2,7 +2,7 @@ import type { SearchPlacement, VectorIndex, VectorSearchResult } from './vector-
 import { ServiceError } from '../errors.js';
 import { FaissHost } from './faiss-host.js';
 import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
-import { checkSearchMemory, readHostMemory, type MemoryFiles } from './search-memory.js';
+import { checkSearchMemory, readHostMemory, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
 
 export interface FaissMemoryOptions {
   /** Most bytes the faiss host may hold; 0: no limit beyond the host's available memory. */
@@ -26,18 +26,14 @@ export class FaissFlatIndex implements VectorIndex {
     return { backend: 'faiss', sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: this.rows }] };
   }
 
-  /**
-   * Validates the header (type, metric, dimension, rows, size) and checks that the host can hold
-   * the vectors before FAISS reads the file: `read_index` copies all of it into the heap (Debian's
-   * faiss 1.7.3 maps only IVF lists with `IO_FLAG_MMAP`, and faiss-node passes no flags).
-   */
-  static async open(path: string, expect: IxfiExpectations = {}, memory: FaissMemoryOptions = {}): Promise<FaissFlatIndex> {
+  /** What opening `path` would hold, read from its header alone: nothing is loaded. */
+  static async plan(path: string, expect: IxfiExpectations = {}): Promise<SearchMemoryPlan> {
     const { dimension, rows } = await readIxfiHeader(path, expect);
     const vectorBytes = rows * dimension * 4;
-    const plan = {
+    return {
       indexPath: path,
       dimension,
-      precision: 'fp32' as const,
+      precision: 'fp32',
       holding: 'read into memory by the faiss backend',
       // Search buffers are per query (topk heaps, one BLAS block), small beside the vectors.
       perDevice: { rows, vectorBytes, scoreBytes: 0 },
@@ -45,6 +41,16 @@ export class FaissFlatIndex implements VectorIndex {
       hostMappedBytes: 0,
       hostAnonymousBytes: vectorBytes,
     };
+  }
+
+  /**
+   * Validates the header (type, metric, dimension, rows, size) and checks that the host can hold
+   * the vectors before FAISS reads the file: `read_index` copies all of it into the heap (Debian's
+   * faiss 1.7.3 maps only IVF lists with `IO_FLAG_MMAP`, and faiss-node passes no flags).
+   */
+  static async open(path: string, expect: IxfiExpectations = {}, memory: FaissMemoryOptions = {}): Promise<FaissFlatIndex> {
+    const plan = await FaissFlatIndex.plan(path, expect);
+    const { dimension, perDevice: { rows } } = plan;
     // Nothing is mapped, so nothing streams: there is never a warning to give.
     checkSearchMemory(plan, memory.memoryBudgetBytes ?? 0, await readHostMemory(memory.memoryFiles), () => undefined);
     const host = FaissHost.start();

@@ -2,6 +2,7 @@ import type { SearchPrecision } from './search-graph.js';
 import type { VectorIndex } from './vector-index.js';
 import { FaissFlatIndex } from './faiss-flat-index.js';
 import type { IxfiExpectations } from './ixfi-header.js';
+import type { SearchMemoryPlan } from './search-memory.js';
 import { OnnxFlatIndex, type OnnxIndexOptions, type SearchDevice } from './onnx-flat-index.js';
 
 type SearchBackend = 'faiss' | 'onnx';
@@ -36,15 +37,21 @@ function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): 
   return (options.deviceIds ?? [0]).map((deviceId) => ({ provider: 'cuda', deviceId }));
 }
 
+/** The ONNX backend's options for these: its devices and, unless `auto`, its precision. */
+function onnxOptions(options: VectorIndexOptions): OnnxIndexOptions {
+  const { backend: _chosenAbove, gpu, deviceIds, precision = 'auto', ...onnx } = options;
+  return { ...onnx, devices: searchDevices({ gpu, deviceIds }), ...(precision !== 'auto' && { precision }) };
+}
+
 /** Opens an IxFI index on the chosen backend; the header is validated against `expect` either way. */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
-  const { backend, gpu, deviceIds, precision = 'auto', ...onnx } = options;
-  if (chooseSearchBackend(backend) === 'faiss') {
-    return FaissFlatIndex.open(path, expect, { memoryBudgetBytes: onnx.memoryBudgetBytes, memoryFiles: onnx.memoryFiles });
+  if (chooseSearchBackend(options.backend) === 'faiss') {
+    return FaissFlatIndex.open(path, expect, { memoryBudgetBytes: options.memoryBudgetBytes, memoryFiles: options.memoryFiles });
   }
-  return OnnxFlatIndex.open(path, expect, {
-    ...onnx,
-    devices: searchDevices({ gpu, deviceIds }),
-    ...(precision !== 'auto' && { precision }),
-  });
+  return OnnxFlatIndex.open(path, expect, onnxOptions(options));
+}
+
+/** What {@link openVectorIndex} with these options would hold, per device and on this host, from the header alone. */
+export function planVectorIndex(path: string, options: VectorIndexOptions = {}): Promise<SearchMemoryPlan> {
+  return chooseSearchBackend(options.backend) === 'faiss' ? FaissFlatIndex.plan(path) : OnnxFlatIndex.plan(path, {}, onnxOptions(options));
 }

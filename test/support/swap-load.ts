@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import type { VectorIndexOptions } from '../../src/index/open-index.js';
 import { expectedResults } from './version-fixtures.js';
 
 /** A request shape the clients send: `sets` fixed query batches of `size` queries, cycled through. */
@@ -24,6 +25,8 @@ export interface LoadSample {
   version?: string;
   /** The results equal what the version named in the header returns for these queries. */
   consistent: boolean;
+  /** A refusal's Retry-After header. */
+  retryAfter?: string;
   error?: string;
 }
 
@@ -55,6 +58,7 @@ export async function planLoad(
   corpusPath: string,
   shapes: readonly LoadShape[],
   topk: number,
+  index?: VectorIndexOptions,
 ): Promise<LoadPlan> {
   const batches = new Map<string, string[][]>();
   let offset = 0;
@@ -68,7 +72,7 @@ export async function planLoad(
   }
   const expected = new Map<string, Map<string, unknown[][][]>>();
   const flat = [...batches.entries()].flatMap(([name, sets]) => sets.map((queries) => ({ name, queries })));
-  const answers = await expectedResults(versions, flat.map(({ queries }) => queries.map((query) => ({ query }))), topk);
+  const answers = await expectedResults(versions, flat.map(({ queries }) => queries.map((query) => ({ query }))), topk, index);
   for (const [version, results] of answers) {
     const byShape = new Map<string, unknown[][][]>();
     flat.forEach(({ name }, at) => {
@@ -138,7 +142,8 @@ export class LoadClients {
       const latencyMs = this.now() - sentAt;
       const version = response.headers.get('x-retriever-version') ?? undefined;
       const sample: LoadSample = { shape, sentAt, latencyMs, status: response.status, consistent: false, ...(version !== undefined && { version }) };
-      if (response.status !== 200) return { ...sample, error: text.slice(0, 300) };
+      const retryAfter = response.headers.get('retry-after');
+      if (response.status !== 200) return { ...sample, ...(retryAfter !== null && { retryAfter }), error: text.slice(0, 300) };
       const expected = version === undefined ? undefined : this.plan.expected.get(version)?.get(shape)?.[set];
       sample.consistent = expected !== undefined && JSON.stringify((JSON.parse(text) as { result: unknown }).result) === JSON.stringify(expected);
       return sample;
