@@ -141,7 +141,7 @@ type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
 /**
  * Registers checkpoints as versions, builds their indexes, and activates them: a version is
  * loaded, validated and warmed beside the serving one, then swapped in with one reference
- * change. One activation (or rollback) runs at a time; another one meanwhile is a conflict.
+ * change, or, when the two do not fit in memory together, loaded in its place (replace mode). One activation (or rollback) runs at a time; another one meanwhile is a conflict.
  */
 export class VersionManager {
   private readonly activation = new Mutex();
@@ -492,9 +492,10 @@ export class VersionManager {
   }
 
   /**
-   * Loads, validates and warms `id` beside the serving version, swaps it in and records it as
-   * active; resolves once the version it replaced is released. A load failure marks the version
-   * failed with the reason and leaves serving as it was.
+   * Plans the swap's memory, then loads, validates and warms `id` beside the serving version (or
+   * in its place: {@link replace}), swaps it in and records it as active; resolves once the
+   * version it replaced is released. A load failure marks the version failed with the reason and
+   * leaves serving as it was.
    */
   private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
     const version = this.registry.version(id);

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -116,6 +117,15 @@ export class LoadClients {
     return performance.now() - this.origin;
   }
 
+  /** Resolves once `count` more requests have been answered. */
+  answered(count: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const target = this.samples.length + count;
+      const check = (): void => void (this.samples.length >= target ? resolve() : setTimeout(check, 5));
+      check();
+    });
+  }
+
   async stop(): Promise<LoadSample[]> {
     this.stopping = true;
     await Promise.all(this.running);
@@ -151,4 +161,34 @@ export class LoadClients {
       return { shape, sentAt, latencyMs: this.now() - sentAt, status: 0, consistent: false, error: (error as Error).message };
     }
   }
+}
+
+/** Runs `clients` (count per shape) against `app` on a real socket while `during` runs; returns every sample. */
+export async function underLoad(app: Express, plan: LoadPlan, clients: Record<string, number>, during: (load: LoadClients) => Promise<void>): Promise<LoadSample[]> {
+  const { url, server } = await listen(app);
+  try {
+    const load = new LoadClients(url, plan);
+    for (const [shape, count] of Object.entries(clients)) load.start(shape, count);
+    try {
+      await during(load);
+    } finally {
+      await load.stop();
+    }
+    return load.samples;
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+/** A swap as the clients saw it: the version it made active, when it was sent and when it answered (the clients' clock). */
+export type SwapSeen = [version: string, sentAt: number, answeredAt: number];
+
+/** Every 200 sent after a swap answered and done before the next was sent comes from that swap's version, and there are some. */
+export function assertNewVersionAfterEachSwap(samples: readonly LoadSample[], swaps: readonly SwapSeen[]): void {
+  swaps.forEach(([version, , answeredAt], at) => {
+    const nextSwapSent = swaps[at + 1]?.[1] ?? Infinity;
+    const between = samples.filter((sample) => sample.status === 200 && sample.sentAt > answeredAt && sample.sentAt + sample.latencyMs < nextSwapSent);
+    assert.ok(between.length > 0, `requests ran after swap ${at}`);
+    assert.deepEqual(new Set(between.map((sample) => sample.version)), new Set([version]), `after swap ${at}`);
+  });
 }

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { copyFile, cp, mkdir, rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
 import path from 'node:path';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
@@ -12,7 +11,7 @@ import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-mana
 import { createHarness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
-import { listen, LoadClients, planLoad, type LoadPlan, type LoadSample } from '../support/swap-load.js';
+import { assertNewVersionAfterEachSwap, planLoad, underLoad, type LoadPlan, type LoadSample, type SwapSeen } from '../support/swap-load.js';
 import { AUTH, temporaryDir, TOKEN } from '../support/version-fixtures.js';
 
 /** fp16 on ONNX Runtime's CPU provider, the GPU path's precision; the budget stands in for a GPU's memory. */
@@ -83,32 +82,7 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
     return { app, versions, logs, register, close };
   }
 
-  /** Runs single-query and 64-query clients over a real socket around `during`; returns every sample. */
-  async function underLoad(app: Parameters<typeof listen>[0], plan: LoadPlan, during: (clients: LoadClients) => Promise<void>): Promise<LoadSample[]> {
-    let server: Server | undefined;
-    try {
-      const listening = await listen(app);
-      server = listening.server;
-      const clients = new LoadClients(listening.url, plan);
-      clients.start('single', 2);
-      clients.start('batch-64', 1);
-      try {
-        await during(clients);
-      } finally {
-        await clients.stop();
-      }
-      return clients.samples;
-    } finally {
-      await new Promise((resolve) => server?.close(resolve));
-    }
-  }
-
-  const answered = (clients: LoadClients, count: number) =>
-    new Promise<void>((resolve) => {
-      const target = clients.samples.length + count;
-      const check = (): void => void (clients.samples.length >= target ? resolve() : setTimeout(check, 5));
-      check();
-    });
+  const CLIENTS = { single: 2, 'batch-64': 1 };
 
   /** Not a 200 with the results of the version it names, nor a 503 with Retry-After: what must never happen. */
   const wrong = (samples: readonly LoadSample[]) =>
@@ -121,10 +95,9 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       const other = await register(otherFiles.modelDir);
       // The plan names the second version 'other'; the registry named it `other`.
       const shapes: LoadPlan = { ...plan, expected: new Map([[INITIAL_VERSION, plan.expected.get(INITIAL_VERSION)!], [other, plan.expected.get('other')!]]) };
-      /** [version, activation sent (ms), answered (ms)] */
-      const swaps: [string, number, number][] = [];
-      const samples = await underLoad(app, shapes, async (clients) => {
-        await answered(clients, 6);
+      const swaps: SwapSeen[] = [];
+      const samples = await underLoad(app, shapes, CLIENTS, async (clients) => {
+        await clients.answered(6);
         for (const [route, to] of [[`/training/versions/${other}/activate`, other], ['/training/versions/rollback', INITIAL_VERSION]] as const) {
           const sent = clients.now();
           const res = await request(app).post(route).set('Authorization', AUTH).expect(200);
@@ -138,17 +111,12 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
           const info = (await request(app).get('/info').expect(200)).body.retriever;
           assert.equal(info.version, to);
           assert.equal(info.swap.mode, 'replace');
-          await answered(clients, 6);
+          await clients.answered(6);
         }
       });
 
       assert.deepEqual(wrong(samples), [], 'only 200s of the version named, or 503 with Retry-After');
-      swaps.forEach(([version, , answeredAt], at) => {
-        const nextSent = swaps[at + 1]?.[1] ?? Infinity;
-        const after = samples.filter((sample) => sample.status === 200 && sample.sentAt > answeredAt && sample.sentAt + sample.latencyMs < nextSent);
-        assert.ok(after.length > 0, `requests were answered after swap ${at}`);
-        assert.deepEqual(new Set(after.map((sample) => sample.version)), new Set([version]), `after swap ${at}`);
-      });
+      assertNewVersionAfterEachSwap(samples, swaps);
       assert.ok(logs.some((line) => line.includes(`activating version ${other} in place of ${INITIAL_VERSION}, replace:`)), logs.join('\n'));
       assert.equal(versions.version(other).state, 'ready');
     } finally {
@@ -165,10 +133,10 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       const id = await register(broken);
       await rm(path.join(broken, 'model.onnx'));
       let refusal: request.Response | undefined;
-      const samples = await underLoad(app, plan, async (clients) => {
-        await answered(clients, 6);
+      const samples = await underLoad(app, plan, CLIENTS, async (clients) => {
+        await clients.answered(6);
         refusal = await request(app).post(`/training/versions/${id}/activate`).set('Authorization', AUTH);
-        await answered(clients, 6);
+        await clients.answered(6);
       });
       assert.equal(refusal!.status, 400, JSON.stringify(refusal!.body));
       assert.match(refusal!.body.error.message, new RegExp(`^version ${id}: activation failed: .*model\\.onnx.*; version ${INITIAL_VERSION} was reloaded and serves$`));
