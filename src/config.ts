@@ -7,6 +7,7 @@ import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';
 import type { SearchBackendChoice, SearchPrecisionChoice } from './index/open-index.js';
+import type { SwapModeSetting } from './index/search-memory.js';
 import { LOG_LEVELS } from './log.js';
 import { boolean, byteCount, byteSize, device, deviceList, integer, oneOf, text, weightBits, type ValueType } from './value-types.js';
 
@@ -132,6 +133,12 @@ export const SETTINGS = {
   ),
   hnswEfSearch: optional('hnsw_ef_search', integer(1), "HNSW index: efSearch, candidates explored per query (default: the file's value, as faiss.read_index)"),
   ivfNprobe: optional('ivf_nprobe', integer(1), "IVF index: nprobe, lists scanned per query, at most nlist (default: the file's value, as faiss.read_index)"),
+  swapMode: setting(
+    'swap_mode',
+    oneOf<SwapModeSetting>(['auto', 'side-by-side', 'replace']),
+    'auto',
+    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both fit --search_memory_budget and the host)',
+  ),
   searchDevices: optional(
     'search_devices',
     deviceList,

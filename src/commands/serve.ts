@@ -125,6 +125,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     active,
     encoder: encoderOptions(config, logger),
     index: indexOptions(config, logger),
+    swapMode: config.swapMode,
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
     ...convertedGraphs(config),

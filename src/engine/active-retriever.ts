@@ -1,4 +1,7 @@
+import { performance } from 'node:perf_hooks';
 import { ServiceError } from '../errors.js';
+import type { SwapPlan } from '../index/search-memory.js';
+import { AdmissionGate } from './admission-gate.js';
 import { DEFAULT_BATCHING, QueryBatcher, type BatchingOptions } from './query-batcher.js';
 import { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
@@ -31,6 +34,20 @@ interface Serving {
   retirement?: { released: Promise<void>; release: () => void };
 }
 
+/** A replacement in progress: the version being replaced, and the requests waiting for the next one. */
+interface Replacing {
+  previous: Retriever;
+  gate: AdmissionGate;
+}
+
+/** How a replacement ended: the version serving afterwards and, when the new one failed to load, why. */
+export interface Replacement {
+  retriever: Retriever;
+  failure?: Error;
+  /** From the pause until the replaced version's last request ended and it was closed. */
+  releaseMs: number;
+}
+
 /**
  * The one reference serving swaps. A request keeps the version it started on until it ends; a
  * replaced version is closed (its encoder worker, index and corpus released) once its last
@@ -38,6 +55,9 @@ interface Serving {
  */
 export class ActiveRetriever implements RetrievalService {
   private serving?: Serving;
+  private replacing?: Replacing;
+  /** How the serving version took over, for `/info`. */
+  private swap?: SwapPlan;
   private state: Readiness = { ready: false, stage: 'starting' };
   private readonly batching: BatchingOptions;
   private readonly cache?: ResultCache;
@@ -56,8 +76,9 @@ export class ActiveRetriever implements RetrievalService {
     if (options.resultCacheBytes) this.cache = new ResultCache(options.resultCacheBytes);
   }
 
+  /** While a version is replaced, the one being replaced: its files and corpus still describe what serves. */
   get current(): Retriever | undefined {
-    return this.serving?.retriever;
+    return this.serving?.retriever ?? this.replacing?.previous;
   }
 
   /** Loading progress for `/ready`; ignored once a version serves (a background load must not hide it). */
@@ -69,17 +90,69 @@ export class ActiveRetriever implements RetrievalService {
     if (!this.serving) this.state = { ready: false, stage: 'failed', error: error.message };
   }
 
-  /** Makes `retriever` serve new requests; resolves when the version it replaced is released. */
-  activate(retriever: Retriever): Promise<void> {
+  /**
+   * Makes `retriever` serve new requests (side by side: it is loaded beside the serving one);
+   * resolves when the version it replaced is released. `swap` is how it took over, for `/info`.
+   */
+  activate(retriever: Retriever, swap?: SwapPlan): Promise<void> {
     const previous = this.serving;
     // Results of the replaced version must never answer for the new one.
     this.cache?.clear();
     this.serving = { retriever, batcher: new QueryBatcher(retriever, this.batching, this.cache, this.events), inFlight: 0 };
+    this.swap = swap;
     this.state = { ready: true, stage: 'serving', search: retriever.index.placement };
     return previous ? this.retire(previous) : Promise.resolve();
   }
 
+  /**
+   * Replaces the serving version when two do not fit in memory: admits no new request to the
+   * search stage (they wait, as in the batcher's queue, up to their deadline), lets those already
+   * admitted finish on the old version, closes it, then `load`s the new one. When that fails,
+   * `reload` brings the old version back. Either way the waiting requests then go on to the
+   * version serving; none is ever answered by a version that is still loading.
+   */
+  async replace(load: () => Promise<Retriever>, reload: () => Promise<Retriever>, swap: SwapPlan): Promise<Replacement> {
+    const serving = this.serving;
+    if (!serving) throw new ServiceError('not_ready', `no version is serving to replace (stage: ${this.state.stage})`);
+    const gate = new AdmissionGate(this.batching.maxQueuedQueries, this.events);
+    this.replacing = { previous: serving.retriever, gate };
+    this.serving = undefined;
+    // Still ready: requests are taken, and answered once the new version serves.
+    this.state = { ready: true, stage: 'replacing', step: `closing version ${serving.retriever.version} to load its replacement` };
+    const started = performance.now();
+    let failure: Error | undefined;
+    try {
+      await this.retire(serving);
+      const releaseMs = performance.now() - started;
+      let retriever: Retriever;
+      try {
+        retriever = await load();
+      } catch (error) {
+        failure = error as Error;
+        retriever = await reload();
+      }
+      if (this.state.stage === 'closed') {
+        await retriever.close();
+        throw new ServiceError('not_ready', 'the server shut down while a version was replaced');
+      }
+      void this.activate(retriever, swap);
+      gate.open();
+      return { retriever, releaseMs, ...(failure && { failure }) };
+    } catch (error) {
+      // close() has already turned the waiting requests away.
+      if (this.state.stage === 'closed') throw error;
+      // Neither version serves: waiting requests get 503 at once rather than at their deadline.
+      const reason = `no version serves: ${failure ? `${failure.message}; reloading the replaced version failed too: ` : ''}${(error as Error).message}`;
+      gate.fail(new ServiceError('not_ready', reason));
+      this.state = { ready: false, stage: 'failed', error: reason };
+      throw new ServiceError('internal', reason);
+    } finally {
+      this.replacing = undefined;
+    }
+  }
+
   async retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult> {
+    if (!this.serving && this.replacing) await this.replacing.gate.wait(inputs.length, options?.signal);
     const serving = this.serving;
     if (!serving) throw new ServiceError('not_ready', `the retriever is not loaded yet (stage: ${this.state.stage})`);
     serving.inFlight++;
@@ -96,7 +169,7 @@ export class ActiveRetriever implements RetrievalService {
   }
 
   throughput(): ThroughputState {
-    const queued = this.serving?.batcher.queued ?? { queries: 0, requests: 0 };
+    const queued = this.serving?.batcher.queued ?? this.replacing?.gate.queued ?? { queries: 0, requests: 0 };
     return {
       queuedQueries: queued.queries,
       queuedRequests: queued.requests,
@@ -110,7 +183,8 @@ export class ActiveRetriever implements RetrievalService {
   }
 
   info(): RetrieverInfo | undefined {
-    return this.serving?.retriever.info();
+    const info = this.current?.info();
+    return info && { ...info, ...(this.swap && { swap: this.swap }), ...(this.replacing && { replacing: true }) };
   }
 
   /** Stops serving; resolves once every request on the last version has finished and it is closed. */
@@ -118,6 +192,7 @@ export class ActiveRetriever implements RetrievalService {
     const serving = this.serving;
     this.serving = undefined;
     this.state = { ready: false, stage: 'closed' };
+    this.replacing?.gate.fail(new ServiceError('not_ready', 'the server is shutting down'));
     if (serving) await this.retire(serving);
   }
 

@@ -99,13 +99,7 @@ export class QueryBatcher {
     // A request bigger than the whole queue is still admitted when nothing waits, else it could never run.
     if (this.queuedQueries > 0 && this.queuedQueries + missing.length > this.options.maxQueuedQueries) {
       this.observer?.overloaded(missing.length);
-      return Promise.reject(
-        new ServiceError(
-          'overloaded',
-          `${this.queuedQueries} queries are already waiting (limit ${this.options.maxQueuedQueries}); retry shortly`,
-          { retryAfterSeconds: 1 },
-        ),
-      );
+      return Promise.reject(overloadedError(this.queuedQueries, this.options.maxQueuedQueries));
     }
     return new Promise<RetrievalResult>((resolve, reject) => {
       const request: QueuedRequest = {
@@ -222,6 +216,11 @@ export class QueryBatcher {
   }
 }
 
-function deadlineError(queries: number): ServiceError {
+/** A request the queue has no room for: 503 with Retry-After, which Search-R1's and verl's clients retry. */
+export function overloadedError(queued: number, limit: number): ServiceError {
+  return new ServiceError('overloaded', `${queued} queries are already waiting (limit ${limit}); retry shortly`, { retryAfterSeconds: 1 });
+}
+
+export function deadlineError(queries: number): ServiceError {
   return new ServiceError('timeout', `retrieval of ${queries} queries left the queue: its deadline passed or its client went away`);
 }

@@ -1,6 +1,7 @@
 import type { CorpusRow } from '../corpus/corpus-row.js';
 import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type { RetrieverManifest } from '../encoder/manifest.js';
+import type { SwapPlan } from '../index/search-memory.js';
 import type { SearchPlacement } from '../index/vector-index.js';
 import type { ExecutionProviderName } from '../onnx/execution-provider.js';
 
@@ -61,6 +62,10 @@ export interface RetrieverInfo {
   indexRows: number;
   /** The search backend and its sessions' devices. */
   search?: SearchPlacement;
+  /** How this version took over from the one before it: swap mode, why, and the memory plan. */
+  swap?: SwapPlan;
+  /** Set while this version is being replaced: requests wait for the next one. */
+  replacing?: boolean;
   corpusPath: string;
   corpusRows: number;
 }

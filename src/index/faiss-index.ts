@@ -91,6 +91,11 @@ export class FaissIndex implements VectorIndex {
     return { backend: 'faiss', sessions: [{ provider: 'cpu', precision: 'fp32', firstRow: 0, rows: this.rows }], index: this.info };
   }
 
+  /** What opening it would hold, from the header alone: an IVF index's lists counted as read, the most they can take. */
+  static plan(path: string, header: FaissFileHeader): SearchMemoryPlan {
+    return memoryPlan(path, header, 0);
+  }
+
   /**
    * Checks the header (kind, training, dimension, rows) and that the host can hold the index
    * (`checkSearchMemory`: the budget and the host's available memory), then loads the file and

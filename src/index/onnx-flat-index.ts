@@ -75,6 +75,18 @@ function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows
   };
 }
 
+/** The sessions an index opens with: devices, precision, shard size, each device's rows, and what they will hold. */
+async function layout(path: string, expect: IxfiExpectations, options: OnnxIndexOptions) {
+  const index = await readIxfiHeader(path, expect);
+  const devices = options.devices ?? [{ provider: 'cpu' }];
+  if (devices.length === 0) throw new ServiceError('bad_request', 'the ONNX search backend needs at least one device');
+  const precision = options.precision ?? (devices.some((device) => device.provider === 'cuda') ? 'fp16' : 'fp32');
+  const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
+  if (!Number.isInteger(shardRows) || shardRows < 1) throw new ServiceError('bad_request', `shard rows must be a positive integer, got ${shardRows}`);
+  const parts = slices(index.rows, devices.length);
+  return { index, devices, precision, shardRows, parts, plan: memoryPlan(path, index, parts, devices, precision, shardRows) };
+}
+
 type SearchReply = Extract<SearchWorkerMessage, { kind: 'reply' }>;
 
 /** The client side of one search worker thread (src/workers/onnx-search-worker.ts). */
@@ -131,15 +143,13 @@ export class OnnxFlatIndex implements VectorIndex {
     return { backend: 'onnx', sessions: this.workers.map((worker) => worker.info) };
   }
 
+  /** What opening `path` with these options would hold, read from its header alone: nothing is loaded. */
+  static async plan(path: string, expect: IxfiExpectations = {}, options: OnnxIndexOptions = {}): Promise<SearchMemoryPlan> {
+    return (await layout(path, expect, options)).plan;
+  }
+
   static async open(path: string, expect: IxfiExpectations = {}, options: OnnxIndexOptions = {}): Promise<OnnxFlatIndex> {
-    const index = await readIxfiHeader(path, expect);
-    const devices = options.devices ?? [{ provider: 'cpu' }];
-    if (devices.length === 0) throw new ServiceError('bad_request', 'the ONNX search backend needs at least one device');
-    const precision = options.precision ?? (devices.some((device) => device.provider === 'cuda') ? 'fp16' : 'fp32');
-    const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
-    if (!Number.isInteger(shardRows) || shardRows < 1) throw new ServiceError('bad_request', `shard rows must be a positive integer, got ${shardRows}`);
-    const parts = slices(index.rows, devices.length);
-    const plan = memoryPlan(path, index, parts, devices, precision, shardRows);
+    const { index, devices, precision, shardRows, parts, plan } = await layout(path, expect, options);
     checkSearchMemory(plan, options.memoryBudgetBytes ?? 0, await readHostMemory(options.memoryFiles), options.warn ?? emitFallbackWarning);
     const data = (i: number): SearchWorkerData => ({
       indexPath: path,

@@ -4,6 +4,7 @@ import { ServiceError } from '../errors.js';
 import { FaissIndex, type FaissIndexOptions } from './faiss-index.js';
 import { readFaissHeader, type FaissFileHeader } from './faiss-index-kinds.js';
 import type { IxfiExpectations } from './ixfi-header.js';
+import type { SearchMemoryPlan } from './search-memory.js';
 import { OnnxFlatIndex, type OnnxIndexOptions, type SearchDevice } from './onnx-flat-index.js';
 
 type SearchBackend = 'faiss' | 'onnx';
@@ -47,25 +48,33 @@ function searchDevices(options: Pick<VectorIndexOptions, 'gpu' | 'deviceIds'>): 
   return (options.deviceIds ?? [0]).map((deviceId) => ({ provider: 'cuda', deviceId }));
 }
 
+/** The ONNX backend's options for these: its devices and, unless `auto`, its precision. */
+function onnxOptions(options: VectorIndexOptions): OnnxIndexOptions {
+  const { backend: _chosenAbove, gpu, deviceIds, precision = 'auto', efSearch: _faissOnly, nprobe: _ivfOnly, ...onnx } = options;
+  return { ...onnx, devices: searchDevices({ gpu, deviceIds }), ...(precision !== 'auto' && { precision }) };
+}
+
 /**
  * Opens an index file on the chosen backend after checking its header against `expect`: an IxFI
  * file on either backend, any other FAISS index on the faiss backend, on CPU.
  */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
-  const { backend, gpu, deviceIds, precision = 'auto', efSearch, nprobe, ...onnx } = options;
+  const { backend, gpu, efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn } = options;
   const header = await readFaissHeader(path, expect);
   if (chooseSearchBackend(path, header, backend) === 'faiss') {
     // With an explicit faiss backend, config's startup notices already said faiss-node is CPU-only.
     if (gpu && backend !== 'faiss') {
-      (onnx.warn ?? process.emitWarning)(
+      (warn ?? process.emitWarning)(
         `index ${path} is an ${header.kind}: it is searched on CPU (faiss backend); only Flat inner-product indexes search on the GPU`,
       );
     }
-    return FaissIndex.open(path, expect, { efSearch, nprobe, memoryBudgetBytes: onnx.memoryBudgetBytes, memoryFiles: onnx.memoryFiles, warn: onnx.warn });
+    return FaissIndex.open(path, expect, { efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn });
   }
-  return OnnxFlatIndex.open(path, expect, {
-    ...onnx,
-    devices: searchDevices({ gpu, deviceIds }),
-    ...(precision !== 'auto' && { precision }),
-  });
+  return OnnxFlatIndex.open(path, expect, onnxOptions(options));
+}
+
+/** What {@link openVectorIndex} with these options would hold, per device and on this host, from the header alone. */
+export async function planVectorIndex(path: string, options: VectorIndexOptions = {}): Promise<SearchMemoryPlan> {
+  const header = await readFaissHeader(path);
+  return chooseSearchBackend(path, header, options.backend) === 'faiss' ? FaissIndex.plan(path, header) : OnnxFlatIndex.plan(path, {}, onnxOptions(options));
 }

@@ -122,18 +122,10 @@ const WAYS_OUT =
  * Anonymous memory past RAM never works, whatever the budget.
  */
 export function checkSearchMemory(plan: SearchMemoryPlan, budgetBytes: number, host: HostMemory, warn: (message: string) => void): void {
-  const { rows, vectorBytes, scoreBytes } = plan.perDevice;
-  const deviceBytes = vectorBytes + scoreBytes;
+  checkDeviceBudget(plan, budgetBytes);
+  const deviceBytes = deviceShare(plan);
   const details = { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceBytes };
-  if (budgetBytes > 0 && deviceBytes > budgetBytes) {
-    throw new ServiceError(
-      'bad_request',
-      `index ${plan.indexPath} does not fit the search memory budget of ${showBytes(budgetBytes)} per device: ` +
-        `${rows} rows × ${plan.dimension} ${plan.precision} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
-      details,
-    );
-  }
-  const hostBytes = plan.hostMappedBytes + plan.hostAnonymousBytes;
+  const hostBytes = hostShare(plan);
   if (hostBytes <= host.usableBytes) return;
   const cgroupBinds = host.cgroup !== undefined && host.usableBytes < host.availableBytes;
   const shortfall =
@@ -150,4 +142,66 @@ export function checkSearchMemory(plan: SearchMemoryPlan, budgetBytes: number, h
   // Whole GiB, rounded up, so the suggested value covers the need once parsed back.
   const override = streamable ? `; or --search_memory_budget ${Math.ceil(deviceBytes / 2 ** 30)}gb to map it anyway and stream it from disk on every query` : '';
   throw new ServiceError('bad_request', `${shortfall}; ${WAYS_OUT}${override}`, { ...details, hostBytes, usableBytes: host.usableBytes });
+}
+
+/** The largest device's share: its vectors and one query chunk's scores. */
+const deviceShare = (plan: SearchMemoryPlan): number => plan.perDevice.vectorBytes + plan.perDevice.scoreBytes;
+
+/** What lands in this host's memory: mapped file pages and anonymous memory. */
+const hostShare = (plan: SearchMemoryPlan): number => plan.hostMappedBytes + plan.hostAnonymousBytes;
+
+/** Refuses, with the sizes and the ways out, an index whose largest device share is over `budgetBytes` (0: no budget). */
+export function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
+  const { rows, vectorBytes, scoreBytes } = plan.perDevice;
+  if (budgetBytes <= 0 || deviceShare(plan) <= budgetBytes) return;
+  throw new ServiceError(
+    'bad_request',
+    `index ${plan.indexPath} does not fit the search memory budget of ${showBytes(budgetBytes)} per device: ` +
+      `${rows} rows × ${plan.dimension} ${plan.precision} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
+    { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceShare(plan) },
+  );
+}
+
+/**
+ * How a new version takes over: loaded and warmed beside the serving one (`side-by-side`: no
+ * request waits), or after the serving one's sessions are closed (`replace`: requests wait in
+ * the queue while the new one loads), when the two do not fit together.
+ */
+export type SwapMode = 'side-by-side' | 'replace';
+export type SwapModeSetting = SwapMode | 'auto';
+
+/** The memory plan of one activation, decided before anything of the new version is loaded. */
+export interface SwapPlan {
+  mode: SwapMode;
+  /** Why this mode, with the sizes: what fits or does not, or that `--swap_mode` forced it. */
+  reason: string;
+  /** The largest device's share of each version against `--search_memory_budget` (0: none). */
+  device: { activeBytes: number; nextBytes: number; budgetBytes: number };
+  /** Each version's share of this host's memory against what the host leaves this process. */
+  host: { activeBytes: number; nextBytes: number; usableBytes: number };
+}
+
+/**
+ * Plans the memory of swapping `active` (serving) for `next`: side by side when both fit each
+ * device's budget and the host, else replace; `setting` may force either. Refuses, before
+ * anything is closed, a `next` that does not fit the budget even alone. Devices hold equal
+ * slices of both versions' rows, so the largest device's shares add up to that device's need.
+ * The serving version's anonymous memory is already outside MemAvailable, but its mapped pages
+ * are counted there as reclaimable cache, while side by side keeps them in use: they count again.
+ */
+export function planSwap(active: SearchMemoryPlan, next: SearchMemoryPlan, budgetBytes: number, host: HostMemory, setting: SwapModeSetting): SwapPlan {
+  checkDeviceBudget(next, budgetBytes);
+  const device = { activeBytes: deviceShare(active), nextBytes: deviceShare(next), budgetBytes };
+  const sizes = { device, host: { activeBytes: hostShare(active), nextBytes: hostShare(next), usableBytes: host.usableBytes } };
+  const both = device.activeBytes + device.nextBytes;
+  const overBudget = budgetBytes > 0 && both > budgetBytes;
+  const hostNeeds = active.hostMappedBytes + sizes.host.nextBytes;
+  const overHost = hostNeeds > host.usableBytes;
+  const fits = overBudget
+    ? `both versions need ${showBytes(both)} per device, over the search memory budget of ${showBytes(budgetBytes)}`
+    : overHost
+      ? `both versions need ${showBytes(hostNeeds)} more of this host's memory than the ${showBytes(host.usableBytes)} it has left`
+      : `both versions fit: ${showBytes(both)} per device${budgetBytes > 0 ? ` of a ${showBytes(budgetBytes)} budget` : ''}, ${showBytes(hostNeeds)} of the host's ${showBytes(host.usableBytes)}`;
+  if (setting !== 'auto') return { mode: setting, reason: `--swap_mode ${setting} (${fits})`, ...sizes };
+  return { mode: overBudget || overHost ? 'replace' : 'side-by-side', reason: fits, ...sizes };
 }

@@ -7,7 +7,8 @@ import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
-import type { VectorIndexOptions } from '../index/open-index.js';
+import { planVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
+import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '../index/search-memory.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
@@ -31,6 +32,8 @@ export interface VersionManagerOptions {
   encoder?: EncoderOptions;
   /** How versions' indexes are opened for search. */
   index?: VectorIndexOptions;
+  /** `--swap_mode`: how an activation makes room for the new version (default auto: see {@link planSwap}). */
+  swapMode?: SwapModeSetting;
   /** How index jobs encode the corpus. */
   buildEncoder?: EncoderOptions;
   /** Passages per encoder call in index jobs (default 64). */
@@ -84,8 +87,12 @@ export interface ActivationResult {
   previous?: string;
   /** Loading, validating and warming the new version. */
   loadMs: number;
-  /** From the swap until the replaced version's last request ended and it was closed. */
+  /** From the swap (replace mode: the pause) until the replaced version's last request ended and it was closed. */
   releaseMs: number;
+  /** How the new version took over and why, with the memory plan it was decided by; absent when nothing served before. */
+  swap?: SwapPlan;
+  /** Replace mode: how long no version searched (requests waited in the queue). */
+  pausedMs?: number;
 }
 
 /** A registration refused for one of the files it names: which one, and what is wrong with it. */
@@ -134,7 +141,7 @@ type Switch = Omit<ActivationResult, 'version'> & { retriever: Retriever };
 /**
  * Registers checkpoints as versions, builds their indexes, and activates them: a version is
  * loaded, validated and warmed beside the serving one, then swapped in with one reference
- * change. One activation (or rollback) runs at a time; another one meanwhile is a conflict.
+ * change, or, when the two do not fit in memory together, loaded in its place (replace mode). One activation (or rollback) runs at a time; another one meanwhile is a conflict.
  */
 export class VersionManager {
   private readonly activation = new Mutex();
@@ -485,9 +492,10 @@ export class VersionManager {
   }
 
   /**
-   * Loads, validates and warms `id` beside the serving version, swaps it in and records it as
-   * active; resolves once the version it replaced is released. A load failure marks the version
-   * failed with the reason and leaves serving as it was.
+   * Plans the swap's memory, then loads, validates and warms `id` beside the serving version (or
+   * in its place: {@link replace}), swaps it in and records it as active; resolves once the
+   * version it replaced is released. A load failure marks the version failed with the reason and
+   * leaves serving as it was.
    */
   private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
     const version = this.registry.version(id);
@@ -497,24 +505,74 @@ export class VersionManager {
     if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
       throw new NoIndexYetError(version);
     }
+    const files = versionFiles(version, modelDir, indexPath);
+    const load = (loading: RetrieverFiles, versionId: string) =>
+      Retriever.load(loading, { encoder: this.options.encoder, index: this.options.index, ...progress, version: versionId });
+    const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
+    const swap = current && (await this.planSwap(current, files).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))));
+    if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
+    if (current && swap?.mode === 'replace') return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
     const started = performance.now();
-    let retriever: Retriever;
-    try {
-      retriever = await Retriever.load(versionFiles(version, modelDir, indexPath), { encoder: this.options.encoder, index: this.options.index, ...progress, version: id });
-    } catch (error) {
-      const reason = `activation failed: ${(error as Error).message}`;
-      await this.registry.updateVersion(id, { state: 'failed', reason });
-      throw new ServiceError(activationErrorCode(error), `version ${id}: ${reason}`);
-    }
+    const retriever = await loadNew();
     const loaded = performance.now();
     if (this.closing) {
       await retriever.close();
       throw new ServiceError('not_ready', `version ${id} loaded while the server was shutting down; not activated`);
     }
-    const released = this.options.active.activate(retriever);
+    const released = this.options.active.activate(retriever, swap);
     await this.registry.markActive(id, how);
     await released;
-    return { retriever, ...(current && { previous: current.version }), loadMs: loaded - started, releaseMs: performance.now() - loaded };
+    return { retriever, ...(current && { previous: current.version }), ...(swap && { swap }), loadMs: loaded - started, releaseMs: performance.now() - loaded };
+  }
+
+  /**
+   * Replace mode: the serving version `current` is closed before `id` loads (requests wait
+   * meanwhile). When `id` fails to load, `current` is reloaded and stays active, and the
+   * activation fails with the reason.
+   */
+  private async replace(
+    id: string,
+    how: 'activate' | 'rollback',
+    current: Retriever,
+    swap: SwapPlan,
+    loadNew: () => Promise<Retriever>,
+    reload: () => Promise<Retriever>,
+  ): Promise<Switch> {
+    const started = performance.now();
+    let loadMs = 0;
+    const timedLoad = async () => {
+      const loading = performance.now();
+      const retriever = await loadNew();
+      loadMs = performance.now() - loading;
+      return retriever;
+    };
+    const { retriever, failure, releaseMs } = await this.options.active.replace(timedLoad, reload, swap);
+    const pausedMs = performance.now() - started;
+    if (failure) {
+      this.options.log?.(`version ${current.version} reloaded after version ${id} failed to load; it serves again`, { pausedMs }, 'error');
+      const code = failure instanceof ServiceError ? failure.code : 'internal';
+      throw new ServiceError(code, `${failure.message}; version ${current.version} was reloaded and serves`);
+    }
+    await this.registry.markActive(id, how);
+    return { retriever, previous: current.version, swap, loadMs, releaseMs, pausedMs };
+  }
+
+  /** The memory plan of swapping `current` for the version of `files`, from the index headers alone. */
+  private async planSwap(current: Retriever, files: RetrieverFiles): Promise<SwapPlan> {
+    const { index } = this.options;
+    const [active, next, host] = await Promise.all([
+      planVectorIndex(current.files.indexPath, index),
+      planVectorIndex(files.indexPath, index),
+      readHostMemory(index?.memoryFiles),
+    ]);
+    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto');
+  }
+
+  /** Marks `id` failed with why it did not load; the error the activation answers with. */
+  private async loadFailed(id: string, error: unknown): Promise<ServiceError> {
+    const reason = `activation failed: ${(error as Error).message}`;
+    await this.registry.updateVersion(id, { state: 'failed', reason });
+    return new ServiceError(activationErrorCode(error), `version ${id}: ${reason}`);
   }
 
   private result({ retriever, ...facts }: Switch): ActivationResult {

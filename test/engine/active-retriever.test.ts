@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
+import type { SwapPlan } from '../../src/index/search-memory.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 
@@ -63,5 +64,94 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     await active.close();
     assert.deepEqual(active.readiness(), { ready: false, stage: 'closed' });
     await assert.rejects(b.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+  });
+
+  /** How a replacement was planned; ActiveRetriever only reports it. */
+  const REPLACE: SwapPlan = {
+    mode: 'replace',
+    reason: 'both versions need 2 GB per device, over the search memory budget of 1.5 GB',
+    device: { activeBytes: 1e9, nextBytes: 1e9, budgetBytes: 1.5e9 },
+    host: { activeBytes: 0, nextBytes: 0, usableBytes: 8e9 },
+  };
+
+  /** A load the test finishes: `called` settles when the replacement asks for it. */
+  function heldLoad() {
+    let called!: () => void;
+    const asked = new Promise<void>((resolve) => (called = resolve));
+    let finish!: (outcome: Retriever | Error) => void;
+    const outcome = new Promise<Retriever | Error>((resolve) => (finish = resolve));
+    const load = async (): Promise<Retriever> => {
+      called();
+      const settled = await outcome;
+      if (settled instanceof Error) throw settled;
+      return settled;
+    };
+    return { load, asked, finish };
+  }
+
+  it('replace: closes the serving version once its admitted requests end, holds new ones (queue limit, deadline) while the next loads, then answers them from it', async function () {
+    const active = new ActiveRetriever({ batching: { maxQueuedQueries: 4 } });
+    const a = await Retriever.load(first, { version: 'a' });
+    await active.activate(a);
+    const admitted = active.retrieve(BIG_BATCH, 3);
+    const next = heldLoad();
+    const replaced = active.replace(next.load, () => assert.fail('the old version is reloaded only when the new one fails'), REPLACE);
+
+    const held = active.retrieve([{ query: 'hamlet' }], 3);
+    await assert.rejects(active.retrieve(BIG_BATCH.slice(0, 4), 3), isServiceError('overloaded', /1 queries are already waiting \(limit 4\)/));
+    const deadline = new AbortController();
+    const expiring = active.retrieve([{ query: 'othello' }], 3, { signal: deadline.signal });
+    deadline.abort();
+    await assert.rejects(expiring, isServiceError('timeout', /deadline passed/));
+    assert.deepEqual(active.readiness(), { ready: true, stage: 'replacing', step: 'closing version a to load its replacement' });
+    assert.equal(active.info()?.replacing, true);
+
+    assert.equal((await admitted).version, 'a');
+    await next.asked;
+    // The new version loads only once the old one is closed: its memory is free.
+    await assert.rejects(a.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
+    assert.equal(active.throughput().queuedRequests, 1);
+    const b = await Retriever.load(second, { version: 'b' });
+    const expected = await b.encodeSearchFetch([{ query: 'hamlet' }], 3);
+    next.finish(b);
+    const { retriever, failure } = await replaced;
+    assert.equal(retriever, b);
+    assert.equal(failure, undefined);
+    assert.deepEqual((await held).hits, expected.hits);
+    assert.equal((await held).version, 'b');
+    assert.deepEqual(active.info()?.swap, REPLACE);
+    assert.equal(active.info()?.replacing, undefined);
+    await active.close();
+  });
+
+  it('replace: a new version that fails to load gives way to the reloaded old one, which answers the held requests', async function () {
+    const active = new ActiveRetriever();
+    await active.activate(await Retriever.load(first, { version: 'a' }));
+    const next = heldLoad();
+    const replaced = active.replace(next.load, () => Retriever.load(first, { version: 'a' }), REPLACE);
+    const held = active.retrieve([{ query: 'hamlet' }], 3);
+    await next.asked;
+    next.finish(new Error('model.onnx is missing'));
+    const { retriever, failure } = await replaced;
+    assert.equal(retriever.version, 'a');
+    assert.equal(failure?.message, 'model.onnx is missing');
+    assert.equal((await held).version, 'a');
+    assert.deepEqual(active.readiness(), { ready: true, stage: 'serving' });
+    await active.close();
+  });
+
+  it('replace: when the old version does not reload either, held requests get 503 at once and the service is not ready', async function () {
+    const active = new ActiveRetriever();
+    await active.activate(await Retriever.load(first, { version: 'a' }));
+    const next = heldLoad();
+    const replaced = active.replace(next.load, () => Promise.reject(new Error('index file gone')), REPLACE);
+    const held = active.retrieve([{ query: 'hamlet' }], 3);
+    await next.asked;
+    next.finish(new Error('model.onnx is missing'));
+    const down = /^no version serves: model\.onnx is missing; reloading the replaced version failed too: index file gone$/;
+    await assert.rejects(replaced, isServiceError('internal', down));
+    await assert.rejects(held, isServiceError('not_ready', down));
+    assert.equal(active.readiness().ready, false);
+    await active.close();
   });
 });

@@ -170,6 +170,10 @@ describe('serve config', () => {
     assert.equal(config.searchMemoryBudget, 40 * 2 ** 30);
     assert.deepEqual(config.searchDevices, [0, 2]);
     assert.equal(parseServeArgs([], { RETRIEVER_SEARCH_BACKEND: 'faiss' }).searchBackend, 'faiss');
+    assert.equal(defaults.swapMode, 'auto');
+    assert.equal(parseServeArgs(['--swap-mode', 'replace'], {}).swapMode, 'replace');
+    assert.equal(parseServeArgs([], { RETRIEVER_SWAP_MODE: 'side-by-side' }).swapMode, 'side-by-side');
+    rejects(() => parseServeArgs(['--swap_mode', 'swap'], {}), /--swap_mode must be one of auto, side-by-side, replace, got "swap"/);
     assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu'], {})), []);
     // fp16 on the GPU (auto) or asked for: rescoring applies.
     assert.deepEqual(compatibilityNotices(parseServeArgs(['--faiss_gpu', '--search_rescore', '16'], {})), []);

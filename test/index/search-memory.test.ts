@@ -6,7 +6,7 @@ import { isServiceError } from '../support/assert-service-error.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
 import { FaissIndex } from '../../src/index/faiss-index.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
-import { readHostMemory, SYSTEM_MEMORY_FILES, type MemoryFiles } from '../../src/index/search-memory.js';
+import { planSwap, readHostMemory, SYSTEM_MEMORY_FILES, type HostMemory, type MemoryFiles, type SearchMemoryPlan } from '../../src/index/search-memory.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -182,5 +182,58 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
     await opened.close();
     assert.equal(opened.rows, big.rows);
     assert.match(warnings.join('\n'), /mapping it anyway/);
+  });
+});
+
+describe('swap plan: both versions against each device budget and the host, before anything loads', function () {
+  /** An index of `vectorBytes` per device with 10 MB of scores, mapped on this host or not at all (on a GPU). */
+  function indexPlan(indexPath: string, vectorBytes: number, onHost: boolean): SearchMemoryPlan {
+    return {
+      indexPath,
+      dimension: 768,
+      precision: 'fp16',
+      holding: onHost ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
+      perDevice: { rows: vectorBytes / 1536, vectorBytes, scoreBytes: 10 * MiB },
+      hostRows: onHost ? vectorBytes / 1536 : 0,
+      hostMappedBytes: onHost ? vectorBytes : 0,
+      hostAnonymousBytes: onHost ? 10 * MiB : 0,
+    };
+  }
+  const host = (usableBytes: number): HostMemory => ({ totalBytes: 64 * GiB, availableBytes: usableBytes, usableBytes });
+  const gpuActive = indexPlan('/a.index', 30 * GiB, false);
+  const gpuNext = indexPlan('/b.index', 30 * GiB, false);
+
+  it('side by side when both fit the budget; replace when only one does, with the sizes', function () {
+    const both = planSwap(gpuActive, gpuNext, 75 * GiB, host(8 * GiB), 'auto');
+    assert.equal(both.mode, 'side-by-side');
+    assert.equal(both.reason, "both versions fit: 60 GB per device of a 75 GB budget, 0 B of the host's 8 GB");
+    const one = planSwap(gpuActive, gpuNext, 40 * GiB, host(8 * GiB), 'auto');
+    assert.equal(one.mode, 'replace');
+    assert.equal(one.reason, 'both versions need 60 GB per device, over the search memory budget of 40 GB');
+    assert.deepEqual(one.device, { activeBytes: 30 * GiB + 10 * MiB, nextBytes: 30 * GiB + 10 * MiB, budgetBytes: 40 * GiB });
+  });
+
+  it("replace when the host cannot keep the serving version's mapped pages and the new version's, though each fits alone", function () {
+    const cpu = planSwap(indexPlan('/a.index', 3 * GiB, true), indexPlan('/b.index', 3 * GiB, true), 0, host(5 * GiB), 'auto');
+    assert.equal(cpu.mode, 'replace');
+    assert.match(cpu.reason, /both versions need 6 GB more of this host's memory than the 5 GB it has left/);
+    assert.deepEqual(cpu.host, { activeBytes: 3 * GiB + 10 * MiB, nextBytes: 3 * GiB + 10 * MiB, usableBytes: 5 * GiB });
+  });
+
+  it('--swap_mode forces either mode, saying whether both would have fit', function () {
+    assert.deepEqual(
+      [planSwap(gpuActive, gpuNext, 40 * GiB, host(8 * GiB), 'side-by-side'), planSwap(gpuActive, gpuNext, 0, host(8 * GiB), 'replace')].map(({ mode, reason }) => [mode, reason]),
+      [
+        ['side-by-side', '--swap_mode side-by-side (both versions need 60 GB per device, over the search memory budget of 40 GB)'],
+        ['replace', "--swap_mode replace (both versions fit: 60 GB per device, 0 B of the host's 8 GB)"],
+      ],
+    );
+  });
+
+  it('refuses a new version that does not fit the budget even alone, before the serving one is touched', function () {
+    assert.throws(
+      () => planSwap(gpuActive, indexPlan('/big.index', 50 * GiB, false), 40 * GiB, host(8 * GiB), 'auto'),
+      isServiceError('bad_request', /^index \/big\.index does not fit the search memory budget of 40 GB per device/),
+    );
   });
 });

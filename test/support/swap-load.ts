@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -5,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Express } from 'express';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
+import type { VectorIndexOptions } from '../../src/index/open-index.js';
 import { expectedResults } from './version-fixtures.js';
 
 /** A request shape the clients send: `sets` fixed query batches of `size` queries, cycled through. */
@@ -24,6 +26,8 @@ export interface LoadSample {
   version?: string;
   /** The results equal what the version named in the header returns for these queries. */
   consistent: boolean;
+  /** A refusal's Retry-After header. */
+  retryAfter?: string;
   error?: string;
 }
 
@@ -55,6 +59,7 @@ export async function planLoad(
   corpusPath: string,
   shapes: readonly LoadShape[],
   topk: number,
+  index?: VectorIndexOptions,
 ): Promise<LoadPlan> {
   const batches = new Map<string, string[][]>();
   let offset = 0;
@@ -68,7 +73,7 @@ export async function planLoad(
   }
   const expected = new Map<string, Map<string, unknown[][][]>>();
   const flat = [...batches.entries()].flatMap(([name, sets]) => sets.map((queries) => ({ name, queries })));
-  const answers = await expectedResults(versions, flat.map(({ queries }) => queries.map((query) => ({ query }))), topk);
+  const answers = await expectedResults(versions, flat.map(({ queries }) => queries.map((query) => ({ query }))), topk, index);
   for (const [version, results] of answers) {
     const byShape = new Map<string, unknown[][][]>();
     flat.forEach(({ name }, at) => {
@@ -112,6 +117,15 @@ export class LoadClients {
     return performance.now() - this.origin;
   }
 
+  /** Resolves once `count` more requests have been answered. */
+  answered(count: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const target = this.samples.length + count;
+      const check = (): void => void (this.samples.length >= target ? resolve() : setTimeout(check, 5));
+      check();
+    });
+  }
+
   async stop(): Promise<LoadSample[]> {
     this.stopping = true;
     await Promise.all(this.running);
@@ -138,7 +152,8 @@ export class LoadClients {
       const latencyMs = this.now() - sentAt;
       const version = response.headers.get('x-retriever-version') ?? undefined;
       const sample: LoadSample = { shape, sentAt, latencyMs, status: response.status, consistent: false, ...(version !== undefined && { version }) };
-      if (response.status !== 200) return { ...sample, error: text.slice(0, 300) };
+      const retryAfter = response.headers.get('retry-after');
+      if (response.status !== 200) return { ...sample, ...(retryAfter !== null && { retryAfter }), error: text.slice(0, 300) };
       const expected = version === undefined ? undefined : this.plan.expected.get(version)?.get(shape)?.[set];
       sample.consistent = expected !== undefined && JSON.stringify((JSON.parse(text) as { result: unknown }).result) === JSON.stringify(expected);
       return sample;
@@ -146,4 +161,34 @@ export class LoadClients {
       return { shape, sentAt, latencyMs: this.now() - sentAt, status: 0, consistent: false, error: (error as Error).message };
     }
   }
+}
+
+/** Runs `clients` (count per shape) against `app` on a real socket while `during` runs; returns every sample. */
+export async function underLoad(app: Express, plan: LoadPlan, clients: Record<string, number>, during: (load: LoadClients) => Promise<void>): Promise<LoadSample[]> {
+  const { url, server } = await listen(app);
+  try {
+    const load = new LoadClients(url, plan);
+    for (const [shape, count] of Object.entries(clients)) load.start(shape, count);
+    try {
+      await during(load);
+    } finally {
+      await load.stop();
+    }
+    return load.samples;
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+/** A swap as the clients saw it: the version it made active, when it was sent and when it answered (the clients' clock). */
+export type SwapSeen = [version: string, sentAt: number, answeredAt: number];
+
+/** Every 200 sent after a swap answered and done before the next was sent comes from that swap's version, and there are some. */
+export function assertNewVersionAfterEachSwap(samples: readonly LoadSample[], swaps: readonly SwapSeen[]): void {
+  swaps.forEach(([version, , answeredAt], at) => {
+    const nextSwapSent = swaps[at + 1]?.[1] ?? Infinity;
+    const between = samples.filter((sample) => sample.status === 200 && sample.sentAt > answeredAt && sample.sentAt + sample.latencyMs < nextSwapSent);
+    assert.ok(between.length > 0, `requests ran after swap ${at}`);
+    assert.deepEqual(new Set(between.map((sample) => sample.version)), new Set([version]), `after swap ${at}`);
+  });
 }

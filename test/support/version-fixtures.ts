@@ -11,6 +11,7 @@ import { generateBertWeights } from '../../src/encoder/weights.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import type { SearchHit } from '../../src/engine/types.js';
+import type { VectorIndexOptions } from '../../src/index/open-index.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
 import type { VersionRecord } from '../../src/versions/version-registry.js';
 import { assertMatchesOpenApi } from './openapi-schemas.js';
@@ -48,15 +49,16 @@ export function scoredResult(hits: SearchHit[][]): { document: unknown; score: n
   return hits.map((list) => list.map((hit) => ({ document: hit.document, score: hit.score })));
 }
 
-/** Each version's own answer to each query set, from its own Retriever, loaded and closed here. */
+/** Each version's own answer to each query set, from its own Retriever (its index opened with `index`), loaded and closed here. */
 export async function expectedResults(
   versions: Record<string, RetrieverFiles>,
   querySets: readonly (readonly QueryInput[])[],
   topk: number,
+  index?: VectorIndexOptions,
 ): Promise<Map<string, unknown[][][]>> {
   const expected = new Map<string, unknown[][][]>();
   for (const [version, files] of Object.entries(versions)) {
-    const retriever = await Retriever.load(files, { version });
+    const retriever = await Retriever.load(files, { version, ...(index && { index }) });
     try {
       const results = [];
       for (const inputs of querySets) results.push(scoredResult((await retriever.encodeSearchFetch(inputs, topk)).hits));

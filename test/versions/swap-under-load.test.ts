@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
-import type { Server } from 'node:http';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
@@ -8,7 +7,7 @@ import { versionRouter } from '../../src/http/version-routes.js';
 import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
 import { createHarness } from '../support/app-harness.js';
-import { corpusQueries, listen, LoadClients, planLoad, type LoadSample } from '../support/swap-load.js';
+import { assertNewVersionAfterEachSwap, corpusQueries, planLoad, underLoad, type SwapSeen } from '../support/swap-load.js';
 import { AUTH, temporaryDir, TOKEN } from '../support/version-fixtures.js';
 
 describe('hot swap under load (tiny models, the demo corpus, real sockets)', function () {
@@ -70,32 +69,20 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
     );
     assert.notDeepEqual(plan.expected.get(other), plan.expected.get(INITIAL_VERSION));
 
-    let server: Server | undefined;
     try {
-      const listening = await listen(app);
-      server = listening.server;
-      const clients = new LoadClients(listening.url, plan);
-      clients.start('single', 2);
-      clients.start('batch-64', 2);
-      const answered = (count: number) =>
-        new Promise<void>((resolve) => {
-          const target = clients.samples.length + count;
-          const check = (): void => void (clients.samples.length >= target ? resolve() : setTimeout(check, 5));
-          check();
-        });
-      /** [version, sent before (ms), sent after (ms)]: what the clients must see around each swap. */
-      const swaps: [string, number, number][] = [];
-      await answered(8);
-      for (let round = 0; round < 3; round++) {
-        for (const [route, to] of [[`/training/versions/${other}/activate`, other], ['/training/versions/rollback', INITIAL_VERSION]] as const) {
-          const sent = clients.now();
-          const { body } = await request(app).post(route).set('Authorization', AUTH).expect(200);
-          assert.equal(body.version.id, to);
-          swaps.push([to, sent, clients.now()]);
-          await answered(8);
+      const swaps: SwapSeen[] = [];
+      const samples = await underLoad(app, plan, { single: 2, 'batch-64': 2 }, async (clients) => {
+        await clients.answered(8);
+        for (let round = 0; round < 3; round++) {
+          for (const [route, to] of [[`/training/versions/${other}/activate`, other], ['/training/versions/rollback', INITIAL_VERSION]] as const) {
+            const sent = clients.now();
+            const { body } = await request(app).post(route).set('Authorization', AUTH).expect(200);
+            assert.equal(body.version.id, to);
+            swaps.push([to, sent, clients.now()]);
+            await clients.answered(8);
+          }
         }
-      }
-      const samples = await clients.stop();
+      });
 
       const failures = samples.filter((sample) => sample.status !== 200 || !sample.consistent);
       assert.deepEqual(failures, [], 'every response is a 200 whose results are those of the version it names');
@@ -104,15 +91,9 @@ describe('hot swap under load (tiny models, the demo corpus, real sockets)', fun
         assert.deepEqual([...seen].sort(), [INITIAL_VERSION, other].sort(), `${shape} requests were served by both versions`);
       }
       // Sent after a swap answered (and before the next began): the new version, without exception.
-      swaps.forEach(([version, , answeredAt], at) => {
-        const nextSwapSent = swaps[at + 1]?.[1] ?? Infinity;
-        const between = samples.filter((sample: LoadSample) => sample.sentAt > answeredAt && sample.sentAt + sample.latencyMs < nextSwapSent);
-        assert.ok(between.length > 0, `requests ran after swap ${at}`);
-        assert.deepEqual(new Set(between.map((sample) => sample.version)), new Set([version]), `after swap ${at}`);
-      });
+      assertNewVersionAfterEachSwap(samples, swaps);
       assert.equal((await request(app).get('/info').expect(200)).body.retriever.version, INITIAL_VERSION);
     } finally {
-      await new Promise((resolve) => server?.close(resolve));
       await versions.close();
       await active.close();
       await rm(dataDir, { recursive: true, force: true });
