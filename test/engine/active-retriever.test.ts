@@ -136,7 +136,8 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     assert.equal(retriever.version, 'a');
     assert.equal(failure?.message, 'model.onnx is missing');
     assert.equal((await held).version, 'a');
-    assert.deepEqual(active.readiness(), { ready: true, stage: 'serving' });
+    assert.deepEqual(active.readiness(), { ready: true, stage: 'serving', search: retriever.index.placement });
+    assert.equal(active.readiness().search?.sessions[0]?.rows, 1000);
     await active.close();
   });
 
