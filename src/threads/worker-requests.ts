@@ -41,7 +41,13 @@ export function threadChannel(worker: Worker, what: string, exited = (code: numb
  * closes the channel, which the process answers by exiting.
  */
 export function processChannel(child: ChildProcess, what: string): Channel {
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  // A process that never started (fork failing with EAGAIN or ENOMEM) emits 'error' and no 'exit'.
+  const exited = new Promise<void>((resolve) => {
+    child.on('exit', () => resolve());
+    child.on('error', () => {
+      if (child.pid === undefined) resolve();
+    });
+  });
   const idle = (): void => {
     child.unref();
     child.channel?.unref();

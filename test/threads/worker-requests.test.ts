@@ -102,4 +102,13 @@ describe('worker requests over a child process: who keeps whose process alive', 
     child.kill('SIGKILL');
     await assert.rejects(pending, isServiceError('internal', /^echo process exited \(SIGKILL\)$/));
   });
+
+  it('a process that never started: requests fail saying why, and ending it does not wait for an exit that never comes', async function () {
+    const child = fork(fileURLToPath(ECHO), [], { execPath: '/nonexistent/node', stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+    const channel = processChannel(child, 'echo process');
+    const requests = new WorkerRequests<EchoRequest, EchoReply>(channel);
+    await assert.rejects(requests.send({ op: 'echo', value: 'never', delayMs: 0 }), isServiceError('internal', /^echo process failed: spawn \/nonexistent\/node ENOENT$/));
+    assert.equal(child.pid, undefined);
+    await channel.end();
+  });
 });
