@@ -182,7 +182,8 @@ export class VersionManager {
    * the launch files serve instead.
    */
   async restore(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Retriever> {
-    const retriever = await this.restoreServing(files, progress);
+    // The server listens while it loads: an activation asked meanwhile is a conflict, not a second load beside this one.
+    const retriever = await this.activation.runExclusive(() => this.restoreServing(files, progress));
     // A conversion runs in a thread of the process: one a restart interrupted starts over now
     // that a corpus is served (its staged output was never renamed into place).
     for (const version of this.registry.versions().filter((candidate) => candidate.state === 'converting')) {
@@ -272,7 +273,7 @@ export class VersionManager {
     const modelProblem = (error: ServiceError) => {
       throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
     };
-    const folder = await modelFolderKind(source).catch(modelProblem);
+    // Before the folder is read: a retry answers with its version even once the checkpoint is gone.
     if (request.idempotencyKey !== undefined) {
       const keyed = this.registry.versions().find((version) => version.idempotencyKey === request.idempotencyKey);
       if (keyed && !this.sameRequest(keyed, source, indexPath, request.label)) {
@@ -280,6 +281,7 @@ export class VersionManager {
       }
       if (keyed) return this.existing(keyed);
     }
+    const folder = await modelFolderKind(source).catch(modelProblem);
     const fingerprint = createHash('sha256')
       .update(JSON.stringify([await modelFolderStamp(source).catch(modelProblem), indexPath ?? 'build', request.label ?? null, corpus.corpusPath]))
       .digest('hex');
@@ -509,7 +511,7 @@ export class VersionManager {
     const load = (loading: RetrieverFiles, versionId: string) =>
       Retriever.load(loading, { encoder: this.options.encoder, index: this.options.index, ...progress, version: versionId });
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
-    const swap = current && (await this.planSwap(current, files).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))));
+    const swap = current && (await this.planSwap(current, files, id));
     if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
     if (current && swap?.mode === 'replace') return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
     const started = performance.now();
@@ -557,12 +559,16 @@ export class VersionManager {
     return { retriever, previous: current.version, swap, loadMs, releaseMs, pausedMs };
   }
 
-  /** The memory plan of swapping `current` for the version of `files`, from the index headers alone. */
-  private async planSwap(current: Retriever, files: RetrieverFiles): Promise<SwapPlan> {
+  /**
+   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers
+   * alone; an index `id` cannot plan marks `id` failed, a failure to read the serving index or the
+   * host's memory does not.
+   */
+  private async planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
     const { index } = this.options;
     const [active, next, host] = await Promise.all([
       planVectorIndex(current.files.indexPath, index),
-      planVectorIndex(files.indexPath, index),
+      planVectorIndex(files.indexPath, index).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
       readHostMemory(index?.memoryFiles),
     ]);
     return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto');

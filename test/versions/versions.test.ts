@@ -290,6 +290,20 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal(listed.versions.length, 2, 'refused registrations leave nothing behind');
   });
 
+  it('answers an Idempotency-Key retry with its version even once the model folder it named is gone', async function () {
+    const { app } = await startService();
+    const modelPath = path.join(scratch, 'model-then-gone');
+    const indexPath = path.join(scratch, 'model-then-gone.index');
+    await cp(initialFiles.modelDir, modelPath, { recursive: true });
+    await cp(initialFiles.indexPath, indexPath);
+    const post = () => request(app).post('/training/versions').set('Authorization', AUTH).set('Idempotency-Key', 'key-gone').send({ model_path: modelPath, index_path: indexPath });
+    const made = await post().expect(201);
+    await rm(modelPath, { recursive: true });
+    const retried = await post().expect(200);
+    assert.equal(retried.body.version.id, made.body.version.id);
+    assert.equal(retried.body.version.idempotencyKey, 'key-gone');
+  });
+
   it('answers a repeated registration with the version it made (200) and starts nothing: the same files and options, or the same Idempotency-Key; a key reused with another body is a 409', async function () {
     const { app } = await startService();
     const post = (body: object, key?: string) => {
