@@ -221,7 +221,9 @@ export class VersionRegistry {
 
   /**
    * Records `id` as the active version: the one it replaced becomes `ready`. An activation
-   * appends `id` to the history; a rollback drops the active entry the history ended with.
+   * appends `id` to the history; a rollback drops the active entry the history ended with. A failed
+   * write keeps the change and writes it again later: the version already serves, and the registry
+   * must not say otherwise.
    */
   markActive(id: string, how: 'activate' | 'rollback'): Promise<VersionRecord> {
     return this.change(() => {
@@ -237,7 +239,7 @@ export class VersionRegistry {
       history.splice(0, Math.max(0, history.length - HISTORY_LIMIT));
       this.document.activeId = id;
       return { ...version };
-    });
+    }, 'keep');
   }
 
   /** Forgets a version, its index jobs and its entries in the activation history. */
