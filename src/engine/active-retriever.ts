@@ -41,7 +41,7 @@ interface Replacing {
 }
 
 /** How a replacement ended: the version serving afterwards and, when the new one failed to load, why. */
-export interface Replacement {
+interface Replacement {
   retriever: Retriever;
   failure?: Error;
   /** From the pause until the replaced version's last request ended and it was closed. */

@@ -151,7 +151,7 @@ const deviceShare = (plan: SearchMemoryPlan): number => plan.perDevice.vectorByt
 const hostShare = (plan: SearchMemoryPlan): number => plan.hostMappedBytes + plan.hostAnonymousBytes;
 
 /** Refuses, with the sizes and the ways out, an index whose largest device share is over `budgetBytes` (0: no budget). */
-export function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
+function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
   const { rows, vectorBytes, scoreBytes } = plan.perDevice;
   if (budgetBytes <= 0 || deviceShare(plan) <= budgetBytes) return;
   throw new ServiceError(
