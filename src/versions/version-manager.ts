@@ -12,7 +12,7 @@ import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '.
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
-import { flatIndexFileName } from '../index/build-index.js';
+import { indexFileName } from '../index/build-index.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
 import { partialRowsWritten } from '../index/ixfi-writer.js';
@@ -331,7 +331,7 @@ export class VersionManager {
   }
 
   private builtIndexPath(id: string, modelName: string): string {
-    return path.join(this.registry.dir, id, flatIndexFileName(modelName));
+    return path.join(this.registry.dir, id, indexFileName(modelName));
   }
 
   /**
