@@ -1,12 +1,11 @@
-import { rm } from 'node:fs/promises';
 import { Command } from 'commander';
 import { acceptBothSpellings, argParser, printJson } from '../command-line.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { DevicePreference } from '../onnx/execution-provider.js';
 import { MultiDeviceEncoder } from '../encoder/multi-device-encoder.js';
-import { pathExists } from '../file-io.js';
 import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
-import { DEFAULT_TRAIN_ROWS, type ConvertIndexResult } from '../index/convert-index.js';
+import { DEFAULT_TRAIN_ROWS } from '../index/convert-index.js';
+import { buildIndexOfType, type TypedBuildResult } from '../index/typed-build.js';
 import { anyInteger, device, deviceList } from '../value-types.js';
 import { runConvertIndex, type ConvertIndexCommandOptions } from './convert-index.js';
 import { progressBar } from './progress.js';
@@ -36,17 +35,15 @@ interface BuildIndexCommandOptions {
  * re-encoding, then deletes it. A stopped conversion keeps the encoded Flat, so running the
  * command again only converts (`--restart` encodes again).
  */
-export async function runBuildIndex(
-  options: BuildIndexCommandOptions,
-): Promise<BuildIndexResult | { encoded?: BuildIndexResult; conversion: ConvertIndexResult }> {
-  if (options.faissType === undefined || options.faissType === 'Flat') return encodeFlatIndex(options);
-  const flatPath = `${options.outPath}.flat`;
-  const reuse = !options.restart && (await pathExists(flatPath));
-  if (reuse) process.stderr.write(`reusing the encoded ${flatPath} (--restart encodes the corpus again)\n`);
-  const encoded = reuse ? undefined : await encodeFlatIndex({ ...options, outPath: flatPath });
-  const conversion = await runConvertIndex({ ...options.conversion, sourcePath: flatPath, outPath: options.outPath, faissType: options.faissType });
-  await rm(flatPath);
-  return { ...(encoded && { encoded }), conversion };
+export function runBuildIndex(options: BuildIndexCommandOptions): Promise<BuildIndexResult | TypedBuildResult> {
+  return buildIndexOfType({
+    outPath: options.outPath,
+    faissType: options.faissType,
+    restart: options.restart,
+    encode: (flatPath) => encodeFlatIndex({ ...options, outPath: flatPath }),
+    convert: (flatPath, faissType) => runConvertIndex({ ...options.conversion, sourcePath: flatPath, outPath: options.outPath, faissType }),
+    onReuse: (flatPath) => process.stderr.write(`reusing the encoded ${flatPath} (--restart encodes the corpus again)\n`),
+  });
 }
 
 /** Encoding a Flat index: Ctrl-C keeps the partial file, and running the same command again resumes it. */

@@ -34,6 +34,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     const modelPath = stringField(body, 'model_path', true)!;
     const indexPath = stringField(body, 'index_path', false);
     const label = nameField(body, 'label');
+    const faissType = stringField(body, 'faiss_type', false);
     const buildIndex = body.build_index;
     if (buildIndex !== undefined && typeof buildIndex !== 'boolean') {
       throw new ServiceError('bad_request', 'build_index must be a boolean', { field: 'build_index' });
@@ -41,6 +42,9 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     // A client names the index it brings or asks for one to be built, never neither nor both.
     if ((indexPath === undefined) === !buildIndex) {
       throw new ServiceError('bad_request', 'give either index_path or build_index: true', { field: 'index_path' });
+    }
+    if (faissType !== undefined && indexPath !== undefined) {
+      throw new ServiceError('bad_request', 'faiss_type is the type an index job builds: give it with build_index: true, not with index_path', { field: 'faiss_type' });
     }
     const idempotencyKey = req.get(IDEMPOTENCY_KEY);
     if (idempotencyKey !== undefined && (idempotencyKey === '' || idempotencyKey.length > 255)) {
@@ -50,6 +54,7 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
       modelPath,
       ...(indexPath !== undefined && { indexPath }),
       ...(label !== undefined && { label }),
+      ...(faissType !== undefined && { faissType }),
       ...(idempotencyKey !== undefined && { idempotencyKey }),
     });
     res.status(REGISTRATION_STATUS[outcome]).json(showingVersion(registered));
@@ -72,8 +77,10 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
     res.json(showingVersion(await versions.activate(String(req.params.id))));
   });
 
-  router.post('/training/versions/:id/build', async (req, res) => {
-    res.status(202).json(await versions.build(String(req.params.id)));
+  router.post('/training/versions/:id/build', json, async (req, res) => {
+    // The body is optional: without one, the version's own type is built.
+    const faissType = req.body === undefined ? undefined : stringField(objectBody(req), 'faiss_type', false);
+    res.status(202).json(await versions.build(String(req.params.id), faissType));
   });
 
   router.get('/training/jobs', (_req, res) => {
@@ -104,7 +111,7 @@ function showingVersion<T extends { version: VersionRecord }>(result: T): T {
   return { ...result, version: shown(result.version) };
 }
 
-const BODY_FIELDS: Record<RegistrationError['field'], string> = { modelPath: 'model_path', indexPath: 'index_path' };
+const BODY_FIELDS: Record<RegistrationError['field'], string> = { modelPath: 'model_path', indexPath: 'index_path', faissType: 'faiss_type' };
 
 const IDEMPOTENCY_KEY = 'Idempotency-Key';
 
@@ -120,7 +127,7 @@ function inApiWords(error: unknown): unknown {
   if (error instanceof NoIndexYetError) return new NoIndexYetError(shown(error.version));
   if (error instanceof IdempotencyKeyReusedError) {
     const { key, version, buildsIndex } = error;
-    const made = buildsIndex ? 'build_index: true' : `index_path ${version.indexPath}`;
+    const made = buildsIndex ? `build_index: true, faiss_type ${version.faissType ?? 'Flat'}` : `index_path ${version.indexPath}`;
     return new ServiceError(
       'conflict',
       `${IDEMPOTENCY_KEY} ${JSON.stringify(key)} was already used with a different body: it registered version ${version.id} (model_path ${version.source}, ${made}${version.label === undefined ? '' : `, label ${JSON.stringify(version.label)}`}); send a new key for a new registration`,

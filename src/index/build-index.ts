@@ -89,9 +89,12 @@ function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Recor
   };
 }
 
-/** FlashRAG's name for a Flat index of a model, e.g. `e5-base-v2_Flat.index`, so users find the files they know. */
-export function flatIndexFileName(modelName: string): string {
-  return `${modelName.toLowerCase()}_Flat.index`;
+/**
+ * FlashRAG's name for an index of a model, `<model>_<faiss_type>.index` (`e5-base-v2_Flat.index`,
+ * `e5-base-v2_HNSW64.index`), so users find the files they know.
+ */
+export function indexFileName(modelName: string, faissType = 'Flat'): string {
+  return `${modelName.toLowerCase()}_${faissType}.index`;
 }
 
 /** `work`, or the signal's abort reason as soon as it aborts, whichever comes first. */

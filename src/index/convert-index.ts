@@ -85,11 +85,18 @@ async function readSample(file: FileHandle, header: IxfiHeader, sample: readonly
   return out;
 }
 
+/**
+ * An empty index of `faissType` (a factory string); throws faiss's own error for one faiss cannot
+ * build. Inner product as FlashRAG builds every type (its index_builder passes METRIC_INNER_PRODUCT).
+ */
+export function factoryIndex(dimension: number, faissType: string): NativeIndex {
+  return faissIndexClass().fromFactory(dimension, faissType, METRIC_INNER_PRODUCT);
+}
+
 function emptyIndex(header: IxfiHeader, options: ConvertIndexOptions): NativeIndex {
   let index: NativeIndex;
   try {
-    // Inner product as FlashRAG builds every type (its index_builder passes METRIC_INNER_PRODUCT).
-    index = faissIndexClass().fromFactory(header.dimension, options.faissType, METRIC_INNER_PRODUCT);
+    index = factoryIndex(header.dimension, options.faissType);
   } catch (error) {
     throw new ServiceError('bad_request', `--faiss_type ${JSON.stringify(options.faissType)}: faiss cannot build it: ${(error as Error).message}`, { field: '--faiss_type' });
   }

@@ -5,7 +5,8 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { ServiceError } from '../errors.js';
 import { buildIndex } from '../index/build-index.js';
-import { partialRowsWritten } from '../index/ixfi-writer.js';
+import { convertIndexInProcess } from '../index/convert-host.js';
+import { buildIndexOfType, FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import type { JobRecord, VersionRecord, VersionRegistry } from './version-registry.js';
 
 export interface IndexJobOptions {
@@ -19,16 +20,27 @@ export interface IndexJobOptions {
   onError?: (error: unknown) => void;
 }
 
-/** A job as clients see it: the stored record plus live rate and ETA. */
+/** A job as clients see it: the stored record plus, while it runs, its stage, rate and ETA. */
 export interface JobView extends JobRecord {
+  /** `encoding` the corpus, then, for a type other than Flat, `converting` the encoded Flat into it. */
+  stage?: 'encoding' | 'converting';
+  /** While converting: reading the training sample (`sampling`) or adding rows (`adding`), rows of that step. */
+  conversion?: ConversionProgress;
   rowsPerSecond?: number;
   etaSeconds?: number;
 }
 
-/** The model a build encodes with and the index file it writes. */
+interface ConversionProgress {
+  step: 'sampling' | 'adding';
+  rowsDone: number;
+  rowsTotal: number;
+}
+
+/** The model a build encodes with, the index file it writes and its type. */
 interface BuildFiles {
   modelDir: string;
   indexPath: string;
+  faissType: string;
 }
 
 interface RunningJob {
@@ -36,6 +48,8 @@ interface RunningJob {
   rowsDone: number;
   rowsTotal: number;
   resumedFrom: number;
+  stage: 'encoding' | 'converting';
+  conversion?: ConversionProgress;
   /** Rows and time when this run's progress started counting, for the rate. */
   baseRows: number;
   baseTime: number;
@@ -44,7 +58,8 @@ interface RunningJob {
 
 /**
  * Background index builds: each encodes the served corpus with a version's encoder, in its own
- * worker thread, into the version's index path. Progress lives in memory; state changes are
+ * worker thread, into the version's index path; a type other than Flat is encoded into
+ * `<index>.flat` and converted in a process of its own (as `build-index --faiss_type`). Progress lives in memory; state changes are
  * persisted in the registry. A cancelled build leaves its partial file, which the next build of
  * that version resumes.
  */
@@ -63,13 +78,13 @@ export class IndexJobs {
    * until the job ends.
    */
   async start(versionId: string, corpusRows: number): Promise<JobView> {
-    const { modelDir, indexPath } = this.registry.version(versionId);
+    const { modelDir, indexPath, faissType = FLAT_TYPE } = this.registry.version(versionId);
     // Both are known once a version's checkpoint is converted, which is before any build starts.
     if (modelDir === undefined || indexPath === undefined) throw new ServiceError('conflict', `version ${versionId} has no converted model to build its index with`);
     if (this.building.has(versionId)) throw new ServiceError('conflict', `version ${versionId} is already building its index`);
     this.building.add(versionId);
     try {
-      return await this.launch(versionId, { modelDir, indexPath }, corpusRows);
+      return await this.launch(versionId, { modelDir, indexPath, faissType }, corpusRows);
     } catch (error) {
       this.building.delete(versionId);
       throw error;
@@ -77,12 +92,13 @@ export class IndexJobs {
   }
 
   private async launch(versionId: string, files: BuildFiles, corpusRows: number): Promise<JobView> {
-    const { indexPath } = files;
+    const { indexPath, faissType } = files;
     // What a stopped build left is known now, so the job shows where it resumes from the start.
-    const onDisk = await partialRowsWritten(indexPath);
+    const onDisk = await rowsEncoded(indexPath, faissType, corpusRows);
     const job = await this.registry.startJob({
       versionId,
       indexPath,
+      ...(faissType !== FLAT_TYPE && { faissType }),
       rowsDone: onDisk,
       rowsTotal: corpusRows,
       resumedFrom: onDisk,
@@ -93,6 +109,7 @@ export class IndexJobs {
       rowsDone: onDisk,
       rowsTotal: corpusRows,
       resumedFrom: onDisk,
+      stage: 'encoding',
       baseRows: onDisk,
       baseTime: performance.now(),
       finished: Promise.resolve(),
@@ -111,7 +128,15 @@ export class IndexJobs {
     const job = this.registry.job(jobId);
     const run = this.running.get(jobId);
     if (!run) return job;
-    const view: JobView = { ...job, rowsDone: run.rowsDone, rowsTotal: run.rowsTotal, resumedFrom: run.resumedFrom };
+    const view: JobView = {
+      ...job,
+      stage: run.stage,
+      ...(run.conversion && { conversion: { ...run.conversion } }),
+      rowsDone: run.rowsDone,
+      rowsTotal: run.rowsTotal,
+      resumedFrom: run.resumedFrom,
+    };
+    if (run.stage === 'converting') return view;
     const seconds = (performance.now() - run.baseTime) / 1000;
     const rows = run.rowsDone - run.baseRows;
     if (rows > 0 && seconds > 0) {
@@ -146,7 +171,7 @@ export class IndexJobs {
     );
   }
 
-  private async run(jobId: string, { modelDir, indexPath }: BuildFiles, run: RunningJob): Promise<void> {
+  private async run(jobId: string, { modelDir, indexPath, faissType }: BuildFiles, run: RunningJob): Promise<void> {
     const version = this.registry.version(this.registry.job(jobId).versionId);
     let corpus: CorpusStore | undefined;
     let encoder: WorkerEncoder | undefined;
@@ -155,19 +180,37 @@ export class IndexJobs {
       await mkdir(path.dirname(indexPath), { recursive: true });
       corpus = await CorpusStore.open(version.corpusPath, { sidecarPath: version.sidecarPath });
       encoder = await WorkerEncoder.load(modelDir, this.options.encoder);
+      const encoding = { corpus, encoder };
+      const { signal } = run.controller;
       let first = true;
-      await buildIndex({
-        corpus,
-        encoder,
+      await buildIndexOfType({
         outPath: indexPath,
-        batchSize: this.options.batchSize,
-        signal: run.controller.signal,
-        onProgress: (done, total) => {
-          if (first) {
-            first = false;
-            Object.assign(run, { resumedFrom: done, baseRows: done, baseTime: performance.now() });
-          }
-          Object.assign(run, { rowsDone: done, rowsTotal: total });
+        faissType,
+        encode: (flatPath) =>
+          buildIndex({
+            ...encoding,
+            outPath: flatPath,
+            batchSize: this.options.batchSize,
+            signal,
+            onProgress: (done, total) => {
+              if (first) {
+                first = false;
+                Object.assign(run, { resumedFrom: done, baseRows: done, baseTime: performance.now() });
+              }
+              Object.assign(run, { rowsDone: done, rowsTotal: total });
+            },
+          }),
+        convert: async (sourcePath) => {
+          // The encoder is done with; its worker's memory goes back before faiss needs its own (closing twice is harmless).
+          await encoding.encoder.close();
+          Object.assign(run, { stage: 'converting', rowsDone: run.rowsTotal });
+          return convertIndexInProcess({
+            sourcePath,
+            outPath: indexPath,
+            faissType,
+            signal,
+            onProgress: (step, done, total) => (run.conversion = { step, rowsDone: done, rowsTotal: total }),
+          });
         },
       });
       ended = { state: 'done' };

@@ -12,10 +12,11 @@ import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '.
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
-import { flatIndexFileName } from '../index/build-index.js';
+import { indexFileName } from '../index/build-index.js';
+import { checkFaissType } from '../index/convert-host.js';
+import { FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
-import { partialRowsWritten } from '../index/ixfi-writer.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
@@ -51,6 +52,8 @@ export interface RegisterRequest {
   /** A prebuilt FAISS IndexFlatIP of the served corpus made with this model; without one, a background job builds it. */
   indexPath?: string;
   label?: string;
+  /** With no `indexPath`: the FAISS type its index job builds (FlashRAG `--faiss_type` or a factory string; default Flat). */
+  faissType?: string;
   /** The client's key for this registration: the same key again answers with the version it made. */
   idempotencyKey?: string;
 }
@@ -99,7 +102,7 @@ export interface ActivationResult {
 export class RegistrationError extends ServiceError {
   constructor(
     code: ErrorCode,
-    readonly field: 'modelPath' | 'indexPath',
+    readonly field: 'modelPath' | 'indexPath' | 'faissType',
     readonly problem: string,
   ) {
     super(code, `${field}: ${problem}`);
@@ -164,7 +167,9 @@ export class VersionManager {
   ) {}
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
-    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), { rowsOnDisk: partialRowsWritten });
+    const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), {
+      rowsOnDisk: (job) => rowsEncoded(job.indexPath, job.faissType, job.rowsTotal),
+    });
     const jobs = new IndexJobs(registry, {
       batchSize: options.buildBatchSize ?? 64,
       ...(options.buildEncoder && { encoder: options.buildEncoder }),
@@ -270,20 +275,22 @@ export class VersionManager {
     const corpus = this.servedCorpus();
     const source = path.resolve(request.modelPath);
     const indexPath = request.indexPath === undefined ? undefined : path.resolve(request.indexPath);
+    // A type is built, so only a registration without a prebuilt index has one.
+    const faissType = indexPath === undefined ? (request.faissType ?? FLAT_TYPE) : undefined;
     const modelProblem = (error: ServiceError) => {
       throw new RegistrationError(error.code === 'internal' ? 'internal' : 'bad_request', 'modelPath', error.message);
     };
     // Before the folder is read: a retry answers with its version even once the checkpoint is gone.
     if (request.idempotencyKey !== undefined) {
       const keyed = this.registry.versions().find((version) => version.idempotencyKey === request.idempotencyKey);
-      if (keyed && !this.sameRequest(keyed, source, indexPath, request.label)) {
+      if (keyed && !this.sameRequest(keyed, source, indexPath, faissType, request.label)) {
         throw new IdempotencyKeyReusedError(request.idempotencyKey, keyed, this.buildsIndex(keyed));
       }
       if (keyed) return this.existing(keyed);
     }
     const folder = await modelFolderKind(source).catch(modelProblem);
     const fingerprint = createHash('sha256')
-      .update(JSON.stringify([await modelFolderStamp(source).catch(modelProblem), indexPath ?? 'build', request.label ?? null, corpus.corpusPath]))
+      .update(JSON.stringify([await modelFolderStamp(source).catch(modelProblem), indexPath ?? buildOptions(faissType), request.label ?? null, corpus.corpusPath]))
       .digest('hex');
     const same = this.registry.versions().find((version) => version.fingerprint === fingerprint);
     if (same) return this.existing(same);
@@ -296,11 +303,13 @@ export class VersionManager {
         throw new RegistrationError('bad_request', 'indexPath', error.message);
       });
     }
+    if (faissType !== undefined) await checkedFaissType(dimension, faissType);
     const fields = {
       id: this.registry.newVersionId(),
       ...(request.label !== undefined && { label: request.label }),
       source,
       ...(indexPath !== undefined && { indexPath }),
+      ...(faissType !== undefined && { faissType }),
       corpusPath: corpus.corpusPath,
       ...(corpus.sidecarPath !== undefined && { sidecarPath: corpus.sidecarPath }),
       fingerprint,
@@ -312,14 +321,17 @@ export class VersionManager {
       return { version, outcome: 'converting' };
     }
     if (indexPath !== undefined) return { version: await this.registry.addVersion({ ...fields, modelDir: source, state: 'ready' }), outcome: 'new' };
-    await this.registry.addVersion({ ...fields, modelDir: source, indexPath: this.builtIndexPath(fields.id, manifest.name), state: 'registered' });
+    await this.registry.addVersion({ ...fields, modelDir: source, indexPath: this.builtIndexPath(fields.id, manifest.name, faissType), state: 'registered' });
     const job = await this.indexJobs.start(fields.id, corpus.rows);
     return { version: this.registry.version(fields.id), job, outcome: 'new' };
   }
 
-  /** Whether `version` was registered with this request's model, index (or build) and label. */
-  private sameRequest(version: VersionRecord, source: string, indexPath: string | undefined, label: string | undefined): boolean {
-    const sameIndex = indexPath === undefined ? this.buildsIndex(version) : !this.buildsIndex(version) && version.indexPath === indexPath;
+  /** Whether `version` was registered with this request's model, index (or build of the same type) and label. */
+  private sameRequest(version: VersionRecord, source: string, indexPath: string | undefined, faissType: string | undefined, label: string | undefined): boolean {
+    const sameIndex =
+      indexPath === undefined
+        ? this.buildsIndex(version) && (version.faissType ?? FLAT_TYPE) === faissType
+        : !this.buildsIndex(version) && version.indexPath === indexPath;
     return version.source === source && sameIndex && version.label === label;
   }
 
@@ -332,8 +344,8 @@ export class VersionManager {
     return version.indexPath === undefined || version.indexPath.startsWith(this.registry.dir + path.sep);
   }
 
-  private builtIndexPath(id: string, modelName: string): string {
-    return path.join(this.registry.dir, id, flatIndexFileName(modelName));
+  private builtIndexPath(id: string, modelName: string, faissType: string | undefined): string {
+    return path.join(this.registry.dir, id, indexFileName(modelName, faissType));
   }
 
   /**
@@ -383,7 +395,7 @@ export class VersionManager {
     }
   }
 
-  private async finishConversion({ id, indexPath }: VersionRecord, modelDir: string, corpusRows: number): Promise<void> {
+  private async finishConversion({ id, indexPath, faissType }: VersionRecord, modelDir: string, corpusRows: number): Promise<void> {
     const manifest = await readManifest(modelDir);
     if (indexPath !== undefined) {
       await readFaissHeader(indexPath, { expectDimension: manifest.dimension, expectRows: corpusRows }).catch((error: Error) => {
@@ -394,13 +406,16 @@ export class VersionManager {
       return;
     }
     // Still `converting` until the job marks it `building`: a build asked for meanwhile is refused.
-    await this.registry.updateVersion(id, { modelDir, indexPath: this.builtIndexPath(id, manifest.name) });
+    await this.registry.updateVersion(id, { modelDir, indexPath: this.builtIndexPath(id, manifest.name, faissType) });
     const job = await this.indexJobs.start(id, corpusRows);
     this.options.log?.(`version ${id} converted; index job ${job.id} started`);
   }
 
-  /** Starts (or resumes) building a version's index. */
-  async build(versionId: string): Promise<JobView> {
+  /**
+   * Starts (or resumes) building a version's index, as the type it was registered with or as
+   * `faissType`. Another type than before is built into its own file, encoding the corpus again.
+   */
+  async build(versionId: string, faissType?: string): Promise<JobView> {
     const version = this.registry.version(versionId);
     if (version.state !== 'registered' && version.state !== 'failed') {
       throw new ServiceError('conflict', `version ${versionId} is ${version.state}; only a registered or failed version's index is built`);
@@ -414,6 +429,12 @@ export class VersionManager {
     const corpus = this.servedCorpus();
     if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
       throw new ServiceError('conflict', `version ${versionId} was registered for corpus ${version.corpusPath}, but the server serves ${corpus.corpusPath}`);
+    }
+    if (faissType !== undefined && faissType !== (version.faissType ?? FLAT_TYPE)) {
+      const manifest = await readManifest(version.modelDir);
+      await checkedFaissType(manifest.dimension, faissType);
+      // The registration's fingerprint named the old type: a repeat of that registration now makes a new version.
+      await this.registry.updateVersion(versionId, { faissType, indexPath: this.builtIndexPath(versionId, manifest.name, faissType), fingerprint: undefined });
     }
     return this.indexJobs.start(versionId, corpus.rows);
   }
@@ -590,6 +611,19 @@ export class VersionManager {
     if (!current) throw new ServiceError('not_ready', 'no version is serving yet; versions are registered against the served corpus');
     return { corpusPath: current.files.corpusPath, sidecarPath: current.corpus.sidecarPath, rows: current.corpus.rows };
   }
+}
+
+/** What a build registration adds to its fingerprint: Flat as before types existed, so earlier registrations still match. */
+function buildOptions(faissType: string | undefined): string {
+  return faissType === undefined || faissType === FLAT_TYPE ? 'build' : `build ${faissType}`;
+}
+
+/** Refuses a type faiss cannot build at the model's dimension, with faiss's reason, before anything is registered or built. */
+async function checkedFaissType(dimension: number, faissType: string): Promise<void> {
+  if (faissType === FLAT_TYPE) return;
+  await checkFaissType(dimension, faissType).catch((error: Error) => {
+    throw new RegistrationError('bad_request', 'faissType', `faiss cannot build ${JSON.stringify(faissType)} (${dimension} dimensions): ${error.message}`);
+  });
 }
 
 /** A file that is missing or does not fit is the version's fault (400), not an unknown route (404). */

@@ -21,6 +21,8 @@ export interface VersionRecord {
   modelDir?: string;
   /** A prebuilt index, or where the index job writes one (absent until the checkpoint to build it with is converted). */
   indexPath?: string;
+  /** The FAISS type (FlashRAG `--faiss_type` or factory string) its index job builds; absent (records before it, prebuilt indexes): Flat. */
+  faissType?: string;
   corpusPath: string;
   sidecarPath?: string;
   state: VersionState;
@@ -44,6 +46,9 @@ export interface JobRecord {
   versionId: string;
   state: JobState;
   indexPath: string;
+  /** The type it builds; absent (jobs before it): Flat, encoded straight into `indexPath`. */
+  faissType?: string;
+  /** Rows encoded so far (a non-Flat type converts once all are). */
   rowsDone: number;
   rowsTotal: number;
   /** Rows a resumed build found already written. */
@@ -95,7 +100,7 @@ export class VersionRegistry {
    * Opens (or starts) the registry in `dir`. Work a restart interrupted is marked as such, with
    * the rows its partial file holds (`rowsOnDisk`), which a killed build never got to record.
    */
-  static async open(dir: string, options: { rowsOnDisk?: (indexPath: string) => Promise<number> } = {}): Promise<VersionRegistry> {
+  static async open(dir: string, options: { rowsOnDisk?: (job: JobRecord) => Promise<number> } = {}): Promise<VersionRegistry> {
     await mkdir(dir, { recursive: true });
     const file = path.join(dir, REGISTRY_FILE);
     let document: RegistryDocument;
@@ -108,7 +113,7 @@ export class VersionRegistry {
     const registry = new VersionRegistry(dir, document);
     const interrupted = document.jobs.filter((job) => job.state === 'running');
     for (const job of interrupted) {
-      const rowsDone = options.rowsOnDisk ? await options.rowsOnDisk(job.indexPath) : job.rowsDone;
+      const rowsDone = options.rowsOnDisk ? await options.rowsOnDisk(job) : job.rowsDone;
       Object.assign(job, { state: 'failed', rowsDone, reason: 'interrupted by a server restart', finishedAt: new Date().toISOString() });
       const version = document.versions.find((candidate) => candidate.id === job.versionId);
       if (version?.state === 'building') {

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { isServiceError } from '../support/assert-service-error.js';
-import { buildIndex, flatIndexFileName } from '../../src/index/build-index.js';
+import { buildIndex, indexFileName } from '../../src/index/build-index.js';
 import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { partialPaths, partialRowsWritten } from '../../src/index/ixfi-writer.js';
@@ -159,6 +159,7 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
   });
 
   it('names index files as FlashRAG does', function () {
-    assert.equal(flatIndexFileName('E5-Base-v2'), 'e5-base-v2_Flat.index');
+    assert.equal(indexFileName('E5-Base-v2'), 'e5-base-v2_Flat.index');
+    assert.equal(indexFileName('E5-Base-v2', 'HNSW64'), 'e5-base-v2_HNSW64.index');
   });
 });
