@@ -34,14 +34,19 @@ export async function writeFully(file: FileHandle, buffer: Uint8Array, position:
   }
 }
 
-/** Makes a created or renamed entry of `dir` durable. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** Makes a file's contents durable (before it is renamed into place), or a folder's entries (after). */
+export async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
+}
+
+/** Makes a created or renamed entry of `dir` durable. */
+export function syncDirectory(dir: string): Promise<void> {
+  return syncFile(dir);
 }
 
 /**

@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ServiceError } from '../errors.js';
-import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile } from '../file-io.js';
+import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile, syncDirectory, syncFile } from '../file-io.js';
 import { DEMO_CORPUS_PATH } from '../project-files.js';
 import { demoBertWeights } from './demo-weights.js';
 import { readBertCheckpoint } from './hf-checkpoint.js';
@@ -129,15 +129,25 @@ function int8Quantization(setting: WeightBitsSetting): Int8Quantization {
   return { weightBits, weightRange: weightRange(weightBits), scheme: INT8_SCHEME, reason };
 }
 
+/**
+ * Syncs the staged files, then renames the folder into place and syncs its parent: a converted
+ * checkpoint is cached by its manifest's presence, so a crash must never leave a manifest beside a
+ * torn graph.
+ */
 async function moveIntoPlace(staging: string, outDir: string): Promise<void> {
-  if (!(await pathExists(outDir))) {
-    await rename(staging, outDir);
-    return;
+  for (const entry of await readdir(staging, { withFileTypes: true })) {
+    if (entry.isFile()) await syncFile(path.join(staging, entry.name));
   }
-  const replaced = `${staging}.replaced`;
-  await rename(outDir, replaced);
-  await rename(staging, outDir);
-  await rm(replaced, { recursive: true, force: true });
+  await syncDirectory(staging);
+  if (await pathExists(outDir)) {
+    const replaced = `${staging}.replaced`;
+    await rename(outDir, replaced);
+    await rename(staging, outDir);
+    await rm(replaced, { recursive: true, force: true });
+  } else {
+    await rename(staging, outDir);
+  }
+  await syncDirectory(path.dirname(outDir));
 }
 
 async function presetSource(options: MakeModelOptions): Promise<ModelSource> {

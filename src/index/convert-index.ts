@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { ServiceError } from '../errors.js';
-import { readFully, syncDirectory } from '../file-io.js';
+import { readFully, syncDirectory, syncFile } from '../file-io.js';
 import { readFaissHeader } from './faiss-index-kinds.js';
 import { faissIndexClass, METRIC_INNER_PRODUCT, type NativeIndex } from './faiss-native.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader, type IxfiHeader } from './ixfi-header.js';
@@ -144,6 +144,8 @@ export async function convertIndex(options: ConvertIndexOptions): Promise<Conver
   const staging = `${options.outPath}.converting`;
   try {
     index.write(staging);
+    // faiss writes through stdio without fsync: a crash after the rename could leave a torn index under its final name.
+    await syncFile(staging);
     await rename(staging, options.outPath);
   } finally {
     await rm(staging, { force: true });
