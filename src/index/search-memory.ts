@@ -190,7 +190,10 @@ export interface SwapPlan {
  * are counted there as reclaimable cache, while side by side keeps them in use: they count again.
  */
 export function planSwap(active: SearchMemoryPlan, next: SearchMemoryPlan, budgetBytes: number, host: HostMemory, setting: SwapModeSetting): SwapPlan {
-  checkDeviceBudget(next, budgetBytes);
+  // The new version must fit alone, with what closing the serving one gives back (its anonymous
+  // memory; its mapped pages already count as available), or replace mode would close the serving
+  // version for nothing. Its load warns of a budget override; here it would only repeat it.
+  checkSearchMemory(next, budgetBytes, { ...host, usableBytes: host.usableBytes + active.hostAnonymousBytes }, () => undefined);
   const device = { activeBytes: deviceShare(active), nextBytes: deviceShare(next), budgetBytes };
   const sizes = { device, host: { activeBytes: hostShare(active), nextBytes: hostShare(next), usableBytes: host.usableBytes } };
   const both = device.activeBytes + device.nextBytes;

@@ -236,4 +236,11 @@ describe('swap plan: both versions against each device budget and the host, befo
       isServiceError('bad_request', /^index \/big\.index does not fit the search memory budget of 40 GB per device/),
     );
   });
+
+  it("refuses a new version this host cannot hold even once the serving one is closed, before the serving one is touched", function () {
+    assert.throws(
+      () => planSwap(indexPlan('/a.index', 1 * GiB, true), indexPlan('/huge.index', 6 * GiB, true), 0, host(5 * GiB), 'auto'),
+      isServiceError('bad_request', /^index \/huge\.index needs 6 GB of this host's memory but MemAvailable is 5 GB/),
+    );
+  });
 });
