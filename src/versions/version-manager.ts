@@ -203,9 +203,9 @@ export class VersionManager {
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
       const remembered = this.registry.version(rememberedId);
-      if (path.resolve(remembered.corpusPath) !== path.resolve(files.corpusPath)) {
-        // Its index rows are rows of another corpus: serving it would answer from the wrong passages.
-        const reason = `registered for corpus ${remembered.corpusPath}, but the server now serves ${files.corpusPath}`;
+      // Its index rows are rows of another corpus: serving it would answer from the wrong passages.
+      const reason = corpusMismatch(remembered, files.corpusPath);
+      if (reason !== undefined) {
         await this.registry.updateVersion(rememberedId, { state: 'failed', reason });
         this.options.log?.(`remembered active version ${rememberedId} not served: ${reason}; serving the launch files`);
       } else {
@@ -369,9 +369,8 @@ export class VersionManager {
   private async convert(id: string): Promise<void> {
     const version = this.registry.version(id);
     const corpus = this.servedCorpus();
-    if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
-      throw new Error(`registered for corpus ${version.corpusPath}, but the server now serves ${corpus.corpusPath}`);
-    }
+    const mismatch = corpusMismatch(version, corpus.corpusPath);
+    if (mismatch !== undefined) throw new Error(mismatch);
     const request = {
       dir: version.source,
       cacheDir: path.resolve(this.options.dataDir, 'models'),
@@ -427,9 +426,8 @@ export class VersionManager {
       throw new ServiceError('conflict', `version ${versionId} has no converted model (${version.reason}); delete it and register the checkpoint again`);
     }
     const corpus = this.servedCorpus();
-    if (path.resolve(version.corpusPath) !== path.resolve(corpus.corpusPath)) {
-      throw new ServiceError('conflict', `version ${versionId} was registered for corpus ${version.corpusPath}, but the server serves ${corpus.corpusPath}`);
-    }
+    const mismatch = corpusMismatch(version, corpus.corpusPath);
+    if (mismatch !== undefined) throw new ServiceError('conflict', `version ${versionId} was ${mismatch}`);
     if (faissType !== undefined && faissType !== (version.faissType ?? FLAT_TYPE)) {
       const manifest = await readManifest(version.modelDir);
       await checkedFaissType(manifest.dimension, faissType);
@@ -624,6 +622,12 @@ async function checkedFaissType(dimension: number, faissType: string): Promise<v
   await checkFaissType(dimension, faissType).catch((error: Error) => {
     throw new RegistrationError('bad_request', 'faissType', `faiss cannot build ${JSON.stringify(faissType)} (${dimension} dimensions): ${error.message}`);
   });
+}
+
+/** Why `version` cannot serve beside `servedCorpus` (its rows index another corpus), or undefined when it can. */
+function corpusMismatch(version: VersionRecord, servedCorpus: string): string | undefined {
+  if (path.resolve(version.corpusPath) === path.resolve(servedCorpus)) return undefined;
+  return `registered for corpus ${version.corpusPath}, but the server now serves ${servedCorpus}`;
 }
 
 /** A file that is missing or does not fit is the version's fault (400), not an unknown route (404). */
