@@ -1,21 +1,22 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { deserializeError, type SerializedError } from '../threads/replies.js';
+import type { FailedReply } from '../threads/replies.js';
+import { processChannel, WorkerRequests, type WithoutId } from '../threads/worker-requests.js';
 import type { ConvertIndexOptions, ConvertIndexResult } from './convert-index.js';
 import { faissHostEnv } from './faiss-host.js';
 
 const CONVERT_ENTRY = fileURLToPath(new URL('../workers/convert-index-worker.js', import.meta.url));
 
 /** What a conversion process is asked: check a factory string, or convert a Flat index. */
-export type ConvertRequest =
+export type ConvertRequest = { id: number } & (
   | { op: 'check'; dimension: number; faissType: string }
-  | { op: 'convert'; options: Omit<ConvertIndexOptions, 'onProgress' | 'log' | 'signal'> };
+  | { op: 'convert'; options: Omit<ConvertIndexOptions, 'onProgress' | 'log' | 'signal'> }
+);
 
-/** What it sends back: progress while converting, then one outcome. */
-export type ConvertMessage =
-  | { kind: 'progress'; stage: 'sampling' | 'adding'; done: number; total: number }
-  | { kind: 'done'; result?: ConvertIndexResult }
-  | { kind: 'failed'; error: SerializedError };
+/** Progress while converting, before the one reply. */
+export type ConvertProgress = { kind: 'progress'; stage: 'sampling' | 'adding'; done: number; total: number };
+
+export type ConvertReply = { kind: 'reply'; id: number; ok: true; result?: ConvertIndexResult } | FailedReply;
 
 /**
  * Runs one request in a process of its own: faiss blocks its thread for a whole train or add
@@ -23,31 +24,32 @@ export type ConvertMessage =
  * load in two threads of one process. Aborting kills the process; convertIndex writes under a
  * staging name, so no file appears under the output name.
  */
-function inConvertProcess(request: ConvertRequest, options: Pick<ConvertIndexOptions, 'onProgress' | 'signal'> = {}): Promise<ConvertIndexResult | undefined> {
-  options.signal?.throwIfAborted();
-  return new Promise((resolve, reject) => {
-    const child = fork(CONVERT_ENTRY, [], { execArgv: [], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: faissHostEnv(process.env) });
-    let outcome: { ok: true; result?: ConvertIndexResult } | { ok: false; error: unknown } | undefined;
-    const onAbort = (): void => {
-      outcome ??= { ok: false, error: options.signal!.reason };
+async function inConvertProcess(
+  request: WithoutId<ConvertRequest>,
+  options: Pick<ConvertIndexOptions, 'onProgress' | 'signal'> = {},
+): Promise<ConvertIndexResult | undefined> {
+  const { signal, onProgress } = options;
+  signal?.throwIfAborted();
+  const child = fork(CONVERT_ENTRY, [], { execArgv: [], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: faissHostEnv(process.env) });
+  const channel = processChannel(child, 'index conversion process');
+  const requests = new WorkerRequests<ConvertRequest, ConvertReply>(channel);
+  child.on('message', (message: ConvertProgress | ConvertReply) => {
+    if (message.kind === 'progress') onProgress?.(message.stage, message.done, message.total);
+  });
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      reject(signal!.reason);
       child.kill();
     };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    child.on('message', (message: ConvertMessage) => {
-      if (message.kind === 'progress') options.onProgress?.(message.stage, message.done, message.total);
-      else outcome ??= message.kind === 'done' ? { ok: true, result: message.result } : { ok: false, error: deserializeError(message.error) };
-    });
-    child.on('error', (error) => {
-      outcome ??= { ok: false, error };
-    });
-    child.on('exit', (code, signal) => {
-      options.signal?.removeEventListener('abort', onAbort);
-      outcome ??= { ok: false, error: new Error(`index conversion process exited (${signal ?? `code ${code}`}) without an answer`) };
-      if (outcome.ok) resolve(outcome.result);
-      else reject(outcome.error);
-    });
-    child.send(request);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
+  try {
+    return (await Promise.race([requests.send(request), aborted])).result;
+  } finally {
+    signal?.removeEventListener('abort', onAbort!);
+    await channel.end();
+  }
 }
 
 /** {@link convertIndex} in a process of its own (see {@link inConvertProcess}). */

@@ -3,23 +3,23 @@
  * index_factory of a `faiss_type` or a whole conversion with its progress, then exits.
  */
 import { convertIndex, factoryIndex } from '../index/convert-index.js';
-import type { ConvertMessage, ConvertRequest } from '../index/convert-host.js';
-import { serializeError } from '../threads/replies.js';
+import type { ConvertProgress, ConvertReply, ConvertRequest } from '../index/convert-host.js';
+import { failedReply } from '../threads/replies.js';
 
-async function answer(request: ConvertRequest): Promise<ConvertMessage> {
+async function answer(request: ConvertRequest): Promise<ConvertReply> {
   if (request.op === 'check') {
     factoryIndex(request.dimension, request.faissType);
-    return { kind: 'done' };
+    return { kind: 'reply', id: request.id, ok: true };
   }
   const result = await convertIndex({
     ...request.options,
-    onProgress: (stage, done, total) => process.send!({ kind: 'progress', stage, done, total } satisfies ConvertMessage),
+    onProgress: (stage, done, total) => process.send!({ kind: 'progress', stage, done, total } satisfies ConvertProgress),
   });
-  return { kind: 'done', result };
+  return { kind: 'reply', id: request.id, ok: true, result };
 }
 
 process.once('message', (request: ConvertRequest) => {
   void answer(request)
-    .catch((error: unknown): ConvertMessage => ({ kind: 'failed', error: serializeError(error) }))
-    .then((message) => process.send!(message, () => process.disconnect()));
+    .catch((error: unknown) => failedReply(request.id, error))
+    .then((reply) => process.send!(reply, () => process.disconnect()));
 });
