@@ -1,9 +1,8 @@
-import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { FailedReply } from '../threads/replies.js';
 import { processChannel, WorkerRequests, type WithoutId } from '../threads/worker-requests.js';
 import type { ConvertIndexOptions, ConvertIndexResult } from './convert-index.js';
-import { faissHostEnv } from './faiss-host.js';
+import { forkFaissProcess } from './faiss-host.js';
 
 const CONVERT_ENTRY = fileURLToPath(new URL('../workers/convert-index-worker.js', import.meta.url));
 
@@ -30,7 +29,7 @@ async function inConvertProcess(
 ): Promise<ConvertIndexResult | undefined> {
   const { signal, onProgress } = options;
   signal?.throwIfAborted();
-  const child = fork(CONVERT_ENTRY, [], { execArgv: [], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: faissHostEnv(process.env) });
+  const child = forkFaissProcess(CONVERT_ENTRY);
   const channel = processChannel(child, 'index conversion process');
   const requests = new WorkerRequests<ConvertRequest, ConvertReply>(channel);
   child.on('message', (message: ConvertProgress | ConvertReply) => {

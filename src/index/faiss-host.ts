@@ -1,4 +1,4 @@
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseCpuFlags, readCpuinfo } from '../cpu-flags.js';
@@ -41,6 +41,11 @@ export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelis
   return { ...env, ...Object.fromEntries(unset) };
 }
 
+/** A process that loads faiss-node (`entry`, a compiled worker), with the environment faiss runs best in and an IPC channel. */
+export function forkFaissProcess(entry: string): ChildProcess {
+  return fork(entry, [], { execArgv: [], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: faissHostEnv(process.env) });
+}
+
 /** The client side of one faiss host process (see src/workers/faiss-worker.ts). */
 export class FaissHost {
   private readonly requests: WorkerRequests<FaissRequest, FaissReply>;
@@ -50,13 +55,7 @@ export class FaissHost {
   }
 
   static start(): FaissHost {
-    const child = fork(HOST_ENTRY, [], {
-      execArgv: [],
-      serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: faissHostEnv(process.env),
-    });
-    return new FaissHost(processChannel(child, 'faiss host process'));
+    return new FaissHost(processChannel(forkFaissProcess(HOST_ENTRY), 'faiss host process'));
   }
 
   request(request: WithoutId<FaissRequest>): Promise<Extract<FaissReply, { ok: true }>> {
