@@ -8,6 +8,8 @@ const { DataType } = onnxProto.onnx.TensorProto;
 
 export const GRAPH_INPUTS = ['input_ids', 'attention_mask', 'token_type_ids'] as const;
 export const GRAPH_OUTPUTS = { lastHiddenState: 'last_hidden_state', embedding: 'sentence_embedding' } as const;
+/** A sequence classifier's raw scores, named as Hugging Face's ONNX exports name them. */
+export const CROSS_ENCODER_OUTPUT = 'logits';
 
 /** Masked attention scores get `torch.finfo(dtype).min` added, as Hugging Face's BERT does. */
 const MASK_VALUE: Record<GraphPrecision, number> = { fp32: -3.4028234663852886e38, fp16: -65504, int8: -3.4028234663852886e38 };
@@ -25,19 +27,27 @@ function transposed(matrix: Float32Array, rows: number, columns: number): Float3
   return result;
 }
 
+/** A graph under construction with BERT's encoder layers in it, and what its head builds on. */
+interface EncoderBody {
+  g: GraphBuilder;
+  /** The last layer's output, in the graph's precision (fp16 in an fp16 graph). */
+  hidden: string;
+  /** `x · Wᵀ + b` for the Linear layer named `prefix`, quantized in an int8 graph. */
+  linear: (x: string, prefix: string) => string;
+}
+
 /**
- * The graph a Hugging Face feature-extraction export of `BertModel` runs, plus E5's pooling:
- * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`),
- * outputs `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation),
- * both float32. Returns the serialised ModelProto.
+ * BERT's embeddings and encoder layers, exactly as Hugging Face's `BertModel` computes them, on the
+ * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`).
+ * `lastHiddenStateName` names the last layer's output where the graph keeps it in float32.
  */
-export function buildBertOnnx(
+function encoderBody(
   arch: BertArchitecture,
   weights: BertWeights,
-  precision: GraphPrecision = 'fp32',
-  int8WeightBits: WeightBits = 8,
-): Uint8Array {
-  checkBertWeights(arch, weights, 'graph builder');
+  precision: GraphPrecision,
+  int8WeightBits: WeightBits,
+  lastHiddenStateName?: string,
+): EncoderBody {
   const g = new GraphBuilder(precision);
   const h = arch.hiddenSize;
   const headSize = h / arch.numAttentionHeads;
@@ -115,9 +125,30 @@ export function buildBertOnnx(
     hidden = layerNorm(
       g.op('Add', [linear(gelu, `${p}.output.dense`), attended]),
       `${p}.output.LayerNorm`,
-      last && precision !== 'fp16' ? GRAPH_OUTPUTS.lastHiddenState : undefined,
+      last && precision !== 'fp16' ? lastHiddenStateName : undefined,
     );
   }
+  return { g, hidden, linear };
+}
+
+const graphInputs = () => GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length']));
+
+/**
+ * The graph a Hugging Face feature-extraction export of `BertModel` runs, plus E5's pooling:
+ * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`),
+ * outputs `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation),
+ * both float32. Returns the serialised ModelProto.
+ */
+export function buildBertOnnx(
+  arch: BertArchitecture,
+  weights: BertWeights,
+  precision: GraphPrecision = 'fp32',
+  int8WeightBits: WeightBits = 8,
+): Uint8Array {
+  checkBertWeights(arch, weights, 'graph builder');
+  const body = encoderBody(arch, weights, precision, int8WeightBits, GRAPH_OUTPUTS.lastHiddenState);
+  const { g } = body;
+  let { hidden } = body;
   if (precision === 'fp16') {
     hidden = g.op('Cast', [hidden], { to: DataType.FLOAT }, GRAPH_OUTPUTS.lastHiddenState);
   }
@@ -131,12 +162,30 @@ export function buildBertOnnx(
   const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
   g.op('Div', [mean, g.op('Max', [norm, g.scalar(NORMALIZE_EPS, 'float32')])], {}, GRAPH_OUTPUTS.embedding);
 
-  return g.serialize(
-    'bert_feature_extraction',
-    GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
-    [
-      tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
-      tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
-    ],
-  );
+  return g.serialize('bert_feature_extraction', graphInputs(), [
+    tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', arch.hiddenSize]),
+    tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', arch.hiddenSize]),
+  ]);
+}
+
+/**
+ * The graph of Hugging Face's `BertForSequenceClassification` with one label: the same encoder,
+ * then the pooler (dense + tanh on the [CLS] position) and the classifier, output `logits`
+ * (float32 `[batch_size, 1]`, before any activation). Returns the serialised ModelProto.
+ */
+export function buildCrossEncoderOnnx(
+  arch: BertArchitecture,
+  weights: BertWeights,
+  precision: GraphPrecision = 'fp32',
+  int8WeightBits: WeightBits = 8,
+): Uint8Array {
+  checkBertWeights(arch, weights, 'graph builder', 'classifier');
+  const { g, hidden, linear } = encoderBody(arch, weights, precision, int8WeightBits);
+  const cls = g.op('Gather', [hidden, g.int64s([0])], { axis: 1 });
+  const pooled = g.op('Tanh', [linear(g.op('Squeeze', [cls, g.int64s([1])]), 'pooler.dense')]);
+  const logits = linear(pooled, 'classifier');
+  g.op('Cast', [logits], { to: DataType.FLOAT }, CROSS_ENCODER_OUTPUT);
+  return g.serialize('bert_sequence_classification', graphInputs(), [
+    tensorValue(CROSS_ENCODER_OUTPUT, DataType.FLOAT, ['batch_size', 1]),
+  ]);
 }

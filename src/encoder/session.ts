@@ -28,7 +28,7 @@ export interface EncoderSession {
  */
 export async function createEncoderSession(
   modelDir: string,
-  manifest: RetrieverManifest,
+  manifest: Pick<RetrieverManifest, 'name' | 'files'>,
   settings: SessionSettings = {},
 ): Promise<EncoderSession> {
   const { deviceId = 0 } = settings;
@@ -54,7 +54,7 @@ export async function createEncoderSession(
 }
 
 /** The int8 graph when asked for and present; a folder built without one serves fp32, with a warning. */
-function cpuModelFile(manifest: RetrieverManifest, settings: SessionSettings): string {
+function cpuModelFile(manifest: Pick<RetrieverManifest, 'name' | 'files'>, settings: SessionSettings): string {
   if (settings.precision !== 'int8') return manifest.files.fp32;
   if (manifest.files.int8) return manifest.files.int8;
   (settings.warn ?? emitFallbackWarning)(
