@@ -9,6 +9,9 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
+import { ServiceMetrics } from '../http/metrics.js';
+import { PassageReranker } from '../engine/reranker.js';
+import type { CrossEncoderOptions } from '../encoder/onnx-cross-encoder.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
 import { triesCuda } from '../onnx/execution-provider.js';
@@ -69,6 +72,34 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
     ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
     warn: (message) => logger.warn(message),
   };
+}
+
+/** The reranker runs where the encoder does, with its own graph precision and run size. */
+function crossEncoderOptions(config: ServiceConfig, logger: Logger): CrossEncoderOptions {
+  return { ...encoderOptions(config, logger), precision: config.rerankerPrecision, batchLimits: { maxBatchSize: config.rerankerBatchSize } };
+}
+
+/**
+ * Loads `--reranker_model` (a checkpoint is converted once, off the event loop, like the
+ * retriever's). It serves for the server's life, whichever retriever version is active.
+ */
+async function loadReranker(config: ServiceConfig, logger: Logger): Promise<PassageReranker> {
+  logger.info({ model: config.rerankerModel }, 'resolving the reranker folder (a Hugging Face checkpoint is converted to ONNX once)');
+  const modelDir = await resolveModelFolderOffThread({
+    dir: config.rerankerModel!,
+    cacheDir: path.join(config.dataDir, 'models'),
+    kind: 'reranker',
+    fp16: triesCuda(config.device),
+    ...(config.rerankerPrecision === 'int8' && { int8: config.int8WeightBits }),
+  });
+  // A merged call holds the pairs of one full query batch: each query brings its retrieved candidates.
+  const reranker = await PassageReranker.load(modelDir, crossEncoderOptions(config, logger), {
+    maxBatchPairs: config.batchMaxQueries * config.retrievalTopk,
+    maxBatchTokens: config.batchMaxTokens * config.retrievalTopk,
+    maxQueuedPairs: config.queueMaxQueries * config.retrievalTopk,
+  });
+  logger.info(reranker.info(), 'reranker loaded');
+  return reranker;
 }
 
 function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions {
@@ -157,9 +188,11 @@ async function runServe(config: ServiceConfig): Promise<void> {
     : async () => undefined;
   const active = new ActiveRetriever(servingOptions(config));
   const training = await trainingRoutes(config, active, logger);
-  const app = createApp({ service: active, config, logger, extraRouters: training.routers });
+  const metrics = new ServiceMetrics(active);
+  let reranker: PassageReranker | undefined;
+  const app = createApp({ service: active, config, logger, metrics, extraRouters: training.routers, reranker: () => reranker });
   const close = async (): Promise<void> => {
-    await Promise.all([active.close(), training.close()]);
+    await Promise.all([active.close(), training.close(), reranker?.close()]);
     await unlock();
   };
   const running = await startServer(app, config, logger, { close });
@@ -176,6 +209,11 @@ async function runServe(config: ServiceConfig): Promise<void> {
     },
   );
   try {
+    if (config.rerankerModel !== undefined) {
+      active.loading('reranker', undefined, 'converting or loading --reranker_model');
+      reranker = await loadReranker(config, logger);
+      reranker.observe(metrics);
+    }
     active.loading('resolving files');
     const files = await retrieverFiles(config, logger);
     logger.info(files, 'loading retriever');

@@ -5,7 +5,8 @@ import type { Logger } from '../log.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
-import { retrieveRoutes, type RetrieveSettings } from './retrieve-routes.js';
+import { rerankRoutes } from './rerank-routes.js';
+import { retrieveRoutes, type RerankerSlot, type RetrieveSettings } from './retrieve-routes.js';
 import { statusRoutes } from './status-routes.js';
 
 export interface AppOptions {
@@ -17,9 +18,11 @@ export interface AppOptions {
   metrics?: ServiceMetrics;
   /** Further route groups (the training routes), mounted after ours and before the 404 handler. */
   extraRouters?: Router[];
+  /** The reranker of `--reranker_model`, once loaded. */
+  reranker?: RerankerSlot;
 }
 
-export function createApp({ service, config, logger, metrics, extraRouters = [] }: AppOptions): Express {
+export function createApp({ service, config, logger, metrics, extraRouters = [], reranker }: AppOptions): Express {
   const appMetrics = metrics ?? new ServiceMetrics(service);
   const app = express();
   app.disable('x-powered-by');
@@ -29,7 +32,8 @@ export function createApp({ service, config, logger, metrics, extraRouters = [] 
   app.use(helmet({ strictTransportSecurity: false, contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } }));
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
-  app.use(retrieveRoutes(service, config, appMetrics));
+  app.use(retrieveRoutes(service, config, appMetrics, reranker));
+  app.use(rerankRoutes(config, reranker));
   app.get('/metrics', async (_req, res) => {
     res.type(appMetrics.registry.contentType).send(await appMetrics.registry.metrics());
   });

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RetrievalService, RetrievalTimings } from '../engine/types.js';
+import type { RerankBatchStats, RerankObserver, RetrievalService, RetrievalTimings } from '../engine/types.js';
 import { registerThroughputMetrics } from './throughput-metrics.js';
 
 const LATENCY_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -10,12 +10,14 @@ const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2560, 4096];
  * process (tests, a hot-swap rehearsal) never share counters. Other route groups register
  * theirs in `registry`.
  */
-export class ServiceMetrics {
+export class ServiceMetrics implements RerankObserver {
   readonly registry = new Registry();
   readonly requests: Counter<'method' | 'route' | 'status'>;
   readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly queriesPerRequest: Histogram;
   readonly stageSeconds: Histogram<'stage'>;
+  readonly rerankSeconds: Histogram;
+  readonly rerankPairsPerBatch: Histogram;
 
   constructor(service: RetrievalService) {
     const registers = [this.registry];
@@ -44,6 +46,18 @@ export class ServiceMetrics {
       help: 'Engine time per /retrieve batch by stage (encode, search, fetch)',
       labelNames: ['stage'],
       buckets: LATENCY_BUCKETS_SECONDS,
+      registers,
+    });
+    this.rerankSeconds = new Histogram({
+      name: 'retriever_rerank_duration_seconds',
+      help: 'Time of one reranker call: the (query, passage) pairs of the requests merged into it, scored by the cross-encoder',
+      buckets: LATENCY_BUCKETS_SECONDS,
+      registers,
+    });
+    this.rerankPairsPerBatch = new Histogram({
+      name: 'retriever_rerank_pairs_per_batch',
+      help: 'Pairs scored in one reranker call (merged across concurrent requests)',
+      buckets: BATCH_BUCKETS,
       registers,
     });
     new Gauge({
@@ -80,6 +94,11 @@ export class ServiceMetrics {
     const labels = { method, route, status: String(status) };
     this.requests.inc(labels);
     this.requestSeconds.observe(labels, seconds);
+  }
+
+  rerankBatch(stats: RerankBatchStats): void {
+    this.rerankSeconds.observe(stats.seconds);
+    this.rerankPairsPerBatch.observe(stats.pairs);
   }
 
   observeRetrieval(queries: number, timings: RetrievalTimings): void {
