@@ -14,8 +14,11 @@ export interface ServeRun {
   code: number | null;
 }
 
-/** `serve` in a child process on a free local port: its /info and /ready when it gets ready (then SIGTERM), or its exit. */
-export async function serveOnce(args: string[]): Promise<ServeRun> {
+/**
+ * `serve` in a child process on a free local port: its /info and /ready when it gets ready (then,
+ * after `whileReady` has used it at `url`, SIGTERM), or its exit.
+ */
+export async function serveOnce(args: string[], whileReady?: (url: string) => Promise<void>): Promise<ServeRun> {
   const child = spawn(process.execPath, [CLI_PATH, 'serve', '--host', '127.0.0.1', '--port', '0', ...args]);
   child.stderr.resume();
   const log: ServeRun['log'] = [];
@@ -36,7 +39,11 @@ export async function serveOnce(args: string[]): Promise<ServeRun> {
       info: ((await (await fetch(`http://127.0.0.1:${port}/info`)).json()) as { retriever: RetrieverInfo }).retriever,
       ready: (await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as Readiness,
     };
-    child.kill('SIGTERM');
+    try {
+      await whileReady?.(`http://127.0.0.1:${port}`);
+    } finally {
+      child.kill('SIGTERM');
+    }
   }
   const [code] = await closed;
   return { ...answers, log, code: code as number | null };
