@@ -31,7 +31,7 @@ import {
   writeTokenizerFiles,
 } from './tokenizer-files.js';
 import { deriveVocabulary, type Vocabulary } from './vocabulary.js';
-import { generateBertWeights, type BertHead, type BertWeights } from './weights.js';
+import { generateBertWeights, generateRerankerWeights, type BertHead, type BertWeights } from './weights.js';
 
 export const FP32_MODEL_FILE = 'model.onnx';
 export const FP16_MODEL_FILE = 'model.fp16.onnx';
@@ -192,7 +192,11 @@ async function presetSource(options: MakeModelOptions, head: BertHead): Promise<
   const vocabulary = preset.vocabulary.exact ? derived : withoutPadding(derived);
   const architecture = presetArchitecture(preset, vocabulary.tokens.length);
   const weights =
-    preset.name === 'demo' ? demoBertWeights(architecture, vocabulary, seed) : generateBertWeights(architecture, seed, head);
+    head === 'classifier'
+      ? generateRerankerWeights(architecture, seed)
+      : preset.name === 'demo'
+        ? demoBertWeights(architecture, vocabulary, seed)
+        : generateBertWeights(architecture, seed);
   return {
     name: preset.name,
     architecture,

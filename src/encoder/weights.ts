@@ -129,3 +129,24 @@ export function generateBertWeights(arch: BertArchitecture, seed: number, head: 
   weights.get('embeddings.word_embeddings.weight')!.data.fill(0, 0, arch.hiddenSize);
   return weights;
 }
+
+/**
+ * A generated cross-encoder whose scores spread with the pair's text, as a trained one's do. Under
+ * Hugging Face's N(0, 0.02) init, attention barely mixes the other tokens into [CLS], so every
+ * pair's logit is the same to a few thousandths and rankings are ties broken by rounding. Here
+ * the encoder's Linear matrices are ten times wider (std 0.2), the pooler's std is 1/√hidden (its
+ * tanh out of saturation) and the classifier's 2/√hidden: logits of a unit or two.
+ */
+export function generateRerankerWeights(arch: BertArchitecture, seed: number): BertWeights {
+  const weights = generateBertWeights(arch, seed, 'classifier');
+  const scales: Record<string, number> = {
+    pooler: 1 / Math.sqrt(arch.hiddenSize) / INITIALIZER_RANGE,
+    classifier: 2 / Math.sqrt(arch.hiddenSize) / INITIALIZER_RANGE,
+  };
+  for (const [name, tensor] of weights) {
+    if (!name.endsWith('.weight') || name.includes('LayerNorm') || name.startsWith('embeddings.')) continue;
+    const scale = scales[name.split('.')[0]!] ?? 10;
+    tensor.data.forEach((value, i, data) => (data[i] = value * scale));
+  }
+  return weights;
+}

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { readManifest } from '../../src/encoder/manifest.js';
 import { readVocabularyFile } from '../../src/encoder/tokenizer-files.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
-import { rerankerWeights, writeRerankerCheckpoint } from '../support/reranker-fixtures.js';
+import { writeRerankerCheckpoint } from '../support/reranker-fixtures.js';
+import { generateRerankerWeights } from '../../src/encoder/weights.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 import { serveOnce } from '../support/serve-child.js';
 import { temporaryDir, writeCheckpoint } from '../support/version-fixtures.js';
@@ -37,7 +38,7 @@ describe('serve with Search-R1\'s hierarchical (rerank) launch line (child proce
     dir = await temporaryDir('serve-rerank');
     const { architecture } = await readManifest(files.modelDir);
     const tokens = await readVocabularyFile(path.join(files.modelDir, 'vocab.txt'));
-    reranker = await writeRerankerCheckpoint(path.join(dir, 'ms-marco-MiniLM-L12-v2'), { architecture, tokens, weights: rerankerWeights(architecture, 5) });
+    reranker = await writeRerankerCheckpoint(path.join(dir, 'ms-marco-MiniLM-L12-v2'), { architecture, tokens, weights: generateRerankerWeights(architecture, 5) });
   });
   after(async () => rm(dir, { recursive: true, force: true }));
 

@@ -16,7 +16,8 @@ import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness, metricValue, type Harness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
 import { realFixture } from '../support/real-service.js';
-import { rerankerWeights, writeRerankerCheckpoint } from '../support/reranker-fixtures.js';
+import { writeRerankerCheckpoint } from '../support/reranker-fixtures.js';
+import { generateRerankerWeights } from '../../src/encoder/weights.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
 
 interface ScoredItem {
@@ -64,7 +65,7 @@ describe('reranking (serve --reranker_model): /retrieve retrieves then reranks, 
     const checkpoint = await writeRerankerCheckpoint(path.join(dir, 'ms-marco-stand-in'), {
       architecture,
       tokens,
-      weights: rerankerWeights(architecture, 31),
+      weights: generateRerankerWeights(architecture, 31),
       dtype: 'F16',
     });
     const modelDir = await resolveModelFolder(checkpoint, { cacheDir: path.join(dir, 'models'), fp16: false, kind: 'reranker' });
