@@ -16,25 +16,10 @@ import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness, metricValue, type Harness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
 import { realFixture } from '../support/real-service.js';
+import { renderLikeSearchR1, type ScoredItem } from '../support/search-r1-client.js';
 import { writeRerankerCheckpoint } from '../support/reranker-fixtures.js';
 import { generateRerankerWeights } from '../../src/encoder/weights.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
-
-interface ScoredItem {
-  document: CorpusRow;
-  score: number;
-}
-
-/** Search-R1's `_passages2string`: it reads only `doc_item['document']['contents']`. */
-function passages2string(items: ScoredItem[]): string {
-  return items
-    .map((item, idx) => {
-      const content = item.document.contents;
-      const [title, ...text] = content.split('\n');
-      return `Doc ${idx + 1}(Title: ${title}) ${text.join('\n')}\n`;
-    })
-    .join('');
-}
 
 const BATCHING = { maxBatchPairs: 2560, maxBatchTokens: 163_840, maxQueuedPairs: 81_920 };
 const QUERIES = ['pavia cathedral architect dome', 'iowa highway route paved'];
@@ -103,7 +88,7 @@ describe('reranking (serve --reranker_model): /retrieve retrieves then reranks, 
       items.forEach((item, j) => assert.ok(Math.abs(item.score - expected[j]!.score) < 1e-6, `${item.score} vs ${expected[j]!.score}`));
       assert.ok(items.every((item) => item.score > 0 && item.score < 1), 'sigmoid scores');
     }
-    assert.match(passages2string(result[0]!), /^Doc 1\(Title: "[^"]+"\) .+\nDoc 2\(Title: /s);
+    assert.match(renderLikeSearchR1(result[0]!), /^Doc 1\(Title: "[^"]+"\) .+\nDoc 2\(Title: /s);
   });
 
   it('defaults to --retrieval_topk 10 then --reranking_topk 3; plain topk is the final count; return_scores false answers bare rows', async function () {
