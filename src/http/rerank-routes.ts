@@ -15,8 +15,9 @@ const MAX_PASSAGE_CHARS = 65_536;
 export function rerankRoutes(config: RetrieveSettings, reranker: RerankerSlot | undefined): Router {
   const router = Router();
   router.post('/rerank', ...jsonBodyParsers(config.bodyLimit), async (req, res) => {
+    // The route exists on every server (openapi.yaml documents it); without a reranker the request cannot be served as sent.
     if (config.rerankerModel === undefined) {
-      throw new ServiceError('not_found', 'no reranker is served: start the server with --reranker_model <folder> to rerank');
+      throw new ServiceError('bad_request', 'this server has no reranker: start it with --reranker_model <folder> to rerank');
     }
     const limits = { ...config, defaultTopk: config.rerankingTopk, maxPassageChars: MAX_PASSAGE_CHARS };
     const request = parseRerankRequest(req.body, limits);

@@ -152,9 +152,9 @@ describe('reranking (serve --reranker_model): /retrieve retrieves then reranks, 
       });
     }
 
-    it('404 naming --reranker_model on a server without a reranker', async function () {
+    it('400 naming --reranker_model on a server without a reranker', async function () {
       const plain = createHarness(active);
-      const res = await request(plain.app).post('/rerank').send({ queries: ['q'], documents: [[{ contents: 'x' }]] }).expect(404);
+      const res = await request(plain.app).post('/rerank').send({ queries: ['q'], documents: [[{ contents: 'x' }]] }).expect(400);
       assert.match(res.body.error.message, /--reranker_model/);
       assertMatchesOpenApi('POST', '/rerank', res);
       // Without a reranker /retrieve ignores the rerank server's fields, as the plain reference does.
