@@ -2,7 +2,7 @@ import onnxProto from 'onnx-proto';
 import { GraphBuilder, tensorValue, type GraphPrecision } from '../onnx/graph-builder.js';
 import { quantizeLinearWeight, type WeightBits } from '../onnx/int8-quantization.js';
 import type { BertArchitecture } from './manifest.js';
-import { checkBertWeights, layerPrefix, type BertWeights } from './weights.js';
+import { checkBertWeights, layerPrefix, type BertHead, type BertWeights } from './weights.js';
 
 const { DataType } = onnxProto.onnx.TensorProto;
 
@@ -134,19 +134,27 @@ function encoderBody(
 const graphInputs = () => GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length']));
 
 /**
- * The graph a Hugging Face feature-extraction export of `BertModel` runs, plus E5's pooling:
- * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`),
- * outputs `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation),
- * both float32. Returns the serialised ModelProto.
+ * The graph of a Hugging Face BERT export, on inputs `input_ids`, `attention_mask`,
+ * `token_type_ids` (int64 `[batch_size, sequence_length]`); returns the serialised ModelProto.
+ * With no head, a feature-extraction export of `BertModel` plus E5's pooling: outputs
+ * `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation), both float32.
+ * With the classifier head, `BertForSequenceClassification` with one label: the same encoder, the
+ * pooler (dense + tanh on the [CLS] position), the classifier; output `logits` (float32
+ * `[batch_size, 1]`, before any activation).
  */
 export function buildBertOnnx(
   arch: BertArchitecture,
   weights: BertWeights,
   precision: GraphPrecision = 'fp32',
   int8WeightBits: WeightBits = 8,
+  head: BertHead = 'none',
 ): Uint8Array {
-  checkBertWeights(arch, weights, 'graph builder');
-  const body = encoderBody(arch, weights, precision, int8WeightBits, GRAPH_OUTPUTS.lastHiddenState);
+  checkBertWeights(arch, weights, 'graph builder', head);
+  if (head === 'classifier') return classifierGraph(encoderBody(arch, weights, precision, int8WeightBits));
+  return embeddingGraph(arch, precision, encoderBody(arch, weights, precision, int8WeightBits, GRAPH_OUTPUTS.lastHiddenState));
+}
+
+function embeddingGraph(arch: BertArchitecture, precision: GraphPrecision, body: EncoderBody): Uint8Array {
   const { g } = body;
   let { hidden } = body;
   if (precision === 'fp16') {
@@ -168,24 +176,10 @@ export function buildBertOnnx(
   ]);
 }
 
-/**
- * The graph of Hugging Face's `BertForSequenceClassification` with one label: the same encoder,
- * then the pooler (dense + tanh on the [CLS] position) and the classifier, output `logits`
- * (float32 `[batch_size, 1]`, before any activation). Returns the serialised ModelProto.
- */
-export function buildCrossEncoderOnnx(
-  arch: BertArchitecture,
-  weights: BertWeights,
-  precision: GraphPrecision = 'fp32',
-  int8WeightBits: WeightBits = 8,
-): Uint8Array {
-  checkBertWeights(arch, weights, 'graph builder', 'classifier');
-  const { g, hidden, linear } = encoderBody(arch, weights, precision, int8WeightBits);
-  const cls = g.op('Gather', [hidden, g.int64s([0])], { axis: 1 });
-  const pooled = g.op('Tanh', [linear(g.op('Squeeze', [cls, g.int64s([1])]), 'pooler.dense')]);
-  const logits = linear(pooled, 'classifier');
+function classifierGraph({ g, hidden, linear }: EncoderBody): Uint8Array {
+  const cls = g.op('Squeeze', [g.op('Gather', [hidden, g.int64s([0])], { axis: 1 }), g.int64s([1])]);
+  const logits = linear(g.op('Tanh', [linear(cls, 'pooler.dense')]), 'classifier');
+  // An fp16 graph computes the head in fp16 too; clients read float32, as from the embedding graph.
   g.op('Cast', [logits], { to: DataType.FLOAT }, CROSS_ENCODER_OUTPUT);
-  return g.serialize('bert_sequence_classification', graphInputs(), [
-    tensorValue(CROSS_ENCODER_OUTPUT, DataType.FLOAT, ['batch_size', 1]),
-  ]);
+  return g.serialize('bert_sequence_classification', graphInputs(), [tensorValue(CROSS_ENCODER_OUTPUT, DataType.FLOAT, ['batch_size', 1])]);
 }

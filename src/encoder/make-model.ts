@@ -8,7 +8,8 @@ import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile, syn
 import { DEMO_CORPUS_PATH } from '../project-files.js';
 import { demoBertWeights } from './demo-weights.js';
 import { crossEncoderActivation, readBertCheckpoint, readCheckpointConfigJson } from './hf-checkpoint.js';
-import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from '../onnx/int8-quantization.js';
+import type { GraphPrecision } from '../onnx/graph-builder.js';
+import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBits, type WeightBitsSetting } from '../onnx/int8-quantization.js';
 import {
   E5_DEFAULTS,
   MANIFEST_FORMAT,
@@ -20,7 +21,7 @@ import {
   type RetrieverManifest,
   type ScoreActivation,
 } from './manifest.js';
-import { buildBertOnnx, buildCrossEncoderOnnx, CROSS_ENCODER_OUTPUT } from './bert-graph.js';
+import { buildBertOnnx, CROSS_ENCODER_OUTPUT } from './bert-graph.js';
 import { presetArchitecture, presetByName, type PresetName } from './presets.js';
 import {
   readVocabularyFile,
@@ -99,20 +100,20 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
   }
   const head: BertHead = options.reranker ? 'classifier' : 'none';
   const source = options.checkpointDir ? await checkpointSource(options, head) : await presetSource(options, head);
-  const build = head === 'classifier' ? buildCrossEncoderOnnx : buildBertOnnx;
   await mkdir(path.dirname(outDir), { recursive: true });
   // Not mkdtemp: its 0700 would keep a server running as another user out of the model folder.
   const staging = path.join(path.dirname(outDir), `.${path.basename(outDir)}.partial-${randomUUID()}`);
   await mkdir(staging);
   try {
     await source.writeTokenizer(staging);
-    await writeFile(path.join(staging, FP32_MODEL_FILE), build(source.architecture, source.weights, 'fp32'));
+    const graph = (precision: GraphPrecision, bits?: WeightBits) => buildBertOnnx(source.architecture, source.weights, precision, bits, head);
+    await writeFile(path.join(staging, FP32_MODEL_FILE), graph('fp32'));
     if (options.fp16) {
-      await writeFile(path.join(staging, FP16_MODEL_FILE), build(source.architecture, source.weights, 'fp16'));
+      await writeFile(path.join(staging, FP16_MODEL_FILE), graph('fp16'));
     }
     const int8 = options.int8 === undefined ? undefined : int8Quantization(options.int8);
     if (int8) {
-      await writeFile(path.join(staging, INT8_MODEL_FILE), build(source.architecture, source.weights, 'int8', int8.weightBits));
+      await writeFile(path.join(staging, INT8_MODEL_FILE), graph('int8', int8.weightBits));
     }
     const { architecture } = source;
     const common = {
