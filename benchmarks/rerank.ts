@@ -74,7 +74,16 @@ async function main(): Promise<void> {
   const rerankerDir = path.join(workDir, `reranker-${rerankerPreset}`);
   await makeModel({ outDir: rerankerDir, preset: rerankerPreset, reranker: true, int8: 'auto', vocabularyCorpus: SAMPLE_CORPUS, overwrite: true });
 
-  const config: ServiceConfig = { ...CONFIG_DEFAULTS, host: '127.0.0.1', port: 0, rerankerModel: rerankerDir, retrievalTopk: candidates, rerankingTopk: KEEP };
+  // No deadline: on a shared 2-core box a whole batch of pairs can outlast the default 300 s.
+  const config: ServiceConfig = {
+    ...CONFIG_DEFAULTS,
+    host: '127.0.0.1',
+    port: 0,
+    requestTimeoutMs: 0,
+    rerankerModel: rerankerDir,
+    retrievalTopk: candidates,
+    rerankingTopk: KEEP,
+  };
   // Results are not cached: every request must pay what it measures.
   const active = new ActiveRetriever({
     batching: { maxBatchQueries: config.batchMaxQueries, maxBatchTokens: config.batchMaxTokens, maxWaitMs: config.batchMaxWaitMs, maxQueuedQueries: config.queueMaxQueries },
