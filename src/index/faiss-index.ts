@@ -56,6 +56,7 @@ function memoryPlan(path: string, header: FaissFileHeader, mappedBytes: number):
       header.family === 'flat'
         ? 'read into memory by the faiss backend'
         : `in an ${header.kind} read into memory by the faiss backend${mappedBytes > 0 ? ', its IVF lists mapped' : ''}`,
+    devices: ['cpu'],
     perDevice: { rows: header.rows, vectorBytes: residentBytes, scoreBytes: 0 },
     hostRows: header.rows,
     hostMappedBytes: mappedBytes,

@@ -68,6 +68,7 @@ function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows
     dimension: index.dimension,
     precision,
     holding: onCpu.length > 0 ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
+    devices: [...new Set(devices.slice(0, parts.length).map((device) => (device.provider === 'cuda' ? `cuda:${device.deviceId}` : 'cpu')))],
     perDevice: { rows, vectorBytes: vectorBytes(rows), scoreBytes: scoreBytes(rows) },
     hostRows,
     hostMappedBytes: vectorBytes(hostRows),

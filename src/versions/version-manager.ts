@@ -7,6 +7,8 @@ import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
+import { encoderMemory } from '../encoder/encoder-memory.js';
+import { gpuMemoryReader, type GpuMemoryReader } from '../onnx/gpu-memory.js';
 import { planVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
 import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '../index/search-memory.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
@@ -43,8 +45,13 @@ export interface VersionManagerOptions {
   fp16: boolean;
   /** Also build int8 graphs, with weights of these bits, when converting checkpoints. */
   int8?: WeightBitsSetting;
-  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded. */
-  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'error') => void;
+  /**
+   * Where CUDA devices' free memory is read for swap plans (default nvidia-smi on PATH, see
+   * {@link gpuMemoryReader}); a device it cannot tell about is planned against the budget alone.
+   */
+  gpuMemory?: GpuMemoryReader;
+  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded; `warn` for a risk taken on the user's word. */
+  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
 }
 
 export interface RegisterRequest {
@@ -159,12 +166,15 @@ export class VersionManager {
   private readonly finishing = new Set<Promise<void>>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
+  private readonly gpuMemory: GpuMemoryReader;
 
   private constructor(
     private readonly registry: VersionRegistry,
     private readonly indexJobs: IndexJobs,
     private readonly options: VersionManagerOptions,
-  ) {}
+  ) {
+    this.gpuMemory = options.gpuMemory ?? gpuMemoryReader({ warn: (message) => options.log?.(message, {}, 'warn') });
+  }
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
     const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), {
@@ -531,7 +541,7 @@ export class VersionManager {
       Retriever.load(loading, { encoder: this.options.encoder, index: this.options.index, ...progress, version: versionId });
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
     const swap = current && (await this.planSwap(current, files, id));
-    if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
+    if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap }, swap.fits ? 'info' : 'warn');
     if (current && swap?.mode === 'replace') return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
     const started = performance.now();
     const retriever = await loadNew();
@@ -579,18 +589,30 @@ export class VersionManager {
   }
 
   /**
-   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers
-   * alone; an index `id` cannot plan marks `id` failed, a failure to read the serving index or the
-   * host's memory does not.
+   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers and
+   * the encoders' graph files alone, with the driver's free memory of the CUDA devices either
+   * holds; an index or model `id` cannot plan marks `id` failed, a failure to read the serving
+   * version's files or the host's memory does not.
    */
   private async planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
-    const { index } = this.options;
-    const [active, next, host] = await Promise.all([
+    const { index, encoder } = this.options;
+    // The new encoder runs where the serving one does: same settings, same host.
+    const { provider, modelFile } = current.encoder;
+    const [activeIndex, activeEncoder, next, host] = await Promise.all([
       planVectorIndex(current.files.indexPath, index),
-      planVectorIndex(files.indexPath, index).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
+      encoderMemory(current.files.modelDir, current.encoder.manifest, provider, encoder ?? {}, modelFile),
+      Promise.all([planVectorIndex(files.indexPath, index), readManifest(files.modelDir).then((manifest) => encoderMemory(files.modelDir, manifest, provider, encoder ?? {}))])
+        .then(([nextIndex, nextEncoder]) => ({ index: nextIndex, encoder: nextEncoder }))
+        .catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
       readHostMemory(index?.memoryFiles),
     ]);
-    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto');
+    const active = { index: activeIndex, encoder: activeEncoder };
+    const cuda = [...new Set([...active.index.devices, active.encoder.device, ...next.index.devices, next.encoder.device])].flatMap((name) =>
+      name.startsWith('cuda:') ? [Number(name.slice('cuda:'.length))] : [],
+    );
+    const gpus = await this.gpuMemory(cuda);
+    const gpuFree = new Map([...gpus].map(([deviceId, gpu]) => [`cuda:${deviceId}`, gpu.freeBytes]));
+    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto', gpuFree);
   }
 
   /** Marks `id` failed with why it did not load; the error the activation answers with. */
