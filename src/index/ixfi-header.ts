@@ -48,17 +48,25 @@ export function ixfiFileBytes({ dimension, rows }: IxfiHeader): number {
  * index (or reads an L2 file happily and searches by distance), so every mismatch is caught here.
  */
 export async function readIxfiHeader(path: string, expect: IxfiExpectations = {}): Promise<IxfiHeader> {
-  const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
   let size: number;
   const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
   const file = await openRegularFile(path, 'index');
   try {
     size = (await file.stat()).size;
-    if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);
-    await readFully(file, bytes, 0);
+    if (size >= IXFI_HEADER_BYTES) await readFully(file, bytes, 0);
   } finally {
     await file.close();
   }
+  return checkIxfiHeader(path, bytes, size, expect);
+}
+
+/**
+ * {@link readIxfiHeader}'s checks on a file's first bytes (at least {@link IXFI_HEADER_BYTES} of
+ * them when the file has that many) and its size, for a caller that has read them already.
+ */
+export function checkIxfiHeader(path: string, bytes: Buffer, size: number, expect: IxfiExpectations = {}): IxfiHeader {
+  const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
+  if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);
   const fourcc = bytes.toString('latin1', 0, 4);
   if (fourcc !== 'IxFI') {
     const known = FLAT_FOURCC[fourcc];
