@@ -137,7 +137,7 @@ export const SETTINGS = {
     'swap_mode',
     oneOf<SwapModeSetting>(['auto', 'side-by-side', 'replace']),
     'auto',
-    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both fit --search_memory_budget and the host)',
+    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both, encoders included, fit each device under --search_memory_budget and the free memory nvidia-smi reports, and the host)',
   ),
   searchDevices: optional(
     'search_devices',
