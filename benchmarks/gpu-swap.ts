@@ -16,7 +16,7 @@ import { once } from 'node:events';
 import { ActiveRetriever } from '../src/engine/active-retriever.js';
 import type { RetrieverFiles } from '../src/engine/retriever.js';
 import { untilAborted } from '../src/index/build-index.js';
-import type { SwapModeSetting } from '../src/index/search-memory.js';
+import type { SwapModeSetting, SwapPlan } from '../src/index/search-memory.js';
 import { gpuMemoryReader, type GpuMemoryReader } from '../src/onnx/gpu-memory.js';
 import { VersionManager } from '../src/versions/version-manager.js';
 import type { Figures, Publish, Slice } from './time-slices.js';
@@ -43,6 +43,9 @@ async function shortCorpus(file: string, rows: number): Promise<void> {
   await once(out, 'finish');
 }
 
+/** One phase's record: what swapPhase found, or why it failed. */
+type PhaseFigures = Figures & { swap?: SwapPlan; firstLoadSeconds?: number; partial?: string };
+
 /** The driver's free memory of each device, in GB (null where unknown). */
 async function freeGB(gpuMemory: GpuMemoryReader, deviceIds: readonly number[]): Promise<Record<string, number | null>> {
   const gpus = await gpuMemory(deviceIds);
@@ -54,7 +57,14 @@ async function freeGB(gpuMemory: GpuMemoryReader, deviceIds: readonly number[]):
  * then `second` is registered and activated. Stops before the activation when the load so far
  * says it would not end inside the slice.
  */
-async function swapPhase(setting: SwapModeSetting, first: RetrieverFiles, second: RetrieverFiles, settings: SwapSettings, gpuMemory: GpuMemoryReader, slice: Slice) {
+async function swapPhase(
+  setting: SwapModeSetting,
+  first: RetrieverFiles,
+  second: RetrieverFiles,
+  settings: SwapSettings,
+  gpuMemory: GpuMemoryReader,
+  slice: Slice,
+): Promise<PhaseFigures> {
   const dataDir = await mkdtemp(path.join(settings.workDir, `swap-${setting}-`));
   const active = new ActiveRetriever();
   const warnings: string[] = [];
@@ -71,7 +81,7 @@ async function swapPhase(setting: SwapModeSetting, first: RetrieverFiles, second
       if (level === 'warn' || level === 'error') warnings.push(message);
     },
   });
-  const figures: Figures = { swapMode: setting, warnings };
+  const figures: PhaseFigures = { swapMode: setting, warnings };
   try {
     figures.freeGBBeforeLoad = await freeGB(gpuMemory, settings.deviceIds);
     const loading = Date.now();
@@ -127,12 +137,12 @@ export async function swapAtScale(
     result.corpusSeconds = (Date.now() - writing) / 1e3;
     await publish(result);
     const files: RetrieverFiles = { modelDir: model, indexPath, corpusPath };
-    const phases: Record<string, Figures> = {};
+    const phases: Record<string, PhaseFigures> = {};
     result.phases = phases;
     for (const setting of ['auto', 'replace'] as const) {
       const last = Object.values(phases).at(-1);
       // A phase loads twice: the first version, then the swap's.
-      const needS = typeof last?.firstLoadSeconds === 'number' ? 2.5 * last.firstLoadSeconds : 0;
+      const needS = last?.firstLoadSeconds !== undefined ? 2.5 * last.firstLoadSeconds : 0;
       if (slice.leftS() <= needS) {
         result.partial = `${slice.leftS().toFixed(0)} s of the slice left, a phase took about ${needS.toFixed(0)} s: ${setting} not run`;
         break;
@@ -144,13 +154,12 @@ export async function swapAtScale(
         phases[setting] = { swapMode: setting, failed: (error as Error).message };
       }
       await publish(result);
-      if (typeof phases[setting].partial === 'string') {
+      if (phases[setting].partial !== undefined) {
         result.partial = `${setting}: ${phases[setting].partial}`;
         break;
       }
     }
-    const modes = Object.values(phases).flatMap((phase) => ((phase.swap as { mode?: string } | undefined)?.mode ? [(phase.swap as { mode: string }).mode] : []));
-    result.modesSwapped = [...new Set(modes)];
+    result.modesSwapped = [...new Set(Object.values(phases).flatMap((phase) => (phase.swap ? [phase.swap.mode] : [])))];
     return result;
   } finally {
     await Promise.all([corpusPath, `${corpusPath}.offsets`].map((file) => rm(file, { force: true })));

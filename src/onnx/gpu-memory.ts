@@ -27,7 +27,9 @@ export function parseGpuMemory(text: string): Map<number, GpuMemory> {
 
 /**
  * The driver's numbering of the GPU CUDA calls `deviceId`: under `CUDA_VISIBLE_DEVICES=2,3` CUDA's
- * device 0 is the driver's 2. Undefined where that list names GPUs by UUID or MIG instance.
+ * device 0 is the driver's 2. Undefined where that list names GPUs by UUID or MIG instance. (CUDA
+ * orders GPUs fastest first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`, nvidia-smi by bus: on a host of
+ * one GPU model, the usual, the two agree.)
  */
 function driverIndex(deviceId: number, visible: string | undefined): number | undefined {
   if (visible === undefined || visible.trim() === '') return deviceId;
@@ -82,8 +84,7 @@ export function gpuMemoryReader(options: GpuMemoryReaderOptions = {}): GpuMemory
       unknown(answer.failure);
       return found;
     }
-    const text = answer.stdout;
-    const gpus = parseGpuMemory(text);
+    const gpus = parseGpuMemory(answer.stdout);
     for (const deviceId of deviceIds) {
       const index = driverIndex(deviceId, env.CUDA_VISIBLE_DEVICES);
       const gpu = index === undefined ? undefined : gpus.get(index);
