@@ -89,8 +89,6 @@ export const deviceList: ValueType<number[]> = {
   },
 };
 
-const ROW = /^\d+$/;
-
 /** `START:END` as a Python slice writes rows (END excluded; an empty END means the corpus's end). */
 export const rowSlice: ValueType<RowSelection> = {
   expected: 'rows START:END (END excluded, empty for the end), such as 0:5000000',
@@ -105,9 +103,9 @@ export const rowSlice: ValueType<RowSelection> = {
 export const shardOf: ValueType<RowSelection> = {
   expected: 'I/N, shard I of N numbered from 0 (0/4, 1/4, 2/4 and 3/4 for four shards)',
   read: (raw) => {
-    const [index, count, ...rest] = raw.trim().split('/');
-    if (rest.length > 0 || !ROW.test(index ?? '') || !ROW.test(count ?? '')) return undefined;
-    const shard = { index: Number(index), count: Number(count) };
+    const match = /^(\d+)\/(\d+)$/.exec(raw.trim());
+    if (!match) return undefined;
+    const shard = { index: Number(match[1]), count: Number(match[2]) };
     return shard.count > 0 && shard.index < shard.count ? { shard } : undefined;
   },
 };

@@ -106,7 +106,7 @@ export function buildIndexCommand(): Command {
     .requiredOption('--corpus <jsonl>', 'wiki18-format corpus')
     .requiredOption('--out <file>', 'index file to write, e.g. e5_Flat.index (with --rows/--shard: the part file, e.g. e5_Flat.part-0-of-4)')
     .addOption(new Option('--rows <start:end>', 'encode only corpus rows START to END (END excluded, empty for the end) into a part for merge-index').argParser(argParser(rowSlice)).conflicts('shard'))
-    .addOption(new Option('--shard <i/n>', 'encode only shard I of N equal row ranges (I from 0) into a part for merge-index; same as the --rows it names').argParser(argParser(shardOf)))
+    .addOption(new Option('--shard <i/n>', 'encode only shard I of N into a part for merge-index: I from 0, rows floor(I*rows/N) to floor((I+1)*rows/N)').argParser(argParser(shardOf)))
     .option('--batch-size <n>', 'passages per encoder call on each device', argParser(anyInteger), 64)
     .option('--device <device>', "cuda | cpu | auto (CUDA runs the model's model.fp16.onnx when present)", argParser(device), 'auto')
     .option('--device-ids <ids>', 'GPUs to encode on, e.g. 0,1,2,3: one encoder each, every batch shared among them', argParser(deviceList), [0])
@@ -115,7 +115,7 @@ export function buildIndexCommand(): Command {
     .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", argParser(anyInteger))
     .option(
       '--faiss-type <type>',
-      'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted)',
+      'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted; parts are Flat: give it to merge-index)',
       'Flat',
     )
     .option('--ef-construction <n>', 'HNSW efConstruction (faiss default 40)', argParser(anyInteger))

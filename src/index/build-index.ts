@@ -82,17 +82,13 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
       batchRows = Math.min(batchRows * 2, options.batchSize);
       onProgress?.(writer.rowsWritten, rows);
     };
-    let pending = rows - writer.rowsWritten;
-    if (pending > 0) {
-      for await (const contents of corpus.passages(start + writer.rowsWritten)) {
-        batch.push(contents);
-        if (batch.length === batchRows || batch.length === pending) {
-          pending -= batch.length;
-          await flush();
-          if (pending === 0) break;
-        }
-      }
+    let rowIndex = start + writer.rowsWritten;
+    for await (const contents of corpus.passages(rowIndex)) {
+      if (rowIndex++ === end) break;
+      batch.push(contents);
+      if (batch.length === batchRows) await flush();
     }
+    if (batch.length > 0) await flush();
     await writer.finish();
   } finally {
     await writer.close();

@@ -88,7 +88,9 @@ export async function readIxfiHeaderOf(file: FileHandle, path: string, size: num
   }
   const expected = ixfiFileBytes({ dimension, rows });
   if (size < expected) throw fail(`truncated: ${size} bytes, ${rows} rows × ${dimension} need ${expected}`);
-  if (size > expected) throw fail(`${size - expected} unexpected bytes after ${rows} rows × ${dimension}`);
+  if (size > expected) {
+    throw fail(`${size - expected} unexpected bytes after ${rows} rows × ${dimension} (a part from build-index --rows or --shard? merge-index joins parts into an index)`);
+  }
   if (expect.expectDimension !== undefined && dimension !== expect.expectDimension) {
     throw fail(`dimension ${dimension} does not match the encoder's dimension ${expect.expectDimension}`);
   }

@@ -68,14 +68,18 @@ describe('index parts and merge-index with a hashing stand-in encoder (tests the
     );
     assert.deepEqual(description.corpus, corpus.identity);
     assert.equal(runPython('print(faiss.read_index(sys.argv[1]).ntotal)', path.join(dir, 'b.part')).trim(), '600');
+    await assert.rejects(readIxfiHeader(path.join(dir, 'b.part')), isServiceError('bad_request', /unexpected bytes after 600 rows × 16 \(a part from build-index --rows or --shard\? merge-index joins parts/));
   });
 
-  it('merges parts given in any order into the file a one-machine build writes, which Python faiss answers the same from', async function () {
+  it('merges parts given in any order (an empty one too) into the file a one-machine build writes, which Python faiss answers the same from', async function () {
     const outPath = path.join(dir, 'merged_Flat.index');
     const progress: Array<[number, number]> = [];
-    const result = await mergeIndexParts({ partPaths: [path.join(dir, 'b.part'), path.join(dir, 'a.part')], outPath, onProgress: (done, total) => progress.push([done, total]) });
-    assert.deepEqual(result, { path: outPath, rows: 1000, dimension: DIMENSION, parts: 2 });
-    assert.deepEqual(progress, [[0, 1000], [400, 1000], [1000, 1000]]);
+    // A shard of a corpus with fewer rows than shards is empty, and merges as nothing.
+    assert.equal((await buildPart({ start: 400, end: 400 }, 'empty.part')).rows, 0);
+    const partPaths = ['b.part', 'empty.part', 'a.part'].map((name) => path.join(dir, name));
+    const result = await mergeIndexParts({ partPaths, outPath, onProgress: (done, total) => progress.push([done, total]) });
+    assert.deepEqual(result, { path: outPath, rows: 1000, dimension: DIMENSION, parts: 3 });
+    assert.deepEqual(progress, [[0, 1000], [400, 1000], [400, 1000], [1000, 1000]]);
     assert.ok((await readFile(outPath)).equals(await readFile(wholePath)), 'byte for byte the one-machine build');
     assert.equal(runPython(SAME_ANSWERS_PY, wholePath, outPath).trim(), '1000 16 28 1 1 1');
     assert.deepEqual((await readdir(dir)).filter((name) => name.includes('merged')), ['merged_Flat.index'], 'nothing left beside it');
