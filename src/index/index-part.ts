@@ -15,7 +15,7 @@ const TRAILER_TAIL_BYTES = 8 + PART_MAGIC.length;
  * What `merge-index` checks before it joins parts: the rows a part holds, of which corpus (size
  * and fingerprint, plus its modification time where it was built) and encoded by which encoder.
  */
-export interface IndexPartDescription {
+export type IndexPartDescription = {
   format: typeof PART_FORMAT;
   rows: RowRange;
   corpusRows: number;
@@ -23,7 +23,7 @@ export interface IndexPartDescription {
   /** The encoder's manifest fields that shape its vectors, as a whole build records them. */
   encoder: Record<string, unknown>;
   corpus: CorpusIdentity;
-}
+};
 
 export function partDescription(fields: Omit<IndexPartDescription, 'format'>): IndexPartDescription {
   return { format: PART_FORMAT, ...fields };
