@@ -48,7 +48,11 @@ function homePage(name: string, version: string): string {
   ];
   return `<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>${name} ${version}</title></head>
+<head>
+  <meta charset="utf-8">
+  <title>${name} ${version}</title>
+  <link rel="icon" href="/docs/favicon-32x32.png">
+</head>
 <body>
   <h1>${name} ${version}</h1>
   <p>A Search-R1 compatible retrieval server: <code>POST /retrieve</code>.</p>

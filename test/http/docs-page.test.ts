@@ -44,11 +44,11 @@ describe('/docs in a real browser (Debian chromium via playwright-core)', functi
     await real?.close();
   });
 
-  it('loads with no console errors, lists /retrieve, and a "try it out" call of /retrieve returns results', async function () {
+  it('is linked from /, loads with no console errors, lists /retrieve and /documents, and a "try it out" call of /retrieve returns results', async function () {
     const page = await browser.newPage();
     const problems: string[] = [];
     page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+      if (message.type() === 'error') problems.push(`console: ${message.text()} (${message.location().url})`);
     });
     page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
     page.on('requestfailed', (failed) => problems.push(`request failed: ${failed.url()} ${failed.failure()?.errorText}`));
@@ -56,26 +56,35 @@ describe('/docs in a real browser (Debian chromium via playwright-core)', functi
       if (!sent.url().startsWith(running.url)) problems.push(`request off this server: ${sent.url()}`);
     });
 
-    await page.goto(`${running.url}/docs`);
-    const retrieve = page.locator('#operations-default-retrieve');
-    await retrieve.locator('.opblock-summary-path', { hasText: '/retrieve' }).waitFor();
-    await page.locator('#operations-default-getDocument').waitFor();
+    // A page that fails (a script the CSP refuses, say) shows as a selector never appearing: say why.
+    page.setDefaultTimeout(20_000);
+    try {
+      // A person finds the page from the server's root.
+      await page.goto(`${running.url}/`);
+      await page.locator('a[href="/docs"]').click();
+      await page.waitForURL(`${running.url}/docs`);
+      const retrieve = page.locator('#operations-default-retrieve');
+      await retrieve.locator('.opblock-summary-path', { hasText: '/retrieve' }).waitFor();
+      await page.locator('#operations-default-getDocument').waitFor();
 
-    await retrieve.locator('.opblock-summary').click();
-    await retrieve.locator('button.try-out__btn').click();
-    await retrieve.locator('button.execute').click();
-    const status = retrieve.locator('.live-responses-table .response .response-col_status');
-    await status.waitFor();
-    assert.equal((await status.innerText()).trim(), '200');
-    const body = JSON.parse(await retrieve.locator('.live-responses-table .response-col_description pre.microlight').first().innerText()) as {
-      result: { document: { id: string; contents: string }; score: number }[][];
-    };
-    // The request is the document's first example: one query, topk 3, with scores.
-    assert.equal(body.result.length, 1);
-    assert.equal(body.result[0]!.length, 3);
-    for (const hit of body.result[0]!) {
-      assert.match(hit.document.id, /^\d+$/);
-      assert.equal(typeof hit.score, 'number');
+      await retrieve.locator('.opblock-summary').click();
+      await retrieve.locator('button.try-out__btn').click();
+      await retrieve.locator('button.execute').click();
+      const status = retrieve.locator('.live-responses-table .response .response-col_status');
+      await status.waitFor();
+      assert.equal((await status.innerText()).trim(), '200');
+      const body = JSON.parse(await retrieve.locator('.live-responses-table .response-col_description pre.microlight').first().innerText()) as {
+        result: { document: { id: string; contents: string }; score: number }[][];
+      };
+      // The request is the document's first example: one query, topk 3, with scores.
+      assert.equal(body.result.length, 1);
+      assert.equal(body.result[0]!.length, 3);
+      for (const hit of body.result[0]!) {
+        assert.match(hit.document.id, /^\d+$/);
+        assert.equal(typeof hit.score, 'number');
+      }
+    } catch (error) {
+      throw new Error(`${(error as Error).message}\nwhat the browser reported: ${JSON.stringify(problems, null, 2)}`);
     }
     assert.deepEqual(problems, []);
   });
