@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { Express } from 'express';
+import { Retriever } from '../../src/engine/retriever.js';
 import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
@@ -103,6 +104,17 @@ describe('/documents on the real engine over the wiki18 sample', function () {
       await badRequest('?by=row', { ids: [1, -1] }, 'ids[1]', /got number -1/);
       await badRequest('?by=row', { ids: [2.5] }, 'ids[0]', /got number 2\.5/);
       await badRequest('?by=row', { ids: ['1e3'] }, 'ids[0]', /got "1e3"/);
+    });
+  });
+
+  describe('versions', function () {
+    it('every version serves the same corpus: after a swap the new version reads the same rows, and the header names it', async function () {
+      const before = await request(app).post('/documents').send({ ids: ['17', '900'] }).expect(200);
+      await real.active.activate(await Retriever.load(await realFixture(), { version: 'documents-v2' }));
+      const after = await request(app).post('/documents').send({ ids: ['17', '900'] }).expect(200);
+      assert.equal(after.headers[VERSION_HEADER.toLowerCase()], 'documents-v2');
+      assert.deepEqual(after.body, before.body);
+      assert.deepEqual((await request(app).get('/documents/900?by=row').expect(200)).body, rows[900]);
     });
   });
 
