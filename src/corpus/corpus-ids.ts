@@ -129,8 +129,8 @@ function rowsWithHash(entries: BigUint64Array, hash: number): number[] {
   return rows;
 }
 
-/** 32-bit FNV-1a over the id's UTF-16 code units. */
-function hashId(id: string): number {
+/** 32-bit FNV-1a over the id's UTF-16 code units: ids that share one are told apart by reading their rows. */
+export function hashId(id: string): number {
   let hash = 0x811c9dc5;
   for (let at = 0; at < id.length; at++) hash = Math.imul(hash ^ id.charCodeAt(at), 0x01000193);
   return hash >>> 0;

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { appendFile, copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { CorpusIds, idsSidecarPath } from '../../src/corpus/corpus-ids.js';
+import { CorpusIds, hashId, idsSidecarPath } from '../../src/corpus/corpus-ids.js';
 import { CorpusStore } from '../../src/corpus/corpus-store.js';
 import { SAMPLE_CORPUS } from '../support/sample-data.js';
 
@@ -51,6 +51,22 @@ describe('CorpusIds', function () {
     assert.equal(found[0]!.id, '7');
     // Rows 0, 2, 3, 4, 6 and 7 carry an id other than their row number: 8 bytes each.
     assert.equal(await lookup.exceptionCount(), 6);
+  });
+
+  it('tells apart ids whose hashes collide by reading their rows', async function () {
+    const seen = new Map<number, string>();
+    const colliding: string[] = [];
+    for (let n = 0; colliding.length < 3; n++) {
+      const id = `id-${n}`;
+      const other = seen.get(hashId(id));
+      if (other === undefined) seen.set(hashId(id), id);
+      else colliding.push(other, id);
+    }
+    const [first, second, absentTwin, absent] = colliding;
+    assert.equal(hashId(first!), hashId(second!));
+    assert.equal(hashId(absentTwin!), hashId(absent!));
+    const lookup = new CorpusIds(await open(await writeCorpus(['x', second!, first!, absentTwin!])));
+    assert.deepEqual(await rowsOf(lookup, [first!, second!, absent!, absentTwin!]), [2, 1, null, 3]);
   });
 
   it('keeps the scan in a sidecar beside the offsets one, read (not rebuilt) by the next store of the same corpus', async function () {
