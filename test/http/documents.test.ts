@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import request from 'supertest';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { Express } from 'express';
+import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever } from '../../src/engine/retriever.js';
 import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness } from '../support/app-harness.js';
@@ -108,6 +109,15 @@ describe('/documents on the real engine over the wiki18 sample', function () {
   });
 
   describe('versions', function () {
+    it('before a version serves, /documents answers 503 not_ready with Retry-After', async function () {
+      const loading = createHarness(new ActiveRetriever()).app;
+      const res = await request(loading).get('/documents/0').expect(503);
+      assert.equal(res.body.error.code, 'not_ready');
+      assert.equal(res.headers['retry-after'], '5');
+      assertMatchesOpenApi('GET', '/documents/{id}', res);
+    });
+
+
     it('every version serves the same corpus: after a swap the new version reads the same rows, and the header names it', async function () {
       const before = await request(app).post('/documents').send({ ids: ['17', '900'] }).expect(200);
       await real.active.activate(await Retriever.load(await realFixture(), { version: 'documents-v2' }));
