@@ -62,10 +62,18 @@ export async function readIxfiHeader(path: string, expect: IxfiExpectations = {}
  * its description after them); `path` names it in errors.
  */
 export async function readIxfiHeaderOf(file: FileHandle, path: string, size: number, expect: IxfiExpectations = {}): Promise<IxfiHeader> {
+  const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
+  if (size >= IXFI_HEADER_BYTES) await readFully(file, bytes, 0);
+  return checkIxfiHeader(path, bytes, size, expect);
+}
+
+/**
+ * {@link readIxfiHeader}'s checks on a file's first bytes (at least {@link IXFI_HEADER_BYTES} of
+ * them when the file has that many) and its size, for a caller that has read them already.
+ */
+export function checkIxfiHeader(path: string, bytes: Buffer, size: number, expect: IxfiExpectations = {}): IxfiHeader {
   const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
   if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);
-  const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
-  await readFully(file, bytes, 0);
   const fourcc = bytes.toString('latin1', 0, 4);
   if (fourcc !== 'IxFI') {
     const known = FLAT_FOURCC[fourcc];
