@@ -33,6 +33,18 @@ type Result = { result: { document: CorpusRow; score: number }[][] };
 
 const KEEP = 3;
 
+/**
+ * CPU seconds of this process (every thread: the encoder, search and reranker workers run in it)
+ * while `work` runs. On the shared box the process gets a varying share of the cores, so CPU
+ * time compares phases where wall time also measures the neighbours.
+ */
+async function cpuSeconds<T>(work: () => Promise<T>): Promise<{ cpuS: number; value: T }> {
+  const before = process.cpuUsage();
+  const value = await work();
+  const used = process.cpuUsage(before);
+  return { cpuS: (used.user + used.system) / 1e6, value };
+}
+
 async function post(url: string, body: unknown): Promise<{ ms: number; answer: Result }> {
   const start = process.hrtime.bigint();
   const response = await fetch(`${url}/retrieve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -122,12 +134,17 @@ async function main(): Promise<void> {
 
     console.log(`shape (a): ${queryCount} queries in one request...`);
     const plainMs: number[] = [];
-    for (let repeat = 0; repeat < 3; repeat++) plainMs.push((await post(plainUrl, retrieveOnly)).ms);
+    const plainCpu: number[] = [];
+    for (let repeat = 0; repeat < 3; repeat++) {
+      const { cpuS, value } = await cpuSeconds(() => post(plainUrl, retrieveOnly));
+      plainMs.push(value.ms);
+      plainCpu.push(cpuS);
+    }
     batches.length = 0;
-    const fp32 = await post(rerankUrl, retrieveRerank);
+    const { cpuS: fp32Cpu, value: fp32 } = await cpuSeconds(() => post(rerankUrl, retrieveRerank));
     const fp32Pairs = batches.reduce((sum, batch) => sum + batch.pairs, 0);
     serving = rerankers.int8;
-    const int8 = await post(rerankUrl, retrieveRerank);
+    const { cpuS: int8Cpu, value: int8 } = await cpuSeconds(() => post(rerankUrl, retrieveRerank));
     serving = rerankers.fp32;
     const ids = (answer: Result) => answer.result.map((list) => list.map((item) => item.document.id));
     const [fp32Top, int8Top] = [ids(fp32.answer), ids(int8.answer)];
@@ -135,22 +152,43 @@ async function main(): Promise<void> {
     const overlap = fp32Top.reduce((sum, list, i) => sum + list.filter((id) => int8Top[i]!.includes(id)).length / list.length, 0) / fp32Top.length;
 
     console.log(`shape (b): ${clients} concurrent single-query clients...`);
-    const clientQueries = queries.slice(0, clients);
-    const plainClients = await concurrentClients(plainUrl, clientQueries, (query) => ({ queries: [query], topk: KEEP, return_scores: true }));
+    const clientQueries = await sampleQueries(clients);
+    const { cpuS: plainClientsCpu, value: plainClients } = await cpuSeconds(() =>
+      concurrentClients(plainUrl, clientQueries, (query) => ({ queries: [query], topk: KEEP, return_scores: true })),
+    );
     batches.length = 0;
-    const rerankClients = await concurrentClients(rerankUrl, clientQueries, (query) => ({ queries: [query], topk_retrieval: candidates, topk_rerank: KEEP, return_scores: true }));
+    const { cpuS: rerankClientsCpu, value: rerankClients } = await cpuSeconds(() =>
+      concurrentClients(rerankUrl, clientQueries, (query) => ({ queries: [query], topk_retrieval: candidates, topk_rerank: KEEP, return_scores: true })),
+    );
     const clientBatches = batches.map((batch) => batch.pairs);
 
     const retrieveOnlyMs = median(plainMs);
+    const retrieveOnlyCpu = median(plainCpu);
     const rows: Row[] = [
-      { measurement: `(a) ${queryCount} queries, retrieve-only (topk ${KEEP}), median of 3`, ms: Math.round(retrieveOnlyMs), ratio: 1 },
-      { measurement: `(a) retrieve ${candidates} + rerank to ${KEEP}, fp32 reranker (${fp32Pairs} pairs)`, ms: Math.round(fp32.ms), ratio: +(fp32.ms / retrieveOnlyMs).toFixed(2) },
-      { measurement: `(a) retrieve ${candidates} + rerank to ${KEEP}, int8 reranker`, ms: Math.round(int8.ms), ratio: +(int8.ms / retrieveOnlyMs).toFixed(2) },
-      { measurement: `(b) ${clients} clients, retrieve-only: req/s, p50/p99 ms`, ms: `${plainClients.requestsPerS.toFixed(1)} req/s, ${Math.round(plainClients.p50Ms)}/${Math.round(plainClients.p99Ms)}`, ratio: 1 },
+      { measurement: `(a) ${queryCount} queries, retrieve-only (topk ${KEEP}), median of 3`, wall: `${Math.round(retrieveOnlyMs)} ms`, cpuS: +retrieveOnlyCpu.toFixed(2), 'CPU ratio': 1 },
       {
-        measurement: `(b) ${clients} clients, retrieve + rerank (fp32): req/s, p50/p99 ms`,
-        ms: `${rerankClients.requestsPerS.toFixed(1)} req/s, ${Math.round(rerankClients.p50Ms)}/${Math.round(rerankClients.p99Ms)}`,
-        ratio: +(plainClients.requestsPerS / rerankClients.requestsPerS).toFixed(2),
+        measurement: `(a) retrieve ${candidates} + rerank to ${KEEP}, fp32 reranker (${fp32Pairs} pairs)`,
+        wall: `${Math.round(fp32.ms)} ms`,
+        cpuS: +fp32Cpu.toFixed(2),
+        'CPU ratio': +(fp32Cpu / retrieveOnlyCpu).toFixed(1),
+      },
+      {
+        measurement: `(a) retrieve ${candidates} + rerank to ${KEEP}, int8 reranker`,
+        wall: `${Math.round(int8.ms)} ms`,
+        cpuS: +int8Cpu.toFixed(2),
+        'CPU ratio': +(int8Cpu / retrieveOnlyCpu).toFixed(1),
+      },
+      {
+        measurement: `(b) ${clients} clients, retrieve-only`,
+        wall: `${plainClients.requestsPerS.toFixed(1)} req/s, p50/p99 ${Math.round(plainClients.p50Ms)}/${Math.round(plainClients.p99Ms)} ms`,
+        cpuS: +plainClientsCpu.toFixed(2),
+        'CPU ratio': 1,
+      },
+      {
+        measurement: `(b) ${clients} clients, retrieve + rerank (fp32)`,
+        wall: `${rerankClients.requestsPerS.toFixed(2)} req/s, p50/p99 ${Math.round(rerankClients.p50Ms)}/${Math.round(rerankClients.p99Ms)} ms`,
+        cpuS: +rerankClientsCpu.toFixed(2),
+        'CPU ratio': +(rerankClientsCpu / plainClientsCpu).toFixed(1),
       },
     ];
     await report('rerank', rows, {
@@ -161,15 +199,23 @@ async function main(): Promise<void> {
         candidates,
         keep: KEEP,
         retrieveOnlyMs: plainMs,
+        retrieveOnlyCpuS: plainCpu,
         rerankFp32Ms: fp32.ms,
+        rerankFp32CpuS: fp32Cpu,
         rerankInt8Ms: int8.ms,
-        rerankFp32PairsPerS: fp32Pairs / ((fp32.ms - retrieveOnlyMs) / 1000),
-        rerankInt8PairsPerS: fp32Pairs / ((int8.ms - retrieveOnlyMs) / 1000),
-        int8SpeedupOfRerankStage: (fp32.ms - retrieveOnlyMs) / (int8.ms - retrieveOnlyMs),
+        rerankInt8CpuS: int8Cpu,
+        rerankFp32PairsPerCpuS: fp32Pairs / (fp32Cpu - retrieveOnlyCpu),
+        rerankInt8PairsPerCpuS: fp32Pairs / (int8Cpu - retrieveOnlyCpu),
+        int8CpuSpeedupOfRerankStage: (fp32Cpu - retrieveOnlyCpu) / (int8Cpu - retrieveOnlyCpu),
         top3SameOrder: sameOrder,
         top3Overlap: overlap,
       },
-      shapeB: { clients, retrieveOnly: plainClients, retrieveRerank: rerankClients, pairsPerRerankCall: clientBatches },
+      shapeB: {
+        clients,
+        retrieveOnly: { ...plainClients, cpuS: plainClientsCpu },
+        retrieveRerank: { ...rerankClients, cpuS: rerankClientsCpu },
+        pairsPerRerankCall: clientBatches,
+      },
     });
   } finally {
     await Promise.all(servers.map((server) => server.shutdown('benchmark done')));

@@ -147,17 +147,19 @@ export function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`;
 }
 
+/** The parsed body as an object, or a 400 that shows `example`. */
+export function jsonObjectBody(body: unknown, example: string): Record<string, unknown> {
+  if (body === undefined) throw invalid('body', 'missing: send a JSON object with Content-Type: application/json');
+  if (!isRecord(body)) throw invalid('body', `must be a JSON object such as ${example}`);
+  return body;
+}
+
 /**
  * Validates a Search-R1 `/retrieve` body. Unknown fields are ignored, as the reference server's
  * pydantic model ignores them: without a reranker, `topk_retrieval` and `topk_rerank` too.
  */
-export function parseRetrieveRequest(body: unknown, limits: RetrieveLimits): RetrieveRequest {
-  if (body === undefined) {
-    throw invalid('body', 'missing: send a JSON object with Content-Type: application/json');
-  }
-  if (!isRecord(body)) {
-    throw invalid('body', 'must be a JSON object such as {"queries": ["..."], "topk": 3, "return_scores": true}');
-  }
+export function parseRetrieveRequest(request: unknown, limits: RetrieveLimits): RetrieveRequest {
+  const body = jsonObjectBody(request, '{"queries": ["..."], "topk": 3, "return_scores": true}');
   const queryTexts = readQueryTexts(body, limits);
   const questions = readQuestions(body, queryTexts.length, limits);
   const inputs = queryTexts.map((query, position) =>

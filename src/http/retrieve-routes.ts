@@ -1,10 +1,11 @@
-import express, { Router, type Response } from 'express';
+import { Router } from 'express';
 import { ServiceError } from '../errors.js';
 import type { PassageReranker } from '../engine/reranker.js';
 import type { RetrievalService } from '../engine/types.js';
 import { queryLogFields } from '../log.js';
 import type { ServiceMetrics } from './metrics.js';
 import { requestFacts } from './request-log.js';
+import { beforeDeadline, readJsonBody, requestDeadline } from './request-body.js';
 import { parseRetrieveRequest, type RetrieveLimits } from './retrieve-request.js';
 
 export const VERSION_HEADER = 'X-Retriever-Version';
@@ -42,43 +43,6 @@ export function renderHits<T>(hits: readonly (readonly { document: T; score: num
   return hits.map((list) => list.map((hit) => (returnScores ? { document: hit.document, score: hit.score } : hit.document)));
 }
 
-/**
- * A retrieval's one deadline: it passes at --request_timeout_ms, or as soon as the client has gone
- * (verl's search tool gives up after 30 s and retries: nobody reads that answer). Its reason is the
- * error the route answers with.
- */
-export function retrievalDeadline(res: Response, timeoutMs: number, queries: number): AbortSignal {
-  const deadline = new AbortController();
-  const timer =
-    timeoutMs > 0
-      ? setTimeout(
-          () => deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries did not finish within ${timeoutMs} ms`)),
-          timeoutMs,
-        )
-      : undefined;
-  res.on('close', () => {
-    clearTimeout(timer);
-    if (!res.writableFinished) deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries was abandoned: its client went away`));
-  });
-  return deadline.signal;
-}
-
-/** `work`, or the deadline's reason once it passes; a search still running then settles unread. */
-export function beforeDeadline<T>(work: Promise<T>, deadline: AbortSignal): Promise<T> {
-  const passed = new Promise<never>((_, reject) => {
-    deadline.addEventListener('abort', () => reject(deadline.reason as ServiceError), { once: true });
-  });
-  return Promise.race([work, passed]);
-}
-
-/**
- * FastAPI reads a body without Content-Type as JSON, so `requests.post(url, data=json.dumps(p))`
- * works against the reference; the second parser takes only those. Other types keep their 400.
- */
-export function jsonBodyParsers(bodyLimit: string) {
-  return [express.json({ limit: bodyLimit }), express.json({ limit: bodyLimit, type: (req) => req.headers['content-type'] === undefined })];
-}
-
 export function retrieveRoutes(service: RetrievalService, config: RetrieveSettings, metrics: ServiceMetrics, reranker?: RerankerSlot): Router {
   const limits: RetrieveLimits = {
     defaultTopk: config.topk,
@@ -88,7 +52,7 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
     ...(config.rerankerModel !== undefined && { rerank: { retrievalTopk: config.retrievalTopk, rerankingTopk: config.rerankingTopk } }),
   };
   const router = Router();
-  router.post('/retrieve', ...jsonBodyParsers(config.bodyLimit), async (req, res) => {
+  router.post('/retrieve', ...readJsonBody(config.bodyLimit), async (req, res) => {
     const request = parseRetrieveRequest(req.body, limits);
     Object.assign(
       requestFacts(res),
@@ -107,7 +71,7 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
     }
     const rerankWith = request.retrievalTopk === undefined ? undefined : loadedReranker(reranker);
     // The engine drops the request from its queue when the deadline passes; the route stops waiting.
-    const deadline = retrievalDeadline(res, config.requestTimeoutMs, request.inputs.length);
+    const deadline = requestDeadline(res, config.requestTimeoutMs, `retrieval of ${request.inputs.length} queries`);
     const result = await beforeDeadline(service.retrieve(request.inputs, request.retrievalTopk ?? request.topk, { signal: deadline }), deadline);
     metrics.observeRetrieval(request.inputs.length, result.timings);
     const { encodeMs, searchMs, fetchMs } = result.timings;
