@@ -275,10 +275,7 @@ function fileLayer(file: string): Layer {
   return layer;
 }
 
-function checkConsistency(config: ServiceConfig): void {
-  if (config.topk > config.maxTopk) {
-    throw badRequest(`--topk (${config.topk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--topk' });
-  }
+function checkRerankCounts(config: ServiceConfig): void {
   if (config.retrievalTopk > config.maxTopk) {
     throw badRequest(`--retrieval_topk (${config.retrievalTopk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--retrieval_topk' });
   }
@@ -287,6 +284,14 @@ function checkConsistency(config: ServiceConfig): void {
       field: '--reranking_topk',
     });
   }
+}
+
+function checkConsistency(config: ServiceConfig): void {
+  if (config.topk > config.maxTopk) {
+    throw badRequest(`--topk (${config.topk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--topk' });
+  }
+  // Only a reranker reads these two; without one their defaults must not refuse a small --max_topk.
+  if (config.rerankerModel !== undefined) checkRerankCounts(config);
 }
 
 /** Merges the layers of an already-parsed command (the CLI's `serve`) with env and config file. */
