@@ -11,6 +11,7 @@
  * cross-encoder/ms-marco-MiniLM-L12-v2 (12 layers × 384) with generated weights, built by
  * `make-model --reranker`, both on CPU with the service's defaults.
  */
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -45,11 +46,23 @@ async function cpuSeconds<T>(work: () => Promise<T>): Promise<{ cpuS: number; va
   return { cpuS: (used.user + used.system) / 1e6, value };
 }
 
+// node:http, not fetch: undici gives up on a response whose headers take over 300 s, as a whole
+// batch of pairs can on the shared box; a keep-alive agent without a socket cap serves 120 clients.
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+
 async function post(url: string, body: unknown): Promise<{ ms: number; answer: Result }> {
   const start = process.hrtime.bigint();
-  const response = await fetch(`${url}/retrieve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await response.text();
-  if (response.status !== 200) throw new Error(`POST /retrieve answered ${response.status}: ${text.slice(0, 200)}`);
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const request = http.request(`${url}/retrieve`, { method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(JSON.stringify(body));
+  });
+  if (status !== 200) throw new Error(`POST /retrieve answered ${status}: ${text.slice(0, 200)}`);
   return { ms: seconds(start) * 1000, answer: JSON.parse(text) as Result };
 }
 
@@ -218,6 +231,7 @@ async function main(): Promise<void> {
       },
     });
   } finally {
+    agent.destroy();
     await Promise.all(servers.map((server) => server.shutdown('benchmark done')));
     await Promise.all([active.close(), rerankers.fp32.close(), rerankers.int8.close()]);
   }
