@@ -17,10 +17,12 @@ import { checkFaissType } from '../index/convert-host.js';
 import { FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
+import { FleetActivation, type FleetActivationOptions } from './fleet-activation.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
-import { VersionRegistry, type VersionRecord } from './version-registry.js';
+import type { FleetView } from './heartbeats.js';
+import { VersionRegistry, type PendingActivation, type VersionRecord } from './version-registry.js';
 
 /** The version the launch flags name. */
 export const INITIAL_VERSION = 'initial';
@@ -43,8 +45,10 @@ export interface VersionManagerOptions {
   fp16: boolean;
   /** Also build int8 graphs, with weights of these bits, when converting checkpoints. */
   int8?: WeightBitsSetting;
+  /** Replicas sharing the data dir: activations become two-phase across them (absent: this server alone). */
+  fleet?: Omit<FleetActivationOptions, 'log'>;
   /** `error` for what needs someone's attention: a failed build, a state that could not be recorded. */
-  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'error') => void;
+  log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
 }
 
 export interface RegisterRequest {
@@ -75,6 +79,8 @@ export interface VersionList {
   active?: string;
   /** Where a rollback goes. */
   previous?: string;
+  /** A two-phase activation under way: the replicas are preparing this version. */
+  pending?: PendingActivation;
 }
 
 export interface RemovalResult {
@@ -96,6 +102,8 @@ export interface ActivationResult {
   swap?: SwapPlan;
   /** Replace mode: how long no version searched (requests waited in the queue). */
   pausedMs?: number;
+  /** With replicas: those serving the version when the activation answered (each prepared it before the flip). */
+  replicas?: string[];
 }
 
 /** A registration refused for one of the files it names: which one, and what is wrong with it. */
@@ -159,12 +167,15 @@ export class VersionManager {
   private readonly finishing = new Set<Promise<void>>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
+  private readonly fleet?: FleetActivation;
 
   private constructor(
     private readonly registry: VersionRegistry,
     private readonly indexJobs: IndexJobs,
     private readonly options: VersionManagerOptions,
-  ) {}
+  ) {
+    if (options.fleet) this.fleet = new FleetActivation(registry, { ...options.fleet, log: options.log });
+  }
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
     const registry = await VersionRegistry.open(path.resolve(options.dataDir, 'versions'), {
@@ -199,6 +210,12 @@ export class VersionManager {
   }
 
   private async restoreServing(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'>): Promise<Retriever> {
+    const interrupted = this.registry.pending;
+    if (interrupted) {
+      // The writer died between asking the replicas to prepare and the flip: they still serve the active version.
+      this.options.log?.(`the activation of version ${interrupted.id} was interrupted by a restart before the flip; withdrawn, version ${this.registry.activeId} stays active`, { interrupted });
+      await this.registry.clearPending();
+    }
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
@@ -238,7 +255,7 @@ export class VersionManager {
 
   /** Every version, with the active one and the one a rollback goes to. */
   list(): VersionList {
-    return { active: this.registry.activeId, previous: this.registry.previousId, versions: this.registry.versions() };
+    return { active: this.registry.activeId, previous: this.registry.previousId, pending: this.registry.pending, versions: this.registry.versions() };
   }
 
   version(id: string): VersionRecord {
@@ -437,9 +454,12 @@ export class VersionManager {
     return this.indexJobs.start(versionId, corpus.rows);
   }
 
-  /** Makes `id` serve new requests; resolves once the version it replaced is released. */
+  /**
+   * Makes `id` serve new requests, here and on every live replica; resolves once the version it
+   * replaced is released and the replicas serve `id`.
+   */
   activate(id: string): Promise<ActivationResult> {
-    return this.exclusively(async () => this.result(await this.switchTo(id, 'activate')));
+    return this.exclusively(() => this.switchFleetTo(id, 'activate'));
   }
 
   /** Activates the version that was active before the current one. */
@@ -447,7 +467,7 @@ export class VersionManager {
     return this.exclusively(async () => {
       const previous = this.registry.previousId;
       if (previous === undefined) throw new ServiceError('conflict', 'there is no previously active version to roll back to');
-      return this.result(await this.switchTo(previous, 'rollback'));
+      return this.switchFleetTo(previous, 'rollback');
     });
   }
 
@@ -507,6 +527,30 @@ export class VersionManager {
     );
   }
 
+  /** The fleet as its heartbeats show it; empty for a server without replicas. */
+  async fleetView(): Promise<FleetView> {
+    return (await this.fleet?.view()) ?? { servers: [], ignored: [] };
+  }
+
+  /**
+   * With live replicas, two phases: they prepare `id` first (one that cannot fails the
+   * activation, and nothing changes anywhere), then this server switches and the registry flips,
+   * which the replicas follow. Without replicas, just this server's switch.
+   */
+  private async switchFleetTo(id: string, how: 'activate' | 'rollback'): Promise<ActivationResult> {
+    if (!this.fleet || this.options.active.current?.version === id) return this.result(await this.switchTo(id, how));
+    servableFiles(this.registry.version(id));
+    const replicas = await this.fleet.prepare(id, how);
+    let switched: Switch;
+    try {
+      switched = await this.switchTo(id, how);
+    } catch (error) {
+      await this.fleet.withdraw();
+      throw error;
+    }
+    return { ...this.result(switched), replicas: await this.fleet.switched(id, replicas) };
+  }
+
   private exclusively<T>(work: () => Promise<T>): Promise<T> {
     const busy = new ServiceError('conflict', 'another activation, rollback or deletion is in progress; retry when it has finished');
     return tryAcquire(this.activation, busy).runExclusive(work);
@@ -522,13 +566,8 @@ export class VersionManager {
     const version = this.registry.version(id);
     const current = this.options.active.current;
     if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
-    const { modelDir, indexPath } = version;
-    if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
-      throw new NoIndexYetError(version);
-    }
-    const files = versionFiles(version, modelDir, indexPath);
-    const load = (loading: RetrieverFiles, versionId: string) =>
-      Retriever.load(loading, { encoder: this.options.encoder, index: this.options.index, ...progress, version: versionId });
+    const files = servableFiles(version);
+    const load = (loading: RetrieverFiles, versionId: string) => loadRetriever(loading, versionId, this.options, progress);
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
     const swap = current && (await this.planSwap(current, files, id));
     if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
@@ -636,11 +675,26 @@ function activationErrorCode(error: unknown): ErrorCode {
   return error.code === 'not_found' ? 'bad_request' : error.code;
 }
 
-function versionFiles(version: VersionRecord, modelDir: string, indexPath: string): RetrieverFiles {
+/** The files `version` serves from; a version without its model and index yet cannot serve. */
+export function servableFiles(version: VersionRecord): RetrieverFiles {
+  const { modelDir, indexPath } = version;
+  if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
+    throw new NoIndexYetError(version);
+  }
   return {
     modelDir,
     indexPath,
     corpusPath: version.corpusPath,
     ...(version.sidecarPath !== undefined && { sidecarPath: version.sidecarPath }),
   };
+}
+
+/** Loads, validates and warms one version's files as this server serves them (the writer and its replicas alike). */
+export function loadRetriever(
+  files: RetrieverFiles,
+  version: string,
+  options: Pick<VersionManagerOptions, 'encoder' | 'index'>,
+  progress: Pick<RetrieverLoadOptions, 'onStage'> = {},
+): Promise<Retriever> {
+  return Retriever.load(files, { encoder: options.encoder, index: options.index, ...progress, version });
 }
