@@ -49,27 +49,34 @@ export class FleetActivation {
   }
 
   /**
-   * Phase one: asks the live, ready replicas to prepare `id` and resolves with their names once
-   * each reports it prepared (none live: nothing is asked). A replica that reports a failure, or
-   * the timeout, withdraws the request and rejects; the active version is untouched.
+   * Phase one begins: asks the live, ready replicas to prepare `id` (records it as pending in the
+   * registry, which they follow) and resolves with their names; none live, nothing is asked.
    */
-  async prepare(id: string, how: PendingActivation['how']): Promise<string[]> {
+  async ask(id: string, how: PendingActivation['how']): Promise<string[]> {
     const replicas = (await this.liveReplicas()).filter((replica) => replica.ready).map((replica) => replica.name);
     if (replicas.length === 0) return [];
-    const pending = await this.registry.markPending(id, how);
+    await this.registry.markPending(id, how);
     this.options.log?.(`asking ${replicas.length} replica(s) to prepare version ${id}: ${replicas.join(', ')}`, { replicas });
-    try {
-      await this.until(replicas, (replica) => {
-        if (replica.failed?.since === pending.since) {
-          throw new ReplicaPrepareError(replica.name, id, replica.failed.reason, this.registry.activeId);
-        }
-        return replica.prepared === id || replica.active === id;
-      }, `to prepare version ${id}`);
-    } catch (error) {
-      await this.withdraw();
-      throw error;
-    }
     return replicas;
+  }
+
+  /**
+   * Phase one ends: resolves once each of `replicas` still beating reports `id` prepared. Rejects
+   * when one reports it cannot (with its name and reason), at the timeout, or once `abandon`
+   * fires; the caller then {@link withdraw}s the request, and the active version is untouched.
+   */
+  async prepared(id: string, replicas: string[], abandon: AbortSignal): Promise<void> {
+    if (replicas.length === 0) return;
+    const { since } = this.registry.pending!;
+    await this.until(
+      replicas,
+      (replica) => {
+        if (replica.failed?.since === since) throw new ReplicaPrepareError(replica.name, id, replica.failed.reason, this.registry.activeId);
+        return replica.prepared === id || replica.active === id;
+      },
+      `to prepare version ${id}`,
+      abandon,
+    );
   }
 
   /** Withdraws a pending activation: replicas drop what they prepared for it. */
@@ -101,12 +108,15 @@ export class FleetActivation {
    * Waits until `done` holds for every named replica that still beats (one that stops beating
    * meanwhile was killed: it starts again on whatever is active), or the prepare timeout.
    */
-  private async until(replicas: string[], done: (replica: HeartbeatView) => boolean, what: string): Promise<void> {
+  private async until(replicas: string[], done: (replica: HeartbeatView) => boolean, what: string, abandon?: AbortSignal): Promise<void> {
     const { board, prepareTimeoutMs } = this.options;
     const watch = new FolderWatch(board.dir, board.beatMs);
     const deadline = performance.now() + prepareTimeoutMs;
+    const stop = () => watch.close();
+    abandon?.addEventListener('abort', stop);
     try {
       for (;;) {
+        abandon?.throwIfAborted();
         const live = await this.liveReplicas();
         const waitingFor = replicas.flatMap((name) => {
           const replica = live.find((candidate) => candidate.name === name);
@@ -120,6 +130,7 @@ export class FleetActivation {
         await watch.next();
       }
     } finally {
+      abandon?.removeEventListener('abort', stop);
       watch.close();
     }
   }

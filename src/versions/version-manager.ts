@@ -533,18 +533,24 @@ export class VersionManager {
   }
 
   /**
-   * With live replicas, two phases: they prepare `id` first (one that cannot fails the
-   * activation, and nothing changes anywhere), then this server switches and the registry flips,
-   * which the replicas follow. Without replicas, just this server's switch.
+   * With live replicas, two phases: they prepare `id` while this server loads it (one that
+   * cannot fails the activation, and nothing changes anywhere), then this server switches and
+   * the registry flips, which the replicas follow. Without replicas, just this server's switch.
    */
   private async switchFleetTo(id: string, how: 'activate' | 'rollback'): Promise<ActivationResult> {
     if (!this.fleet || this.options.active.current?.version === id) return this.result(await this.switchTo(id, how));
     servableFiles(this.registry.version(id));
-    const replicas = await this.fleet.prepare(id, how);
+    const replicas = await this.fleet.ask(id, how);
+    const abandon = new AbortController();
+    const prepared = this.fleet.prepared(id, replicas, abandon.signal);
+    // Awaited by switchTo before its flip; a failure before then is seen below.
+    prepared.catch(() => undefined);
     let switched: Switch;
     try {
-      switched = await this.switchTo(id, how);
+      switched = await this.switchTo(id, how, {}, prepared);
     } catch (error) {
+      abandon.abort();
+      await prepared.catch(() => undefined);
       await this.fleet.withdraw();
       throw error;
     }
@@ -562,7 +568,13 @@ export class VersionManager {
    * version it replaced is released. A load failure marks the version failed with the reason and
    * leaves serving as it was.
    */
-  private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
+  private async switchTo(
+    id: string,
+    how: 'activate' | 'rollback',
+    progress: Pick<RetrieverLoadOptions, 'onStage'> = {},
+    /** Settles once the replicas have prepared `id` (or cannot): nothing flips before. */
+    replicasPrepared: Promise<void> = Promise.resolve(),
+  ): Promise<Switch> {
     const version = this.registry.version(id);
     const current = this.options.active.current;
     if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
@@ -571,9 +583,22 @@ export class VersionManager {
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
     const swap = current && (await this.planSwap(current, files, id));
     if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
-    if (current && swap?.mode === 'replace') return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
+    if (current && swap?.mode === 'replace') {
+      // Replacing pauses this server's serving: not before the replicas are ready to follow.
+      await replicasPrepared;
+      return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
+    }
     const started = performance.now();
-    const retriever = await loadNew();
+    const loading = loadNew();
+    loading.catch(() => undefined);
+    await replicasPrepared.catch(async (error: unknown) => {
+      await loading.then(
+        (retriever) => retriever.close(),
+        () => undefined,
+      );
+      throw error;
+    });
+    const retriever = await loading;
     const loaded = performance.now();
     if (this.closing) {
       await retriever.close();
