@@ -22,14 +22,15 @@ FROM node:20-bookworm-slim
 ARG CUDA_PACKAGES=12-8
 ARG DEBIAN_FRONTEND=noninteractive
 ADD https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb /tmp/cuda-keyring.deb
-# python3-faiss/numpy are only checked for by scripts/install.sh (the Python compatibility tests);
-# installing them here keeps that script from running apt as the unprivileged user.
+# python3-faiss/numpy and chromium are only checked for by scripts/install.sh (the Python
+# compatibility tests, the /docs browser test); installing them here keeps that script from
+# running apt as the unprivileged user.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && dpkg -i /tmp/cuda-keyring.deb && rm /tmp/cuda-keyring.deb \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-      g++ libfaiss-dev libopenblas-dev liblapack-dev python3-faiss python3-numpy \
+      g++ libfaiss-dev libopenblas-dev liblapack-dev python3-faiss python3-numpy chromium \
       cuda-cudart-${CUDA_PACKAGES} cuda-nvrtc-${CUDA_PACKAGES} libcublas-${CUDA_PACKAGES} \
       libcufft-${CUDA_PACKAGES} libcurand-${CUDA_PACKAGES} libcudnn9-cuda-12 \
  && rm -rf /var/lib/apt/lists/* \

@@ -4,41 +4,15 @@
  * `node dist/benchmarks/corpus-sidecar.js [--gb 1]`
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CorpusStore } from '../src/corpus/corpus-store.js';
-import { writeFully } from '../src/file-io.js';
-import { benchmarksDir, report, seconds, workDir } from './bench-report.js';
+import { report, seconds, workDir } from './bench-report.js';
+import { generateWiki18Like } from './wiki18-like.js';
 
 const MB = 1e6;
-
-/** wiki18-like rows: the real sample's passages cycled, with ids equal to their line numbers. */
-async function generateCorpus(file: string, bytes: number): Promise<void> {
-  const sample = (await readFile(path.resolve(benchmarksDir, '..', '..', 'shared', 'data', 'wiki18-sample-1k.jsonl'), 'utf8'))
-    .trimEnd()
-    .split('\n')
-    .map((line) => (JSON.parse(line) as { contents: string }).contents);
-  const out = await open(file, 'w');
-  try {
-    let written = 0;
-    for (let row = 0; written < bytes; ) {
-      // One write per ~8 MB block: a write per line is what would make generation slow.
-      const lines: string[] = [];
-      for (let blockBytes = 0; blockBytes < 8e6 && written + blockBytes < bytes; row++) {
-        const line = `${JSON.stringify({ id: String(row), contents: sample[row % sample.length] })}\n`;
-        lines.push(line);
-        blockBytes += Buffer.byteLength(line);
-      }
-      const block = Buffer.from(lines.join(''));
-      await writeFully(out, block, written);
-      written += block.length;
-    }
-  } finally {
-    await out.close();
-  }
-}
 
 async function rawSequentialRead(file: string): Promise<number> {
   const handle = await open(file, 'r');
@@ -74,7 +48,7 @@ async function main(): Promise<void> {
   const existing = await stat(corpusPath).catch(() => undefined);
   if (!existing || existing.size < targetBytes) {
     console.log(`generating ${corpusPath} ...`);
-    await generateCorpus(corpusPath, targetBytes);
+    await generateWiki18Like(corpusPath, targetBytes);
   }
   const { size } = await stat(corpusPath);
   const sidecarPath = `${corpusPath}.offsets`;

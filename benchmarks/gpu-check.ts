@@ -5,7 +5,8 @@
  * GPU (fp16, fp16 with exact rescoring, fp32) against faiss-node on CPU over one synthetic index
  * (recall@3 and @100, score differences, 512-query timings); and the time of 1-, 8- and 512-query
  * searches over the largest synthetic fp16 index (up to wiki18's 21,015,324 × 768) that the disk
- * and the time left allow. Run by scripts/gpu-check.sh; on a host without CUDA every "cuda"
+ * and the time left allow; then hot swaps of two versions over that index, as `--swap_mode auto`
+ * plans them and forced to replace (gpu-swap.ts). Run by scripts/gpu-check.sh; on a host without CUDA every "cuda"
  * encoder falls back to CPU and the report says so, with ONNX Runtime's own error; the search
  * steps fail there instead (recorded) unless `--cpu-fallback` lets them search on CPU.
  * Each step runs in its own slice of `--budget-s` (time-slices.ts) and stops its work at the
@@ -38,7 +39,8 @@ import { partialPaths } from '../src/index/ixfi-writer.js';
 import { openVectorIndex } from '../src/index/open-index.js';
 import type { SearchPrecision } from '../src/index/search-graph.js';
 import { median, rowCosines, seconds, workDir as benchmarkWorkDir } from './bench-report.js';
-import { writeSyntheticFp16Index } from './synthetic-fp16-index.js';
+import { swapAtScale } from './gpu-swap.js';
+import { writeSyntheticFp16Index, type SyntheticFp16Index } from './synthetic-fp16-index.js';
 import { syntheticIndex } from './synthetic-index.js';
 import { TimeSlices, type Figures, type Publish, type Slice } from './time-slices.js';
 
@@ -73,6 +75,7 @@ const STEPS = [
   { name: 'buildIndexE5Base', minimumS: 30 },
   { name: 'searchAgreement', minimumS: 45 },
   { name: 'searchTiming', minimumS: 60 },
+  { name: 'swapAtScale', minimumS: 45 },
 ] as const;
 /** Libraries of the CUDA provider (and the provider itself), by file name, cuDNN's parts included. */
 const CUDA_LIBRARY = /^lib(cuda|cudart|cublas|cublasLt|curand|cudnn\w*|cufft|nvrtc|nvJitLink|onnxruntime_providers_cuda)[._]/;
@@ -429,7 +432,8 @@ async function timingDir(dirs: readonly string[], bytes: number): Promise<{ dir:
  * Searches of TIMING_BATCHES queries over the largest fp16 index that fits: `targetRows`, as
  * many as the folder's free space holds, and as many as can be written in half of the slice
  * (the other half loads it onto the device and searches). Compared with faiss on CPU by rows
- * scanned per second, since the two indexes differ in size.
+ * scanned per second, since the two indexes differ in size. The index is handed to `keep` as soon
+ * as it is written, for the swap step; the caller deletes it.
  */
 async function searchTiming(
   poolFile: Promise<string>,
@@ -438,6 +442,7 @@ async function searchTiming(
   dirs: readonly string[],
   settings: SearchSettings,
   faissCpu: { rows: number; queries: number; medianMs: number } | undefined,
+  keep: (made: SyntheticFp16Index) => void,
   slice: Slice,
   publish: Publish,
 ) {
@@ -446,49 +451,46 @@ async function searchTiming(
   const pool = await readRows(await untilAborted(poolFile, slice.signal), 0, Math.min(poolRows, POOL_ROWS));
   const writeDeadline = Date.now() + Math.max(5e3, (slice.endMs - Date.now() - TIMING_RESERVE_S * 1e3) / 2);
   const made = await writeSyntheticFp16Index(dir, pool, SEARCH_DIMENSION, Math.min(targetRows, rowsFittingDisk), writeDeadline);
+  keep(made);
+  const result: Figures = {
+    dir,
+    freeBytes,
+    targetRows,
+    rowsFittingDisk,
+    rows: made.rows,
+    fp16GB: made.bytes / 1e9,
+    write: { seconds: made.seconds, gbPerSecond: made.bytes / 1e9 / made.seconds },
+  };
+  await publish(result);
+  if (made.rows === 0) throw new Error('no rows were written in the time left');
+  const { index, openSeconds, fallbackWarnings } = await openOnGpu(made.indexPath, settings, 'fp16', 0);
+  Object.assign(result, { openSeconds, placement: index.placement, fallbackWarnings });
+  await publish(result);
   try {
-    const result: Figures = {
-      dir,
-      freeBytes,
-      targetRows,
-      rowsFittingDisk,
-      rows: made.rows,
-      fp16GB: made.bytes / 1e9,
-      write: { seconds: made.seconds, gbPerSecond: made.bytes / 1e9 / made.seconds },
-    };
-    await publish(result);
-    if (made.rows === 0) throw new Error('no rows were written in the time left');
-    const { index, openSeconds, fallbackWarnings } = await openOnGpu(made.indexPath, settings, 'fp16', 0);
-    Object.assign(result, { openSeconds, placement: index.placement, fallbackWarnings });
-    await publish(result);
-    try {
-      const queries = perturbedRows(pool, Math.max(...TIMING_BATCHES));
-      const batches: Array<Awaited<ReturnType<typeof timeSearch>> & { rowsScannedPerSecond: number }> = [];
-      result.batches = batches;
-      for (const count of TIMING_BATCHES) {
-        // A cell is at least two searches (one untimed); at the last batch's pace per query, a larger one may not fit.
-        const last = batches.at(-1);
-        const cellS = last ? (2 * count * last.medianMs) / last.queries / 1e3 : 0;
-        if (slice.leftS() <= cellS) {
-          result.partial = `the slice left too little time for the ${TIMING_BATCHES.slice(batches.length).join(', ')}-query batches`;
-          break;
-        }
-        const timing = await timeSearch(index, queries.subarray(0, count * SEARCH_DIMENSION), 3, slice);
-        batches.push({ ...timing, rowsScannedPerSecond: made.rows * timing.queriesPerSecond });
-        await publish(result);
+    const queries = perturbedRows(pool, Math.max(...TIMING_BATCHES));
+    const batches: Array<Awaited<ReturnType<typeof timeSearch>> & { rowsScannedPerSecond: number }> = [];
+    result.batches = batches;
+    for (const count of TIMING_BATCHES) {
+      // A cell is at least two searches (one untimed); at the last batch's pace per query, a larger one may not fit.
+      const last = batches.at(-1);
+      const cellS = last ? (2 * count * last.medianMs) / last.queries / 1e3 : 0;
+      if (slice.leftS() <= cellS) {
+        result.partial = `the slice left too little time for the ${TIMING_BATCHES.slice(batches.length).join(', ')}-query batches`;
+        break;
       }
-      if (faissCpu && batches.length > 0) {
-        const faissRate = (faissCpu.rows * faissCpu.queries) / (faissCpu.medianMs / 1e3);
-        result.faissCpu = { ...faissCpu, rowsScannedPerSecond: faissRate, largestBatchOverFaissCpu: batches.at(-1)!.rowsScannedPerSecond / faissRate };
-      }
+      const timing = await timeSearch(index, queries.subarray(0, count * SEARCH_DIMENSION), 3, slice);
+      batches.push({ ...timing, rowsScannedPerSecond: made.rows * timing.queriesPerSecond });
       await publish(result);
-    } finally {
-      await index.close();
     }
-    return result;
+    if (faissCpu && batches.length > 0) {
+      const faissRate = (faissCpu.rows * faissCpu.queries) / (faissCpu.medianMs / 1e3);
+      result.faissCpu = { ...faissCpu, rowsScannedPerSecond: faissRate, largestBatchOverFaissCpu: batches.at(-1)!.rowsScannedPerSecond / faissRate };
+    }
+    await publish(result);
   } finally {
-    await Promise.all([rm(made.indexPath, { force: true }), rm(made.fp16Path, { force: true })]);
+    await index.close();
   }
+  return result;
 }
 
 /** What scripts/cuda-libraries.sh recorded, or why it cannot be read. */
@@ -597,9 +599,29 @@ async function main(): Promise<void> {
 
   const faissSearch = (report.searchAgreement as { faissCpu?: { search: { queries: number; medianMs: number } } }).faissCpu?.search;
   const timingDirs = values['timing-dir'] ? [values['timing-dir']] : ['/dev/shm', benchmarkWorkDir];
-  await steps.run('searchTiming', (slice, publish) =>
-    searchTiming(agreeFile(), agreeRows, size('timing-rows', WIKI18_ROWS, 1_000_000), timingDirs, search, faissSearch && { rows: agreeRows, ...faissSearch }, slice, publish),
-  );
+  // The largest index the timing step wrote, kept for the swap step; without one, the swap step swaps over the agreement index.
+  let largest: SyntheticFp16Index | undefined;
+  try {
+    await steps.run('searchTiming', (slice, publish) =>
+      searchTiming(
+        agreeFile(),
+        agreeRows,
+        size('timing-rows', WIKI18_ROWS, 1_000_000),
+        timingDirs,
+        search,
+        faissSearch && { rows: agreeRows, ...faissSearch },
+        (made) => (largest = made),
+        slice,
+        publish,
+      ),
+    );
+    const swapIndex = largest && largest.rows > 0 ? Promise.resolve(largest) : agreeFile().then((indexPath) => ({ indexPath, rows: agreeRows }));
+    await steps.run('swapAtScale', (slice, publish) =>
+      swapAtScale(swapIndex, models.get('e5-base')!(), { ...search, shardRows: SHARD_ROWS, workDir }, slice, publish),
+    );
+  } finally {
+    if (largest) await Promise.all([rm(largest.indexPath, { force: true }), rm(largest.fp16Path, { force: true })]);
+  }
   await saving;
 }
 

@@ -109,6 +109,7 @@ async function main(): Promise<void> {
   const captured = await viaEngine();
   const replay: RetrievalService = {
     retrieve: async (): Promise<RetrievalResult> => captured,
+    documents: (keys) => real.service.documents(keys),
     readiness: () => real.service.readiness(),
     info: () => real.service.info(),
   };

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs whatever is missing, offline-safe: Debian's faiss/OpenBLAS (for the native build and
-# for the Python-faiss compatibility tests), npm dependencies without their install scripts
-# (faiss-node's downloads from GitHub, onnxruntime-node's fetches the CUDA provider), and our
-# own compile of faiss-node against Debian's libfaiss. Safe to run again: each step checks first.
+# for the Python-faiss compatibility tests) and chromium (for the /docs browser test), npm
+# dependencies without their install scripts (faiss-node's downloads from GitHub,
+# onnxruntime-node's fetches the CUDA provider), and our own compile of faiss-node against
+# Debian's libfaiss. Safe to run again: each step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,8 @@ need_apt=()
 [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -e /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 command -v g++ >/dev/null || need_apt+=(g++)
 /usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
+# The /docs test drives Debian's browser through playwright-core, which downloads none of its own.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # The load balancer in front of replicas (deploy/nginx/retriever.conf); the scale-out tests start a real one.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -5,6 +5,7 @@ import { buildIndexCommand } from './commands/build-index.js';
 import { constructTrainingCommand } from './commands/construct-training.js';
 import { convertIndexCommand } from './commands/convert-index.js';
 import { makeModelCommand } from './commands/make-model.js';
+import { mergeIndexCommand } from './commands/merge-index.js';
 import { serveCommand } from './commands/serve.js';
 import { ServiceError } from './errors.js';
 
@@ -13,7 +14,7 @@ const program = new Command('agentic-retriever')
   .showHelpAfterError();
 
 // addCommand, unlike program.command(), does not pass showHelpAfterError and the like on by itself.
-for (const command of [serveCommand(), makeModelCommand(), buildIndexCommand(), convertIndexCommand(), buildDemoCommand(), constructTrainingCommand()]) {
+for (const command of [serveCommand(), makeModelCommand(), buildIndexCommand(), convertIndexCommand(), mergeIndexCommand(), buildDemoCommand(), constructTrainingCommand()]) {
   program.addCommand(command.copyInheritedSettings(program));
 }
 

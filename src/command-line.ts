@@ -21,7 +21,7 @@ function otherSpelling(flag: string): string {
 }
 
 /** The hidden other spelling of an option (same value and parser), or undefined when it has a single spelling. */
-export function spellingAlias(option: Option): Option | undefined {
+function spellingAlias(option: Option): Option | undefined {
   const name = option.long?.slice(2);
   if (name === undefined || otherSpelling(name) === name) return undefined;
   const alias = new Option(option.flags.replace(`--${name}`, `--${otherSpelling(name)}`)).hideHelp();
@@ -29,27 +29,51 @@ export function spellingAlias(option: Option): Option | undefined {
   return alias;
 }
 
+interface SpellingPair {
+  option: Option;
+  alias: Option;
+}
+
+/** Each command's documented options and their hidden other spellings, as {@link addSpellingAliases} added them. */
+const spellingPairs = new WeakMap<Command, SpellingPair[]>();
+
 /**
- * Accepts both spellings of every option of `command` (`--batch-size` and `--batch_size`), as
- * `serve` does with its settings: the other spelling is a hidden option whose value is moved to
- * the documented one before the action runs. Call it after the options are declared.
+ * Adds the hidden other spelling of every option of `command` declared so far (`--batch-size`
+ * and `--batch_size`). Call it after the options are declared; {@link adoptAliasValues} then
+ * moves what was given under an alias to the documented option.
  */
-export function acceptBothSpellings(command: Command): Command {
+export function addSpellingAliases(command: Command): Command {
   const pairs = command.options.flatMap((option) => {
     const alias = spellingAlias(option);
     return alias ? [{ option, alias }] : [];
   });
   for (const { alias } of pairs) command.addOption(alias);
-  return command.hook('preAction', (_hooked, action) => {
-    for (const { option, alias } of pairs) {
-      if (action.getOptionValueSource(alias.attributeName()) !== 'cli') continue;
-      const value: unknown = action.getOptionValue(alias.attributeName());
-      if (action.getOptionValueSource(option.attributeName()) === 'cli' && action.getOptionValue(option.attributeName()) !== value) {
-        throw badRequest(`${option.long} and ${alias.long} were both given with different values`, { field: option.long });
-      }
-      action.setOptionValueWithSource(option.attributeName(), value, 'cli');
+  spellingPairs.set(command, [...(spellingPairs.get(command) ?? []), ...pairs]);
+  return command;
+}
+
+/**
+ * Moves each value given under an alias on the command line to its documented option, as given
+ * there; refuses the two spellings given with different values.
+ */
+export function adoptAliasValues(command: Command): void {
+  for (const { option, alias } of spellingPairs.get(command) ?? []) {
+    if (command.getOptionValueSource(alias.attributeName()) !== 'cli') continue;
+    const value: unknown = command.getOptionValue(alias.attributeName());
+    if (command.getOptionValueSource(option.attributeName()) === 'cli' && command.getOptionValue(option.attributeName()) !== value) {
+      throw badRequest(`${option.long} and ${alias.long} were both given with different values`, { field: option.long });
     }
-  });
+    command.setOptionValueWithSource(option.attributeName(), value, 'cli');
+  }
+}
+
+/**
+ * Accepts both spellings of every option of `command`, as `serve` does with its settings: the
+ * other spelling is a hidden option whose value is moved to the documented one before the
+ * action runs. Call it after the options are declared.
+ */
+export function acceptBothSpellings(command: Command): Command {
+  return addSpellingAliases(command).hook('preAction', (_hooked, action) => adoptAliasValues(action));
 }
 
 /** A command's result, for a person or a script to read. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { load as loadYaml } from 'js-yaml';
-import { dashed, spellingAlias } from './command-line.js';
+import { addSpellingAliases, adoptAliasValues, dashed } from './command-line.js';
 import type { CpuPrecision } from './encoder/session.js';
 import { badRequest } from './errors.js';
 import { DEFAULT_SHARD_ROWS } from './index/onnx-search-protocol.js';
@@ -154,7 +154,7 @@ export const SETTINGS = {
     'swap_mode',
     oneOf<SwapModeSetting>(['auto', 'side-by-side', 'replace']),
     'auto',
-    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both fit --search_memory_budget and the host)',
+    'how an activation makes room: side-by-side (the new version loads beside the serving one) | replace (the serving one is closed first; requests wait) | auto (side by side when both, encoders included, fit each device under --search_memory_budget and the free memory nvidia-smi reports, and the host)',
   ),
   searchDevices: optional(
     'search_devices',
@@ -206,12 +206,9 @@ export function addServeOptions(command: Command): Command {
     const { flag, type, fallback, whenGiven, doc } = setting;
     const valued = whenGiven === undefined;
     const shown = valued && fallback !== undefined ? `default ${type.show?.(fallback) ?? String(fallback)}; ` : '';
-    const option = new Option(`--${flag}${valued ? ' <value>' : ''}`, `${doc} (${shown}env ${envName(flag)})`);
-    command.addOption(option);
-    const alias = spellingAlias(option);
-    if (alias) command.addOption(alias);
+    command.addOption(new Option(`--${flag}${valued ? ' <value>' : ''}`, `${doc} (${shown}env ${envName(flag)})`));
   }
-  return command;
+  return addSpellingAliases(command);
 }
 
 type Layer = Partial<Record<SettingKey, unknown>>;
@@ -226,23 +223,12 @@ function read<T>(type: ValueType<T>, raw: string, source: string): T {
 }
 
 function flagLayer(command: Command): Layer {
+  adoptAliasValues(command);
   const layer: Layer = {};
   for (const [key, setting] of SETTING_LIST) {
-    const spellings = [...new Set([setting.flag, dashed(setting.flag)])];
-    const given = spellings.flatMap((spelling) => {
-      const option = command.options.find((candidate) => candidate.long === `--${spelling}`);
-      if (!option || command.getOptionValueSource(option.attributeName()) !== 'cli') return [];
-      return [{ spelling, raw: command.getOptionValue(option.attributeName()) as unknown }];
-    });
-    if (given.length === 0) continue;
-    const values = new Set(given.map((entry) => String(entry.raw)));
-    if (values.size > 1) {
-      throw badRequest(`--${setting.flag} and --${dashed(setting.flag)} were both given with different values`, {
-        field: `--${setting.flag}`,
-      });
-    }
-    const { spelling, raw } = given[0]!;
-    layer[key] = setting.whenGiven ?? read(setting.type, String(raw), `--${spelling}`);
+    const option = command.options.find((candidate) => candidate.long === `--${setting.flag}`);
+    if (!option || command.getOptionValueSource(option.attributeName()) !== 'cli') continue;
+    layer[key] = setting.whenGiven ?? read(setting.type, String(command.getOptionValue(option.attributeName())), `--${setting.flag}`);
   }
   return layer;
 }

@@ -1,6 +1,7 @@
 import bytes from 'bytes';
 import type { WeightBitsSetting } from './onnx/int8-quantization.js';
 import type { DevicePreference } from './onnx/execution-provider.js';
+import type { RowSelection } from './index/row-range.js';
 
 /**
  * How a text from the command line, the environment or a config file becomes a value. One per
@@ -85,6 +86,27 @@ export const deviceList: ValueType<number[]> = {
     const ordinals = parts.map((part) => Number(part));
     const valid = parts.every((part) => part !== '') && ordinals.every((n) => Number.isInteger(n) && n >= 0);
     return valid && new Set(ordinals).size === ordinals.length ? ordinals : undefined;
+  },
+};
+
+/** `START:END` as a Python slice writes rows (END excluded; an empty END means the corpus's end). */
+export const rowSlice: ValueType<RowSelection> = {
+  expected: 'rows START:END (END excluded, empty for the end), such as 0:5000000',
+  read: (raw) => {
+    const match = /^(\d+):(\d*)$/.exec(raw.trim());
+    if (!match) return undefined;
+    return { rows: { start: Number(match[1]), ...(match[2] !== '' && { end: Number(match[2]) }) } };
+  },
+};
+
+/** `I/N`: shard I (from 0) of N equal row ranges. */
+export const shardOf: ValueType<RowSelection> = {
+  expected: 'I/N, shard I of N numbered from 0 (0/4, 1/4, 2/4 and 3/4 for four shards)',
+  read: (raw) => {
+    const match = /^(\d+)\/(\d+)$/.exec(raw.trim());
+    if (!match) return undefined;
+    const shard = { index: Number(match[1]), count: Number(match[2]) };
+    return shard.count > 0 && shard.index < shard.count ? { shard } : undefined;
   },
 };
 

@@ -1,12 +1,14 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { acceptBothSpellings, argParser, printJson } from '../command-line.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { DevicePreference } from '../onnx/execution-provider.js';
 import { MultiDeviceEncoder } from '../encoder/multi-device-encoder.js';
 import { buildIndex, type BuildIndexResult } from '../index/build-index.js';
 import { DEFAULT_TRAIN_ROWS } from '../index/convert-index.js';
-import { buildIndexOfType, type TypedBuildResult } from '../index/typed-build.js';
-import { anyInteger, device, deviceList } from '../value-types.js';
+import { selectedRows, type RowSelection } from '../index/row-range.js';
+import { buildIndexOfType, FLAT_TYPE, type TypedBuildResult } from '../index/typed-build.js';
+import { anyInteger, device, deviceList, rowSlice, shardOf } from '../value-types.js';
+import { ServiceError } from '../errors.js';
 import { runConvertIndex, type ConvertIndexCommandOptions } from './convert-index.js';
 import { progressBar } from './progress.js';
 
@@ -27,6 +29,8 @@ interface BuildIndexCommandOptions {
   faissType?: string;
   /** How a non-Flat type is trained and built. */
   conversion?: Pick<ConvertIndexCommandOptions, 'efConstruction' | 'trainRows' | 'seed'>;
+  /** Encode only these rows into a part, for `merge-index` (one machine of a spread build). */
+  part?: RowSelection;
 }
 
 /**
@@ -36,6 +40,11 @@ interface BuildIndexCommandOptions {
  * command again only converts (`--restart` encodes again).
  */
 export function runBuildIndex(options: BuildIndexCommandOptions): Promise<BuildIndexResult | TypedBuildResult> {
+  if (options.part && (options.faissType ?? FLAT_TYPE) !== FLAT_TYPE) {
+    throw new ServiceError('bad_request', `a part (--rows/--shard) is always Flat: give --faiss-type ${options.faissType} to merge-index, which converts the merged index`, {
+      field: '--faiss-type',
+    });
+  }
   return buildIndexOfType({
     outPath: options.outPath,
     faissType: options.faissType,
@@ -51,6 +60,7 @@ async function encodeFlatIndex(options: BuildIndexCommandOptions): Promise<Build
   const scan = progressBar('scanning the corpus for row offsets', 'bytes');
   const corpus = await CorpusStore.open(options.corpusPath, { sidecarPath: options.sidecarPath, onProgress: (d, t) => scan.update(d, t) });
   scan.stop();
+  const rows = options.part && selectedRows(options.part, corpus.rows);
   const encoder = await MultiDeviceEncoder.load(options.modelDir, options.deviceIds, { device: options.device, maxPassageLength: options.maxPassageLength });
   const abort = new AbortController();
   const onSignal = (): void => abort.abort();
@@ -64,6 +74,7 @@ async function encodeFlatIndex(options: BuildIndexCommandOptions): Promise<Build
       outPath: options.outPath,
       batchSize: options.batchSize * options.deviceIds.length,
       restart: options.restart,
+      rows,
       signal: abort.signal,
       onProgress: (done, total) => bar.update(done, total),
     });
@@ -76,7 +87,9 @@ async function encodeFlatIndex(options: BuildIndexCommandOptions): Promise<Build
 }
 
 /** The options as commander names them, after the flags. */
-type BuildIndexFlags = Omit<BuildIndexCommandOptions, 'modelDir' | 'corpusPath' | 'outPath' | 'sidecarPath' | 'conversion'> & {
+type BuildIndexFlags = Omit<BuildIndexCommandOptions, 'modelDir' | 'corpusPath' | 'outPath' | 'sidecarPath' | 'conversion' | 'part'> & {
+  rows?: RowSelection;
+  shard?: RowSelection;
   model: string;
   corpus: string;
   out: string;
@@ -88,10 +101,12 @@ type BuildIndexFlags = Omit<BuildIndexCommandOptions, 'modelDir' | 'corpusPath' 
 
 export function buildIndexCommand(): Command {
   const command = new Command('build-index')
-    .description('encode a wiki18 JSONL corpus into a FAISS Flat inner-product index (resumable)')
+    .description('encode a wiki18 JSONL corpus into a FAISS Flat inner-product index (resumable), or a row range of it into a part for merge-index')
     .requiredOption('--model <dir>', 'model folder')
     .requiredOption('--corpus <jsonl>', 'wiki18-format corpus')
-    .requiredOption('--out <file>', 'index file to write, e.g. e5_Flat.index')
+    .requiredOption('--out <file>', 'index file to write, e.g. e5_Flat.index (with --rows/--shard: the part file, e.g. e5_Flat.part-0-of-4)')
+    .addOption(new Option('--rows <start:end>', 'encode only corpus rows START to END (END excluded, empty for the end) into a part for merge-index').argParser(argParser(rowSlice)).conflicts('shard'))
+    .addOption(new Option('--shard <i/n>', 'encode only shard I of N into a part for merge-index: I from 0, rows floor(I*rows/N) to floor((I+1)*rows/N)').argParser(argParser(shardOf)))
     .option('--batch-size <n>', 'passages per encoder call on each device', argParser(anyInteger), 64)
     .option('--device <device>', "cuda | cpu | auto (CUDA runs the model's model.fp16.onnx when present)", argParser(device), 'auto')
     .option('--device-ids <ids>', 'GPUs to encode on, e.g. 0,1,2,3: one encoder each, every batch shared among them', argParser(deviceList), [0])
@@ -100,13 +115,13 @@ export function buildIndexCommand(): Command {
     .option('--max-passage-length <n>', "tokens per passage (default: the model's retriever.json, 256 as Search-R1 and FlashRAG index)", argParser(anyInteger))
     .option(
       '--faiss-type <type>',
-      'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted)',
+      'FlashRAG --faiss_type: Flat, HNSW64, HNSW32,SQ8, IVF4096,Flat, IVF4096,PQ64 or any faiss factory string (non-Flat: encoded into <out>.flat, then converted; parts are Flat: give it to merge-index)',
       'Flat',
     )
     .option('--ef-construction <n>', 'HNSW efConstruction (faiss default 40)', argParser(anyInteger))
     .option('--train-rows <n>', `rows sampled to train IVF/PQ/SQ (default ${DEFAULT_TRAIN_ROWS})`, argParser(anyInteger))
     .option('--seed <n>', 'seed of the training sample', argParser(anyInteger), 0)
-    .action(async ({ model, corpus, out, sidecar, efConstruction, trainRows, seed, ...rest }: BuildIndexFlags) => {
+    .action(async ({ model, corpus, out, sidecar, efConstruction, trainRows, seed, rows, shard, ...rest }: BuildIndexFlags) => {
       printJson(
         await runBuildIndex({
           ...rest,
@@ -115,6 +130,7 @@ export function buildIndexCommand(): Command {
           outPath: out,
           sidecarPath: sidecar,
           conversion: { efConstruction, trainRows, seed },
+          part: rows ?? shard,
         }),
       );
     });

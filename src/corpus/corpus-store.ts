@@ -94,6 +94,11 @@ export class CorpusStore {
 
   /** Every row's `contents` from `fromRow` on, in order, read sequentially in large chunks. */
   async *passages(fromRow = 0): AsyncGenerator<string> {
+    for await (const row of this.rowsInOrder(fromRow)) yield row.contents;
+  }
+
+  /** Every row from `fromRow` on, in order, read sequentially in large chunks. */
+  async *rowsInOrder(fromRow = 0): AsyncGenerator<CorpusRow> {
     this.checkRowIndex(fromRow, this.rows + 1);
     let rowIndex = fromRow;
     while (rowIndex < this.rows) {
@@ -104,7 +109,7 @@ export class CorpusStore {
       const bytes = Buffer.allocUnsafe(this.offsets[end]! - start);
       await readFully(this.file, bytes, start);
       for (; rowIndex < end; rowIndex++) {
-        yield this.parseLine(rowIndex, bytes, this.offsets[rowIndex]! - start, this.offsets[rowIndex + 1]! - start).contents;
+        yield this.parseLine(rowIndex, bytes, this.offsets[rowIndex]! - start, this.offsets[rowIndex + 1]! - start);
       }
     }
   }

@@ -11,7 +11,8 @@ import { openRegularFile, readFully, writeFileAtomically } from '../file-io.js';
  *
  * File layout, little-endian:
  * `"JSONLOFS" | uint32 version | uint32 0 | float64 corpusSize | float64 corpusMtimeMs |
- *  32-byte fingerprint | float64 rows | float64[rows + 1] offsets`
+ *  32-byte fingerprint | float64 rows | float64[rows + 1] offsets`; other sidecars of a corpus
+ * share the header, with their own magic and count (see {@link SidecarFormat}).
  */
 const MAGIC = 'JSONLOFS';
 const VERSION = 1;
@@ -81,11 +82,30 @@ export async function scanLineOffsets(file: FileHandle, size: number, onProgress
   return offsets.slice(0, count);
 }
 
-/** The sidecar's offsets if it exists and describes exactly this corpus identity, else undefined. */
-export async function readSidecar(sidecarPath: string, identity: CorpusIdentity): Promise<Float64Array | undefined> {
+/** What tells one kind of corpus sidecar from another: its first 8 bytes and its format version. */
+export interface SidecarFormat {
+  magic: string;
+  version: number;
+  /** How many 8-byte entries follow the header for the count it records. */
+  entries(count: number): number;
+}
+
+const OFFSETS_FORMAT: SidecarFormat = { magic: MAGIC, version: VERSION, entries: (rows) => rows + 1 };
+
+/**
+ * The payload of a sidecar of `format` if it exists and describes exactly this corpus identity,
+ * else undefined. `allocate` makes an array of the entries its header's count calls for, once the
+ * file's size is found to hold exactly those.
+ */
+export async function readCorpusSidecar<Payload extends Float64Array | BigUint64Array>(
+  sidecarPath: string,
+  format: SidecarFormat,
+  identity: CorpusIdentity,
+  allocate: (entries: number) => Payload,
+): Promise<Payload | undefined> {
   let file: FileHandle;
   try {
-    file = await openRegularFile(sidecarPath, 'offsets sidecar');
+    file = await openRegularFile(sidecarPath, 'corpus sidecar');
   } catch {
     return undefined;
   }
@@ -94,34 +114,51 @@ export async function readSidecar(sidecarPath: string, identity: CorpusIdentity)
     if (size < HEADER_BYTES) return undefined;
     const header = Buffer.alloc(HEADER_BYTES);
     await readFully(file, header, 0);
-    if (header.toString('latin1', 0, 8) !== MAGIC || header.readUInt32LE(8) !== VERSION) return undefined;
+    if (header.toString('latin1', 0, 8) !== format.magic || header.readUInt32LE(8) !== format.version) return undefined;
     const stored: CorpusIdentity = {
       size: header.readDoubleLE(16),
       mtimeMs: header.readDoubleLE(24),
       fingerprint: header.toString('hex', 32, 64),
     };
     if (!sameIdentity(stored, identity)) return undefined;
-    const rows = header.readDoubleLE(64);
-    if (size !== HEADER_BYTES + (rows + 1) * 8) return undefined;
-    const offsets = new Float64Array(rows + 1);
-    await readFully(file, new Uint8Array(offsets.buffer), HEADER_BYTES);
-    return offsets;
+    const entries = format.entries(header.readDoubleLE(64));
+    if (size !== HEADER_BYTES + entries * 8) return undefined;
+    const payload = allocate(entries);
+    await readFully(file, new Uint8Array(payload.buffer), HEADER_BYTES);
+    return payload;
   } finally {
     await file.close();
   }
 }
 
-export async function writeSidecar(sidecarPath: string, identity: CorpusIdentity, offsets: Float64Array): Promise<void> {
+/** Writes a sidecar of `format` for this corpus identity atomically; `what` names it in the error. */
+export async function writeCorpusSidecar(
+  sidecarPath: string,
+  format: SidecarFormat,
+  identity: CorpusIdentity,
+  count: number,
+  payload: Float64Array | BigUint64Array,
+  what: string,
+): Promise<void> {
   const header = Buffer.alloc(HEADER_BYTES);
-  header.write(MAGIC, 0, 'latin1');
-  header.writeUInt32LE(VERSION, 8);
+  header.write(format.magic, 0, 'latin1');
+  header.writeUInt32LE(format.version, 8);
   header.writeDoubleLE(identity.size, 16);
   header.writeDoubleLE(identity.mtimeMs, 24);
   header.write(identity.fingerprint, 32, 'hex');
-  header.writeDoubleLE(offsets.length - 1, 64);
+  header.writeDoubleLE(count, 64);
   try {
-    await writeFileAtomically(sidecarPath, [header, new Uint8Array(offsets.buffer, offsets.byteOffset, offsets.byteLength)]);
+    await writeFileAtomically(sidecarPath, [header, new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength)]);
   } catch (error) {
-    throw new ServiceError('internal', `cannot write corpus offsets sidecar ${sidecarPath} (give a sidecar path in a writable folder): ${(error as Error).message}`);
+    throw new ServiceError('internal', `cannot write ${what} ${sidecarPath} (give a sidecar path in a writable folder): ${(error as Error).message}`);
   }
+}
+
+/** The sidecar's offsets if it exists and describes exactly this corpus identity, else undefined. */
+export function readSidecar(sidecarPath: string, identity: CorpusIdentity): Promise<Float64Array | undefined> {
+  return readCorpusSidecar(sidecarPath, OFFSETS_FORMAT, identity, (entries) => new Float64Array(entries));
+}
+
+export function writeSidecar(sidecarPath: string, identity: CorpusIdentity, offsets: Float64Array): Promise<void> {
+  return writeCorpusSidecar(sidecarPath, OFFSETS_FORMAT, identity, offsets.length - 1, offsets, 'corpus offsets sidecar');
 }

@@ -45,20 +45,24 @@ export async function createEncoderSession(
     return InferenceSession.create(file, { ...common, executionProviders });
   };
 
-  const gpuFile = manifest.files.fp16 ?? manifest.files.fp32;
+  const gpuFile = sessionModelFile(manifest, 'cuda', settings);
   const cuda = await tryCuda(settings, 'encoding', () => open(gpuFile, [{ name: 'cuda', deviceId }, 'cpu']));
   if (cuda) return { session: cuda, provider: 'cuda', modelFile: gpuFile };
-  const cpuFile = cpuModelFile(manifest, settings);
+  const cpuFile = sessionModelFile(manifest, 'cpu', settings);
+  if (settings.precision === 'int8' && cpuFile !== manifest.files.int8) {
+    (settings.warn ?? emitFallbackWarning)(
+      `precision int8 was asked for, but model ${manifest.name} has no int8 graph (build it with make-model --int8); encoding with ${manifest.files.fp32}`,
+    );
+  }
   const session = await open(cpuFile, ['cpu']);
   return { session, provider: 'cpu', modelFile: cpuFile };
 }
 
-/** The int8 graph when asked for and present; a folder built without one serves fp32, with a warning. */
-function cpuModelFile(manifest: RetrieverManifest, settings: SessionSettings): string {
-  if (settings.precision !== 'int8') return manifest.files.fp32;
-  if (manifest.files.int8) return manifest.files.int8;
-  (settings.warn ?? emitFallbackWarning)(
-    `precision int8 was asked for, but model ${manifest.name} has no int8 graph (build it with make-model --int8); encoding with ${manifest.files.fp32}`,
-  );
-  return manifest.files.fp32;
+/**
+ * The graph a session on `provider` runs: on CUDA the half-precision one when the folder has it;
+ * on CPU the int8 one when asked for and present (a folder built without one serves fp32).
+ */
+export function sessionModelFile(manifest: RetrieverManifest, provider: ExecutionProviderName, settings: Pick<SessionSettings, 'precision'>): string {
+  if (provider === 'cuda') return manifest.files.fp16 ?? manifest.files.fp32;
+  return settings.precision === 'int8' ? (manifest.files.int8 ?? manifest.files.fp32) : manifest.files.fp32;
 }

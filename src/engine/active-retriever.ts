@@ -8,6 +8,8 @@ import type { Retriever } from './retriever.js';
 import type { QueryInput } from '../encoder/embedding-encoder.js';
 import type {
   BatchStats,
+  DocumentKeys,
+  DocumentsResult,
   Readiness,
   RetrievalResult,
   RetrievalService,
@@ -151,13 +153,27 @@ export class ActiveRetriever implements RetrievalService {
     }
   }
 
-  async retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult> {
-    if (!this.serving && this.replacing) await this.replacing.gate.wait(inputs.length, options?.signal);
+  retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult> {
+    return this.onServing(inputs.length, options?.signal, (serving) => serving.batcher.submit(inputs, topk, options));
+  }
+
+  /** Read from the serving version's corpus, which every version shares (versions register against it). */
+  documents(keys: DocumentKeys, options?: RetrieveOptions): Promise<DocumentsResult> {
+    const count = keys.by === 'id' ? keys.ids.length : keys.rows.length;
+    return this.onServing(count, options?.signal, async ({ retriever }) => ({ documents: await retriever.documents(keys), version: retriever.version }));
+  }
+
+  /**
+   * Runs `work` on the version serving now, which is not closed until it ends; while a version is
+   * replaced, `work` waits (counted as `queries` in the queue limit) for the one that serves next.
+   */
+  private async onServing<T>(queries: number, signal: AbortSignal | undefined, work: (serving: Serving) => Promise<T>): Promise<T> {
+    if (!this.serving && this.replacing) await this.replacing.gate.wait(queries, signal);
     const serving = this.serving;
     if (!serving) throw new ServiceError('not_ready', `the retriever is not loaded yet (stage: ${this.state.stage})`);
     serving.inFlight++;
     try {
-      return await serving.batcher.submit(inputs, topk, options);
+      return await work(serving);
     } finally {
       serving.inFlight--;
       if (serving.retirement && serving.inFlight === 0) serving.retirement.release();

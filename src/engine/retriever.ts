@@ -1,4 +1,6 @@
 import { performance } from 'node:perf_hooks';
+import { CorpusIds } from '../corpus/corpus-ids.js';
+import type { CorpusRow } from '../corpus/corpus-row.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
@@ -6,7 +8,7 @@ import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js
 import { showBytes } from '../index/search-memory.js';
 import type { EmbeddingEncoder, QueryInput } from '../encoder/embedding-encoder.js';
 import type { VectorIndex } from '../index/vector-index.js';
-import type { RetrievalResult, RetrieverInfo, SearchHit } from './types.js';
+import type { DocumentKeys, RetrievalResult, RetrieverInfo, SearchHit } from './types.js';
 
 /** The three files a retriever version is made of. */
 export interface RetrieverFiles {
@@ -37,13 +39,17 @@ const WARM_UP_QUERY: QueryInput = { question: 'who wrote hamlet?', query: 'hamle
  * row i is index row i. Serving swaps whole versions; a version never changes under a request.
  */
 export class Retriever {
+  private readonly corpusIds: CorpusIds;
+
   private constructor(
     readonly version: string,
     readonly files: RetrieverFiles,
     readonly encoder: EmbeddingEncoder,
     readonly index: VectorIndex,
     readonly corpus: CorpusStore,
-  ) {}
+  ) {
+    this.corpusIds = new CorpusIds(corpus);
+  }
 
   /**
    * Loads, cross-checks (model dimension = index dimension, index rows = corpus rows) and warms
@@ -112,6 +118,15 @@ export class Retriever {
       version: this.version,
       timings: { encodeMs: encoded - started, searchMs: searched - encoded, fetchMs: fetched - searched },
     };
+  }
+
+  /** Corpus rows by their `id` field or by row number, in the order asked; undefined where there is none. */
+  async documents(keys: DocumentKeys): Promise<(CorpusRow | undefined)[]> {
+    if (keys.by === 'id') return this.corpusIds.find(keys.ids);
+    const present = keys.rows.filter((row) => row < this.corpus.rows);
+    const rows = await this.corpus.readRows(present);
+    let next = 0;
+    return keys.rows.map((row) => (row < this.corpus.rows ? rows[next++] : undefined));
   }
 
   info(): RetrieverInfo {

@@ -26,10 +26,22 @@ export interface RetrievalResult {
   timings: RetrievalTimings;
 }
 
+/** Which corpus rows to fetch: by their `id` field, or by row number (FlashRAG's passage ids). */
+export type DocumentKeys = { by: 'id'; ids: readonly string[] } | { by: 'row'; rows: readonly number[] };
+
+export interface DocumentsResult {
+  /** One per key, in the order asked; undefined where the corpus has no such id or row. */
+  documents: (CorpusRow | undefined)[];
+  /** The version whose corpus answered (every version serves the same corpus). */
+  version: string;
+}
+
 /** What the HTTP layer talks to: the active retriever, whichever version that is now. */
 export interface RetrievalService {
   /** Throws ServiceError('not_ready') before a retriever is loaded. */
   retrieve(inputs: readonly QueryInput[], topk: number, options?: RetrieveOptions): Promise<RetrievalResult>;
+  /** Corpus rows by id or row number; throws ServiceError('not_ready') before a retriever is loaded. */
+  documents(keys: DocumentKeys, options?: RetrieveOptions): Promise<DocumentsResult>;
   readiness(): Readiness;
   info(): RetrieverInfo | undefined;
   /** Subscribes to batching, cache and overload events (services without a batcher have none). */

@@ -2,6 +2,8 @@ import express, { type Express, type Router } from 'express';
 import helmet from 'helmet';
 import type { RetrievalService } from '../engine/types.js';
 import type { Logger } from '../log.js';
+import { documentRoutes } from './document-routes.js';
+import { docsRoutes } from './docs-routes.js';
 import { errorHandler, notFoundHandler } from './errors.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
@@ -30,6 +32,8 @@ export function createApp({ service, config, logger, metrics, extraRouters = [] 
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
   app.use(retrieveRoutes(service, config, appMetrics));
+  app.use(documentRoutes(service, config));
+  app.use(docsRoutes());
   app.get('/metrics', async (_req, res) => {
     res.type(appMetrics.registry.contentType).send(await appMetrics.registry.metrics());
   });

@@ -40,14 +40,16 @@ export function statusForCode(code: ErrorCode): number {
 }
 
 export interface ErrorBody {
-  error: { code: ErrorCode; message: string; field?: string };
+  /** `ids`: the keys a lookup did not find (`/documents`' 404). */
+  error: { code: ErrorCode; message: string; field?: string; ids?: unknown[] };
 }
 
 export function sendError(res: Response, error: ServiceError): void {
   const retryAfter = retryAfterSeconds(error);
   if (retryAfter !== undefined) res.setHeader('Retry-After', String(retryAfter));
   const field = typeof error.details?.field === 'string' ? error.details.field : undefined;
-  const body: ErrorBody = { error: { code: error.code, message: error.message, ...(field ? { field } : {}) } };
+  const ids = Array.isArray(error.details?.ids) ? (error.details.ids as unknown[]) : undefined;
+  const body: ErrorBody = { error: { code: error.code, message: error.message, ...(field ? { field } : {}), ...(ids ? { ids } : {}) } };
   res.status(statusForCode(error.code)).json(body);
 }
 

@@ -15,7 +15,7 @@ export interface RetrieveRequest {
   returnScores: boolean;
 }
 
-function invalid(field: string, message: string): ServiceError {
+export function invalid(field: string, message: string): ServiceError {
   return badRequest(`${field}: ${message}`, { field });
 }
 
@@ -118,7 +118,7 @@ function readReturnScores(body: Record<string, unknown>): boolean {
   return returnScores;
 }
 
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
@@ -126,17 +126,19 @@ function describe(value: unknown): string {
   return `${typeof value} ${String(value)}`;
 }
 
+/** The parsed body as an object, or a 400 that shows `example`. */
+export function jsonObjectBody(body: unknown, example: string): Record<string, unknown> {
+  if (body === undefined) throw invalid('body', 'missing: send a JSON object with Content-Type: application/json');
+  if (!isRecord(body)) throw invalid('body', `must be a JSON object such as ${example}`);
+  return body;
+}
+
 /**
  * Validates a Search-R1 `/retrieve` body. Unknown fields are ignored, as the reference server's
  * pydantic model ignores them.
  */
-export function parseRetrieveRequest(body: unknown, limits: RetrieveLimits): RetrieveRequest {
-  if (body === undefined) {
-    throw invalid('body', 'missing: send a JSON object with Content-Type: application/json');
-  }
-  if (!isRecord(body)) {
-    throw invalid('body', 'must be a JSON object such as {"queries": ["..."], "topk": 3, "return_scores": true}');
-  }
+export function parseRetrieveRequest(request: unknown, limits: RetrieveLimits): RetrieveRequest {
+  const body = jsonObjectBody(request, '{"queries": ["..."], "topk": 3, "return_scores": true}');
   const queryTexts = readQueryTexts(body, limits);
   const questions = readQuestions(body, queryTexts.length, limits);
   const inputs = queryTexts.map((query, position) =>

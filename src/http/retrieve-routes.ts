@@ -1,10 +1,10 @@
-import express, { Router, type Response } from 'express';
-import { ServiceError } from '../errors.js';
+import { Router } from 'express';
 import type { CorpusRow } from '../corpus/corpus-row.js';
 import type { RetrievalService, SearchHit } from '../engine/types.js';
 import { queryLogFields } from '../log.js';
 import type { ServiceMetrics } from './metrics.js';
 import { requestFacts } from './request-log.js';
+import { beforeDeadline, readJsonBody, requestDeadline } from './request-body.js';
 import { parseRetrieveRequest, type RetrieveLimits } from './retrieve-request.js';
 
 export const VERSION_HEADER = 'X-Retriever-Version';
@@ -32,35 +32,6 @@ function renderHits(hits: SearchHit[][], returnScores: boolean): (ScoredDocument
   );
 }
 
-/**
- * A retrieval's one deadline: it passes at --request_timeout_ms, or as soon as the client has gone
- * (verl's search tool gives up after 30 s and retries: nobody reads that answer). Its reason is the
- * error the route answers with.
- */
-function retrievalDeadline(res: Response, timeoutMs: number, queries: number): AbortSignal {
-  const deadline = new AbortController();
-  const timer =
-    timeoutMs > 0
-      ? setTimeout(
-          () => deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries did not finish within ${timeoutMs} ms`)),
-          timeoutMs,
-        )
-      : undefined;
-  res.on('close', () => {
-    clearTimeout(timer);
-    if (!res.writableFinished) deadline.abort(new ServiceError('timeout', `retrieval of ${queries} queries was abandoned: its client went away`));
-  });
-  return deadline.signal;
-}
-
-/** `work`, or the deadline's reason once it passes; a search still running then settles unread. */
-function beforeDeadline<T>(work: Promise<T>, deadline: AbortSignal): Promise<T> {
-  const passed = new Promise<never>((_, reject) => {
-    deadline.addEventListener('abort', () => reject(deadline.reason as ServiceError), { once: true });
-  });
-  return Promise.race([work, passed]);
-}
-
 export function retrieveRoutes(service: RetrievalService, config: RetrieveSettings, metrics: ServiceMetrics): Router {
   const limits: RetrieveLimits = {
     defaultTopk: config.topk,
@@ -69,11 +40,7 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
     maxQueryChars: config.maxQueryChars,
   };
   const router = Router();
-  // FastAPI reads a body without Content-Type as JSON, so `requests.post(url, data=json.dumps(p))`
-  // works against the reference; the second parser takes only those. Other types keep their 400.
-  const readJson = express.json({ limit: config.bodyLimit });
-  const readUntypedJson = express.json({ limit: config.bodyLimit, type: (req) => req.headers['content-type'] === undefined });
-  router.post('/retrieve', readJson, readUntypedJson, async (req, res) => {
+  router.post('/retrieve', ...readJsonBody(config.bodyLimit), async (req, res) => {
     const request = parseRetrieveRequest(req.body, limits);
     Object.assign(
       requestFacts(res),
@@ -91,7 +58,7 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
       return;
     }
     // The engine drops the request from its queue when the deadline passes; the route stops waiting.
-    const deadline = retrievalDeadline(res, config.requestTimeoutMs, request.inputs.length);
+    const deadline = requestDeadline(res, config.requestTimeoutMs, `retrieval of ${request.inputs.length} queries`);
     const result = await beforeDeadline(service.retrieve(request.inputs, request.topk, { signal: deadline }), deadline);
     metrics.observeRetrieval(request.inputs.length, result.timings);
     const { encodeMs, searchMs, fetchMs } = result.timings;

@@ -1,7 +1,9 @@
 import type { CorpusStore } from '../corpus/corpus-store.js';
 import type { EmbeddingEncoder } from '../encoder/embedding-encoder.js';
 import { ServiceError } from '../errors.js';
+import { partDescription, partTrailer, type IndexPartDescription } from './index-part.js';
 import { IxfiWriter } from './ixfi-writer.js';
+import type { RowRange } from './row-range.js';
 
 export interface BuildIndexOptions {
   corpus: CorpusStore;
@@ -19,16 +21,24 @@ export interface BuildIndexOptions {
   signal?: AbortSignal;
   /** Discard a partial build of this `outPath` instead of resuming (or refusing) it. */
   restart?: boolean;
+  /**
+   * Encode only these rows, into an index part that `merge-index` joins with the others; the
+   * part carries its rows, its encoder and its corpus. Absent: the whole corpus, into an index.
+   */
+  rows?: RowRange;
 }
 
 export interface BuildIndexResult {
   path: string;
+  /** Rows in the file: the corpus's, or the part's. */
   rows: number;
   dimension: number;
   /** Tokens each passage was cut to, from the encoder's manifest (recorded so a resume cannot mix lengths). */
   maxPassageLength: number;
   /** Rows found in a partial build and kept; 0 for a fresh build. */
   resumedFrom: number;
+  /** A part's corpus rows, present only for a part. */
+  rowRange?: RowRange;
 }
 
 /**
@@ -38,8 +48,8 @@ export interface BuildIndexResult {
 const FIRST_BATCH_ROWS = 4;
 
 /**
- * Encodes every corpus passage, in row order, into a FAISS IndexFlatIP file at `outPath`.
- * The file appears only when complete; a stopped build resumes from `<outPath>.partial`.
+ * Encodes every corpus passage (or those of `rows`), in row order, into a FAISS IndexFlatIP file
+ * at `outPath`. The file appears only when complete; a stopped build resumes from `<outPath>.partial`.
  */
 export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndexResult> {
   const { corpus, encoder, outPath, onProgress, signal } = options;
@@ -47,14 +57,18 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
     throw new ServiceError('bad_request', `batch size must be a positive integer, got ${options.batchSize}`);
   }
   const dimension = encoder.manifest.dimension;
+  const { start, end } = options.rows ?? { start: 0, end: corpus.rows };
+  const rows = end - start;
+  const part = options.rows && partDescription({ rows: { start, end }, corpusRows: corpus.rows, dimension, ...buildDescription(corpus, encoder) });
   const writer = await IxfiWriter.open(outPath, {
     dimension,
-    rows: corpus.rows,
-    description: buildDescription(corpus, encoder),
+    rows,
+    description: part ?? buildDescription(corpus, encoder),
     restart: options.restart,
+    trailer: part && partTrailer(part),
   });
   try {
-    onProgress?.(writer.rowsWritten, corpus.rows);
+    onProgress?.(writer.rowsWritten, rows);
     let batch: string[] = [];
     let batchRows = Math.min(FIRST_BATCH_ROWS, options.batchSize);
     const flush = async (): Promise<void> => {
@@ -66,9 +80,11 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
       await writer.append(vectors);
       batch = [];
       batchRows = Math.min(batchRows * 2, options.batchSize);
-      onProgress?.(writer.rowsWritten, corpus.rows);
+      onProgress?.(writer.rowsWritten, rows);
     };
-    for await (const contents of corpus.passages(writer.rowsWritten)) {
+    let rowIndex = start + writer.rowsWritten;
+    for await (const contents of corpus.passages(rowIndex)) {
+      if (rowIndex++ === end) break;
       batch.push(contents);
       if (batch.length === batchRows) await flush();
     }
@@ -77,11 +93,12 @@ export async function buildIndex(options: BuildIndexOptions): Promise<BuildIndex
   } finally {
     await writer.close();
   }
-  return { path: outPath, rows: corpus.rows, dimension, maxPassageLength: encoder.manifest.maxPassageLength, resumedFrom: writer.resumedFrom };
+  const result = { path: outPath, rows, dimension, maxPassageLength: encoder.manifest.maxPassageLength, resumedFrom: writer.resumedFrom };
+  return options.rows ? { ...result, rowRange: { start, end } } : result;
 }
 
 /** What makes two builds' vectors interchangeable: the same encoder weights and passage settings, the same corpus bytes. */
-function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Record<string, unknown> {
+function buildDescription(corpus: CorpusStore, encoder: EmbeddingEncoder): Pick<IndexPartDescription, 'encoder' | 'corpus'> {
   const { name, dimension, passagePrefix, maxPassageLength, pooling, normalize, files, provenance } = encoder.manifest;
   return {
     encoder: { name, dimension, passagePrefix, maxPassageLength, pooling, normalize, files, provenance },

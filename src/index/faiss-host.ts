@@ -1,16 +1,11 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { parseCpuFlags, readCpuinfo } from '../cpu-flags.js';
+import { hostCpuFlags } from '../cpu-flags.js';
 import { processChannel, WorkerRequests, type Channel, type WithoutId } from '../threads/worker-requests.js';
 import type { FaissReply, FaissRequest } from './faiss-protocol.js';
 
 const HOST_ENTRY = fileURLToPath(new URL('../workers/faiss-worker.js', import.meta.url));
-
-/** The CPU's feature flags (none where /proc/cpuinfo cannot be read). */
-function cpuFlags(): ReadonlySet<string> {
-  return parseCpuFlags(readCpuinfo() ?? '');
-}
 
 /**
  * The OpenBLAS kernels for this CPU. OpenBLAS (Debian 12's 0.3.21) picks them from the CPU model
@@ -31,7 +26,7 @@ function openblasCoretype(flags: ReadonlySet<string>): string | undefined {
  * (benchmarks/faiss-threads.ts). OpenBLAS's pool is sized explicitly, since it otherwise follows
  * OMP_NUM_THREADS. A value the user set always wins.
  */
-export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelism(), flags = cpuFlags()): NodeJS.ProcessEnv {
+export function faissHostEnv(env: NodeJS.ProcessEnv, cores = availableParallelism(), flags = hostCpuFlags()): NodeJS.ProcessEnv {
   const chosen: Record<string, string | undefined> = {
     OMP_WAIT_POLICY: 'PASSIVE',
     OPENBLAS_NUM_THREADS: String(cores),

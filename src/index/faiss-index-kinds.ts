@@ -1,6 +1,6 @@
 import { ServiceError } from '../errors.js';
 import { openRegularFile } from '../file-io.js';
-import { readIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
+import { checkIxfiHeader, type IxfiExpectations } from './ixfi-header.js';
 
 /**
  * What a FAISS index file is, read from its first bytes before FAISS loads it (which can take
@@ -69,7 +69,7 @@ function commonHeader(bytes: Buffer, offset: number) {
 /**
  * Reads and checks an index file's header: a known-looking FAISS header, trained, and the
  * dimension and row count the encoder and corpus expect. IxFI files get the exact-size checks of
- * {@link readIxfiHeader}; other kinds are checked further by FAISS as it reads them.
+ * {@link checkIxfiHeader}; other kinds are checked further by FAISS as it reads them.
  */
 export async function readFaissHeader(path: string, expect: IxfiExpectations = {}): Promise<FaissFileHeader> {
   const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
@@ -92,7 +92,7 @@ export async function readFaissHeader(path: string, expect: IxfiExpectations = {
     throw fail(`not a FAISS index this service reads (starts with ${JSON.stringify(outer.fourcc)}${wrapper && inner ? ` wrapping ${JSON.stringify(inner.fourcc)}` : ''})`);
   }
   const kind = wrapper ? `${wrapper}(${known.name})` : known.name;
-  if (outer.fourcc === 'IxFI') await readIxfiHeader(path, expect);
+  if (outer.fourcc === 'IxFI') checkIxfiHeader(path, bytes, fileBytes, expect);
   const rows = Number(outer.rows);
   if (outer.dimension <= 0 || rows < 0 || inner.dimension !== outer.dimension) throw fail(`corrupt ${kind} header (d ${outer.dimension}, ntotal ${rows})`);
   if (!outer.isTrained || !inner.isTrained) throw fail(`the ${kind} is not trained: train it before adding vectors (faiss would refuse to search it)`);

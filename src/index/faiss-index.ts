@@ -56,6 +56,7 @@ function memoryPlan(path: string, header: FaissFileHeader, mappedBytes: number):
       header.family === 'flat'
         ? 'read into memory by the faiss backend'
         : `in an ${header.kind} read into memory by the faiss backend${mappedBytes > 0 ? ', its IVF lists mapped' : ''}`,
+    devices: ['cpu'],
     perDevice: { rows: header.rows, vectorBytes: residentBytes, scoreBytes: 0 },
     hostRows: header.rows,
     hostMappedBytes: mappedBytes,
@@ -102,7 +103,11 @@ export class FaissIndex implements VectorIndex {
    * sets the search parameters; any failure stops the host, so nothing stays loaded.
    */
   static async open(path: string, expect: IxfiExpectations = {}, options: FaissIndexOptions = {}): Promise<FaissIndex> {
-    const header = await readFaissHeader(path, expect);
+    return FaissIndex.openChecked(path, await readFaissHeader(path, expect), options);
+  }
+
+  /** Opens `path`, whose header the caller has read and checked ({@link readFaissHeader}). */
+  static async openChecked(path: string, header: FaissFileHeader, options: FaissIndexOptions = {}): Promise<FaissIndex> {
     const warn = options.warn ?? ((message: string) => process.emitWarning(message));
     const hostMemory = await readHostMemory(options.memoryFiles);
     const checkMemory = (mappedBytes: number): void => checkSearchMemory(memoryPlan(path, header, mappedBytes), options.memoryBudgetBytes ?? 0, hostMemory, warn);

@@ -1,3 +1,4 @@
+import type { FileHandle } from 'node:fs/promises';
 import { openRegularFile, readFully } from '../file-io.js';
 import { ServiceError } from '../errors.js';
 
@@ -48,17 +49,31 @@ export function ixfiFileBytes({ dimension, rows }: IxfiHeader): number {
  * index (or reads an L2 file happily and searches by distance), so every mismatch is caught here.
  */
 export async function readIxfiHeader(path: string, expect: IxfiExpectations = {}): Promise<IxfiHeader> {
-  const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
-  let size: number;
-  const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
   const file = await openRegularFile(path, 'index');
   try {
-    size = (await file.stat()).size;
-    if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);
-    await readFully(file, bytes, 0);
+    return await readIxfiHeaderOf(file, path, (await file.stat()).size, expect);
   } finally {
     await file.close();
   }
+}
+
+/**
+ * {@link readIxfiHeader} of an open file whose IxFI bytes end at `size` (an index part carries
+ * its description after them); `path` names it in errors.
+ */
+export async function readIxfiHeaderOf(file: FileHandle, path: string, size: number, expect: IxfiExpectations = {}): Promise<IxfiHeader> {
+  const bytes = Buffer.alloc(IXFI_HEADER_BYTES);
+  if (size >= IXFI_HEADER_BYTES) await readFully(file, bytes, 0);
+  return checkIxfiHeader(path, bytes, size, expect);
+}
+
+/**
+ * {@link readIxfiHeader}'s checks on a file's first bytes (at least {@link IXFI_HEADER_BYTES} of
+ * them when the file has that many) and its size, for a caller that has read them already.
+ */
+export function checkIxfiHeader(path: string, bytes: Buffer, size: number, expect: IxfiExpectations = {}): IxfiHeader {
+  const fail = (why: string): ServiceError => new ServiceError('bad_request', `index ${path}: ${why}`, { indexPath: path });
+  if (size < IXFI_HEADER_BYTES) throw fail(`only ${size} bytes, shorter than a FAISS IndexFlat header`);
   const fourcc = bytes.toString('latin1', 0, 4);
   if (fourcc !== 'IxFI') {
     const known = FLAT_FOURCC[fourcc];
@@ -81,7 +96,9 @@ export async function readIxfiHeader(path: string, expect: IxfiExpectations = {}
   }
   const expected = ixfiFileBytes({ dimension, rows });
   if (size < expected) throw fail(`truncated: ${size} bytes, ${rows} rows × ${dimension} need ${expected}`);
-  if (size > expected) throw fail(`${size - expected} unexpected bytes after ${rows} rows × ${dimension}`);
+  if (size > expected) {
+    throw fail(`${size - expected} unexpected bytes after ${rows} rows × ${dimension} (a part from build-index --rows or --shard? merge-index joins parts into an index)`);
+  }
   if (expect.expectDimension !== undefined && dimension !== expect.expectDimension) {
     throw fail(`dimension ${dimension} does not match the encoder's dimension ${expect.expectDimension}`);
   }

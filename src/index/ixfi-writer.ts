@@ -19,6 +19,8 @@ export interface IxfiWriterOptions {
   description: Record<string, unknown>;
   /** Delete an existing partial build instead of resuming or refusing it. */
   restart?: boolean;
+  /** Bytes `finish()` writes after the last row (an index part's description); faiss reads only up to the rows. */
+  trailer?: Uint8Array;
 }
 
 interface PartialDescription {
@@ -46,6 +48,7 @@ export class IxfiWriter {
     readonly resumedFrom: number,
     private file: FileHandle | undefined,
     private written: number,
+    private readonly trailer: Uint8Array | undefined,
   ) {}
 
   static async open(outPath: string, options: IxfiWriterOptions): Promise<IxfiWriter> {
@@ -71,15 +74,15 @@ export class IxfiWriter {
           { partialPath: paths.vectors, stored, wanted },
         );
       }
-      return IxfiWriter.resume(outPath, wanted, existing);
+      return IxfiWriter.resume(outPath, wanted, existing, options.trailer);
     }
     await writeFileAtomically(paths.description, [Buffer.from(JSON.stringify(wanted, null, 2) + '\n')]);
     const file = await open(paths.vectors, 'w');
     await writeFully(file, encodeIxfiHeader({ dimension, rows }), 0);
-    return new IxfiWriter(outPath, dimension, rows, 0, file, 0);
+    return new IxfiWriter(outPath, dimension, rows, 0, file, 0, options.trailer);
   }
 
-  private static async resume(outPath: string, wanted: PartialDescription, file: FileHandle): Promise<IxfiWriter> {
+  private static async resume(outPath: string, wanted: PartialDescription, file: FileHandle, trailer: Uint8Array | undefined): Promise<IxfiWriter> {
     const { dimension, rows } = wanted;
     const header = Buffer.alloc(IXFI_HEADER_BYTES);
     const { size } = await file.stat();
@@ -88,10 +91,10 @@ export class IxfiWriter {
       await file.close();
       throw new ServiceError('conflict', `${partialPaths(outPath).vectors} has a damaged header; delete it to restart`);
     }
-    // A kill can land mid-row: keep whole rows only.
+    // A kill can land mid-row (or mid-trailer): keep whole rows only.
     const written = wholeRows(size, { dimension, rows });
     await file.truncate(ixfiFileBytes({ dimension, rows: written }));
-    return new IxfiWriter(outPath, dimension, rows, written, file, written);
+    return new IxfiWriter(outPath, dimension, rows, written, file, written, trailer);
   }
 
   get rowsWritten(): number {
@@ -119,6 +122,7 @@ export class IxfiWriter {
     if (this.written !== this.rows) {
       throw new ServiceError('internal', `${this.outPath}: ${this.written} of ${this.rows} rows written, cannot finish`);
     }
+    if (this.trailer) await writeFully(file, this.trailer, ixfiFileBytes({ dimension: this.dimension, rows: this.rows }));
     await file.sync();
     await file.close();
     this.file = undefined;

@@ -68,6 +68,7 @@ function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows
     dimension: index.dimension,
     precision,
     holding: onCpu.length > 0 ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
+    devices: [...new Set(devices.slice(0, parts.length).map((device) => (device.provider === 'cuda' ? `cuda:${device.deviceId}` : 'cpu')))],
     perDevice: { rows, vectorBytes: vectorBytes(rows), scoreBytes: scoreBytes(rows) },
     hostRows,
     hostMappedBytes: vectorBytes(hostRows),
@@ -75,9 +76,10 @@ function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows
   };
 }
 
-/** The sessions an index opens with: devices, precision, shard size, each device's rows, and what they will hold. */
-async function layout(path: string, expect: IxfiExpectations, options: OnnxIndexOptions) {
-  const index = await readIxfiHeader(path, expect);
+/** The sessions an index of this header opens with: devices, precision, shard size, each device's rows, and what they will hold. */
+function layout(path: string, header: IxfiHeader, options: OnnxIndexOptions) {
+  // Only what the search workers need: a FAISS header's other fields would travel to each of them.
+  const index: IxfiHeader = { dimension: header.dimension, rows: header.rows };
   const devices = options.devices ?? [{ provider: 'cpu' }];
   if (devices.length === 0) throw new ServiceError('bad_request', 'the ONNX search backend needs at least one device');
   const precision = options.precision ?? (devices.some((device) => device.provider === 'cuda') ? 'fp16' : 'fp32');
@@ -143,13 +145,18 @@ export class OnnxFlatIndex implements VectorIndex {
     return { backend: 'onnx', sessions: this.workers.map((worker) => worker.info) };
   }
 
-  /** What opening `path` with these options would hold, read from its header alone: nothing is loaded. */
-  static async plan(path: string, expect: IxfiExpectations = {}, options: OnnxIndexOptions = {}): Promise<SearchMemoryPlan> {
-    return (await layout(path, expect, options)).plan;
+  /** What opening `path`, of this header, with these options would hold: nothing is loaded. */
+  static plan(path: string, header: IxfiHeader, options: OnnxIndexOptions = {}): SearchMemoryPlan {
+    return layout(path, header, options).plan;
   }
 
   static async open(path: string, expect: IxfiExpectations = {}, options: OnnxIndexOptions = {}): Promise<OnnxFlatIndex> {
-    const { index, devices, precision, shardRows, parts, plan } = await layout(path, expect, options);
+    return OnnxFlatIndex.openChecked(path, await readIxfiHeader(path, expect), options);
+  }
+
+  /** Opens `path`, whose header the caller has read and checked (its dimension and rows are the encoder's and the corpus's). */
+  static async openChecked(path: string, header: IxfiHeader, options: OnnxIndexOptions = {}): Promise<OnnxFlatIndex> {
+    const { index, devices, precision, shardRows, parts, plan } = layout(path, header, options);
     checkSearchMemory(plan, options.memoryBudgetBytes ?? 0, await readHostMemory(options.memoryFiles), options.warn ?? emitFallbackWarning);
     const data = (i: number): SearchWorkerData => ({
       indexPath: path,

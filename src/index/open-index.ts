@@ -56,7 +56,8 @@ function onnxOptions(options: VectorIndexOptions): OnnxIndexOptions {
 
 /**
  * Opens an index file on the chosen backend after checking its header against `expect`: an IxFI
- * file on either backend, any other FAISS index on the faiss backend, on CPU.
+ * file on either backend, any other FAISS index on the faiss backend, on CPU. The header is read
+ * once, here, and handed to the backend.
  */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
   const { backend, gpu, efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn } = options;
@@ -68,13 +69,13 @@ export async function openVectorIndex(path: string, expect: IxfiExpectations = {
         `index ${path} is an ${header.kind}: it is searched on CPU (faiss backend); only Flat inner-product indexes search on the GPU`,
       );
     }
-    return FaissIndex.open(path, expect, { efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn });
+    return FaissIndex.openChecked(path, header, { efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn });
   }
-  return OnnxFlatIndex.open(path, expect, onnxOptions(options));
+  return OnnxFlatIndex.openChecked(path, header, onnxOptions(options));
 }
 
 /** What {@link openVectorIndex} with these options would hold, per device and on this host, from the header alone. */
 export async function planVectorIndex(path: string, options: VectorIndexOptions = {}): Promise<SearchMemoryPlan> {
   const header = await readFaissHeader(path);
-  return chooseSearchBackend(path, header, options.backend) === 'faiss' ? FaissIndex.plan(path, header) : OnnxFlatIndex.plan(path, {}, onnxOptions(options));
+  return chooseSearchBackend(path, header, options.backend) === 'faiss' ? FaissIndex.plan(path, header) : OnnxFlatIndex.plan(path, header, onnxOptions(options));
 }

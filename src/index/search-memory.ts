@@ -99,6 +99,8 @@ export interface SearchMemoryPlan {
   precision: 'fp32' | 'fp16';
   /** How the vectors are held, for the refusal: "mapped by the onnx backend on CPU". */
   holding: string;
+  /** The devices holding a share each, at most `perDevice`: `cpu` or `cuda:<ordinal>`. */
+  devices: string[];
   /** The largest device's rows, vectors and score buffers, held against `--search_memory_budget`. */
   perDevice: { rows: number; vectorBytes: number; scoreBytes: number };
   /** Rows whose vectors this host holds (every CPU session's). */
@@ -170,41 +172,151 @@ function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
 export type SwapMode = 'side-by-side' | 'replace';
 export type SwapModeSetting = SwapMode | 'auto';
 
+/** What one version holds: its index, and its encoder's weights on the device the encoder runs on. */
+export interface VersionMemory {
+  index: SearchMemoryPlan;
+  /** `device` is `cpu` (this host's memory) or `cuda:<ordinal>`; `bytes` the weights held there. */
+  encoder: { device: string; bytes: number };
+}
+
+/** One device's memory in a swap: what each version holds there, and what both are held against. */
+export interface DeviceSwapMemory {
+  /** `cpu` (the CPU search session and encoder, against the budget) or `cuda:<ordinal>`. */
+  name: string;
+  /** All the serving version holds there: its index share (vectors + one query chunk's scores) and its encoder when it runs there. */
+  activeBytes: number;
+  nextBytes: number;
+  /** Of those, each version's encoder weights. */
+  encoderBytes: { active: number; next: number };
+  /** `--search_memory_budget` (0: none). */
+  budgetBytes: number;
+  /** What the driver reports free on a CUDA device (nvidia-smi); absent where it cannot tell. */
+  freeBytes?: number;
+  /**
+   * What the versions are held against there: the budget, or the driver's free memory plus what
+   * the serving version holds (the driver counts that as used already), whichever is less; 0: none.
+   */
+  limitBytes: number;
+}
+
 /** The memory plan of one activation, decided before anything of the new version is loaded. */
 export interface SwapPlan {
   mode: SwapMode;
   /** Why this mode, with the sizes: what fits or does not, or that `--swap_mode` forced it. */
   reason: string;
-  /** The largest device's share of each version against `--search_memory_budget` (0: none). */
-  device: { activeBytes: number; nextBytes: number; budgetBytes: number };
-  /** Each version's share of this host's memory against what the host leaves this process. */
+  /** Whether both versions fit together on every device and on the host; false with side by side only when `--swap_mode` forced it. */
+  fits: boolean;
+  /** The device with the least room left for both versions. */
+  device: DeviceSwapMemory;
+  /** Every device either version holds memory on. */
+  devices: DeviceSwapMemory[];
+  /** Each version's share of this host's memory (its encoder too, when it runs on CPU) against what the host leaves this process. */
   host: { activeBytes: number; nextBytes: number; usableBytes: number };
 }
 
+/** Bytes `version` holds on device `name`: its index share where the index is, its encoder where that runs. */
+function heldOn(version: VersionMemory, name: string): { total: number; encoder: number } {
+  const encoder = version.encoder.device === name ? version.encoder.bytes : 0;
+  return { total: (version.index.devices.includes(name) ? deviceShare(version.index) : 0) + encoder, encoder };
+}
+
+/** Each device either version holds memory on, with its limit: the budget, and on CUDA what the driver leaves. */
+function deviceMemory(active: VersionMemory, next: VersionMemory, budgetBytes: number, gpuFree: ReadonlyMap<string, number>): DeviceSwapMemory[] {
+  const names = [...new Set([...active.index.devices, active.encoder.device, ...next.index.devices, next.encoder.device])];
+  return names.map((name) => {
+    const [activeHeld, nextHeld] = [heldOn(active, name), heldOn(next, name)];
+    const freeBytes = gpuFree.get(name);
+    const limits = [...(budgetBytes > 0 ? [budgetBytes] : []), ...(freeBytes !== undefined ? [freeBytes + activeHeld.total] : [])];
+    return {
+      name,
+      activeBytes: activeHeld.total,
+      nextBytes: nextHeld.total,
+      encoderBytes: { active: activeHeld.encoder, next: nextHeld.encoder },
+      budgetBytes,
+      ...(freeBytes !== undefined && { freeBytes }),
+      limitBytes: limits.length > 0 ? Math.min(...limits) : 0,
+    };
+  });
+}
+
+/** Room left on `device` with both versions on it; Infinity without a limit. */
+const roomForBoth = (device: DeviceSwapMemory): number => (device.limitBytes > 0 ? device.limitBytes - device.activeBytes - device.nextBytes : Infinity);
+
+/** What `device`'s limit is, in words: the budget, or the driver's free memory with the serving version's share. */
+function limitWords(device: DeviceSwapMemory): string {
+  const byDriver = device.freeBytes !== undefined && (device.budgetBytes === 0 || device.freeBytes + device.activeBytes < device.budgetBytes);
+  return byDriver
+    ? `the ${showBytes(device.limitBytes)} the driver leaves there (${showBytes(device.freeBytes!)} free + the serving version's ${showBytes(device.activeBytes)})`
+    : `the search memory budget of ${showBytes(device.budgetBytes)}`;
+}
+
+/** `bytes on cuda:0 (0.4 GB of it encoder weights)`. */
+function onDevice(bytes: number, encoderBytes: number, device: DeviceSwapMemory): string {
+  return `${showBytes(bytes)} on ${device.name}${encoderBytes > 0 ? ` (${showBytes(encoderBytes)} of it encoder weights)` : ''}`;
+}
+
 /**
- * Plans the memory of swapping `active` (serving) for `next`: side by side when both fit each
- * device's budget and the host, else replace; `setting` may force either. Refuses, before
- * anything is closed, a `next` that does not fit the budget even alone. Devices hold equal
- * slices of both versions' rows, so the largest device's shares add up to that device's need.
- * The serving version's anonymous memory is already outside MemAvailable, but its mapped pages
- * are counted there as reclaimable cache, while side by side keeps them in use: they count again.
+ * Refuses, before anything is closed, a new version that does not fit a device even alone, once
+ * the serving version's share there is freed: replace mode would close the serving one for nothing.
  */
-export function planSwap(active: SearchMemoryPlan, next: SearchMemoryPlan, budgetBytes: number, host: HostMemory, setting: SwapModeSetting): SwapPlan {
-  // The new version must fit alone, with what closing the serving one gives back (its anonymous
-  // memory; its mapped pages already count as available), or replace mode would close the serving
-  // version for nothing. Its load warns of a budget override; here it would only repeat it.
-  checkSearchMemory(next, budgetBytes, { ...host, usableBytes: host.usableBytes + active.hostAnonymousBytes }, () => undefined);
-  const device = { activeBytes: deviceShare(active), nextBytes: deviceShare(next), budgetBytes };
-  const sizes = { device, host: { activeBytes: hostShare(active), nextBytes: hostShare(next), usableBytes: host.usableBytes } };
+function checkNextAlone(next: VersionMemory, devices: readonly DeviceSwapMemory[]): void {
+  const over = devices.find((device) => device.limitBytes > 0 && device.nextBytes > device.limitBytes);
+  if (!over) return;
+  throw new ServiceError(
+    'bad_request',
+    `index ${next.index.indexPath} with its encoder needs ${onDevice(over.nextBytes, over.encoderBytes.next, over)}, over ${limitWords(over)}, even once the serving version is closed; ${WAYS_OUT}`,
+    { indexPath: next.index.indexPath, budgetBytes: over.budgetBytes, neededBytes: over.nextBytes, device: over.name },
+  );
+}
+
+/**
+ * Plans the memory of swapping `active` (serving) for `next`: side by side when both fit every
+ * device they hold memory on and the host, else replace; `setting` may force either (a forced
+ * side by side that does not fit says so: `fits` false). Each device counts both versions' index
+ * shares (devices hold equal slices, so the largest device's share stands for each) and the
+ * encoders' weights where they run, against the budget and, on CUDA, against what the driver
+ * reports free (`gpuFree`, by device name) plus what the serving version holds there. Refuses,
+ * before anything is closed, a `next` that does not fit even alone. The serving version's
+ * anonymous memory is already outside MemAvailable, but its mapped pages are counted there as
+ * reclaimable cache, while side by side keeps them in use: they count again.
+ */
+export function planSwap(
+  active: VersionMemory,
+  next: VersionMemory,
+  budgetBytes: number,
+  host: HostMemory,
+  setting: SwapModeSetting,
+  gpuFree: ReadonlyMap<string, number> = new Map(),
+): SwapPlan {
+  const onHost = (version: VersionMemory) => (version.encoder.device === 'cpu' ? version.encoder.bytes : 0);
+  // The new index must fit alone, with what closing the serving version gives back (its anonymous
+  // memory and encoder; its mapped pages already count as available) and what the new encoder takes.
+  // Its load warns of a budget override; here it would only repeat it.
+  const leftForIndex = host.usableBytes + active.index.hostAnonymousBytes + onHost(active) - onHost(next);
+  checkSearchMemory(next.index, budgetBytes, { ...host, usableBytes: leftForIndex }, () => undefined);
+  const devices = deviceMemory(active, next, budgetBytes, gpuFree);
+  checkNextAlone(next, devices);
+  const device = devices.reduce((tightest, candidate) =>
+    roomForBoth(candidate) < roomForBoth(tightest) || (roomForBoth(candidate) === roomForBoth(tightest) && candidate.activeBytes + candidate.nextBytes > tightest.activeBytes + tightest.nextBytes)
+      ? candidate
+      : tightest,
+  );
+  const hostSizes = { activeBytes: hostShare(active.index) + onHost(active), nextBytes: hostShare(next.index) + onHost(next), usableBytes: host.usableBytes };
   const both = device.activeBytes + device.nextBytes;
-  const overBudget = budgetBytes > 0 && both > budgetBytes;
-  const hostNeeds = active.hostMappedBytes + sizes.host.nextBytes;
+  const bothOnDevice = onDevice(both, device.encoderBytes.active + device.encoderBytes.next, device);
+  const overDevice = roomForBoth(device) < 0;
+  const hostNeeds = active.index.hostMappedBytes + hostSizes.nextBytes;
   const overHost = hostNeeds > host.usableBytes;
-  const fits = overBudget
-    ? `both versions need ${showBytes(both)} per device, over the search memory budget of ${showBytes(budgetBytes)}`
+  const fits = !overDevice && !overHost;
+  const why = overDevice
+    ? `both versions need ${bothOnDevice}, over ${limitWords(device)}`
     : overHost
       ? `both versions need ${showBytes(hostNeeds)} more of this host's memory than the ${showBytes(host.usableBytes)} it has left`
-      : `both versions fit: ${showBytes(both)} per device${budgetBytes > 0 ? ` of a ${showBytes(budgetBytes)} budget` : ''}, ${showBytes(hostNeeds)} of the host's ${showBytes(host.usableBytes)}`;
-  if (setting !== 'auto') return { mode: setting, reason: `--swap_mode ${setting} (${fits})`, ...sizes };
-  return { mode: overBudget || overHost ? 'replace' : 'side-by-side', reason: fits, ...sizes };
+      : `both versions fit: ${bothOnDevice}${device.limitBytes > 0 ? ` of ${limitWords(device)}` : ''}, ${showBytes(hostNeeds)} of the host's ${showBytes(host.usableBytes)}`;
+  const sizes = { fits, device, devices, host: hostSizes };
+  if (setting === 'side-by-side' && !fits) {
+    return { mode: setting, reason: `--swap_mode side-by-side forced though they do not fit (${why}): loading the new version beside the serving one may run out of memory`, ...sizes };
+  }
+  if (setting !== 'auto') return { mode: setting, reason: `--swap_mode ${setting} (${why})`, ...sizes };
+  return { mode: fits ? 'side-by-side' : 'replace', reason: why, ...sizes };
 }

@@ -22,19 +22,19 @@ export async function rowsEncoded(outPath: string, faissType: string | undefined
   return partialRowsWritten(flatPath);
 }
 
-/** A non-Flat build: the Flat it encoded (absent when a complete one was reused) and its conversion. */
-export interface TypedBuildResult {
-  encoded?: BuildIndexResult;
+/** A non-Flat build: the Flat it encoded or merged (absent when a complete one was reused) and its conversion. */
+export interface TypedBuildResult<Encoded = BuildIndexResult> {
+  encoded?: Encoded;
   conversion: ConvertIndexResult;
 }
 
-export interface TypedBuildSteps {
+export interface TypedBuildSteps<Encoded = BuildIndexResult> {
   outPath: string;
   faissType?: string;
   /** Encode again even when a complete `<out>.flat` is there. */
   restart?: boolean;
-  /** Encodes the corpus into a Flat index at `flatPath` (resuming its partial file as any build). */
-  encode: (flatPath: string) => Promise<BuildIndexResult>;
+  /** Writes the Flat index at `flatPath`: encodes the corpus (resuming its partial file as any build) or merges parts. */
+  encode: (flatPath: string) => Promise<Encoded>;
   /** Converts the Flat at `flatPath` into `outPath` as `faissType`. */
   convert: (flatPath: string, faissType: string) => Promise<ConvertIndexResult>;
   /** Told when a complete Flat from an earlier run is converted without encoding. */
@@ -42,12 +42,12 @@ export interface TypedBuildSteps {
 }
 
 /**
- * `build-index --faiss_type` and the training routes' index jobs: a Flat index is encoded straight
- * into `outPath`; any other type is encoded into `<out>.flat`, converted into `outPath` without
- * re-encoding, and the Flat deleted. A stopped conversion keeps the complete Flat, so the next
- * build only converts.
+ * `build-index --faiss_type`, `merge-index --faiss_type` and the training routes' index jobs: a
+ * Flat index is encoded (or merged) straight into `outPath`; any other type is written into
+ * `<out>.flat`, converted into `outPath` without re-encoding, and the Flat deleted. A stopped
+ * conversion keeps the complete Flat, so the next build only converts.
  */
-export async function buildIndexOfType(steps: TypedBuildSteps): Promise<BuildIndexResult | TypedBuildResult> {
+export async function buildIndexOfType<Encoded = BuildIndexResult>(steps: TypedBuildSteps<Encoded>): Promise<Encoded | TypedBuildResult<Encoded>> {
   const { outPath, faissType = FLAT_TYPE } = steps;
   const flatPath = encodedFlatPath(outPath, faissType);
   if (flatPath === outPath) return steps.encode(outPath);

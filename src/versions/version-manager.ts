@@ -7,6 +7,8 @@ import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
+import { encoderMemory } from '../encoder/encoder-memory.js';
+import { gpuMemoryReader, type GpuMemoryReader } from '../onnx/gpu-memory.js';
 import { planVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
 import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '../index/search-memory.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
@@ -47,7 +49,12 @@ export interface VersionManagerOptions {
   int8?: WeightBitsSetting;
   /** Replicas sharing the data dir: activations become two-phase across them (absent: this server alone). */
   fleet?: Omit<FleetActivationOptions, 'log'>;
-  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded. */
+  /**
+   * Where CUDA devices' free memory is read for swap plans (default nvidia-smi on PATH, see
+   * {@link gpuMemoryReader}); a device it cannot tell about is planned against the budget alone.
+   */
+  gpuMemory?: GpuMemoryReader;
+  /** `error` for what needs someone's attention: a failed build, a state that could not be recorded; `warn` for a risk taken on the user's word. */
   log?: (message: string, fields?: Record<string, unknown>, level?: 'info' | 'warn' | 'error') => void;
 }
 
@@ -127,6 +134,24 @@ export class VersionBuildingError extends ServiceError {
   }
 }
 
+/** What is under way on one version that another request on it must not run beside. */
+type VersionWork = 'build' | 'remove';
+
+const BUSY: Record<VersionWork, string> = {
+  build: 'is starting its index build',
+  remove: 'is being deleted',
+};
+
+/** A build start and a deletion of one version exclude each other: the one that comes second is refused. */
+export class VersionBusyError extends ServiceError {
+  constructor(
+    readonly versionId: string,
+    readonly underWay: VersionWork,
+  ) {
+    super('conflict', `version ${versionId} ${BUSY[underWay]}`);
+  }
+}
+
 /** An idempotency key names one registration: the same key with another request is refused. */
 export class IdempotencyKeyReusedError extends ServiceError {
   constructor(
@@ -165,9 +190,16 @@ export class VersionManager {
   private readonly conversion = new Mutex();
   /** Conversions past their thread, recording their outcome: a shutdown waits for these, not for a thread still converting. */
   private readonly finishing = new Set<Promise<void>>();
+  /**
+   * Per version, the build start or deletion under way: a build started while the version's files
+   * are deleted would write into a folder about to go, and a deletion during a build's start would
+   * pass the `building` check before the job marks it.
+   */
+  private readonly versionWork = new Map<string, { lock: Mutex; underWay: VersionWork }>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
   private readonly fleet?: FleetActivation;
+  private readonly gpuMemory: GpuMemoryReader;
 
   private constructor(
     private readonly registry: VersionRegistry,
@@ -175,6 +207,7 @@ export class VersionManager {
     private readonly options: VersionManagerOptions,
   ) {
     if (options.fleet) this.fleet = new FleetActivation(registry, { ...options.fleet, log: options.log });
+    this.gpuMemory = options.gpuMemory ?? gpuMemoryReader({ warn: (message) => options.log?.(message, {}, 'warn') });
   }
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
@@ -431,7 +464,11 @@ export class VersionManager {
    * Starts (or resumes) building a version's index, as the type it was registered with or as
    * `faissType`. Another type than before is built into its own file, encoding the corpus again.
    */
-  async build(versionId: string, faissType?: string): Promise<JobView> {
+  build(versionId: string, faissType?: string): Promise<JobView> {
+    return this.onVersion(versionId, 'build', () => this.startBuild(versionId, faissType));
+  }
+
+  private async startBuild(versionId: string, faissType?: string): Promise<JobView> {
     const version = this.registry.version(versionId);
     if (version.state !== 'registered' && version.state !== 'failed') {
       throw new ServiceError('conflict', `version ${versionId} is ${version.state}; only a registered or failed version's index is built`);
@@ -477,38 +514,41 @@ export class VersionManager {
    * uses it. A prebuilt index or a model folder the client named is left where it is.
    */
   remove(id: string): Promise<RemovalResult> {
-    return this.exclusively(async () => {
-      const version = this.registry.version(id);
-      if (id === INITIAL_VERSION) {
-        throw new ServiceError('conflict', `version ${id} is the launch flags' files; restart with other flags instead of deleting it`);
-      }
-      if (id === this.registry.activeId || this.options.active.current?.version === id) {
-        throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
-      }
-      if (version.state === 'converting') {
-        throw new ServiceError('conflict', `version ${id} is converting its checkpoint; delete it once the conversion has ended`);
-      }
-      if (version.state === 'building') {
-        // startJob marks a version building and names its job in one change.
-        throw new VersionBuildingError(id, version.jobId!);
-      }
-      const owned = [path.join(this.registry.dir, id)];
-      const modelCache = path.resolve(this.options.dataDir, 'models');
-      const { modelDir } = version;
-      const modelShared = this.registry.versions().some((other) => other.id !== id && other.modelDir === modelDir);
-      if (modelDir?.startsWith(modelCache + path.sep) && !modelShared) owned.push(modelDir);
-      // Files first: a crash midway leaves the version listed, and deleting it again finishes the
-      // job, where the other order would leave its index on disk with nothing pointing at it.
-      const removed: string[] = [];
-      for (const file of owned) {
-        if (!(await pathExists(file))) continue;
-        await rm(file, { recursive: true, force: true });
-        removed.push(file);
-      }
-      await this.registry.removeVersion(id);
-      this.options.log?.(`version ${id} deleted`, { removed });
-      return { version, removed };
-    });
+    // The version first: a build asked for once this has begun is refused, whatever the deletion waits on.
+    return this.onVersion(id, 'remove', () => this.exclusively(() => this.removeNow(id)));
+  }
+
+  private async removeNow(id: string): Promise<RemovalResult> {
+    const version = this.registry.version(id);
+    if (id === INITIAL_VERSION) {
+      throw new ServiceError('conflict', `version ${id} is the launch flags' files; restart with other flags instead of deleting it`);
+    }
+    if (id === this.registry.activeId || this.options.active.current?.version === id) {
+      throw new ServiceError('conflict', `version ${id} is active; activate or roll back to another version first`);
+    }
+    if (version.state === 'converting') {
+      throw new ServiceError('conflict', `version ${id} is converting its checkpoint; delete it once the conversion has ended`);
+    }
+    if (version.state === 'building') {
+      // startJob marks a version building and names its job in one change.
+      throw new VersionBuildingError(id, version.jobId!);
+    }
+    const owned = [path.join(this.registry.dir, id)];
+    const modelCache = path.resolve(this.options.dataDir, 'models');
+    const { modelDir } = version;
+    const modelShared = this.registry.versions().some((other) => other.id !== id && other.modelDir === modelDir);
+    if (modelDir?.startsWith(modelCache + path.sep) && !modelShared) owned.push(modelDir);
+    // Files first: a crash midway leaves the version listed, and deleting it again finishes the
+    // job, where the other order would leave its index on disk with nothing pointing at it.
+    const removed: string[] = [];
+    for (const file of owned) {
+      if (!(await pathExists(file))) continue;
+      await rm(file, { recursive: true, force: true });
+      removed.push(file);
+    }
+    await this.registry.removeVersion(id);
+    this.options.log?.(`version ${id} deleted`, { removed });
+    return { version, removed };
   }
 
   /**
@@ -557,6 +597,20 @@ export class VersionManager {
     return { ...this.result(switched), replicas: await this.fleet.switched(id, replicas) };
   }
 
+  /** Runs `work` as the one build start or deletion of version `id`; another one meanwhile is refused with {@link VersionBusyError}. */
+  private onVersion<T>(id: string, underWay: VersionWork, work: () => Promise<T>): Promise<T> {
+    const entry = this.versionWork.get(id) ?? { lock: new Mutex(), underWay };
+    this.versionWork.set(id, entry);
+    return tryAcquire(entry.lock, new VersionBusyError(id, entry.underWay)).runExclusive(async () => {
+      entry.underWay = underWay;
+      try {
+        return await work();
+      } finally {
+        this.versionWork.delete(id);
+      }
+    });
+  }
+
   private exclusively<T>(work: () => Promise<T>): Promise<T> {
     const busy = new ServiceError('conflict', 'another activation, rollback or deletion is in progress; retry when it has finished');
     return tryAcquire(this.activation, busy).runExclusive(work);
@@ -582,7 +636,7 @@ export class VersionManager {
     const load = (loading: RetrieverFiles, versionId: string) => loadRetriever(loading, versionId, this.options, progress);
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
     const swap = current && (await this.planSwap(current, files, id));
-    if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap });
+    if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap }, swap.fits ? 'info' : 'warn');
     if (current && swap?.mode === 'replace') {
       // Replacing pauses this server's serving: not before the replicas are ready to follow.
       await replicasPrepared;
@@ -643,18 +697,30 @@ export class VersionManager {
   }
 
   /**
-   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers
-   * alone; an index `id` cannot plan marks `id` failed, a failure to read the serving index or the
-   * host's memory does not.
+   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers and
+   * the encoders' graph files alone, with the driver's free memory of the CUDA devices either
+   * holds; an index or model `id` cannot plan marks `id` failed, a failure to read the serving
+   * version's files or the host's memory does not.
    */
   private async planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
-    const { index } = this.options;
-    const [active, next, host] = await Promise.all([
+    const { index, encoder } = this.options;
+    // The new encoder runs where the serving one does: same settings, same host.
+    const { provider, modelFile } = current.encoder;
+    const [activeIndex, activeEncoder, next, host] = await Promise.all([
       planVectorIndex(current.files.indexPath, index),
-      planVectorIndex(files.indexPath, index).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
+      encoderMemory(current.files.modelDir, current.encoder.manifest, provider, encoder ?? {}, modelFile),
+      Promise.all([planVectorIndex(files.indexPath, index), readManifest(files.modelDir).then((manifest) => encoderMemory(files.modelDir, manifest, provider, encoder ?? {}))])
+        .then(([nextIndex, nextEncoder]) => ({ index: nextIndex, encoder: nextEncoder }))
+        .catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
       readHostMemory(index?.memoryFiles),
     ]);
-    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto');
+    const active = { index: activeIndex, encoder: activeEncoder };
+    const cuda = [...new Set([...active.index.devices, active.encoder.device, ...next.index.devices, next.encoder.device])].flatMap((name) =>
+      name.startsWith('cuda:') ? [Number(name.slice('cuda:'.length))] : [],
+    );
+    const gpus = await this.gpuMemory(cuda);
+    const gpuFree = new Map([...gpus].map(([deviceId, gpu]) => [`cuda:${deviceId}`, gpu.freeBytes]));
+    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto', gpuFree);
   }
 
   /** Marks `id` failed with why it did not load; the error the activation answers with. */

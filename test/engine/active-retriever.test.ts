@@ -66,11 +66,14 @@ describe('ActiveRetriever: the one reference serving swaps (two real tiny versio
     await assert.rejects(b.encodeSearchFetch([{ query: 'hamlet' }], 3), isServiceError('not_ready', /closed/));
   });
 
+  const CUDA0 = { name: 'cuda:0', activeBytes: 1e9, nextBytes: 1e9, encoderBytes: { active: 0, next: 0 }, budgetBytes: 1.5e9, limitBytes: 1.5e9 };
   /** How a replacement was planned; ActiveRetriever only reports it. */
   const REPLACE: SwapPlan = {
     mode: 'replace',
     reason: 'both versions need 2 GB per device, over the search memory budget of 1.5 GB',
-    device: { activeBytes: 1e9, nextBytes: 1e9, budgetBytes: 1.5e9 },
+    fits: false,
+    device: CUDA0,
+    devices: [CUDA0],
     host: { activeBytes: 0, nextBytes: 0, usableBytes: 8e9 },
   };
 

@@ -70,6 +70,11 @@ describe('serve config', () => {
     rejects(() => parseServeArgs(['--topk', '3', '--topk', '3', '--max_topk', '5', '--max-topk', '6'], {}), /--max_topk and --max-topk/);
   });
 
+  it("takes a dash spelling's value as the documented flag's, as every other command does (one alias check: adoptAliasValues)", () => {
+    assert.equal(parseServeArgs(['--max-topk', '7', '--max_topk', '7'], {}).maxTopk, 7);
+    rejects(() => parseServeArgs(['--max-topk', 'many'], {}), /^--max_topk must be/);
+  });
+
   it("shows each default in serve --help as README's configuration table does", async () => {
     const readme = await readFile(path.join(PROJECT_ROOT, 'README.md'), 'utf8');
     const rows = [...readme.matchAll(/^\| `--([a-z_]+)` \| `?([^|`]+?)`? \|/gm)].map(([, flag, value]) => [flag!, value!] as const);

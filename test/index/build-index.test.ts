@@ -11,6 +11,7 @@ import { buildIndex, indexFileName } from '../../src/index/build-index.js';
 import { FaissIndex } from '../../src/index/faiss-index.js';
 import { IXFI_HEADER_BYTES, readIxfiHeader } from '../../src/index/ixfi-header.js';
 import { partialPaths, partialRowsWritten } from '../../src/index/ixfi-writer.js';
+import type { RowRange } from '../../src/index/row-range.js';
 import { HashingEncoder } from './hashing-encoder.js';
 import { floatBytes } from '../support/index-fixtures.js';
 import { SAMPLE_CORPUS as samplePath } from '../support/sample-data.js';
@@ -18,9 +19,10 @@ import { SAMPLE_CORPUS as samplePath } from '../support/sample-data.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const DIMENSION = 16;
 
-/** Starts a build in a child process and SIGKILLs it once it reports at least `killAfterRows` rows. */
-async function killBuildMidway(corpusPath: string, outPath: string, killAfterRows: number): Promise<number> {
-  const child = spawn(process.execPath, [path.join(here, 'build-index-child.js'), corpusPath, outPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts a build (of a part of `rows`, when given) in a child process and SIGKILLs it once it reports at least `killAfterRows` rows. */
+async function killBuildMidway(corpusPath: string, outPath: string, killAfterRows: number, rows?: RowRange): Promise<number> {
+  const range = rows ? [String(rows.start), String(rows.end)] : [];
+  const child = spawn(process.execPath, [path.join(here, 'build-index-child.js'), corpusPath, outPath, ...range], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_, signal) => resolve(signal)));
   let reported = 0;
   for await (const line of createInterface({ input: child.stdout })) {
@@ -99,6 +101,21 @@ describe('buildIndex with a hashing stand-in encoder (tests the file pipeline, n
     assert.equal(encoder.passageBatches.reduce((sum, size) => sum + size, 0), 1000 - result.resumedFrom, 'only the missing rows were encoded');
     assert.ok((await readFile(killedPath)).equals(await readFile(uninterrupted)));
     await assert.rejects(stat(partialPaths(killedPath).vectors), /ENOENT/);
+  });
+
+  it('a SIGKILLed part build, resumed, gives the part an uninterrupted build writes', async function () {
+    const rows = { start: 250, end: 750 };
+    const uninterrupted = path.join(dir, 'uninterrupted.part');
+    await buildIndex({ corpus, encoder: new HashingEncoder(), outPath: uninterrupted, batchSize: 50, rows });
+    const killedPath = path.join(dir, 'killed.part');
+    const reported = await killBuildMidway(corpusPath, killedPath, 150, rows);
+    assert.ok(reported >= 150 && reported < 500, `killed after ${reported} rows`);
+    await assert.rejects(stat(killedPath), /ENOENT/);
+    const encoder = new HashingEncoder();
+    const result = await buildIndex({ corpus, encoder, outPath: killedPath, batchSize: 50, rows });
+    assert.ok(result.resumedFrom >= reported, `resumed from ${result.resumedFrom}, ${reported} were reported done`);
+    assert.equal(encoder.passageBatches.reduce((sum, size) => sum + size, 0), 500 - result.resumedFrom, 'only the missing rows were encoded');
+    assert.ok((await readFile(killedPath)).equals(await readFile(uninterrupted)));
   });
 
   it('stops between batches on abort, keeping the partial build for a resume', async function () {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { faissHostEnv } from '../../src/index/faiss-host.js';
@@ -28,6 +30,26 @@ describe('faiss host environment (OpenBLAS and OpenMP settings)', function () {
     const old = faissHostEnv({}, 2, new Set(['sse3', 'avx']));
     assert.equal('OPENBLAS_CORETYPE' in old, false);
     assert.deepEqual(old, { OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' });
+  });
+
+  it('reads /proc/cpuinfo at most once per process, however many faiss hosts start', function () {
+    const original = fs.readFileSync;
+    let reads = 0;
+    // Counted where cpu-flags.ts reads it: its named import sees the patched function once the ESM exports are synced.
+    fs.readFileSync = ((file: fs.PathOrFileDescriptor, options?: unknown) => {
+      if (file === '/proc/cpuinfo') reads++;
+      return (original as (file: fs.PathOrFileDescriptor, options?: unknown) => string | Buffer)(file, options);
+    }) as typeof fs.readFileSync;
+    syncBuiltinESMExports();
+    try {
+      const coretypes = [1, 2, 3].map(() => faissHostEnv({}).OPENBLAS_CORETYPE);
+      assert.equal(new Set(coretypes).size, 1);
+    } finally {
+      fs.readFileSync = original;
+      syncBuiltinESMExports();
+    }
+    // Zero when an earlier test of this process already read it.
+    assert.ok(reads <= 1, `/proc/cpuinfo read ${reads} times`);
   });
 
   it('keeps every value the user set, each on its own', function () {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readFile, rm, stat, utimes } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import fsPromises, { mkdtemp, open, readFile, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { readFileSync, type PathLike } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
@@ -11,7 +12,7 @@ import { ensureFp16Sidecar, FP16_DATA_OFFSET, fp16SidecarHeader, fp16SidecarPath
 import { IXFI_HEADER_BYTES } from '../../src/index/ixfi-header.js';
 import { IxfiWriter } from '../../src/index/ixfi-writer.js';
 import { OnnxFlatIndex, type OnnxIndexOptions } from '../../src/index/onnx-flat-index.js';
-import { openVectorIndex } from '../../src/index/open-index.js';
+import { openVectorIndex, planVectorIndex } from '../../src/index/open-index.js';
 import { bruteForceTopk, floatBytes, unitVectors } from '../support/index-fixtures.js';
 
 const DIMENSION = 32;
@@ -268,4 +269,33 @@ describe('OnnxFlatIndex (exact flat search on ONNX Runtime over the IxFI file)',
     assert.ok(faiss instanceof FaissIndex);
     await assert.rejects(openVectorIndex(indexPath, { expectRows: 5 }), isServiceError('bad_request', /300 rows but the corpus has 5 rows/));
   });
+
+  it('openVectorIndex and planVectorIndex read the index header once each, on either backend', async function () {
+    const opens = await countOpens(indexPath, async () => {
+      opened.push(await openVectorIndex(indexPath, { expectRows: ROWS }));
+      opened.push(await openVectorIndex(indexPath, { expectRows: ROWS }, { backend: 'faiss' }));
+      assert.equal((await planVectorIndex(indexPath)).perDevice.rows, ROWS);
+    });
+    // The search workers map the file and the faiss host reads it outside this thread: these are the header reads.
+    assert.equal(opens, 3);
+  });
 });
+
+/** How often this thread opens `file` while `work` runs (each header read opens it once). */
+async function countOpens(file: string, work: () => Promise<void>): Promise<number> {
+  const original = fsPromises.open;
+  let opens = 0;
+  fsPromises.open = ((opened: PathLike, ...rest: unknown[]) => {
+    if (opened === file) opens++;
+    return (original as (file: PathLike, ...rest: unknown[]) => Promise<FileHandle>)(opened, ...rest);
+  }) as typeof fsPromises.open;
+  // file-io.ts's named import of open sees the patched function once the ESM exports are synced.
+  syncBuiltinESMExports();
+  try {
+    await work();
+  } finally {
+    fsPromises.open = original;
+    syncBuiltinESMExports();
+  }
+  return opens;
+}

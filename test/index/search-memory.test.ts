@@ -6,7 +6,7 @@ import { isServiceError } from '../support/assert-service-error.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
 import { FaissIndex } from '../../src/index/faiss-index.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
-import { planSwap, readHostMemory, SYSTEM_MEMORY_FILES, type HostMemory, type MemoryFiles, type SearchMemoryPlan } from '../../src/index/search-memory.js';
+import { planSwap, readHostMemory, SYSTEM_MEMORY_FILES, type HostMemory, type MemoryFiles, type SearchMemoryPlan, type VersionMemory } from '../../src/index/search-memory.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -185,61 +185,125 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
   });
 });
 
-describe('swap plan: both versions against each device budget and the host, before anything loads', function () {
-  /** An index of `vectorBytes` per device with 10 MB of scores, mapped on this host or not at all (on a GPU). */
+describe('swap plan: both versions, their indexes and encoders, against each device budget, the driver and the host, before anything loads', function () {
+  /** An index of `vectorBytes` per device with 10 MB of scores, mapped on this host or copied to `cuda:0` and `cuda:1`. */
   function indexPlan(indexPath: string, vectorBytes: number, onHost: boolean): SearchMemoryPlan {
     return {
       indexPath,
       dimension: 768,
       precision: 'fp16',
       holding: onHost ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
+      devices: onHost ? ['cpu'] : ['cuda:0', 'cuda:1'],
       perDevice: { rows: vectorBytes / 1536, vectorBytes, scoreBytes: 10 * MiB },
       hostRows: onHost ? vectorBytes / 1536 : 0,
       hostMappedBytes: onHost ? vectorBytes : 0,
       hostAnonymousBytes: onHost ? 10 * MiB : 0,
     };
   }
+  /** A version of that index, its encoder's weights (`encoderBytes`) on `cuda:0`, or on the host with a CPU index. */
+  function version(indexPath: string, vectorBytes: number, onHost: boolean, encoderBytes = 0): VersionMemory {
+    return { index: indexPlan(indexPath, vectorBytes, onHost), encoder: { device: onHost ? 'cpu' : 'cuda:0', bytes: encoderBytes } };
+  }
   const host = (usableBytes: number): HostMemory => ({ totalBytes: 64 * GiB, availableBytes: usableBytes, usableBytes });
-  const gpuActive = indexPlan('/a.index', 30 * GiB, false);
-  const gpuNext = indexPlan('/b.index', 30 * GiB, false);
+  const gpuActive = version('/a.index', 30 * GiB, false);
+  const gpuNext = version('/b.index', 30 * GiB, false);
 
   it('side by side when both fit the budget; replace when only one does, with the sizes', function () {
     const both = planSwap(gpuActive, gpuNext, 75 * GiB, host(8 * GiB), 'auto');
     assert.equal(both.mode, 'side-by-side');
-    assert.equal(both.reason, "both versions fit: 60 GB per device of a 75 GB budget, 0 B of the host's 8 GB");
+    assert.equal(both.fits, true);
+    assert.equal(both.reason, "both versions fit: 60 GB on cuda:0 of the search memory budget of 75 GB, 0 B of the host's 8 GB");
     const one = planSwap(gpuActive, gpuNext, 40 * GiB, host(8 * GiB), 'auto');
     assert.equal(one.mode, 'replace');
-    assert.equal(one.reason, 'both versions need 60 GB per device, over the search memory budget of 40 GB');
-    assert.deepEqual(one.device, { activeBytes: 30 * GiB + 10 * MiB, nextBytes: 30 * GiB + 10 * MiB, budgetBytes: 40 * GiB });
+    assert.equal(one.reason, 'both versions need 60 GB on cuda:0, over the search memory budget of 40 GB');
+    const cuda0 = { name: 'cuda:0', activeBytes: 30 * GiB + 10 * MiB, nextBytes: 30 * GiB + 10 * MiB, encoderBytes: { active: 0, next: 0 }, budgetBytes: 40 * GiB, limitBytes: 40 * GiB };
+    assert.deepEqual(one.device, cuda0);
+    assert.deepEqual(one.devices, [cuda0, { ...cuda0, name: 'cuda:1' }]);
+  });
+
+  it("counts each encoder's weights on the device it runs on: cuda:0 holds a slice and both encoders, and decides", function () {
+    const withEncoders = planSwap(version('/a.index', 30 * GiB, false, 1 * GiB), version('/b.index', 30 * GiB, false, 1 * GiB), 61 * GiB, host(8 * GiB), 'auto');
+    assert.equal(withEncoders.mode, 'replace');
+    assert.equal(withEncoders.reason, 'both versions need 62 GB on cuda:0 (2 GB of it encoder weights), over the search memory budget of 61 GB');
+    assert.deepEqual(
+      withEncoders.devices.map(({ name, activeBytes, encoderBytes }) => [name, activeBytes, encoderBytes]),
+      [
+        ['cuda:0', 31 * GiB + 10 * MiB, { active: GiB, next: GiB }],
+        ['cuda:1', 30 * GiB + 10 * MiB, { active: 0, next: 0 }],
+      ],
+    );
+    // Without the encoders the same budget holds both.
+    assert.equal(planSwap(gpuActive, gpuNext, 61 * GiB, host(8 * GiB), 'auto').mode, 'side-by-side');
+  });
+
+  it("counts a CPU encoder (int8 or fp32 graph) in this host's memory", function () {
+    // The serving encoder is already outside MemAvailable; the new one is not: 2 GB mapped + 2 GB + 0.5 GB.
+    const cpu = planSwap(version('/a.index', 2 * GiB, true, 512 * MiB), version('/b.index', 2 * GiB, true, 512 * MiB), 0, host(4.25 * GiB), 'auto');
+    assert.deepEqual(cpu.host, { activeBytes: 2.5 * GiB + 10 * MiB, nextBytes: 2.5 * GiB + 10 * MiB, usableBytes: 4.25 * GiB });
+    assert.equal(cpu.mode, 'replace');
+    assert.match(cpu.reason, /^both versions need 4\.5 GB more of this host's memory than the 4\.\d GB it has left$/);
+    assert.equal(planSwap(version('/a.index', 2 * GiB, true), version('/b.index', 2 * GiB, true), 0, host(4.25 * GiB), 'auto').mode, 'side-by-side');
+  });
+
+  it("plans a CUDA device against the driver's free memory plus what the serving version holds there, when that is less than the budget", function () {
+    const active = version('/a.index', 30 * GiB, false, 1 * GiB);
+    const next = version('/b.index', 30 * GiB, false, 1 * GiB);
+    // An 80 GB card with the serving version (31 GB) and 20 GB of another process: 29 GB free.
+    const driver = new Map([['cuda:0', 29 * GiB], ['cuda:1', 49 * GiB]]);
+    const plan = planSwap(active, next, 75 * GiB, host(8 * GiB), 'auto', driver);
+    assert.equal(plan.mode, 'replace');
+    assert.equal(plan.device.name, 'cuda:0');
+    assert.equal(plan.device.freeBytes, 29 * GiB);
+    assert.equal(plan.device.limitBytes, 60 * GiB + 10 * MiB);
+    assert.equal(plan.reason, "both versions need 62 GB on cuda:0 (2 GB of it encoder weights), over the 60 GB the driver leaves there (29 GB free + the serving version's 31 GB)");
+    // The budget binds where it is the lesser; a device the driver cannot tell about has the budget alone.
+    assert.deepEqual(plan.devices.map(({ name, limitBytes }) => [name, limitBytes]), [['cuda:0', 60 * GiB + 10 * MiB], ['cuda:1', 75 * GiB]]);
+    const unknown = planSwap(active, next, 75 * GiB, host(8 * GiB), 'auto', new Map());
+    assert.deepEqual([unknown.mode, unknown.device.freeBytes, unknown.device.limitBytes], ['side-by-side', undefined, 75 * GiB]);
+    // No budget: the driver alone.
+    const plenty = planSwap(active, next, 0, host(8 * GiB), 'auto', new Map([['cuda:0', 40 * GiB]]));
+    assert.equal(plenty.mode, 'side-by-side');
+    assert.match(plenty.reason, /^both versions fit: 62 GB on cuda:0 \(2 GB of it encoder weights\) of the 71 GB the driver leaves there/);
+  });
+
+  it('refuses a new version the driver cannot hold even once the serving one is closed', function () {
+    assert.throws(
+      () => planSwap(gpuActive, version('/big.index', 40 * GiB, false), 0, host(8 * GiB), 'auto', new Map([['cuda:0', 5 * GiB]])),
+      isServiceError('bad_request', /^index \/big\.index with its encoder needs 40 GB on cuda:0, over the 35 GB the driver leaves there .* even once the serving version is closed/),
+    );
   });
 
   it("replace when the host cannot keep the serving version's mapped pages and the new version's, though each fits alone", function () {
-    const cpu = planSwap(indexPlan('/a.index', 3 * GiB, true), indexPlan('/b.index', 3 * GiB, true), 0, host(5 * GiB), 'auto');
+    const cpu = planSwap(version('/a.index', 3 * GiB, true), version('/b.index', 3 * GiB, true), 0, host(5 * GiB), 'auto');
     assert.equal(cpu.mode, 'replace');
     assert.match(cpu.reason, /both versions need 6 GB more of this host's memory than the 5 GB it has left/);
     assert.deepEqual(cpu.host, { activeBytes: 3 * GiB + 10 * MiB, nextBytes: 3 * GiB + 10 * MiB, usableBytes: 5 * GiB });
   });
 
-  it('--swap_mode forces either mode, saying whether both would have fit', function () {
+  it('--swap_mode forces either mode; a forced side by side that does not fit says so', function () {
     assert.deepEqual(
-      [planSwap(gpuActive, gpuNext, 40 * GiB, host(8 * GiB), 'side-by-side'), planSwap(gpuActive, gpuNext, 0, host(8 * GiB), 'replace')].map(({ mode, reason }) => [mode, reason]),
+      [planSwap(gpuActive, gpuNext, 40 * GiB, host(8 * GiB), 'side-by-side'), planSwap(gpuActive, gpuNext, 0, host(8 * GiB), 'replace')].map(({ mode, fits, reason }) => [mode, fits, reason]),
       [
-        ['side-by-side', '--swap_mode side-by-side (both versions need 60 GB per device, over the search memory budget of 40 GB)'],
-        ['replace', "--swap_mode replace (both versions fit: 60 GB per device, 0 B of the host's 8 GB)"],
+        [
+          'side-by-side',
+          false,
+          '--swap_mode side-by-side forced though they do not fit (both versions need 60 GB on cuda:0, over the search memory budget of 40 GB): loading the new version beside the serving one may run out of memory',
+        ],
+        ['replace', true, "--swap_mode replace (both versions fit: 60 GB on cuda:0, 0 B of the host's 8 GB)"],
       ],
     );
   });
 
   it('refuses a new version that does not fit the budget even alone, before the serving one is touched', function () {
     assert.throws(
-      () => planSwap(gpuActive, indexPlan('/big.index', 50 * GiB, false), 40 * GiB, host(8 * GiB), 'auto'),
+      () => planSwap(gpuActive, version('/big.index', 50 * GiB, false), 40 * GiB, host(8 * GiB), 'auto'),
       isServiceError('bad_request', /^index \/big\.index does not fit the search memory budget of 40 GB per device/),
     );
   });
 
   it("refuses a new version this host cannot hold even once the serving one is closed, before the serving one is touched", function () {
     assert.throws(
-      () => planSwap(indexPlan('/a.index', 1 * GiB, true), indexPlan('/huge.index', 6 * GiB, true), 0, host(5 * GiB), 'auto'),
+      () => planSwap(version('/a.index', 1 * GiB, true), version('/huge.index', 6 * GiB, true), 0, host(5 * GiB), 'auto'),
       isServiceError('bad_request', /^index \/huge\.index needs 6 GB of this host's memory but MemAvailable is 5 GB/),
     );
   });

@@ -1,7 +1,7 @@
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
-import type { RetrievalResult, RetrievalService } from '../../src/engine/types.js';
+import type { DocumentKeys, DocumentsResult, RetrievalResult, RetrievalService } from '../../src/engine/types.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from './retriever-fixture.js';
 
 /** The tiny-preset retriever over the wiki18 sample that the engine tests use too (built once per run). */
@@ -22,6 +22,10 @@ export class RealService implements RetrievalService {
     const result = this.active.retrieve(inputs, topk);
     for (const waiter of this.waiters.splice(0)) waiter();
     return result;
+  }
+
+  documents(keys: DocumentKeys): Promise<DocumentsResult> {
+    return this.active.documents(keys);
   }
 
   readiness() {

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { CorpusRow } from '../../src/corpus/corpus-row.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
-import type { Readiness, RetrievalResult, RetrievalService, RetrieverInfo } from '../../src/engine/types.js';
+import type { DocumentKeys, DocumentsResult, Readiness, RetrievalResult, RetrievalService, RetrieverInfo } from '../../src/engine/types.js';
 import { ServiceError } from '../../src/errors.js';
 import { SAMPLE_CORPUS } from './retriever-fixture.js';
 
@@ -36,6 +36,12 @@ export class StandInService implements RetrievalService {
       }),
     );
     return { hits, version: 'stand-in-v1', timings: { encodeMs: 4, searchMs: 2, fetchMs: 1 } };
+  }
+
+  async documents(keys: DocumentKeys): Promise<DocumentsResult> {
+    if (!this.loaded) throw new ServiceError('not_ready', 'retriever is loading');
+    const documents = keys.by === 'id' ? keys.ids.map((id) => this.rows.find((row) => row.id === id)) : keys.rows.map((row) => this.rows[row]);
+    return { documents, version: 'stand-in-v1' };
   }
 
   readiness(): Readiness {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFile, cp, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
@@ -7,6 +7,8 @@ import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import { planVectorIndex, type VectorIndexOptions } from '../../src/index/open-index.js';
 import type { SwapModeSetting } from '../../src/index/search-memory.js';
+import { readManifest } from '../../src/encoder/manifest.js';
+import { gpuMemoryReader, type GpuMemoryReader } from '../../src/onnx/gpu-memory.js';
 import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
 import { createHarness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
@@ -23,7 +25,11 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
   let dir: string;
   let initialFiles: RetrieverFiles;
   let otherFiles: RetrieverFiles;
-  /** The largest device share of one version: both indexes have the same rows and dimension. */
+  /** The largest device share of one version's index: both indexes have the same rows and dimension. */
+  let indexBytes: number;
+  /** Each version's encoder graph on CPU, which the plan counts on the `cpu` device beside its index. */
+  let encoderBytes: { initial: number; other: number };
+  /** What one version holds on the `cpu` device: its index share and its encoder. */
   let oneVersionBytes: number;
   let plan: LoadPlan;
 
@@ -39,7 +45,10 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
     initialFiles = await copy(await buildRetrieverFiles({ preset: 'tiny', seed: 7, corpus: DEMO_CORPUS }), 'initial');
     otherFiles = await copy(await buildRetrieverFiles({ preset: 'tiny', seed: 8, corpus: DEMO_CORPUS }), 'other');
     const { perDevice } = await planVectorIndex(initialFiles.indexPath, FP16);
-    oneVersionBytes = perDevice.vectorBytes + perDevice.scoreBytes;
+    indexBytes = perDevice.vectorBytes + perDevice.scoreBytes;
+    const graphBytes = async (modelDir: string) => (await stat(path.join(modelDir, (await readManifest(modelDir)).files.fp32))).size;
+    encoderBytes = { initial: await graphBytes(initialFiles.modelDir), other: await graphBytes(otherFiles.modelDir) };
+    oneVersionBytes = indexBytes + Math.max(encoderBytes.initial, encoderBytes.other);
     plan = await planLoad(
       { [INITIAL_VERSION]: initialFiles, other: otherFiles },
       initialFiles.corpusPath,
@@ -57,17 +66,22 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
   });
 
   /** A service serving `initialFiles` with `other` registered, its index opened in fp16 under `budgetBytes`. */
-  async function service(budgetBytes: number, swapMode?: SwapModeSetting) {
+  async function service(budgetBytes: number, swapMode?: SwapModeSetting, gpu?: { deviceIds: number[]; gpuMemory: GpuMemoryReader }) {
     const dataDir = await temporaryDir('swap-modes-data');
     const active = new ActiveRetriever();
     const logs: string[] = [];
+    const levels = new Map<string, string>();
     const versions = await VersionManager.open({
       dataDir,
       active,
       fp16: false,
-      index: { ...FP16, memoryBudgetBytes: budgetBytes },
+      index: { ...FP16, memoryBudgetBytes: budgetBytes, ...(gpu && { gpu: true, deviceIds: gpu.deviceIds, warn: () => undefined }) },
       ...(swapMode && { swapMode }),
-      log: (message) => logs.push(message),
+      ...(gpu && { gpuMemory: gpu.gpuMemory }),
+      log: (message, _fields, level = 'info') => {
+        logs.push(message);
+        levels.set(message, level);
+      },
     });
     await versions.restore(initialFiles);
     const app = createHarness(active, {}, [versionRouter({ versions, token: TOKEN })]).app;
@@ -79,7 +93,7 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       await active.close();
       await rm(dataDir, { recursive: true, force: true });
     };
-    return { app, versions, logs, register, close };
+    return { app, versions, logs, levels, register, close };
   }
 
   const CLIENTS = { single: 2, 'batch-64': 1 };
@@ -105,7 +119,10 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
           assert.equal(res.body.version.id, to);
           assert.equal(res.body.swap.mode, 'replace');
           assert.match(res.body.swap.reason, /over the search memory budget/);
-          assert.deepEqual(res.body.swap.device, { activeBytes: oneVersionBytes, nextBytes: oneVersionBytes, budgetBytes: budget });
+          const [from, into] = to === other ? [encoderBytes.initial, encoderBytes.other] : [encoderBytes.other, encoderBytes.initial];
+          assert.deepEqual(res.body.swap.devices, [
+            { name: 'cpu', activeBytes: indexBytes + from, nextBytes: indexBytes + into, encoderBytes: { active: from, next: into }, budgetBytes: budget, limitBytes: budget },
+          ]);
           assert.equal(typeof res.body.pausedMs, 'number');
           if (to === other) assertMatchesOpenApi('POST', ACTIVATE_ROUTE, res);
           const info = (await request(app).get('/info').expect(200)).body.retriever;
@@ -127,11 +144,14 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
   it('a new version that fails to load in replace mode leaves the old one serving, and the activation answers with the reason', async function () {
     const { app, versions, register, close } = await service(0, 'replace');
     try {
-      // A model folder that registers (its manifest reads) but does not load: its ONNX graph is gone.
+      // A model folder that registers and plans (its manifest and graph file are there) but does not
+      // load: its manifest, changed since, now names another dimension than the index's.
       const broken = path.join(dir, 'broken-model');
       await cp(otherFiles.modelDir, broken, { recursive: true });
       const id = await register(broken);
-      await rm(path.join(broken, 'model.onnx'));
+      const manifestFile = path.join(broken, 'retriever.json');
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+      await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
       let refusal: request.Response | undefined;
       const samples = await underLoad(app, plan, CLIENTS, async (clients) => {
         await clients.answered(6);
@@ -139,16 +159,56 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
         await clients.answered(6);
       });
       assert.equal(refusal!.status, 400, JSON.stringify(refusal!.body));
-      assert.match(refusal!.body.error.message, new RegExp(`^version ${id}: activation failed: .*model\\.onnx.*; version ${INITIAL_VERSION} was reloaded and serves$`));
+      assert.match(refusal!.body.error.message, new RegExp(`^version ${id}: activation failed: .*dimension.*; version ${INITIAL_VERSION} was reloaded and serves$`));
       assert.deepEqual(wrong(samples), []);
       assert.deepEqual(new Set(samples.filter((sample) => sample.status === 200).map((sample) => sample.version)), new Set([INITIAL_VERSION]));
       assert.equal(versions.version(id).state, 'failed');
-      assert.match(versions.version(id).reason!, /model\.onnx/);
+      assert.match(versions.version(id).reason!, /dimension/);
       const info = (await request(app).get('/info').expect(200)).body;
       assert.equal(info.ready, true);
       assert.equal(info.retriever.version, INITIAL_VERSION);
       const retrieved = await request(app).post('/retrieve').send({ queries: ['hamlet'], topk: 1 }).expect(200);
       assert.equal(retrieved.headers['x-retriever-version'], INITIAL_VERSION);
+    } finally {
+      await close();
+    }
+  });
+
+  it('a forced side by side that does not fit goes on, as the user asked, with a warning in the log and the answer', async function () {
+    const { app, logs, levels, register, close } = await service(Math.floor(oneVersionBytes * 1.5), 'side-by-side');
+    try {
+      const other = await register(otherFiles.modelDir);
+      const res = await request(app).post(`/training/versions/${other}/activate`).set('Authorization', AUTH).expect(200);
+      assertMatchesOpenApi('POST', ACTIVATE_ROUTE, res);
+      assert.equal(res.body.swap.mode, 'side-by-side');
+      assert.equal(res.body.swap.fits, false);
+      assert.match(res.body.swap.reason, /^--swap_mode side-by-side forced though they do not fit \(both versions need .* on cpu .*over the search memory budget of .*\): loading the new version beside the serving one may run out of memory$/);
+      assert.equal(res.body.pausedMs, undefined);
+      const line = logs.find((message) => message.startsWith(`activating version ${other} in place of ${INITIAL_VERSION}, side-by-side: --swap_mode side-by-side forced`));
+      assert.ok(line, logs.join('\n'));
+      assert.equal(levels.get(line), 'warn');
+    } finally {
+      await close();
+    }
+  });
+
+  it("plans CUDA search against the driver's free memory (a stand-in nvidia-smi script: no GPU here, the search falls back to CPU)", async function () {
+    const bin = path.join(dir, 'stand-in-driver');
+    await mkdir(bin, { recursive: true });
+    // Nothing free on the card: the serving version's share fits again once it is closed, both do not.
+    await writeFile(path.join(bin, 'nvidia-smi'), '#!/bin/sh\necho "0, 0, 81559"\n');
+    await chmod(path.join(bin, 'nvidia-smi'), 0o755);
+    const gpuMemory = gpuMemoryReader({ env: { PATH: `${bin}:/usr/bin:/bin` } });
+    const { app, register, close } = await service(0, undefined, { deviceIds: [0], gpuMemory });
+    try {
+      const other = await register(otherFiles.modelDir);
+      const res = await request(app).post(`/training/versions/${other}/activate`).set('Authorization', AUTH).expect(200);
+      assertMatchesOpenApi('POST', ACTIVATE_ROUTE, res);
+      assert.equal(res.body.swap.mode, 'replace', JSON.stringify(res.body.swap));
+      const cuda0 = res.body.swap.devices.find((device: { name: string }) => device.name === 'cuda:0');
+      assert.deepEqual(cuda0, { name: 'cuda:0', activeBytes: indexBytes, nextBytes: indexBytes, encoderBytes: { active: 0, next: 0 }, budgetBytes: 0, freeBytes: 0, limitBytes: indexBytes });
+      assert.match(res.body.swap.reason, /^both versions need .* on cuda:0, over the .* the driver leaves there \(0 B free \+ the serving version's .*\)$/);
+      assert.equal((await request(app).get('/info').expect(200)).body.retriever.swap.device.name, 'cuda:0');
     } finally {
       await close();
     }

@@ -12,7 +12,7 @@ import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { encodeIxfiHeader } from '../../src/index/ixfi-header.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import type { JobView } from '../../src/versions/index-jobs.js';
-import { INITIAL_VERSION, VersionManager, type VersionManagerOptions } from '../../src/versions/version-manager.js';
+import { INITIAL_VERSION, VersionBusyError, VersionManager, type VersionManagerOptions } from '../../src/versions/version-manager.js';
 import { REGISTRY_FILE, type VersionRecord } from '../../src/versions/version-registry.js';
 import { buildRetrieverFiles, DEMO_CORPUS } from '../support/retriever-fixture.js';
 import { createHarness } from '../support/app-harness.js';
@@ -587,6 +587,34 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     assert.equal((await retrieve(app)).headers['x-retriever-version'], INITIAL_VERSION);
   });
 
+  it('never runs a build start and a deletion of one version together: the second is refused (conflict, 409) with what is under way', async function () {
+    const service = await startService(undefined, 8);
+    const { app, versions } = service;
+    const registered = await request(app).post('/training/versions').set('Authorization', AUTH).send({ model_path: initialFiles.modelDir, build_index: true }).expect(201);
+    const id: string = registered.body.version.id;
+    await versions.cancelJob(registered.body.job.id);
+    assert.equal(versions.version(id).state, 'registered');
+
+    // Asked in the same tick, as two requests arriving together are: the build is starting when the deletion comes.
+    const [built, removedDuringBuild] = await Promise.allSettled([versions.build(id), versions.remove(id)]);
+    assert.equal(built.status, 'fulfilled');
+    assert.equal(removedDuringBuild.status, 'rejected');
+    assert.ok(removedDuringBuild.reason instanceof VersionBusyError && removedDuringBuild.reason.code === 'conflict', String(removedDuringBuild.reason));
+    assert.equal(removedDuringBuild.reason.message, `version ${id} is starting its index build`);
+    assert.equal(versions.version(id).state, 'building');
+    await versions.cancelJob(built.value.id);
+
+    const [removed, builtDuringRemoval] = await Promise.allSettled([versions.remove(id), versions.build(id)]);
+    assert.equal(removed.status, 'fulfilled');
+    assert.deepEqual(removed.value.removed, [path.join(service.dataDir, 'versions', id)]);
+    assert.equal(builtDuringRemoval.status, 'rejected');
+    assert.ok(builtDuringRemoval.reason instanceof VersionBusyError && builtDuringRemoval.reason.code === 'conflict', String(builtDuringRemoval.reason));
+    assert.equal(builtDuringRemoval.reason.message, `version ${id} is being deleted`);
+    await assert.rejects(stat(path.join(service.dataDir, 'versions', id)), { code: 'ENOENT' });
+    assert.deepEqual(versions.jobs(), [], 'no job was started for the deleted version, and its cancelled ones went with it');
+    assert.equal((await request(app).post(`/training/versions/${id}/build`).set('Authorization', AUTH).expect(404)).body.error.code, 'not_found');
+  });
+
   it('cancels an index job, keeps its partial file, and resumes it from there', async function () {
     const service = await startService(undefined, 8);
     const { app } = service;
@@ -622,7 +650,7 @@ describe('checkpoint versions: register, build, activate, roll back (tiny models
     );
     assert.deepEqual(starts.map((start) => start.status).sort(), [202, 409], 'one build of a version at a time');
     const resumed = starts.find((start) => start.status === 202)!;
-    assert.match(starts.find((start) => start.status === 409)!.body.error.message, new RegExp(`version ${version.id} is (already building its index|building)`));
+    assert.match(starts.find((start) => start.status === 409)!.body.error.message, new RegExp(`version ${version.id} is (already building its index|building|starting its index build)`));
     assertMatchesOpenApi('POST', '/training/versions/{id}/build', resumed);
     assert.notEqual(resumed.body.id, body.job.id);
     assert.deepEqual(
