@@ -10,7 +10,7 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
-import { fleetRoutes, replicaTrainingRefusal } from '../http/fleet-routes.js';
+import { replicaTrainingRefusal } from '../http/fleet-routes.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
 import { triesCuda } from '../onnx/execution-provider.js';
@@ -165,7 +165,7 @@ async function runServe(config: ServiceConfig): Promise<void> {
   const board = new HeartbeatBoard(config.dataDir, config.heartbeatMs);
   const training = await trainingRoutes(config, active, board, logger);
   const fleet = training.versions ? () => training.versions!.fleetView() : () => board.read();
-  const app = createApp({ service: active, config, logger, extraRouters: [fleetRoutes(fleet), ...training.routers] });
+  const app = createApp({ service: active, config, logger, fleet, extraRouters: training.routers });
   // Set once listening: the heartbeat of a writer, or the replica following its registry.
   let leaveFleet = async (): Promise<void> => undefined;
   const close = async (): Promise<void> => {

@@ -2,11 +2,13 @@ import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
-import { parseServeArgs } from '../../src/config.js';
+import { CONFIG_DEFAULTS, parseServeArgs } from '../../src/config.js';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { ServiceError } from '../../src/errors.js';
-import { fleetRoutes, replicaTrainingRefusal } from '../../src/http/fleet-routes.js';
+import { createApp } from '../../src/http/app.js';
+import { replicaTrainingRefusal } from '../../src/http/fleet-routes.js';
+import { createLogger } from '../../src/log.js';
 import { versionRouter } from '../../src/http/version-routes.js';
 import { HEARTBEAT_FOLDER, HeartbeatBoard } from '../../src/versions/heartbeats.js';
 import { ReplicaFollower } from '../../src/versions/replica-follower.js';
@@ -175,7 +177,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     assert.ok(warnings.some((message) => message.startsWith(`heartbeat file ${path.join(folder, 'torn.json')} ignored: not JSON`)), warnings.join('\n'));
     assert.ok(warnings.includes(`replica gone:8000 has not beaten since ${stale.beatAt}: left out of the fleet`), warnings.join('\n'));
 
-    const app = createHarness(fleet.writerActive, {}, [fleetRoutes(() => fleet.versions.fleetView())]).app;
+    const app = createApp({ service: fleet.writerActive, config: CONFIG_DEFAULTS, logger: createLogger({ logLevel: 'silent', logQueries: false }), fleet: () => fleet.versions.fleetView() });
     const response = await request(app).get('/replicas').expect(200);
     assertMatchesOpenApi('GET', '/replicas', response);
     assert.deepEqual(
