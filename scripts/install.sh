@@ -16,6 +16,8 @@ command -v g++ >/dev/null || need_apt+=(g++)
 /usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
 # The /docs test drives Debian's browser through playwright-core, which downloads none of its own.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The load balancer in front of replicas (deploy/nginx/retriever.conf); the scale-out tests start a real one.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { documentRoutes } from './document-routes.js';
 import { docsRoutes } from './docs-routes.js';
 import { errorHandler, notFoundHandler } from './errors.js';
+import { fleetRoutes, type FleetReader } from './fleet-routes.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
 import { retrieveRoutes, type RetrieveSettings } from './retrieve-routes.js';
@@ -19,9 +20,13 @@ export interface AppOptions {
   metrics?: ServiceMetrics;
   /** Further route groups (the training routes), mounted after ours and before the 404 handler. */
   extraRouters?: Router[];
+  /** The heartbeats of the servers sharing the data dir, for `GET /replicas`; absent: a server alone, an empty fleet. */
+  fleet?: FleetReader;
 }
 
-export function createApp({ service, config, logger, metrics, extraRouters = [] }: AppOptions): Express {
+const ALONE: FleetReader = async () => ({ servers: [], ignored: [] });
+
+export function createApp({ service, config, logger, metrics, extraRouters = [], fleet = ALONE }: AppOptions): Express {
   const appMetrics = metrics ?? new ServiceMetrics(service);
   const app = express();
   app.disable('x-powered-by');
@@ -31,6 +36,7 @@ export function createApp({ service, config, logger, metrics, extraRouters = [] 
   app.use(helmet({ strictTransportSecurity: false, contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } }));
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
+  app.use(fleetRoutes(fleet));
   app.use(retrieveRoutes(service, config, appMetrics));
   app.use(documentRoutes(service, config));
   app.use(docsRoutes());
