@@ -13,6 +13,7 @@ need_apt=()
 [ -f /usr/lib/x86_64-linux-gnu/libfaiss.a ] || [ -f /usr/lib/libfaiss.a ] || need_apt+=(libfaiss-dev)
 [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -e /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 command -v g++ >/dev/null || need_apt+=(g++)
+command -v patch >/dev/null || need_apt+=(patch)
 /usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
 # The /docs test drives Debian's browser through playwright-core, which downloads none of its own.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
