@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { load, loadAll } from 'js-yaml';
+import { CORE_SCHEMA, load, loadAll, mergeTag } from 'js-yaml';
 import request from 'supertest';
 import { parseServeArgs, SETTINGS, type ServiceConfig } from '../../src/config.js';
 import { PROJECT_ROOT } from '../../src/project-files.js';
@@ -25,8 +25,9 @@ const SCRAPE_LABELS = new Set(['instance', 'job', 'le']);
 
 type Yaml = Record<string, any>;
 
+/** Compose files use YAML merge keys (`<<: *anchor`), which js-yaml reads only when asked. */
 function readYaml(file: string): Yaml {
-  return load(readFileSync(file, 'utf8')) as Yaml;
+  return load(readFileSync(file, 'utf8'), { schema: CORE_SCHEMA.withTags(mergeTag) }) as Yaml;
 }
 
 const stages = dockerfileStages(readFileSync(path.join(PROJECT_ROOT, 'Dockerfile'), 'utf8'));
@@ -127,10 +128,10 @@ describe('docker compose files', function () {
     assert.deepEqual(gpus, ['0', '1', '2']);
   });
 
-  it('nginx mounts deploy/nginx/retriever.conf as its server configuration', function () {
+  it('nginx mounts deploy/nginx/retriever.conf as its main configuration', function () {
     const [source, target, mode] = (services.nginx!.volumes as string[])[0]!.split(':');
     assert.equal(path.resolve(COMPOSE_DIR, source!), NGINX_CONF);
-    assert.equal(target, '/etc/nginx/conf.d/default.conf');
+    assert.equal(target, '/etc/nginx/nginx.conf');
     assert.equal(mode, 'ro');
   });
 
