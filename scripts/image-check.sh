@@ -123,8 +123,18 @@ bh bud --isolation chroot --format docker --layers --target cpu --build-arg BASE
 build_s=$(since "$started")
 log "built $tag in ${build_s} s"
 
-image_json=$(bh images --json "$tag")
-base_json=$(bh images --json "$base")
+# Bytes of an image's root filesystem, unpacked (what a host stores; a registry holds it compressed).
+unpacked_bytes() {
+  local ctr mnt bytes
+  ctr=$(bh from --pull=never "$1")
+  mnt=$(bh mount "$ctr")
+  bytes=$(du -sb "$mnt" | cut -f1)
+  bh umount "$ctr" >/dev/null
+  bh rm "$ctr" >/dev/null
+  echo "$bytes"
+}
+image_bytes=$(unpacked_bytes "$tag")
+base_bytes=$(unpacked_bytes "$base")
 inspect_json=$(bh inspect --type image "$tag")
 
 # The image's own entrypoint and command, with a free loopback port appended (a later flag wins):
@@ -169,7 +179,7 @@ status=$(curl -s -o "$response" -w '%{http_code}' "http://127.0.0.1:$port/retrie
 info=$(curl -sf "http://127.0.0.1:$port/info")
 
 mkdir -p "$(dirname "$record")"
-RECORD=$record RESPONSE=$response IMAGE_JSON=$image_json BASE_JSON=$base_json INFO=$info BODY=$body \
+RECORD=$record RESPONSE=$response IMAGE_BYTES=$image_bytes BASE_BYTES=$base_bytes INFO=$info BODY=$body \
 BUILDAH_VERSION=$(buildah --version | awk '{print $3}') DRIVER=$driver NODE_VERSION=$node_version BASE=$base TAG=$tag \
 DEBOOTSTRAP_S=$debootstrap_s BASE_S=$base_s BUILD_S=$build_s READY_S=$ready_s STATUS=$status \
 node -e '
@@ -181,8 +191,6 @@ if (!Array.isArray(result) || result.length !== 2 || result.some((hits) => hits.
   console.error("[image-check] /retrieve did not answer 2 queries x 3 hits:", JSON.stringify(response).slice(0, 500));
   process.exit(1);
 }
-const image = JSON.parse(env.IMAGE_JSON)[0];
-const base = JSON.parse(env.BASE_JSON)[0];
 const record = {
   date: new Date().toISOString(),
   machine: "development VM, 2 CPU cores shared with other work (times are indicative)",
@@ -192,14 +200,22 @@ const record = {
     madeBy: "debootstrap --variant=minbase bookworm, plus the build host node laid out as node:20-bookworm-slim and the build host CAs",
     debootstrapSeconds: JSON.parse(env.DEBOOTSTRAP_S),
     seconds: JSON.parse(env.BASE_S),
-    bytes: base.size,
+    unpackedBytes: Number(env.BASE_BYTES),
   },
-  build: { target: "cpu", image: env.TAG, seconds: Number(env.BUILD_S), bytes: image.size, bytesAboveBase: image.size - base.size },
+  build: {
+    target: "cpu",
+    image: env.TAG,
+    seconds: Number(env.BUILD_S),
+    unpackedBytes: Number(env.IMAGE_BYTES),
+    unpackedBytesAboveBase: Number(env.IMAGE_BYTES) - Number(env.BASE_BYTES),
+  },
   serve: { argv: process.argv.slice(1), secondsToReady: Number(env.READY_S) },
   retrieve: {
     request: JSON.parse(env.BODY),
     status: Number(env.STATUS),
-    topHits: result.map((hits) => hits.map((hit) => ({ id: hit.document?.id, score: hit.score }))),
+    topHits: result.map((hits) =>
+      hits.map((hit) => ({ id: hit.document.id, title: hit.document.contents.split("\n")[0], score: hit.score })),
+    ),
   },
   retriever: JSON.parse(env.INFO).retriever,
 };
