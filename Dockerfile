@@ -41,9 +41,11 @@ FROM system AS app
 WORKDIR /app
 COPY --chown=node:node . .
 USER node
+# npm's download cache (about 240 MB) is of no use once node_modules is installed.
 RUN bash scripts/install.sh \
  && npm run build \
- && node dist/src/cli.js build-demo --data_dir /data
+ && node dist/src/cli.js build-demo --data_dir /data \
+ && npm cache clean --force
 # Set only now: NODE_ENV=production would make `npm ci` above skip the TypeScript compiler.
 ENV NODE_ENV=production \
     RETRIEVER_DATA_DIR=/data
