@@ -28,11 +28,11 @@ ARG BASE=node:20-bookworm-slim
 
 FROM ${BASE} AS system
 ARG DEBIAN_FRONTEND=noninteractive
-# python3-faiss/numpy are only checked for by scripts/install.sh (the Python compatibility tests);
-# installing them here keeps that script from running apt as the unprivileged user.
+# What scripts/install.sh needs to build faiss-node; the tests' tools (python3-faiss, chromium) stay
+# out of an image that serves (INSTALL_TEST_TOOLS=0 below).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      ca-certificates g++ patch libfaiss-dev libopenblas-dev liblapack-dev python3-faiss python3-numpy \
+      ca-certificates g++ patch libfaiss-dev libopenblas-dev liblapack-dev \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /app /models /index /corpus /data \
  && chown node:node /app /data
@@ -42,7 +42,7 @@ WORKDIR /app
 COPY --chown=node:node . .
 USER node
 # npm's download cache (about 240 MB) is of no use once node_modules is installed.
-RUN bash scripts/install.sh \
+RUN INSTALL_TEST_TOOLS=0 bash scripts/install.sh \
  && npm run build \
  && node dist/src/cli.js build-demo --data_dir /data \
  && npm cache clean --force
@@ -84,7 +84,7 @@ RUN dpkg -i /tmp/cuda-keyring.deb && rm /tmp/cuda-keyring.deb \
     done
 USER node
 # install.sh's other steps are done (their stamps are in the app layer); this fetches the provider.
-RUN ONNXRUNTIME_NODE_INSTALL=cuda12 bash scripts/install.sh
+RUN INSTALL_TEST_TOOLS=0 ONNXRUNTIME_NODE_INSTALL=cuda12 bash scripts/install.sh
 ENV NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 CMD ["--host", "0.0.0.0", "--device", "cuda"]
