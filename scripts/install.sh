@@ -13,9 +13,15 @@ need_apt=()
 [ -f /usr/lib/x86_64-linux-gnu/libfaiss.a ] || [ -f /usr/lib/libfaiss.a ] || need_apt+=(libfaiss-dev)
 [ -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -e /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 command -v g++ >/dev/null || need_apt+=(g++)
-/usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
-# The /docs test drives Debian's browser through playwright-core, which downloads none of its own.
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v patch >/dev/null || need_apt+=(patch)
+# Tools only the tests use; an install that only serves (the Dockerfile's) sets INSTALL_TEST_TOOLS=0.
+if [ "${INSTALL_TEST_TOOLS:-1}" != 0 ]; then
+  /usr/bin/python3 -c 'import faiss, numpy' 2>/dev/null || need_apt+=(python3-faiss python3-numpy)
+  # The /docs test drives Debian's browser through playwright-core, which downloads none of its own.
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # The load balancer in front of replicas (deploy/nginx/retriever.conf); the scale-out tests start a real one.
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

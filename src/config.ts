@@ -80,6 +80,23 @@ export const SETTINGS = {
   logLevel: setting('log_level', oneOf(LOG_LEVELS), 'info', 'log level'),
   trainingToken: optional('training_token', text, 'bearer token for the training routes'),
   trainingAuth: toggle('no_training_auth', 'serve the training routes without a token', false),
+  replica: toggle(
+    'replica',
+    "serve read-only as one of a writer's replicas: the version its registry in --data_dir marks active, prepared and switched with the writer's activations; no training routes, no data dir lock",
+  ),
+  heartbeatMs: setting(
+    'heartbeat_ms',
+    integer(50),
+    1000,
+    "ms between a fleet's heartbeats and registry polls: a replica switches within one after a flip; one that misses 3 is left out",
+  ),
+  // Loading wiki18's fp16 index onto a GPU takes minutes; a replica that hangs must not hold activations forever.
+  replicaPrepareTimeoutMs: setting(
+    'replica_prepare_timeout_ms',
+    integer(1),
+    600_000,
+    "ms the writer waits for every live replica to prepare a version it activates before failing the activation (the old version stays active)",
+  ),
   requestTimeoutMs: setting('request_timeout_ms', integer(0), 300_000, 'per-request deadline in ms, answered with 503 (0 = none)'),
   // Under many single-query clients batches form while the previous one runs; a lone big
   // request (Search-R1's turn) starts at once and runs whole, so neither shape waits.
@@ -287,6 +304,10 @@ function checkRerankCounts(config: ServiceConfig): void {
 }
 
 function checkConsistency(config: ServiceConfig): void {
+  if (config.replica && (config.trainingToken !== undefined || !config.trainingAuth)) {
+    const given = config.trainingToken !== undefined ? '--training_token' : '--no_training_auth';
+    throw badRequest(`--replica serves no training routes (the writer does): drop ${given}`, { field: '--replica' });
+  }
   if (config.topk > config.maxTopk) {
     throw badRequest(`--topk (${config.topk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--topk' });
   }

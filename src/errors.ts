@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'unauthorized'
   | 'not_found'
   | 'conflict'
+  | 'misdirected'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'not_ready'

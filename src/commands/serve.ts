@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
 import type { Router } from 'express';
@@ -12,6 +13,7 @@ import { createApp } from '../http/app.js';
 import { ServiceMetrics } from '../http/metrics.js';
 import { PassageReranker } from '../engine/reranker.js';
 import type { CrossEncoderOptions } from '../encoder/onnx-cross-encoder.js';
+import { replicaTrainingRefusal } from '../http/fleet-routes.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
 import { triesCuda } from '../onnx/execution-provider.js';
@@ -20,6 +22,8 @@ import { createLogger, type Logger } from '../log.js';
 import { startServer } from '../server.js';
 import { LoadingTrainingStore } from '../training/store-loading.js';
 import { resolveModelFolderOffThread, type ModelFolderRequest } from '../engine/model-folder-thread.js';
+import { HeartbeatBeacon, HeartbeatBoard, serverName } from '../versions/heartbeats.js';
+import { ReplicaFollower } from '../versions/replica-follower.js';
 import { INITIAL_VERSION, VersionManager } from '../versions/version-manager.js';
 
 /** The Search-R1 flags name the three files; none given means the bundled demo. */
@@ -134,7 +138,8 @@ function trainingRoutesOn(config: ServiceConfig): boolean {
   return !config.trainingAuth || Boolean(config.trainingToken);
 }
 
-async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, logger: Logger): Promise<TrainingRoutes> {
+async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, board: HeartbeatBoard, logger: Logger): Promise<TrainingRoutes> {
+  if (config.replica) return { routers: [replicaTrainingRefusal(() => board.read())], close: async () => undefined };
   if (!trainingRoutesOn(config)) {
     // Serving alone is the usual launch (Search-R1's own), not a fault: said once, at info.
     logger.info('training routes are off: give --training_token (or --no_training_auth for local use) to turn them on');
@@ -157,6 +162,7 @@ async function trainingRoutes(config: ServiceConfig, active: ActiveRetriever, lo
     encoder: encoderOptions(config, logger),
     index: indexOptions(config, logger),
     swapMode: config.swapMode,
+    fleet: { board, prepareTimeoutMs: config.replicaPrepareTimeoutMs },
     // Index builds share the CPU with serving: one thread keeps request latency steady.
     buildEncoder: { ...encoderOptions(config, logger), intraOpNumThreads: 1 },
     ...convertedGraphs(config),
@@ -187,15 +193,31 @@ async function runServe(config: ServiceConfig): Promise<void> {
     ? await lockDataDir(config.dataDir, { info: (message) => logger.info(message), error: (message) => logger.error(message) })
     : async () => undefined;
   const active = new ActiveRetriever(servingOptions(config));
-  const training = await trainingRoutes(config, active, logger);
+  const board = new HeartbeatBoard(config.dataDir, config.heartbeatMs);
+  const training = await trainingRoutes(config, active, board, logger);
+  const fleet = training.versions ? () => training.versions!.fleetView() : () => board.read();
   const metrics = new ServiceMetrics(active);
   let reranker: PassageReranker | undefined;
-  const app = createApp({ service: active, config, logger, metrics, extraRouters: training.routers, reranker: () => reranker });
+  const app = createApp({ service: active, config, logger, metrics, fleet, extraRouters: training.routers, reranker: () => reranker });
+  // Set once listening: the heartbeat of a writer, or the replica following its registry.
+  let leaveFleet = async (): Promise<void> => undefined;
   const close = async (): Promise<void> => {
+    await leaveFleet();
     await Promise.all([active.close(), training.close(), reranker?.close()]);
     await unlock();
   };
   const running = await startServer(app, config, logger, { close });
+  const name = serverName(advertisedHost(config.host), running.port);
+  const log = (message: string, fields: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'info') => logger[level](fields, message);
+  if (training.versions) {
+    const beacon = new HeartbeatBeacon(
+      board,
+      () => ({ role: 'writer', name, host: advertisedHost(config.host), port: running.port, pid: process.pid, ready: active.readiness().ready, ...(active.current && { active: active.current.version }) }),
+      (message) => log(message, {}, 'warn'),
+    );
+    void beacon.beat();
+    leaveFleet = () => beacon.stop();
+  }
   training.store?.loaded.then(
     (store) => {
       if (store.truncatedBytes > 0) logger.warn({ bytes: store.truncatedBytes }, 'removed a torn, unacknowledged last training record');
@@ -214,14 +236,22 @@ async function runServe(config: ServiceConfig): Promise<void> {
       reranker = await loadReranker(config, logger);
       reranker.observe(metrics);
     }
-    active.loading('resolving files');
-    const files = await retrieverFiles(config, logger);
-    logger.info(files, 'loading retriever');
     const load = {
       encoder: encoderOptions(config, logger),
       index: indexOptions(config, logger),
       onStage: (stage: string, progress?: number, step?: string) => active.loading(stage, progress, step),
     };
+    if (config.replica) {
+      logger.info({ dataDir: config.dataDir }, 'replica: serving the version the registry in the data dir marks active');
+      const host = advertisedHost(config.host);
+      const follower = await ReplicaFollower.start({ dataDir: config.dataDir, active, board, name, host, port: running.port, ...load, log }, load);
+      leaveFleet = () => follower.close();
+      logger.info(active.current!.info(), 'ready');
+      return;
+    }
+    active.loading('resolving files');
+    const files = await retrieverFiles(config, logger);
+    logger.info(files, 'loading retriever');
     // With the training routes on, a version activated before the restart serves instead.
     let retriever: Retriever;
     if (training.versions) retriever = await training.versions.restore(files, { onStage: load.onStage });
@@ -239,6 +269,11 @@ async function runServe(config: ServiceConfig): Promise<void> {
     await running.shutdown('load failed');
     process.exitCode = 1;
   }
+}
+
+/** The host a fleet's heartbeat names: this machine's name when listening on every address. */
+function advertisedHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? hostname() : host;
 }
 
 export function serveCommand(): Command {

@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import { documentRoutes } from './document-routes.js';
 import { docsRoutes } from './docs-routes.js';
 import { errorHandler, notFoundHandler } from './errors.js';
+import { fleetRoutes, type FleetReader } from './fleet-routes.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
 import { rerankRoutes } from './rerank-routes.js';
@@ -22,9 +23,13 @@ export interface AppOptions {
   extraRouters?: Router[];
   /** The reranker of `--reranker_model`, once loaded. */
   reranker?: RerankerSlot;
+  /** The heartbeats of the servers sharing the data dir, for `GET /replicas`; absent: a server alone, an empty fleet. */
+  fleet?: FleetReader;
 }
 
-export function createApp({ service, config, logger, metrics, extraRouters = [], reranker }: AppOptions): Express {
+const ALONE: FleetReader = async () => ({ servers: [], ignored: [] });
+
+export function createApp({ service, config, logger, metrics, extraRouters = [], reranker, fleet = ALONE }: AppOptions): Express {
   const appMetrics = metrics ?? new ServiceMetrics(service);
   const app = express();
   app.disable('x-powered-by');
@@ -34,6 +39,7 @@ export function createApp({ service, config, logger, metrics, extraRouters = [],
   app.use(helmet({ strictTransportSecurity: false, contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } }));
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
+  app.use(fleetRoutes(fleet));
   app.use(retrieveRoutes(service, config, appMetrics, reranker));
   app.use(rerankRoutes(config, reranker));
   app.use(documentRoutes(service, config));

@@ -11,6 +11,8 @@ const STATUS_BY_CODE: Record<ErrorCode, number> = {
   unauthorized: 401,
   not_found: 404,
   conflict: 409,
+  // A replica asked for what only its writer does: the answer names the writer.
+  misdirected: 421,
   payload_too_large: 413,
   unsupported_media_type: 415,
   not_ready: 503,

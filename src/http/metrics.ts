@@ -1,9 +1,29 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RerankBatchStats, RerankObserver, RetrievalService, RetrievalTimings } from '../engine/types.js';
+import type { RerankBatchStats, RerankObserver, RetrievalService, RetrievalTimings, RetrieverInfo } from '../engine/types.js';
 import { registerThroughputMetrics } from './throughput-metrics.js';
 
 const LATENCY_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2560, 4096];
+
+/** A gauge with one series, 1, labelled with what `value` reads from the active retriever; none while nothing is active. */
+function activeRetrieverGauge<L extends string>(
+  registry: Registry,
+  service: RetrievalService,
+  label: L,
+  gauge: { name: string; help: string; value: (info: RetrieverInfo) => string },
+): void {
+  new Gauge<L>({
+    name: gauge.name,
+    help: gauge.help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const info = service.info();
+      if (info) this.set({ [label]: gauge.value(info) } as Record<L, string>, 1);
+    },
+  });
+}
 
 /**
  * Prometheus metrics of one app instance, in a registry of its own so that two apps in one
@@ -60,16 +80,16 @@ export class ServiceMetrics implements RerankObserver {
       buckets: BATCH_BUCKETS,
       registers,
     });
-    new Gauge({
+    activeRetrieverGauge(this.registry, service, 'provider', {
       name: 'retriever_execution_provider',
       help: 'Execution provider the active encoder runs on (1 for the active one)',
-      labelNames: ['provider'],
-      registers,
-      collect() {
-        this.reset();
-        const info = service.info();
-        if (info) this.set({ provider: info.provider }, 1);
-      },
+      value: (info) => info.provider,
+    });
+    // Each replica of a fleet exports its own: a dashboard shows who serves what by the scrape's instance.
+    activeRetrieverGauge(this.registry, service, 'version', {
+      name: 'retriever_active_version',
+      help: 'Retriever version this instance serves (1 for the active one)',
+      value: (info) => info.version,
     });
     new Gauge({
       name: 'retriever_index_rows',

@@ -24,9 +24,10 @@ export function versionRouter({ versions, ...auth }: VersionRouterOptions): Rout
   const router = authenticatedRouter(auth);
   const json = express.json({ limit: '64kb' });
 
-  router.get('/training/versions', (_req, res) => {
-    const { active, previous, versions: list } = versions.list();
-    res.json({ active: active ?? null, previous: previous ?? null, versions: list.map(shown) });
+  router.get('/training/versions', async (_req, res) => {
+    const { active, previous, pending, versions: list } = versions.list();
+    const replicas = (await versions.fleetView()).servers.filter((server) => server.role === 'replica');
+    res.json({ active: active ?? null, previous: previous ?? null, pending: pending ?? null, replicas, versions: list.map(shown) });
   });
 
   router.post('/training/versions', json, async (req, res) => {

@@ -19,10 +19,12 @@ import { checkFaissType } from '../index/convert-host.js';
 import { FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
+import { FleetActivation, type FleetActivationOptions } from './fleet-activation.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
-import { VersionRegistry, type VersionRecord } from './version-registry.js';
+import type { FleetView } from './heartbeats.js';
+import { VersionRegistry, type PendingActivation, type VersionRecord } from './version-registry.js';
 
 /** The version the launch flags name. */
 export const INITIAL_VERSION = 'initial';
@@ -45,6 +47,8 @@ export interface VersionManagerOptions {
   fp16: boolean;
   /** Also build int8 graphs, with weights of these bits, when converting checkpoints. */
   int8?: WeightBitsSetting;
+  /** Replicas sharing the data dir: activations become two-phase across them (absent: this server alone). */
+  fleet?: Omit<FleetActivationOptions, 'log'>;
   /**
    * Where CUDA devices' free memory is read for swap plans (default nvidia-smi on PATH, see
    * {@link gpuMemoryReader}); a device it cannot tell about is planned against the budget alone.
@@ -82,6 +86,8 @@ export interface VersionList {
   active?: string;
   /** Where a rollback goes. */
   previous?: string;
+  /** A two-phase activation under way: the replicas are preparing this version. */
+  pending?: PendingActivation;
 }
 
 export interface RemovalResult {
@@ -103,6 +109,8 @@ export interface ActivationResult {
   swap?: SwapPlan;
   /** Replace mode: how long no version searched (requests waited in the queue). */
   pausedMs?: number;
+  /** With replicas: those serving the version when the activation answered (each prepared it before the flip). */
+  replicas?: string[];
 }
 
 /** A registration refused for one of the files it names: which one, and what is wrong with it. */
@@ -190,6 +198,7 @@ export class VersionManager {
   private readonly versionWork = new Map<string, { lock: Mutex; underWay: VersionWork }>();
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
+  private readonly fleet?: FleetActivation;
   private readonly gpuMemory: GpuMemoryReader;
 
   private constructor(
@@ -197,6 +206,7 @@ export class VersionManager {
     private readonly indexJobs: IndexJobs,
     private readonly options: VersionManagerOptions,
   ) {
+    if (options.fleet) this.fleet = new FleetActivation(registry, { ...options.fleet, log: options.log });
     this.gpuMemory = options.gpuMemory ?? gpuMemoryReader({ warn: (message) => options.log?.(message, {}, 'warn') });
   }
 
@@ -233,6 +243,12 @@ export class VersionManager {
   }
 
   private async restoreServing(files: RetrieverFiles, progress: Pick<RetrieverLoadOptions, 'onStage'>): Promise<Retriever> {
+    const interrupted = this.registry.pending;
+    if (interrupted) {
+      // The writer died between asking the replicas to prepare and the flip: they still serve the active version.
+      this.options.log?.(`the activation of version ${interrupted.id} was interrupted by a restart before the flip; withdrawn, version ${this.registry.activeId} stays active`, { interrupted });
+      await this.registry.clearPending();
+    }
     await this.adoptInitial(files);
     const rememberedId = this.registry.activeId;
     if (rememberedId !== undefined && rememberedId !== INITIAL_VERSION && this.registry.has(rememberedId)) {
@@ -272,7 +288,7 @@ export class VersionManager {
 
   /** Every version, with the active one and the one a rollback goes to. */
   list(): VersionList {
-    return { active: this.registry.activeId, previous: this.registry.previousId, versions: this.registry.versions() };
+    return { active: this.registry.activeId, previous: this.registry.previousId, pending: this.registry.pending, versions: this.registry.versions() };
   }
 
   version(id: string): VersionRecord {
@@ -475,9 +491,12 @@ export class VersionManager {
     return this.indexJobs.start(versionId, corpus.rows);
   }
 
-  /** Makes `id` serve new requests; resolves once the version it replaced is released. */
+  /**
+   * Makes `id` serve new requests, here and on every live replica; resolves once the version it
+   * replaced is released and the replicas serve `id`.
+   */
   activate(id: string): Promise<ActivationResult> {
-    return this.exclusively(async () => this.result(await this.switchTo(id, 'activate')));
+    return this.exclusively(() => this.switchFleetTo(id, 'activate'));
   }
 
   /** Activates the version that was active before the current one. */
@@ -485,7 +504,7 @@ export class VersionManager {
     return this.exclusively(async () => {
       const previous = this.registry.previousId;
       if (previous === undefined) throw new ServiceError('conflict', 'there is no previously active version to roll back to');
-      return this.result(await this.switchTo(previous, 'rollback'));
+      return this.switchFleetTo(previous, 'rollback');
     });
   }
 
@@ -548,6 +567,36 @@ export class VersionManager {
     );
   }
 
+  /** The fleet as its heartbeats show it; empty for a server without replicas. */
+  async fleetView(): Promise<FleetView> {
+    return (await this.fleet?.view()) ?? { servers: [], ignored: [] };
+  }
+
+  /**
+   * With live replicas, two phases: they prepare `id` while this server loads it (one that
+   * cannot fails the activation, and nothing changes anywhere), then this server switches and
+   * the registry flips, which the replicas follow. Without replicas, just this server's switch.
+   */
+  private async switchFleetTo(id: string, how: 'activate' | 'rollback'): Promise<ActivationResult> {
+    if (!this.fleet || this.options.active.current?.version === id) return this.result(await this.switchTo(id, how));
+    servableFiles(this.registry.version(id));
+    const replicas = await this.fleet.ask(id, how);
+    const abandon = new AbortController();
+    const prepared = this.fleet.prepared(id, replicas, abandon.signal);
+    // Awaited by switchTo before its flip; a failure before then is seen below.
+    prepared.catch(() => undefined);
+    let switched: Switch;
+    try {
+      switched = await this.switchTo(id, how, {}, prepared);
+    } catch (error) {
+      abandon.abort();
+      await prepared.catch(() => undefined);
+      await this.fleet.withdraw();
+      throw error;
+    }
+    return { ...this.result(switched), replicas: await this.fleet.switched(id, replicas) };
+  }
+
   /** Runs `work` as the one build start or deletion of version `id`; another one meanwhile is refused with {@link VersionBusyError}. */
   private onVersion<T>(id: string, underWay: VersionWork, work: () => Promise<T>): Promise<T> {
     const entry = this.versionWork.get(id) ?? { lock: new Mutex(), underWay };
@@ -573,23 +622,37 @@ export class VersionManager {
    * version it replaced is released. A load failure marks the version failed with the reason and
    * leaves serving as it was.
    */
-  private async switchTo(id: string, how: 'activate' | 'rollback', progress: Pick<RetrieverLoadOptions, 'onStage'> = {}): Promise<Switch> {
+  private async switchTo(
+    id: string,
+    how: 'activate' | 'rollback',
+    progress: Pick<RetrieverLoadOptions, 'onStage'> = {},
+    /** Settles once the replicas have prepared `id` (or cannot): nothing flips before. */
+    replicasPrepared: Promise<void> = Promise.resolve(),
+  ): Promise<Switch> {
     const version = this.registry.version(id);
     const current = this.options.active.current;
     if (current?.version === id) return { retriever: current, loadMs: 0, releaseMs: 0 };
-    const { modelDir, indexPath } = version;
-    if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
-      throw new NoIndexYetError(version);
-    }
-    const files = versionFiles(version, modelDir, indexPath);
-    const load = (loading: RetrieverFiles, versionId: string) =>
-      Retriever.load(loading, { encoder: this.options.encoder, index: this.options.index, ...progress, version: versionId });
+    const files = servableFiles(version);
+    const load = (loading: RetrieverFiles, versionId: string) => loadRetriever(loading, versionId, this.options, progress);
     const loadNew = () => load(files, id).catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error)));
     const swap = current && (await this.planSwap(current, files, id));
     if (swap) this.options.log?.(`activating version ${id} in place of ${current!.version}, ${swap.mode}: ${swap.reason}`, { swap }, swap.fits ? 'info' : 'warn');
-    if (current && swap?.mode === 'replace') return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
+    if (current && swap?.mode === 'replace') {
+      // Replacing pauses this server's serving: not before the replicas are ready to follow.
+      await replicasPrepared;
+      return this.replace(id, how, current, swap, loadNew, () => load(current.files, current.version));
+    }
     const started = performance.now();
-    const retriever = await loadNew();
+    const loading = loadNew();
+    loading.catch(() => undefined);
+    await replicasPrepared.catch(async (error: unknown) => {
+      await loading.then(
+        (retriever) => retriever.close(),
+        () => undefined,
+      );
+      throw error;
+    });
+    const retriever = await loading;
     const loaded = performance.now();
     if (this.closing) {
       await retriever.close();
@@ -703,11 +766,26 @@ function activationErrorCode(error: unknown): ErrorCode {
   return error.code === 'not_found' ? 'bad_request' : error.code;
 }
 
-function versionFiles(version: VersionRecord, modelDir: string, indexPath: string): RetrieverFiles {
+/** The files `version` serves from; a version without its model and index yet cannot serve. */
+export function servableFiles(version: VersionRecord): RetrieverFiles {
+  const { modelDir, indexPath } = version;
+  if (version.state === 'converting' || version.state === 'building' || version.state === 'registered' || modelDir === undefined || indexPath === undefined) {
+    throw new NoIndexYetError(version);
+  }
   return {
     modelDir,
     indexPath,
     corpusPath: version.corpusPath,
     ...(version.sidecarPath !== undefined && { sidecarPath: version.sidecarPath }),
   };
+}
+
+/** Loads, validates and warms one version's files as this server serves them (the writer and its replicas alike). */
+export function loadRetriever(
+  files: RetrieverFiles,
+  version: string,
+  options: Pick<VersionManagerOptions, 'encoder' | 'index'>,
+  progress: Pick<RetrieverLoadOptions, 'onStage'> = {},
+): Promise<Retriever> {
+  return Retriever.load(files, { encoder: options.encoder, index: options.index, ...progress, version });
 }

@@ -67,6 +67,22 @@ interface RegistryDocument {
   activeId?: string;
   /** Activated ids, oldest first; the last is the active one. Rollback pops it. */
   history: string[];
+  /** A fleet activation under way: replicas prepare this version before `activeId` flips to it. */
+  pending?: PendingActivation;
+}
+
+/** The version replicas are asked to prepare (load, warm) before the writer flips the active version to it. */
+export interface PendingActivation {
+  id: string;
+  how: 'activate' | 'rollback';
+  since: string;
+}
+
+/** What a replica reads of the registry: it never writes it, so it gets the document's facts, not the registry. */
+export interface RegistrySnapshot {
+  activeId?: string;
+  pending?: PendingActivation;
+  versions: VersionRecord[];
 }
 
 const REGISTRY_FORMAT = 'agentic-retriever/versions/1';
@@ -130,6 +146,26 @@ export class VersionRegistry {
 
   get activeId(): string | undefined {
     return this.document.activeId;
+  }
+
+  get pending(): PendingActivation | undefined {
+    return this.document.pending && { ...this.document.pending };
+  }
+
+  /** Asks the replicas to prepare `id`; {@link markActive} or {@link clearPending} ends the request. */
+  markPending(id: string, how: PendingActivation['how']): Promise<PendingActivation> {
+    return this.change(() => {
+      this.liveVersion(id);
+      this.document.pending = { id, how, since: new Date().toISOString() };
+      return { ...this.document.pending };
+    });
+  }
+
+  /** Withdraws a fleet activation that failed (or that a writer's restart found unfinished): replicas drop what they prepared. */
+  clearPending(): Promise<void> {
+    return this.change(() => {
+      delete this.document.pending;
+    }, 'keep');
   }
 
   /** The version before the active one in the activation history. */
@@ -243,6 +279,7 @@ export class VersionRegistry {
       if (history[history.length - 1] !== id) history.push(id);
       history.splice(0, Math.max(0, history.length - HISTORY_LIMIT));
       this.document.activeId = id;
+      delete this.document.pending;
       return { ...version };
     }, 'keep');
   }
@@ -305,6 +342,23 @@ export class VersionRegistry {
     clearTimeout(this.retry);
     this.retry = setTimeout(() => void this.change(() => undefined, 'keep').catch(() => undefined), RETRY_WRITE_MS).unref();
   }
+}
+
+/**
+ * The registry in `dir` as its last atomic write left it, read without taking it over: a
+ * replica's view, which never marks jobs interrupted or creates the folder.
+ */
+export async function readRegistrySnapshot(dir: string): Promise<RegistrySnapshot> {
+  const file = path.join(dir, REGISTRY_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    throw new ServiceError('not_found', `no version registry at ${file}: a replica serves what a writer (serve with the training routes on this data dir) has registered; start the writer first`, { path: file });
+  }
+  const { activeId, pending, versions } = parseDocument(text, file);
+  return { versions, ...(activeId !== undefined && { activeId }), ...(pending && { pending }) };
 }
 
 function assignDefined<T extends object>(target: T, changes: Partial<T>): void {

@@ -25,6 +25,9 @@ describe('readiness of the real engine', function () {
     const early = await request(app).post('/retrieve').send({ queries: ['too early'] }).expect(503);
     assert.equal(early.body.error.code, 'not_ready');
     assert.ok(Number(early.headers['retry-after']) > 0);
+    const idle = (await request(app).get('/metrics').expect(200)).text;
+    assert.match(idle, /^# TYPE retriever_active_version gauge$/m);
+    assert.doesNotMatch(idle, /^retriever_active_version\{/m, 'no version is active yet');
 
     const seen: unknown[] = [];
     const retriever = await Retriever.load(await realFixture(), {
@@ -43,6 +46,8 @@ describe('readiness of the real engine', function () {
       assertMatchesOpenApi('GET', '/ready', after);
       const served = await request(app).post('/retrieve').send({ queries: ['now'] }).expect(200);
       assert.equal(served.headers[VERSION_HEADER.toLowerCase()], 'readiness-v1');
+      const metrics = (await request(app).get('/metrics').expect(200)).text;
+      assert.equal(metricValue(metrics, 'retriever_active_version', { version: 'readiness-v1' }), 1);
     } finally {
       await active.close();
     }
@@ -238,6 +243,7 @@ describe('POST /retrieve contract (real engine: tiny model, FAISS Flat over the 
       assert.equal(metricValue(text, 'retriever_stage_duration_seconds_count', { stage }), 2);
     }
     assert.equal(metricValue(text, 'retriever_execution_provider', { provider: 'cpu' }), 1);
+    assert.equal(metricValue(text, 'retriever_active_version', { version: 'contract-v1' }), 1);
     assert.equal(metricValue(text, 'retriever_index_rows'), rows.length);
     assert.equal(metricValue(text, 'retriever_ready'), 1);
   });

@@ -29,7 +29,17 @@ export interface LoadSample {
   /** A refusal's Retry-After header. */
   retryAfter?: string;
   error?: string;
+  /** Tries it took, with {@link LoadOptions.retries}: failed ones were retried as verl's client does. */
+  attempts: number;
 }
+
+export interface LoadOptions {
+  /** Tries after the first that a 500/502/503/504 or a connection error gets, as verl's search tool retries (default 0). */
+  retries?: number;
+}
+
+/** What verl's search tool retries: these statuses and connection errors (status 0 here). */
+const RETRIED_STATUSES = new Set([0, 500, 502, 503, 504]);
 
 /** Query texts made from corpus rows: a title and a few words of its text, varied in length. */
 export async function corpusQueries(corpusPath: string, count: number, offset = 0): Promise<string[]> {
@@ -105,6 +115,7 @@ export class LoadClients {
   constructor(
     private readonly url: string,
     private readonly plan: LoadPlan,
+    private readonly options: LoadOptions = {},
   ) {}
 
   /** Starts `count` clients sending batches of `shape`. */
@@ -136,11 +147,19 @@ export class LoadClients {
     const sets = this.plan.batches.get(shape)!;
     for (let turn = client; !this.stopping; turn++) {
       const set = turn % sets.length;
-      this.samples.push(await this.send(shape, set, sets[set]!));
+      this.samples.push(await this.sendWithRetries(shape, set, sets[set]!));
     }
   }
 
-  private async send(shape: string, set: number, queries: string[]): Promise<LoadSample> {
+  private async sendWithRetries(shape: string, set: number, queries: string[]): Promise<LoadSample> {
+    const tries = 1 + (this.options.retries ?? 0);
+    for (let attempt = 1; ; attempt++) {
+      const sample = await this.send(shape, set, queries);
+      if (attempt === tries || !RETRIED_STATUSES.has(sample.status)) return { ...sample, attempts: attempt };
+    }
+  }
+
+  private async send(shape: string, set: number, queries: string[]): Promise<Omit<LoadSample, 'attempts'>> {
     const sentAt = this.now();
     try {
       const response = await fetch(`${this.url}/retrieve`, {
@@ -151,7 +170,7 @@ export class LoadClients {
       const text = await response.text();
       const latencyMs = this.now() - sentAt;
       const version = response.headers.get('x-retriever-version') ?? undefined;
-      const sample: LoadSample = { shape, sentAt, latencyMs, status: response.status, consistent: false, ...(version !== undefined && { version }) };
+      const sample: Omit<LoadSample, 'attempts'> = { shape, sentAt, latencyMs, status: response.status, consistent: false, ...(version !== undefined && { version }) };
       const retryAfter = response.headers.get('retry-after');
       if (response.status !== 200) return { ...sample, ...(retryAfter !== null && { retryAfter }), error: text.slice(0, 300) };
       const expected = version === undefined ? undefined : this.plan.expected.get(version)?.get(shape)?.[set];
