@@ -15,44 +15,19 @@
  * The engine's time for a batch is dominated by query encoding; `--corpus-rows` keeps the e5-base
  * index build (512-token passages) short on a small CPU without changing what is measured.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { CONFIG_DEFAULTS } from '../src/config.js';
 import { isPresetName } from '../src/encoder/presets.js';
-import type { CorpusRow } from '../src/corpus/corpus-row.js';
 import type { RetrievalResult, RetrievalService } from '../src/engine/types.js';
 import { createApp } from '../src/http/app.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
+import { buildRetrieverFiles } from '../test/support/retriever-fixture.js';
 import { loadRealService } from '../test/support/real-service.js';
-import { report, seconds, workDir, type Row } from './bench-report.js';
-
-async function sampleLines(): Promise<string[]> {
-  return (await readFile(SAMPLE_CORPUS, 'utf8')).split('\n').filter((line) => line !== '');
-}
-
-/** The first `rows` lines of the wiki18 sample, as a corpus file under benchmarks/work. */
-async function sampleHead(rows: number): Promise<string> {
-  const file = path.join(workDir, `wiki18-sample-head-${rows}.jsonl`);
-  await mkdir(workDir, { recursive: true });
-  await writeFile(file, (await sampleLines()).slice(0, rows).join('\n') + '\n');
-  return file;
-}
-
-/** Search-R1-like sub-queries: a passage's title and a few of its words, varied in length. */
-async function sampleQueries(count: number): Promise<string[]> {
-  const rows = (await sampleLines()).map((line) => JSON.parse(line) as CorpusRow);
-  return Array.from({ length: count }, (_, position) => {
-    const [title = '', text = ''] = rows[(position * 37) % rows.length]!.contents.split('\n');
-    const words = text.split(/\s+/);
-    const start = (position * 13) % Math.max(1, words.length - 12);
-    return `${title.replaceAll('"', '')} ${words.slice(start, start + 2 + (position % 10)).join(' ')}`;
-  });
-}
+import { report, seconds, type Row } from './bench-report.js';
+import { sampleHead, sampleQueries } from './sample-queries.js';
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);

@@ -169,6 +169,21 @@ export const SETTINGS = {
     32,
     'most rows in one ONNX Runtime run (queries are grouped by token length into runs)',
   ),
+  // Search-R1's retrieval_rerank_server.py spellings and defaults.
+  rerankerModel: optional(
+    'reranker_model',
+    text,
+    'cross-encoder folder (reranker.json), or a Hugging Face BertForSequenceClassification checkpoint with one label (converted once): /retrieve retrieves, then reranks; POST /rerank',
+  ),
+  retrievalTopk: setting('retrieval_topk', integer(1), 10, 'with --reranker_model: passages retrieved per query before reranking, when a request sends no topk_retrieval'),
+  rerankingTopk: setting('reranking_topk', integer(1), 3, 'with --reranker_model: passages kept per query after reranking, when a request sends no topk_rerank (or topk)'),
+  rerankerBatchSize: setting('reranker_batch_size', integer(1), 32, 'most (query, passage) pairs in one reranker ONNX Runtime run (pairs are grouped by token length into runs)'),
+  rerankerPrecision: setting(
+    'reranker_precision',
+    oneOf<CpuPrecision>(['fp32', 'int8']),
+    'fp32',
+    'CPU reranker graph: fp32|int8 (int8 = model.int8.onnx, built on checkpoint conversion; CUDA runs fp16)',
+  ),
 } satisfies Record<string, Setting<unknown>>;
 
 type Settings = typeof SETTINGS;
@@ -277,6 +292,17 @@ function fileLayer(file: string): Layer {
   return layer;
 }
 
+function checkRerankCounts(config: ServiceConfig): void {
+  if (config.retrievalTopk > config.maxTopk) {
+    throw badRequest(`--retrieval_topk (${config.retrievalTopk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--retrieval_topk' });
+  }
+  if (config.rerankingTopk > config.retrievalTopk) {
+    throw badRequest(`--reranking_topk (${config.rerankingTopk}) must not exceed --retrieval_topk (${config.retrievalTopk}): reranking keeps passages out of those retrieved`, {
+      field: '--reranking_topk',
+    });
+  }
+}
+
 function checkConsistency(config: ServiceConfig): void {
   if (config.replica && (config.trainingToken !== undefined || !config.trainingAuth)) {
     const given = config.trainingToken !== undefined ? '--training_token' : '--no_training_auth';
@@ -285,6 +311,8 @@ function checkConsistency(config: ServiceConfig): void {
   if (config.topk > config.maxTopk) {
     throw badRequest(`--topk (${config.topk}) must not exceed --max_topk (${config.maxTopk})`, { field: '--topk' });
   }
+  // Only a reranker reads these two; without one their defaults must not refuse a small --max_topk.
+  if (config.rerankerModel !== undefined) checkRerankCounts(config);
 }
 
 /** Merges the layers of an already-parsed command (the CLI's `serve`) with env and config file. */

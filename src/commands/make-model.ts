@@ -20,12 +20,16 @@ interface MakeModelCommandOptions {
   fp16: boolean;
   int8: boolean;
   int8WeightBits?: WeightBitsSetting;
+  reranker: boolean;
   name?: string;
   overwrite: boolean;
 }
 
 async function runMakeModel(options: MakeModelCommandOptions): Promise<void> {
-  if (!options.preset === !options.checkpoint) throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
+  if (options.preset && options.checkpoint) throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
+  if (!options.preset && !options.checkpoint && !options.reranker) {
+    throw new ServiceError('bad_request', 'give exactly one of --preset or --checkpoint');
+  }
   printJson(
     await makeModel({
       outDir: options.out,
@@ -35,6 +39,7 @@ async function runMakeModel(options: MakeModelCommandOptions): Promise<void> {
       seed: options.seed,
       fp16: options.fp16,
       ...((options.int8 || options.int8WeightBits !== undefined) && { int8: options.int8WeightBits ?? 'auto' }),
+      reranker: options.reranker,
       name: options.name,
       overwrite: options.overwrite,
     }),
@@ -45,8 +50,13 @@ export function makeModelCommand(): Command {
   const command = new Command('make-model')
     .description('build an ONNX model folder from a preset or a Hugging Face BERT checkpoint')
     .requiredOption('--out <dir>', 'model folder to create')
-    .option('--preset <name>', 'tiny | e5-base | demo (generated weights)', argParser(preset))
+    .option('--preset <name>', 'tiny | e5-base | demo | minilm-l12 (generated weights)', argParser(preset))
     .option('--checkpoint <dir>', 'Hugging Face/tevatron BERT folder (config.json + model.safetensors)')
+    .option(
+      '--reranker',
+      'a cross-encoder (reranker.json) for serve --reranker_model: a one-label BertForSequenceClassification checkpoint, or a preset with a generated classifier (default preset minilm-l12)',
+      false,
+    )
     .option('--vocabulary-corpus <jsonl>', "wiki18 JSONL to derive a generated model's vocabulary from (default: the bundled demo/corpus.jsonl)")
     .option('--seed <n>', 'seed of generated weights', argParser(anyInteger), 0)
     .option('--fp16', 'also write model.fp16.onnx for CUDA', false)

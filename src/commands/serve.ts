@@ -10,6 +10,9 @@ import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { Retriever, type RetrieverFiles } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import { createApp } from '../http/app.js';
+import { ServiceMetrics } from '../http/metrics.js';
+import { PassageReranker } from '../engine/reranker.js';
+import type { CrossEncoderOptions } from '../encoder/onnx-cross-encoder.js';
 import { replicaTrainingRefusal } from '../http/fleet-routes.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import { trainingRouter } from '../http/training-routes.js';
@@ -73,6 +76,34 @@ function encoderOptions(config: ServiceConfig, logger: Logger): EncoderOptions {
     ...(config.interOpThreads !== undefined && { interOpNumThreads: config.interOpThreads }),
     warn: (message) => logger.warn(message),
   };
+}
+
+/** The reranker runs where the encoder does, with its own graph precision and run size. */
+function crossEncoderOptions(config: ServiceConfig, logger: Logger): CrossEncoderOptions {
+  return { ...encoderOptions(config, logger), precision: config.rerankerPrecision, batchLimits: { maxBatchSize: config.rerankerBatchSize } };
+}
+
+/**
+ * Loads `--reranker_model` (a checkpoint is converted once, off the event loop, like the
+ * retriever's). It serves for the server's life, whichever retriever version is active.
+ */
+async function loadReranker(config: ServiceConfig, logger: Logger): Promise<PassageReranker> {
+  logger.info({ model: config.rerankerModel }, 'resolving the reranker folder (a Hugging Face checkpoint is converted to ONNX once)');
+  const modelDir = await resolveModelFolderOffThread({
+    dir: config.rerankerModel!,
+    cacheDir: path.join(config.dataDir, 'models'),
+    kind: 'reranker',
+    fp16: triesCuda(config.device),
+    ...(config.rerankerPrecision === 'int8' && { int8: config.int8WeightBits }),
+  });
+  // A merged call holds the pairs of one full query batch: each query brings its retrieved candidates.
+  const reranker = await PassageReranker.load(modelDir, crossEncoderOptions(config, logger), {
+    maxBatchPairs: config.batchMaxQueries * config.retrievalTopk,
+    maxBatchTokens: config.batchMaxTokens * config.retrievalTopk,
+    maxQueuedPairs: config.queueMaxQueries * config.retrievalTopk,
+  });
+  logger.info(reranker.info(), 'reranker loaded');
+  return reranker;
 }
 
 function indexOptions(config: ServiceConfig, logger: Logger): VectorIndexOptions {
@@ -165,12 +196,14 @@ async function runServe(config: ServiceConfig): Promise<void> {
   const board = new HeartbeatBoard(config.dataDir, config.heartbeatMs);
   const training = await trainingRoutes(config, active, board, logger);
   const fleet = training.versions ? () => training.versions!.fleetView() : () => board.read();
-  const app = createApp({ service: active, config, logger, fleet, extraRouters: training.routers });
+  const metrics = new ServiceMetrics(active);
+  let reranker: PassageReranker | undefined;
+  const app = createApp({ service: active, config, logger, metrics, fleet, extraRouters: training.routers, reranker: () => reranker });
   // Set once listening: the heartbeat of a writer, or the replica following its registry.
   let leaveFleet = async (): Promise<void> => undefined;
   const close = async (): Promise<void> => {
     await leaveFleet();
-    await Promise.all([active.close(), training.close()]);
+    await Promise.all([active.close(), training.close(), reranker?.close()]);
     await unlock();
   };
   const running = await startServer(app, config, logger, { close });
@@ -198,6 +231,11 @@ async function runServe(config: ServiceConfig): Promise<void> {
     },
   );
   try {
+    if (config.rerankerModel !== undefined) {
+      active.loading('reranker', undefined, 'converting or loading --reranker_model');
+      reranker = await loadReranker(config, logger);
+      reranker.observe(metrics);
+    }
     const load = {
       encoder: encoderOptions(config, logger),
       index: indexOptions(config, logger),

@@ -2,12 +2,14 @@ import onnxProto from 'onnx-proto';
 import { GraphBuilder, tensorValue, type GraphPrecision } from '../onnx/graph-builder.js';
 import { quantizeLinearWeight, type WeightBits } from '../onnx/int8-quantization.js';
 import type { BertArchitecture } from './manifest.js';
-import { checkBertWeights, layerPrefix, type BertWeights } from './weights.js';
+import { checkBertWeights, layerPrefix, type BertHead, type BertWeights } from './weights.js';
 
 const { DataType } = onnxProto.onnx.TensorProto;
 
 export const GRAPH_INPUTS = ['input_ids', 'attention_mask', 'token_type_ids'] as const;
 export const GRAPH_OUTPUTS = { lastHiddenState: 'last_hidden_state', embedding: 'sentence_embedding' } as const;
+/** A sequence classifier's raw scores, named as Hugging Face's ONNX exports name them. */
+export const CROSS_ENCODER_OUTPUT = 'logits';
 
 /** Masked attention scores get `torch.finfo(dtype).min` added, as Hugging Face's BERT does. */
 const MASK_VALUE: Record<GraphPrecision, number> = { fp32: -3.4028234663852886e38, fp16: -65504, int8: -3.4028234663852886e38 };
@@ -25,19 +27,27 @@ function transposed(matrix: Float32Array, rows: number, columns: number): Float3
   return result;
 }
 
+/** A graph under construction with BERT's encoder layers in it, and what its head builds on. */
+interface EncoderBody {
+  g: GraphBuilder;
+  /** The last layer's output, in the graph's precision (fp16 in an fp16 graph). */
+  hidden: string;
+  /** `x · Wᵀ + b` for the Linear layer named `prefix`, quantized in an int8 graph. */
+  linear: (x: string, prefix: string) => string;
+}
+
 /**
- * The graph a Hugging Face feature-extraction export of `BertModel` runs, plus E5's pooling:
- * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`),
- * outputs `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation),
- * both float32. Returns the serialised ModelProto.
+ * BERT's embeddings and encoder layers, exactly as Hugging Face's `BertModel` computes them, on the
+ * inputs `input_ids`, `attention_mask`, `token_type_ids` (int64 `[batch_size, sequence_length]`).
+ * `lastHiddenStateName` names the last layer's output where the graph keeps it in float32.
  */
-export function buildBertOnnx(
+function encoderBody(
   arch: BertArchitecture,
   weights: BertWeights,
-  precision: GraphPrecision = 'fp32',
-  int8WeightBits: WeightBits = 8,
-): Uint8Array {
-  checkBertWeights(arch, weights, 'graph builder');
+  precision: GraphPrecision,
+  int8WeightBits: WeightBits,
+  lastHiddenStateName?: string,
+): EncoderBody {
   const g = new GraphBuilder(precision);
   const h = arch.hiddenSize;
   const headSize = h / arch.numAttentionHeads;
@@ -115,9 +125,38 @@ export function buildBertOnnx(
     hidden = layerNorm(
       g.op('Add', [linear(gelu, `${p}.output.dense`), attended]),
       `${p}.output.LayerNorm`,
-      last && precision !== 'fp16' ? GRAPH_OUTPUTS.lastHiddenState : undefined,
+      last && precision !== 'fp16' ? lastHiddenStateName : undefined,
     );
   }
+  return { g, hidden, linear };
+}
+
+const graphInputs = () => GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length']));
+
+/**
+ * The graph of a Hugging Face BERT export, on inputs `input_ids`, `attention_mask`,
+ * `token_type_ids` (int64 `[batch_size, sequence_length]`); returns the serialised ModelProto.
+ * With no head, a feature-extraction export of `BertModel` plus E5's pooling: outputs
+ * `last_hidden_state` and `sentence_embedding` (masked mean then L2 normalisation), both float32.
+ * With the classifier head, `BertForSequenceClassification` with one label: the same encoder, the
+ * pooler (dense + tanh on the [CLS] position), the classifier; output `logits` (float32
+ * `[batch_size, 1]`, before any activation).
+ */
+export function buildBertOnnx(
+  arch: BertArchitecture,
+  weights: BertWeights,
+  precision: GraphPrecision = 'fp32',
+  int8WeightBits: WeightBits = 8,
+  head: BertHead = 'none',
+): Uint8Array {
+  checkBertWeights(arch, weights, 'graph builder', head);
+  if (head === 'classifier') return classifierGraph(encoderBody(arch, weights, precision, int8WeightBits));
+  return embeddingGraph(arch, precision, encoderBody(arch, weights, precision, int8WeightBits, GRAPH_OUTPUTS.lastHiddenState));
+}
+
+function embeddingGraph(arch: BertArchitecture, precision: GraphPrecision, body: EncoderBody): Uint8Array {
+  const { g } = body;
+  let { hidden } = body;
   if (precision === 'fp16') {
     hidden = g.op('Cast', [hidden], { to: DataType.FLOAT }, GRAPH_OUTPUTS.lastHiddenState);
   }
@@ -131,12 +170,16 @@ export function buildBertOnnx(
   const norm = g.op('ReduceL2', [mean], { axes: [1], keepdims: 1 });
   g.op('Div', [mean, g.op('Max', [norm, g.scalar(NORMALIZE_EPS, 'float32')])], {}, GRAPH_OUTPUTS.embedding);
 
-  return g.serialize(
-    'bert_feature_extraction',
-    GRAPH_INPUTS.map((name) => tensorValue(name, DataType.INT64, ['batch_size', 'sequence_length'])),
-    [
-      tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', h]),
-      tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', h]),
-    ],
-  );
+  return g.serialize('bert_feature_extraction', graphInputs(), [
+    tensorValue(GRAPH_OUTPUTS.lastHiddenState, DataType.FLOAT, ['batch_size', 'sequence_length', arch.hiddenSize]),
+    tensorValue(GRAPH_OUTPUTS.embedding, DataType.FLOAT, ['batch_size', arch.hiddenSize]),
+  ]);
+}
+
+function classifierGraph({ g, hidden, linear }: EncoderBody): Uint8Array {
+  const cls = g.op('Squeeze', [g.op('Gather', [hidden, g.int64s([0])], { axis: 1 }), g.int64s([1])]);
+  const logits = linear(g.op('Tanh', [linear(cls, 'pooler.dense')]), 'classifier');
+  // An fp16 graph computes the head in fp16 too; clients read float32, as from the embedding graph.
+  g.op('Cast', [logits], { to: DataType.FLOAT }, CROSS_ENCODER_OUTPUT);
+  return g.serialize('bert_sequence_classification', graphInputs(), [tensorValue(CROSS_ENCODER_OUTPUT, DataType.FLOAT, ['batch_size', 1])]);
 }

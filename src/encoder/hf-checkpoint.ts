@@ -1,9 +1,9 @@
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
 import { pathExists, readRegularFile } from '../file-io.js';
-import type { BertArchitecture } from './manifest.js';
+import type { BertArchitecture, ScoreActivation } from './manifest.js';
 import { readSafetensors, toFloat32 } from './safetensors.js';
-import { bertTensorShapes, checkBertWeights, type BertWeights } from './weights.js';
+import { bertTensorShapes, checkBertWeights, type BertHead, type BertWeights } from './weights.js';
 
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -92,10 +92,14 @@ export function bertArchitectureFromConfig(json: unknown, file: string): BertArc
   };
 }
 
-/** The `config.json` a Hugging Face `BertModel.save_pretrained` writes for `arch`. */
-export function bertConfigJson(arch: BertArchitecture, torchDtype = 'float32'): Record<string, unknown> {
+/**
+ * The `config.json` a Hugging Face `BertModel.save_pretrained` writes for `arch`, or
+ * `BertForSequenceClassification`'s with one label for the classifier head.
+ */
+export function bertConfigJson(arch: BertArchitecture, torchDtype = 'float32', head: BertHead = 'none'): Record<string, unknown> {
   return {
-    architectures: ['BertModel'],
+    architectures: [head === 'classifier' ? 'BertForSequenceClassification' : 'BertModel'],
+    ...(head === 'classifier' && { id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 } }),
     model_type: 'bert',
     vocab_size: arch.vocabSize,
     hidden_size: arch.hiddenSize,
@@ -112,26 +116,74 @@ export function bertConfigJson(arch: BertArchitecture, torchDtype = 'float32'): 
   };
 }
 
-export async function readBertConfig(checkpointDir: string): Promise<BertArchitecture> {
+/** The activations a config may name (torch's class paths), as CrossEncoder imports them. */
+const ACTIVATIONS: Readonly<Record<string, ScoreActivation>> = {
+  'torch.nn.modules.activation.Sigmoid': 'sigmoid',
+  'torch.nn.Sigmoid': 'sigmoid',
+  'torch.nn.modules.linear.Identity': 'identity',
+  'torch.nn.Identity': 'identity',
+};
+
+/**
+ * The score activation of a `BertForSequenceClassification` config with one label, refusing any
+ * other model. sentence-transformers' CrossEncoder has always applied Sigmoid to a one-label model
+ * unless its config names another activation: since v4.0 under `sentence_transformers.activation_fn`,
+ * before that under `sbert_ce_default_activation_function` (v4 still reads it).
+ */
+export function crossEncoderActivation(json: unknown, file: string): ScoreActivation {
+  const config = json as {
+    architectures?: unknown;
+    num_labels?: unknown;
+    id2label?: unknown;
+    sentence_transformers?: { activation_fn?: unknown };
+    sbert_ce_default_activation_function?: unknown;
+  };
+  const architectures = Array.isArray(config.architectures) ? config.architectures : [];
+  if (!architectures.some((name) => typeof name === 'string' && name.endsWith('ForSequenceClassification'))) {
+    throw unsupported(
+      file,
+      `a reranker must be a sequence classifier (architectures ["BertForSequenceClassification"]), got ${JSON.stringify(config.architectures ?? null)}`,
+    );
+  }
+  // PretrainedConfig stores id2label, not num_labels, and defaults to 2 labels without either.
+  const labels =
+    config.num_labels ?? (typeof config.id2label === 'object' && config.id2label !== null ? Object.keys(config.id2label).length : 2);
+  if (labels !== 1) {
+    throw unsupported(file, `a reranker scores with one label (num_labels 1), this classifier has ${JSON.stringify(labels)}`);
+  }
+  const named = config.sentence_transformers?.activation_fn ?? config.sbert_ce_default_activation_function;
+  if (named === undefined || named === null) return 'sigmoid';
+  const activation = typeof named === 'string' ? ACTIVATIONS[named] : undefined;
+  if (!activation) {
+    throw unsupported(file, `score activation ${JSON.stringify(named)}; supported: ${Object.keys(ACTIVATIONS).join(', ')}`);
+  }
+  return activation;
+}
+
+/** The parsed `config.json` of a checkpoint folder. */
+export async function readCheckpointConfigJson(checkpointDir: string): Promise<{ json: unknown; file: string }> {
   const file = path.join(checkpointDir, CONFIG_FILE);
   const text = (await readRegularFile(file, 'checkpoint config', { missing: `no ${CONFIG_FILE} in checkpoint folder ${checkpointDir}` })).toString('utf8');
-  let json: unknown;
   try {
-    json = JSON.parse(text);
+    return { json: JSON.parse(text), file };
   } catch (error) {
     throw new ServiceError('bad_request', `${file}: not JSON (${(error as Error).message})`);
   }
+}
+
+export async function readBertConfig(checkpointDir: string): Promise<BertArchitecture> {
+  const { json, file } = await readCheckpointConfigJson(checkpointDir);
   return bertArchitectureFromConfig(json, file);
 }
 
 /**
  * Reads `config.json` and `model.safetensors` (or the shards a `model.safetensors.index.json`
- * lists). Tensor names may carry the `bert.` prefix of task-head models; heads, the pooler and
- * buffers such as `position_ids` are ignored.
+ * lists). Tensor names may carry the `bert.` prefix of task-head models; buffers such as
+ * `position_ids`, and the pooler and heads unless `head` asks for the classifier's, are ignored.
  */
-export async function readBertCheckpoint(checkpointDir: string): Promise<BertCheckpoint> {
+export async function readBertCheckpoint(checkpointDir: string, head: BertHead = 'none'): Promise<BertCheckpoint> {
   const architecture = await readBertConfig(checkpointDir);
-  const wanted = bertTensorShapes(architecture);
+  const wanted = bertTensorShapes(architecture, head);
   const weights: BertWeights = new Map();
   const dtypes = new Set<string>();
   for (const file of await weightFiles(checkpointDir)) {
@@ -145,7 +197,7 @@ export async function readBertCheckpoint(checkpointDir: string): Promise<BertChe
       dtypes.add(entry.dtype);
     }
   }
-  checkBertWeights(architecture, weights, checkpointDir);
+  checkBertWeights(architecture, weights, checkpointDir, head);
   return { architecture, weights, weightsDtype: [...dtypes].sort().join('+') };
 }
 

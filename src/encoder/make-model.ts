@@ -7,17 +7,21 @@ import { ServiceError } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT, pathExists, readRegularFile, syncDirectory, syncFile } from '../file-io.js';
 import { DEMO_CORPUS_PATH } from '../project-files.js';
 import { demoBertWeights } from './demo-weights.js';
-import { readBertCheckpoint } from './hf-checkpoint.js';
-import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBitsSetting } from '../onnx/int8-quantization.js';
+import { crossEncoderActivation, readBertCheckpoint, readCheckpointConfigJson } from './hf-checkpoint.js';
+import type { GraphPrecision } from '../onnx/graph-builder.js';
+import { chooseWeightBits, INT8_SCHEME, weightRange, type Int8Quantization, type WeightBits, type WeightBitsSetting } from '../onnx/int8-quantization.js';
 import {
   E5_DEFAULTS,
   MANIFEST_FORMAT,
+  RERANKER_MANIFEST_FORMAT,
   writeManifest,
   type BertArchitecture,
   type ModelProvenance,
+  type RerankerManifest,
   type RetrieverManifest,
+  type ScoreActivation,
 } from './manifest.js';
-import { buildBertOnnx } from './bert-graph.js';
+import { buildBertOnnx, CROSS_ENCODER_OUTPUT } from './bert-graph.js';
 import { presetArchitecture, presetByName, type PresetName } from './presets.js';
 import {
   readVocabularyFile,
@@ -28,11 +32,14 @@ import {
   writeTokenizerFiles,
 } from './tokenizer-files.js';
 import { deriveVocabulary, type Vocabulary } from './vocabulary.js';
-import { generateBertWeights, type BertWeights } from './weights.js';
+import { generateBertWeights, generateRerankerWeights, type BertHead, type BertWeights } from './weights.js';
 
 export const FP32_MODEL_FILE = 'model.onnx';
 export const FP16_MODEL_FILE = 'model.fp16.onnx';
 export const INT8_MODEL_FILE = 'model.int8.onnx';
+
+/** sentence-transformers' CrossEncoder and Search-R1's rerank server cut (query, passage) pairs at 512 tokens. */
+export const RERANKER_MAX_LENGTH = 512;
 
 /** Passages read from the head of a corpus to derive a generated model's vocabulary. */
 export const DEFAULT_VOCABULARY_PASSAGES = 100_000;
@@ -57,6 +64,11 @@ export interface MakeModelOptions {
    * `auto` picks them for this CPU (see chooseWeightBits).
    */
   int8?: WeightBitsSetting;
+  /**
+   * A cross-encoder (`reranker.json`): the checkpoint must be a one-label `BertForSequenceClassification`;
+   * a preset gets a generated pooler and classifier.
+   */
+  reranker?: boolean;
   /** The manifest's name; default the preset's name or the checkpoint folder's name. */
   name?: string;
   /** Replace an existing `outDir`. */
@@ -67,45 +79,45 @@ interface ModelSource {
   name: string;
   architecture: BertArchitecture;
   weights: BertWeights;
+  /** A reranker's score activation. */
+  activation: ScoreActivation;
   provenance: ModelProvenance;
   writeTokenizer(dir: string): Promise<void>;
 }
 
 /**
  * Builds a model folder (`model.onnx`, optional `model.fp16.onnx` and `model.int8.onnx`, Hugging Face tokenizer files,
- * `retriever.json`) from a preset or a checkpoint. The folder is assembled beside `outDir` and
+ * `retriever.json`, or `reranker.json` for a cross-encoder) from a preset or a checkpoint. The folder is assembled beside `outDir` and
  * renamed into place last, so an interrupted build never leaves a folder that looks complete.
  */
-export async function makeModel(options: MakeModelOptions): Promise<RetrieverManifest> {
+export async function makeModel(options: MakeModelOptions & { reranker: true }): Promise<RerankerManifest>;
+export async function makeModel(options: MakeModelOptions & { reranker?: false }): Promise<RetrieverManifest>;
+export async function makeModel(options: MakeModelOptions): Promise<RetrieverManifest | RerankerManifest>;
+export async function makeModel(options: MakeModelOptions): Promise<RetrieverManifest | RerankerManifest> {
   const outDir = path.resolve(options.outDir);
   if ((await pathExists(outDir)) && !options.overwrite) {
     throw new ServiceError('conflict', `model folder ${outDir} already exists`);
   }
-  const source = options.checkpointDir ? await checkpointSource(options) : await presetSource(options);
+  const head: BertHead = options.reranker ? 'classifier' : 'none';
+  const source = options.checkpointDir ? await checkpointSource(options, head) : await presetSource(options, head);
   await mkdir(path.dirname(outDir), { recursive: true });
   // Not mkdtemp: its 0700 would keep a server running as another user out of the model folder.
   const staging = path.join(path.dirname(outDir), `.${path.basename(outDir)}.partial-${randomUUID()}`);
   await mkdir(staging);
   try {
     await source.writeTokenizer(staging);
-    await writeFile(path.join(staging, FP32_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp32'));
+    const graph = (precision: GraphPrecision, bits?: WeightBits) => buildBertOnnx(source.architecture, source.weights, precision, bits, head);
+    await writeFile(path.join(staging, FP32_MODEL_FILE), graph('fp32'));
     if (options.fp16) {
-      await writeFile(path.join(staging, FP16_MODEL_FILE), buildBertOnnx(source.architecture, source.weights, 'fp16'));
+      await writeFile(path.join(staging, FP16_MODEL_FILE), graph('fp16'));
     }
     const int8 = options.int8 === undefined ? undefined : int8Quantization(options.int8);
     if (int8) {
-      const graph = buildBertOnnx(source.architecture, source.weights, 'int8', int8.weightBits);
-      await writeFile(path.join(staging, INT8_MODEL_FILE), graph);
+      await writeFile(path.join(staging, INT8_MODEL_FILE), graph('int8', int8.weightBits));
     }
     const { architecture } = source;
-    const manifest: RetrieverManifest = {
-      format: MANIFEST_FORMAT,
+    const common = {
       name: options.name ?? source.name,
-      dimension: architecture.hiddenSize,
-      ...E5_DEFAULTS,
-      maxQueryLength: Math.min(E5_DEFAULTS.maxQueryLength, architecture.maxPositionEmbeddings),
-      maxPassageLength: Math.min(E5_DEFAULTS.maxPassageLength, architecture.maxPositionEmbeddings),
-      outputs: { ...E5_DEFAULTS.outputs },
       files: {
         fp32: FP32_MODEL_FILE,
         ...(options.fp16 && { fp16: FP16_MODEL_FILE }),
@@ -115,6 +127,24 @@ export async function makeModel(options: MakeModelOptions): Promise<RetrieverMan
       architecture,
       provenance: source.provenance,
     };
+    const manifest: RetrieverManifest | RerankerManifest =
+      head === 'classifier'
+        ? {
+            format: RERANKER_MANIFEST_FORMAT,
+            ...common,
+            maxLength: Math.min(RERANKER_MAX_LENGTH, architecture.maxPositionEmbeddings),
+            activation: source.activation,
+            outputs: { logits: CROSS_ENCODER_OUTPUT },
+          }
+        : {
+            format: MANIFEST_FORMAT,
+            dimension: architecture.hiddenSize,
+            ...E5_DEFAULTS,
+            maxQueryLength: Math.min(E5_DEFAULTS.maxQueryLength, architecture.maxPositionEmbeddings),
+            maxPassageLength: Math.min(E5_DEFAULTS.maxPassageLength, architecture.maxPositionEmbeddings),
+            outputs: { ...E5_DEFAULTS.outputs },
+            ...common,
+          };
     await writeManifest(staging, manifest);
     await moveIntoPlace(staging, outDir);
     return manifest;
@@ -150,8 +180,11 @@ async function moveIntoPlace(staging: string, outDir: string): Promise<void> {
   await syncDirectory(path.dirname(outDir));
 }
 
-async function presetSource(options: MakeModelOptions): Promise<ModelSource> {
-  const preset = presetByName(options.preset ?? 'demo');
+async function presetSource(options: MakeModelOptions, head: BertHead): Promise<ModelSource> {
+  const preset = presetByName(options.preset ?? (head === 'classifier' ? 'minilm-l12' : 'demo'));
+  if (preset.name === 'demo' && head === 'classifier') {
+    throw new ServiceError('bad_request', 'the demo preset is an embedding model; a reranker preset is tiny, minilm-l12 or e5-base');
+  }
   const seed = options.seed ?? 0;
   if (!Number.isSafeInteger(seed)) throw new ServiceError('bad_request', `seed must be an integer, got ${seed}`);
   const corpus = path.resolve(options.vocabularyCorpus ?? DEMO_CORPUS_PATH);
@@ -160,11 +193,16 @@ async function presetSource(options: MakeModelOptions): Promise<ModelSource> {
   const vocabulary = preset.vocabulary.exact ? derived : withoutPadding(derived);
   const architecture = presetArchitecture(preset, vocabulary.tokens.length);
   const weights =
-    preset.name === 'demo' ? demoBertWeights(architecture, vocabulary, seed) : generateBertWeights(architecture, seed);
+    head === 'classifier'
+      ? generateRerankerWeights(architecture, seed)
+      : preset.name === 'demo'
+        ? demoBertWeights(architecture, vocabulary, seed)
+        : generateBertWeights(architecture, seed);
   return {
     name: preset.name,
     architecture,
     weights,
+    activation: 'sigmoid',
     provenance: { source: 'preset', preset: preset.name, seed, vocabularyFrom: corpus, createdAt: new Date().toISOString() },
     writeTokenizer: (dir) =>
       writeTokenizerFiles(dir, vocabulary.tokens, { modelMaxLength: architecture.maxPositionEmbeddings }),
@@ -211,12 +249,17 @@ async function corpusHead(file: string, limit: number): Promise<string[]> {
 
 const TOKENIZER_FILES = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE, VOCAB_FILE];
 
-async function checkpointSource(options: MakeModelOptions): Promise<ModelSource> {
+async function checkpointSource(options: MakeModelOptions, head: BertHead): Promise<ModelSource> {
   if (options.preset) {
     throw new ServiceError('bad_request', 'give either a preset or a checkpoint folder, not both');
   }
   const checkpointDir = path.resolve(options.checkpointDir!);
-  const { architecture, weights, weightsDtype } = await readBertCheckpoint(checkpointDir);
+  let activation: ScoreActivation = 'sigmoid';
+  if (head === 'classifier') {
+    const { json, file } = await readCheckpointConfigJson(checkpointDir);
+    activation = crossEncoderActivation(json, file);
+  }
+  const { architecture, weights, weightsDtype } = await readBertCheckpoint(checkpointDir, head);
   const tokenCount = await checkpointTokenCount(checkpointDir);
   if (tokenCount > architecture.vocabSize) {
     throw new ServiceError(
@@ -228,6 +271,7 @@ async function checkpointSource(options: MakeModelOptions): Promise<ModelSource>
     name: path.basename(checkpointDir),
     architecture,
     weights,
+    activation,
     provenance: { source: 'checkpoint', checkpointPath: checkpointDir, weightsDtype, createdAt: new Date().toISOString() },
     writeTokenizer: async (dir) => {
       if (await pathExists(path.join(checkpointDir, TOKENIZER_FILE))) {

@@ -65,18 +65,61 @@ export const E5_DEFAULTS = {
   outputs: { embedding: 'sentence_embedding', lastHiddenState: 'last_hidden_state' },
 } as const;
 
-export async function readManifest(modelDir: string): Promise<RetrieverManifest> {
-  const file = path.join(modelDir, MANIFEST_FILE);
-  const text = (await readRegularFile(file, 'model manifest', { missing: `no ${MANIFEST_FILE} in model folder ${modelDir}` })).toString('utf8');
-  const manifest = JSON.parse(text) as RetrieverManifest;
-  if (manifest.format !== MANIFEST_FORMAT) {
+export const RERANKER_MANIFEST_FILE = 'reranker.json';
+export const RERANKER_MANIFEST_FORMAT = 'agentic-retriever/reranker-1';
+
+/** What sentence-transformers' CrossEncoder applies to a one-label model's logit before answering. */
+export type ScoreActivation = 'sigmoid' | 'identity';
+
+/**
+ * `reranker.json`: a cross-encoder's model folder (Hugging Face `BertForSequenceClassification`
+ * with one label), beside the same ONNX files and tokenizer files as an encoder's. Its own file
+ * name, so neither kind of folder is ever served as the other.
+ */
+export interface RerankerManifest {
+  format: typeof RERANKER_MANIFEST_FORMAT;
+  name: string;
+  /** Tokens of one (query, passage) pair, specials included; longer pairs are cut longest first. */
+  maxLength: number;
+  activation: ScoreActivation;
+  files: RetrieverManifest['files'];
+  int8?: Int8Quantization;
+  /** Graph output name of the raw score. */
+  outputs: { logits: string };
+  architecture: BertArchitecture;
+  provenance: ModelProvenance;
+}
+
+/** The manifest file and format each kind of model folder carries. */
+export const MANIFEST_KINDS = {
+  retriever: { file: MANIFEST_FILE, format: MANIFEST_FORMAT },
+  reranker: { file: RERANKER_MANIFEST_FILE, format: RERANKER_MANIFEST_FORMAT },
+} as const;
+
+export type ModelKind = keyof typeof MANIFEST_KINDS;
+
+async function readManifestOf<T extends { format: string }>(modelDir: string, kind: ModelKind): Promise<T> {
+  const { file: name, format } = MANIFEST_KINDS[kind];
+  const file = path.join(modelDir, name);
+  const text = (await readRegularFile(file, 'model manifest', { missing: `no ${name} in model folder ${modelDir}` })).toString('utf8');
+  const manifest = JSON.parse(text) as T;
+  if (manifest.format !== format) {
     throw new ServiceError('bad_request', `${file}: unsupported manifest format ${String(manifest.format)}`);
   }
   return manifest;
 }
 
-export async function writeManifest(modelDir: string, manifest: RetrieverManifest): Promise<void> {
-  await writeFile(path.join(modelDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+export async function readManifest(modelDir: string): Promise<RetrieverManifest> {
+  return readManifestOf<RetrieverManifest>(modelDir, 'retriever');
+}
+
+export async function readRerankerManifest(modelDir: string): Promise<RerankerManifest> {
+  return readManifestOf<RerankerManifest>(modelDir, 'reranker');
+}
+
+export async function writeManifest(modelDir: string, manifest: RetrieverManifest | RerankerManifest): Promise<void> {
+  const kind: ModelKind = manifest.format === RERANKER_MANIFEST_FORMAT ? 'reranker' : 'retriever';
+  await writeFile(path.join(modelDir, MANIFEST_KINDS[kind].file), JSON.stringify(manifest, null, 2) + '\n');
 }
 
 /** `manifest` with passages encoded at `maxLength` tokens instead: an index build's own setting. */

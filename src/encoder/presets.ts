@@ -1,7 +1,7 @@
 import { ServiceError } from '../errors.js';
 import type { BertArchitecture } from './manifest.js';
 
-export type PresetName = 'tiny' | 'e5-base' | 'demo';
+export type PresetName = 'tiny' | 'e5-base' | 'demo' | 'minilm-l12';
 
 /** How a generated model's vocabulary is sized from the tokens a corpus yields. */
 export interface PresetVocabulary {
@@ -46,6 +46,15 @@ export const PRESETS: Readonly<Record<PresetName, BertPreset>> = {
     name: 'demo',
     shape: { ...BERT_SHAPE, hiddenSize: 768, numHiddenLayers: 1, numAttentionHeads: 12, intermediateSize: 768 },
     vocabulary: { size: 30522, exact: false },
+  },
+  /**
+   * The shape of cross-encoder/ms-marco-MiniLM-L12-v2, Search-R1's reranker (make-model --reranker),
+   * for honest reranking cost measurements; its generated weights rank nothing in particular.
+   */
+  'minilm-l12': {
+    name: 'minilm-l12',
+    shape: { ...BERT_SHAPE, hiddenSize: 384, numHiddenLayers: 12, numAttentionHeads: 12, intermediateSize: 1536 },
+    vocabulary: { size: 30522, exact: true },
   },
 };
 

@@ -28,7 +28,7 @@ export interface EncoderSession {
  */
 export async function createEncoderSession(
   modelDir: string,
-  manifest: RetrieverManifest,
+  manifest: Pick<RetrieverManifest, 'name' | 'files'>,
   settings: SessionSettings = {},
 ): Promise<EncoderSession> {
   const { deviceId = 0 } = settings;
@@ -62,7 +62,7 @@ export async function createEncoderSession(
  * The graph a session on `provider` runs: on CUDA the half-precision one when the folder has it;
  * on CPU the int8 one when asked for and present (a folder built without one serves fp32).
  */
-export function sessionModelFile(manifest: RetrieverManifest, provider: ExecutionProviderName, settings: Pick<SessionSettings, 'precision'>): string {
+export function sessionModelFile(manifest: Pick<RetrieverManifest, 'files'>, provider: ExecutionProviderName, settings: Pick<SessionSettings, 'precision'>): string {
   if (provider === 'cuda') return manifest.files.fp16 ?? manifest.files.fp32;
   return settings.precision === 'int8' ? (manifest.files.int8 ?? manifest.files.fp32) : manifest.files.fp32;
 }

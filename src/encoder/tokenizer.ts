@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { Tokenizer } from 'tokenizers';
+import { Tokenizer, TruncationStrategy } from 'tokenizers';
 import { badRequest } from '../errors.js';
 import { checkRegularFile, METADATA_FILE_LIMIT } from '../file-io.js';
 import { TOKENIZER_FILE } from './tokenizer-files.js';
@@ -25,23 +25,9 @@ export class WordPieceTokenizer {
   ) {}
 
   static async load(modelDir: string): Promise<WordPieceTokenizer> {
-    const file = path.join(path.resolve(modelDir), TOKENIZER_FILE);
-    await checkRegularFile(file, 'tokenizer', {
-      maxBytes: METADATA_FILE_LIMIT,
-      missing: `no ${TOKENIZER_FILE} in model folder ${path.dirname(file)}`,
-    });
-    let tokenizer: Tokenizer;
-    try {
-      tokenizer = Tokenizer.fromFile(file);
-    } catch (error) {
-      throw badRequest(`cannot load the tokenizer of ${path.dirname(file)}: ${(error as Error).message}`);
-    }
-    // A checkpoint's file may carry padding or truncation settings; HF Python's call-time
-    // arguments override them, and we pad and truncate per batch ourselves.
-    tokenizer.disablePadding();
+    const tokenizer = await loadTokenizerFile(modelDir);
     tokenizer.disableTruncation();
-    // Padded positions are masked out, so any valid id pads; BERT vocabularies name it [PAD].
-    return new WordPieceTokenizer(tokenizer, tokenizer.tokenToId(PAD_TOKEN) ?? 0);
+    return new WordPieceTokenizer(tokenizer, padTokenIdOf(tokenizer));
   }
 
   /**
@@ -73,18 +59,89 @@ export class WordPieceTokenizer {
   }
 }
 
-/** Pads `sequences` to the longest; padding has mask 0, every token type is 0 (single segment). */
-export function padBatch(sequences: readonly (readonly number[])[], padTokenId: number): TokenizedBatch {
+/**
+ * A model folder's `tokenizer.json` in Hugging Face's Rust tokenizer, without the padding its file
+ * may carry: HF Python's call-time arguments override it, and we pad per batch ourselves.
+ */
+async function loadTokenizerFile(modelDir: string): Promise<Tokenizer> {
+  const file = path.join(path.resolve(modelDir), TOKENIZER_FILE);
+  await checkRegularFile(file, 'tokenizer', {
+    maxBytes: METADATA_FILE_LIMIT,
+    missing: `no ${TOKENIZER_FILE} in model folder ${path.dirname(file)}`,
+  });
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = Tokenizer.fromFile(file);
+  } catch (error) {
+    throw badRequest(`cannot load the tokenizer of ${path.dirname(file)}: ${(error as Error).message}`);
+  }
+  tokenizer.disablePadding();
+  return tokenizer;
+}
+
+/** Padded positions are masked out, so any valid id pads; BERT vocabularies name it [PAD]. */
+function padTokenIdOf(tokenizer: Tokenizer): number {
+  return tokenizer.tokenToId(PAD_TOKEN) ?? 0;
+}
+
+/** One (query, passage) pair's tokens: `[CLS] query [SEP] passage [SEP]`, token type 0 then 1. */
+export interface TokenizedPair {
+  ids: number[];
+  typeIds: number[];
+}
+
+/**
+ * A cross-encoder's tokenizer: (query, passage) pairs with their token type ids, cut to
+ * `maxLength` as HF Python's fast tokenizer does under sentence-transformers' CrossEncoder
+ * (`truncation=True`, i.e. `longest_first`). The length is fixed per model, so unlike
+ * {@link WordPieceTokenizer} the Rust tokenizer's own truncation runs, shared state and all.
+ */
+export class PairTokenizer {
+  private constructor(
+    private readonly tokenizer: Tokenizer,
+    readonly padTokenId: number,
+    readonly maxLength: number,
+  ) {}
+
+  static async load(modelDir: string, maxLength: number): Promise<PairTokenizer> {
+    if (!Number.isInteger(maxLength) || maxLength < 4) {
+      throw badRequest(`a pair's max length must be an integer of at least 4, got ${maxLength}`);
+    }
+    const tokenizer = await loadTokenizerFile(modelDir);
+    tokenizer.setTruncation(maxLength, { strategy: TruncationStrategy.LongestFirst });
+    return new PairTokenizer(tokenizer, padTokenIdOf(tokenizer), maxLength);
+  }
+
+  async pairsOf(pairs: readonly (readonly [string, string])[]): Promise<TokenizedPair[]> {
+    // The binding's encodeBatch takes single texts only; each encode runs on libuv's pool.
+    const encodings = await Promise.all(pairs.map(([query, passage]) => this.tokenizer.encode(query, passage, { addSpecialTokens: true })));
+    return encodings.map((encoding) => ({ ids: encoding.getIds(), typeIds: encoding.getTypeIds() }));
+  }
+}
+
+/**
+ * Pads `sequences` to the longest; padding has mask 0 and token type 0. Token types are 0
+ * throughout (a single segment) unless `typeIds` gives each sequence's.
+ */
+export function padBatch(
+  sequences: readonly (readonly number[])[],
+  padTokenId: number,
+  typeIds?: readonly (readonly number[])[],
+): TokenizedBatch {
   const rows = sequences.length;
   const sequenceLength = sequences.reduce((longest, ids) => Math.max(longest, ids.length), 0);
   const inputIds = new BigInt64Array(rows * sequenceLength).fill(BigInt(padTokenId));
   const attentionMask = new BigInt64Array(rows * sequenceLength);
+  const tokenTypeIds = new BigInt64Array(rows * sequenceLength);
   sequences.forEach((ids, row) => {
     const offset = row * sequenceLength;
     ids.forEach((id, position) => {
       inputIds[offset + position] = BigInt(id);
       attentionMask[offset + position] = 1n;
     });
+    typeIds?.[row]!.forEach((type, position) => {
+      tokenTypeIds[offset + position] = BigInt(type);
+    });
   });
-  return { rows, sequenceLength, inputIds, attentionMask, tokenTypeIds: new BigInt64Array(rows * sequenceLength) };
+  return { rows, sequenceLength, inputIds, attentionMask, tokenTypeIds };
 }

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import type { ModelKind } from '../encoder/manifest.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import type { FailedReply } from '../threads/replies.js';
 import { threadChannel, WorkerRequests } from '../threads/worker-requests.js';
@@ -8,6 +9,7 @@ export interface ModelFolderRequest {
   cacheDir: string;
   fp16: boolean;
   int8?: WeightBitsSetting;
+  kind?: ModelKind;
 }
 
 /** The one request a model folder thread answers before it ends. */

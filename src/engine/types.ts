@@ -119,3 +119,15 @@ export interface ThroughputState {
   cacheEntries: number;
   cacheBytes: number;
 }
+
+/** One scoring call of the reranker: the pairs of the requests merged into it. */
+export interface RerankBatchStats {
+  requests: number;
+  pairs: number;
+  seconds: number;
+}
+
+/** Receives the reranker's batches, for metrics. */
+export interface RerankObserver {
+  rerankBatch(stats: RerankBatchStats): void;
+}

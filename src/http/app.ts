@@ -8,7 +8,8 @@ import { errorHandler, notFoundHandler } from './errors.js';
 import { fleetRoutes, type FleetReader } from './fleet-routes.js';
 import { ServiceMetrics } from './metrics.js';
 import { observeRequests } from './request-log.js';
-import { retrieveRoutes, type RetrieveSettings } from './retrieve-routes.js';
+import { rerankRoutes } from './rerank-routes.js';
+import { retrieveRoutes, type RerankerSlot, type RetrieveSettings } from './retrieve-routes.js';
 import { statusRoutes } from './status-routes.js';
 
 export interface AppOptions {
@@ -20,13 +21,15 @@ export interface AppOptions {
   metrics?: ServiceMetrics;
   /** Further route groups (the training routes), mounted after ours and before the 404 handler. */
   extraRouters?: Router[];
+  /** The reranker of `--reranker_model`, once loaded. */
+  reranker?: RerankerSlot;
   /** The heartbeats of the servers sharing the data dir, for `GET /replicas`; absent: a server alone, an empty fleet. */
   fleet?: FleetReader;
 }
 
 const ALONE: FleetReader = async () => ({ servers: [], ignored: [] });
 
-export function createApp({ service, config, logger, metrics, extraRouters = [], fleet = ALONE }: AppOptions): Express {
+export function createApp({ service, config, logger, metrics, extraRouters = [], reranker, fleet = ALONE }: AppOptions): Express {
   const appMetrics = metrics ?? new ServiceMetrics(service);
   const app = express();
   app.disable('x-powered-by');
@@ -37,7 +40,8 @@ export function createApp({ service, config, logger, metrics, extraRouters = [],
   app.use(observeRequests(logger, appMetrics));
   app.use(statusRoutes(service));
   app.use(fleetRoutes(fleet));
-  app.use(retrieveRoutes(service, config, appMetrics));
+  app.use(retrieveRoutes(service, config, appMetrics, reranker));
+  app.use(rerankRoutes(config, reranker));
   app.use(documentRoutes(service, config));
   app.use(docsRoutes());
   app.get('/metrics', async (_req, res) => {

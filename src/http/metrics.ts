@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { RetrievalService, RetrievalTimings, RetrieverInfo } from '../engine/types.js';
+import type { RerankBatchStats, RerankObserver, RetrievalService, RetrievalTimings, RetrieverInfo } from '../engine/types.js';
 import { registerThroughputMetrics } from './throughput-metrics.js';
 
 const LATENCY_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
@@ -30,12 +30,14 @@ function activeRetrieverGauge<L extends string>(
  * process (tests, a hot-swap rehearsal) never share counters. Other route groups register
  * theirs in `registry`.
  */
-export class ServiceMetrics {
+export class ServiceMetrics implements RerankObserver {
   readonly registry = new Registry();
   readonly requests: Counter<'method' | 'route' | 'status'>;
   readonly requestSeconds: Histogram<'method' | 'route' | 'status'>;
   readonly queriesPerRequest: Histogram;
   readonly stageSeconds: Histogram<'stage'>;
+  readonly rerankSeconds: Histogram;
+  readonly rerankPairsPerBatch: Histogram;
 
   constructor(service: RetrievalService) {
     const registers = [this.registry];
@@ -64,6 +66,18 @@ export class ServiceMetrics {
       help: 'Engine time per /retrieve batch by stage (encode, search, fetch)',
       labelNames: ['stage'],
       buckets: LATENCY_BUCKETS_SECONDS,
+      registers,
+    });
+    this.rerankSeconds = new Histogram({
+      name: 'retriever_rerank_duration_seconds',
+      help: 'Time of one reranker call: the (query, passage) pairs of the requests merged into it, scored by the cross-encoder',
+      buckets: LATENCY_BUCKETS_SECONDS,
+      registers,
+    });
+    this.rerankPairsPerBatch = new Histogram({
+      name: 'retriever_rerank_pairs_per_batch',
+      help: 'Pairs scored in one reranker call (merged across concurrent requests)',
+      buckets: BATCH_BUCKETS,
       registers,
     });
     activeRetrieverGauge(this.registry, service, 'provider', {
@@ -100,6 +114,11 @@ export class ServiceMetrics {
     const labels = { method, route, status: String(status) };
     this.requests.inc(labels);
     this.requestSeconds.observe(labels, seconds);
+  }
+
+  rerankBatch(stats: RerankBatchStats): void {
+    this.rerankSeconds.observe(stats.seconds);
+    this.rerankPairsPerBatch.observe(stats.pairs);
   }
 
   observeRetrieval(queries: number, timings: RetrievalTimings): void {

@@ -7,11 +7,16 @@ export interface RetrieveLimits {
   maxTopk: number;
   maxQueries: number;
   maxQueryChars: number;
+  /** Present when a reranker serves: what missing counts mean (`--retrieval_topk`, `--reranking_topk`). */
+  rerank?: { retrievalTopk: number; rerankingTopk: number };
 }
 
 export interface RetrieveRequest {
   inputs: QueryInput[];
+  /** The final count per query: after reranking when a reranker serves. */
   topk: number;
+  /** Present when a reranker serves: candidates retrieved per query, then reranked down to `topk`. */
+  retrievalTopk?: number;
   returnScores: boolean;
 }
 
@@ -19,7 +24,7 @@ export function invalid(field: string, message: string): ServiceError {
   return badRequest(`${field}: ${message}`, { field });
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
@@ -37,7 +42,7 @@ function readQueryTexts(body: Record<string, unknown>, limits: RetrieveLimits): 
   return checkTexts(body.queries, 'queries', limits);
 }
 
-function checkTexts(values: unknown[], field: string, limits: RetrieveLimits): string[] {
+export function checkTexts(values: unknown[], field: string, limits: Pick<RetrieveLimits, 'maxQueries' | 'maxQueryChars'>): string[] {
   if (values.length > limits.maxQueries) {
     throw invalid(field, `${values.length} queries exceed the limit of ${limits.maxQueries} per request (--max_queries)`);
   }
@@ -61,16 +66,32 @@ function readQuestions(body: Record<string, unknown>, count: number, limits: Ret
 }
 
 const TOPK_FIELDS = ['topk', 'top_k', 'k'] as const;
+/** With a reranker, the final count may also be sent under the rerank server's name. */
+const RERANKED_TOPK_FIELDS = ['topk_rerank', ...TOPK_FIELDS] as const;
 
-/** `topk` with its aliases `top_k` and `k`; aliases that disagree are an error, not a guess. */
-function readTopk(body: Record<string, unknown>, limits: RetrieveLimits): number {
-  const given = TOPK_FIELDS.filter((field) => body[field] !== undefined && body[field] !== null);
-  const values = given.map((field) => checkTopk(field, body[field], limits));
+/**
+ * The first of `fields` the body carries, checked, or `fallback` when none is (or it is 0);
+ * fields that disagree are an error, not a guess.
+ */
+export function readCount(body: Record<string, unknown>, fields: readonly string[], fallback: number, maxTopk: number): number {
+  const given = fields.filter((field) => body[field] !== undefined && body[field] !== null);
+  const values = given.map((field) => checkTopk(field, body[field], maxTopk));
   if (new Set(values).size > 1) {
     throw invalid(given[1]!, `disagrees with ${given[0]} (${values[0]} vs ${values[1]}); send one`);
   }
-  const topk = values[0] ?? 0;
-  return topk === 0 ? limits.defaultTopk : topk;
+  const count = values[0] ?? 0;
+  return count === 0 ? fallback : count;
+}
+
+/** Retrieve-then-rerank counts: the rerank server's `topk_retrieval` and `topk_rerank`, where plain `topk` is the final count. */
+function readRerankCounts(body: Record<string, unknown>, limits: RetrieveLimits, rerank: NonNullable<RetrieveLimits['rerank']>) {
+  const retrievalTopk = readCount(body, ['topk_retrieval'], rerank.retrievalTopk, limits.maxTopk);
+  const topk = readCount(body, RERANKED_TOPK_FIELDS, rerank.rerankingTopk, limits.maxTopk);
+  if (topk > retrievalTopk) {
+    const field = RERANKED_TOPK_FIELDS.find((name) => body[name] !== undefined && body[name] !== null) ?? 'topk_rerank';
+    throw invalid(field, `${topk} passages cannot be kept out of ${retrievalTopk} retrieved (topk_retrieval, default --retrieval_topk); send at most ${retrievalTopk}`);
+  }
+  return { retrievalTopk, topk };
 }
 
 /**
@@ -100,15 +121,15 @@ function laxBoolean(value: unknown): boolean | undefined {
   return undefined;
 }
 
-function checkTopk(field: string, value: unknown, limits: RetrieveLimits): number {
+function checkTopk(field: string, value: unknown, maxTopk: number): number {
   const topk = laxInteger(value);
-  if (topk === undefined || topk < 0 || topk > limits.maxTopk) {
-    throw invalid(field, `must be an integer from 0 to ${limits.maxTopk} (--max_topk), got ${describe(value)}`);
+  if (topk === undefined || topk < 0 || topk > maxTopk) {
+    throw invalid(field, `must be an integer from 0 to ${maxTopk} (--max_topk), got ${describe(value)}`);
   }
   return topk;
 }
 
-function readReturnScores(body: Record<string, unknown>): boolean {
+export function readReturnScores(body: Record<string, unknown>): boolean {
   const value = body.return_scores;
   if (value === undefined || value === null) return false;
   const returnScores = laxBoolean(value);
@@ -135,7 +156,7 @@ export function jsonObjectBody(body: unknown, example: string): Record<string, u
 
 /**
  * Validates a Search-R1 `/retrieve` body. Unknown fields are ignored, as the reference server's
- * pydantic model ignores them.
+ * pydantic model ignores them: without a reranker, `topk_retrieval` and `topk_rerank` too.
  */
 export function parseRetrieveRequest(request: unknown, limits: RetrieveLimits): RetrieveRequest {
   const body = jsonObjectBody(request, '{"queries": ["..."], "topk": 3, "return_scores": true}');
@@ -144,5 +165,7 @@ export function parseRetrieveRequest(request: unknown, limits: RetrieveLimits): 
   const inputs = queryTexts.map((query, position) =>
     questions ? { query, question: questions[position]! } : { query },
   );
-  return { inputs, topk: readTopk(body, limits), returnScores: readReturnScores(body) };
+  const returnScores = readReturnScores(body);
+  if (limits.rerank) return { inputs, ...readRerankCounts(body, limits, limits.rerank), returnScores };
+  return { inputs, topk: readCount(body, TOPK_FIELDS, limits.defaultTopk, limits.maxTopk), returnScores };
 }

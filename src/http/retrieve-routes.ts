@@ -1,6 +1,7 @@
 import { Router } from 'express';
-import type { CorpusRow } from '../corpus/corpus-row.js';
-import type { RetrievalService, SearchHit } from '../engine/types.js';
+import { ServiceError } from '../errors.js';
+import type { PassageReranker } from '../engine/reranker.js';
+import type { RetrievalService } from '../engine/types.js';
 import { queryLogFields } from '../log.js';
 import type { ServiceMetrics } from './metrics.js';
 import { requestFacts } from './request-log.js';
@@ -21,23 +22,34 @@ export interface RetrieveSettings {
   logQueries: boolean;
   /** 0 disables the per-request deadline. */
   requestTimeoutMs: number;
+  /** Set when a reranker serves: `/retrieve` then retrieves `retrievalTopk` and keeps the `rerankingTopk` best. */
+  rerankerModel?: string;
+  retrievalTopk: number;
+  rerankingTopk: number;
 }
 
-type ScoredDocument = { document: CorpusRow; score: number };
+/** The server's reranker once it has loaded; undefined before (or when none is configured). */
+export type RerankerSlot = () => PassageReranker | undefined;
+
+/** The reranker a request with `--reranker_model` set needs: 503 while it is still loading. */
+export function loadedReranker(slot: RerankerSlot | undefined): PassageReranker {
+  const reranker = slot?.();
+  if (!reranker) throw new ServiceError('not_ready', 'the reranker is not loaded yet');
+  return reranker;
+}
 
 /** Search-R1's response: scored `{document, score}` items, or bare rows when scores are off. */
-function renderHits(hits: SearchHit[][], returnScores: boolean): (ScoredDocument | CorpusRow)[][] {
-  return hits.map((list) =>
-    list.map((hit) => (returnScores ? { document: hit.document, score: hit.score } : hit.document)),
-  );
+export function renderHits<T>(hits: readonly (readonly { document: T; score: number }[])[], returnScores: boolean): (T | { document: T; score: number })[][] {
+  return hits.map((list) => list.map((hit) => (returnScores ? { document: hit.document, score: hit.score } : hit.document)));
 }
 
-export function retrieveRoutes(service: RetrievalService, config: RetrieveSettings, metrics: ServiceMetrics): Router {
+export function retrieveRoutes(service: RetrievalService, config: RetrieveSettings, metrics: ServiceMetrics, reranker?: RerankerSlot): Router {
   const limits: RetrieveLimits = {
     defaultTopk: config.topk,
     maxTopk: config.maxTopk,
     maxQueries: config.maxQueries,
     maxQueryChars: config.maxQueryChars,
+    ...(config.rerankerModel !== undefined && { rerank: { retrievalTopk: config.retrievalTopk, rerankingTopk: config.rerankingTopk } }),
   };
   const router = Router();
   router.post('/retrieve', ...readJsonBody(config.bodyLimit), async (req, res) => {
@@ -57,14 +69,26 @@ export function retrieveRoutes(service: RetrievalService, config: RetrieveSettin
       res.json({ result: [] });
       return;
     }
+    const rerankWith = request.retrievalTopk === undefined ? undefined : loadedReranker(reranker);
     // The engine drops the request from its queue when the deadline passes; the route stops waiting.
     const deadline = requestDeadline(res, config.requestTimeoutMs, `retrieval of ${request.inputs.length} queries`);
-    const result = await beforeDeadline(service.retrieve(request.inputs, request.topk, { signal: deadline }), deadline);
+    const result = await beforeDeadline(service.retrieve(request.inputs, request.retrievalTopk ?? request.topk, { signal: deadline }), deadline);
     metrics.observeRetrieval(request.inputs.length, result.timings);
     const { encodeMs, searchMs, fetchMs } = result.timings;
     requestFacts(res).engineMs = Math.round((encodeMs + searchMs + fetchMs) * 1e3) / 1e3;
+    // Each query is reranked against its own candidates, scored by the cross-encoder on its text as sent.
+    const hits = rerankWith
+      ? await beforeDeadline(
+          rerankWith.rerank(
+            result.hits.map((list, i) => ({ query: request.inputs[i]!.query, documents: list.map((hit) => hit.document) })),
+            request.topk,
+            deadline,
+          ),
+          deadline,
+        )
+      : result.hits;
     res.setHeader(VERSION_HEADER, result.version);
-    res.json({ result: renderHits(result.hits, request.returnScores) });
+    res.json({ result: renderHits(hits, request.returnScores) });
   });
   return router;
 }

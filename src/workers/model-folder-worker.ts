@@ -5,10 +5,10 @@ import { failedReply } from '../threads/replies.js';
 
 const port = parentPort!;
 // Once: with no listener left after its reply, the thread ends by itself.
-port.once('message', async ({ id, dir, cacheDir, fp16, int8 }: ModelFolderCall) => {
+port.once('message', async ({ id, dir, ...options }: ModelFolderCall) => {
   let reply: ModelFolderReply;
   try {
-    reply = { kind: 'reply', id, ok: true, modelDir: await resolveModelFolder(dir, { cacheDir, fp16, int8 }) };
+    reply = { kind: 'reply', id, ok: true, modelDir: await resolveModelFolder(dir, options) };
   } catch (error) {
     reply = failedReply(id, error);
   }

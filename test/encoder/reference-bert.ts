@@ -119,3 +119,19 @@ export function referenceLastHiddenState(
   }
   return hidden;
 }
+
+/**
+ * `BertForSequenceClassification`'s one logit for one sequence: the pooler (dense + tanh) on the
+ * [CLS] row of {@link referenceLastHiddenState}, then the classifier.
+ */
+export function referenceClassifierLogit(
+  arch: BertArchitecture,
+  weights: BertWeights,
+  inputIds: readonly number[],
+  tokenTypeIds: readonly number[],
+): number {
+  const w = (name: string) => weights.get(name)!.data;
+  const cls = referenceLastHiddenState(arch, weights, inputIds, tokenTypeIds)[0]!;
+  const pooled = linear([cls], w('pooler.dense.weight'), w('pooler.dense.bias')).map((row) => row.map(Math.tanh));
+  return linear(pooled, w('classifier.weight'), w('classifier.bias'))[0]![0]!;
+}

@@ -13,7 +13,7 @@ describe('openapi.yaml', () => {
     const request = openApiDocument.components.schemas.RetrieveRequest as {
       properties: Record<string, { description?: string; default?: unknown }>;
     };
-    assert.deepEqual(Object.keys(request.properties).sort(), ['k', 'queries', 'query', 'questions', 'return_scores', 'top_k', 'topk']);
+    assert.deepEqual(Object.keys(request.properties).sort(), ['k', 'queries', 'query', 'questions', 'return_scores', 'top_k', 'topk', 'topk_rerank', 'topk_retrieval']);
     assert.equal(request.properties.return_scores!.default, false);
     assert.match(request.properties.topk!.description!, /Missing, null and 0 mean the server default/);
     assert.match(request.properties.questions!.description!, /\{question\} \[SEP\] \{query\}/);

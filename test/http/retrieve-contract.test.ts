@@ -7,25 +7,8 @@ import { VERSION_HEADER } from '../../src/http/retrieve-routes.js';
 import { createHarness, metricValue, type Harness } from '../support/app-harness.js';
 import { assertMatchesOpenApi } from '../support/openapi-schemas.js';
 import { loadRealService, realFixture, type RealService } from '../support/real-service.js';
+import { renderLikeSearchR1, type ScoredItem } from '../support/search-r1-client.js';
 import { sampleRows } from '../support/stand-in-service.js';
-
-interface ScoredItem {
-  document: CorpusRow;
-  score: number;
-}
-
-/**
- * What Search-R1's agent (`generation.py`, `_passages2string`) does with one query's hits: the
- * title is `contents` up to the first newline, quotes kept; the text is the rest.
- */
-function renderLikeSearchR1(hits: ScoredItem[]): string {
-  return hits
-    .map((hit, position) => {
-      const lines = hit.document.contents.split('\n');
-      return `Doc ${position + 1}(Title: ${lines[0]}) ${lines.slice(1).join('\n')}\n`;
-    })
-    .join('');
-}
 
 function ids(result: (ScoredItem | CorpusRow)[][]): string[][] {
   return result.map((hits) => hits.map((hit) => ('document' in hit ? (hit.document as CorpusRow).id : hit.id)));

@@ -4,6 +4,7 @@ import { CONFIG_DEFAULTS, type ServiceConfig } from '../../src/config.js';
 import type { RetrievalService } from '../../src/engine/types.js';
 import { createApp } from '../../src/http/app.js';
 import { ServiceMetrics } from '../../src/http/metrics.js';
+import type { PassageReranker } from '../../src/engine/reranker.js';
 import { createLogger, type Logger } from '../../src/log.js';
 
 export interface Harness {
@@ -19,6 +20,7 @@ export function createHarness(
   service: RetrievalService,
   overrides: Partial<ServiceConfig> = {},
   extraRouters?: Router[],
+  reranker?: PassageReranker,
 ): Harness {
   const config: ServiceConfig = { ...CONFIG_DEFAULTS, ...overrides };
   const logLines: Record<string, unknown>[] = [];
@@ -32,7 +34,8 @@ export function createHarness(
   });
   const logger = createLogger({ logLevel: 'info', logQueries: config.logQueries }, sink);
   const metrics = new ServiceMetrics(service);
-  const app = createApp({ service, config, logger, metrics, ...(extraRouters ? { extraRouters } : {}) });
+  if (reranker) reranker.observe(metrics);
+  const app = createApp({ service, config, logger, metrics, ...(extraRouters ? { extraRouters } : {}), ...(reranker && { reranker: () => reranker }) });
   return { app, config, metrics, logger, logLines };
 }
 

@@ -46,8 +46,11 @@ export function spawnServe(args: string[], port = 0): ServeChild {
   return { child, log, ready, exited };
 }
 
-/** `serve` in a child process on a free local port: its /info and /ready when it gets ready (then SIGTERM), or its exit. */
-export async function serveOnce(args: string[]): Promise<ServeRun> {
+/**
+ * `serve` in a child process on a free local port: its /info and /ready when it gets ready (then,
+ * after `whileReady` has used it at its URL, SIGTERM), or its exit.
+ */
+export async function serveOnce(args: string[], whileReady?: (url: string) => Promise<void>): Promise<ServeRun> {
   const serve = spawnServe(args);
   const url = await serve.ready.catch(() => undefined);
   let answers: Pick<ServeRun, 'info' | 'ready'> = {};
@@ -56,7 +59,11 @@ export async function serveOnce(args: string[]): Promise<ServeRun> {
       info: ((await (await fetch(`${url}/info`)).json()) as { retriever: RetrieverInfo }).retriever,
       ready: (await (await fetch(`${url}/ready`)).json()) as Readiness,
     };
-    serve.child.kill('SIGTERM');
+    try {
+      await whileReady?.(url);
+    } finally {
+      serve.child.kill('SIGTERM');
+    }
   }
   return { ...answers, log: serve.log, code: await serve.exited };
 }

@@ -12,11 +12,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
-import { AddedToken, bertNormalizer, bertPreTokenizer, templateProcessing, Tokenizer, WordPiece } from 'tokenizers';
 import { writeVocabularyFile } from '../../../src/encoder/tokenizer-files.js';
-import { deriveVocabulary, SPECIAL_TOKENS } from '../../../src/encoder/vocabulary.js';
+import { deriveVocabulary } from '../../../src/encoder/vocabulary.js';
 import { repoRoot, SAMPLE_CORPUS } from '../../support/sample-data.js';
-import { FIXTURE_DIR, type ReferenceCase } from './fixture.js';
+import { FIXTURE_DIR, referenceTokenizer, type ReferenceCase } from './fixture.js';
 
 const SEED = 20261201;
 const VOCABULARY_SIZE = 6000;
@@ -89,19 +88,6 @@ function drafts(passages: readonly string[]): Draft[] {
   }));
   const edges = [2, 3, 4, 5].map((maxLength) => ({ text: 'who wrote hamlet ΑΣ 𠀀𠀁', maxLength }));
   return [...HANDPICKED.map((text) => ({ text, maxLength: 256 })), ...everyFragment, ...questionQuery, ...truncation, ...edges, ...random];
-}
-
-/** bert-base-uncased's tokenizer, assembled from the Rust library's own components. */
-function referenceTokenizer(tokens: readonly string[]): Tokenizer {
-  const vocab = Object.fromEntries(tokens.map((token, id) => [token, id]));
-  const tokenizer = new Tokenizer(WordPiece.init(vocab, { unkToken: '[UNK]', continuingSubwordPrefix: '##', maxInputCharsPerWord: 100 }));
-  tokenizer.setNormalizer(bertNormalizer({ cleanText: true, handleChineseChars: true, stripAccents: true, lowercase: true }));
-  tokenizer.setPreTokenizer(bertPreTokenizer());
-  tokenizer.setPostProcessor(
-    templateProcessing('[CLS] $A [SEP]', '[CLS] $A [SEP] $B:1 [SEP]:1', [['[CLS]', vocab['[CLS]']!], ['[SEP]', vocab['[SEP]']!]]),
-  );
-  tokenizer.addAddedTokens(SPECIAL_TOKENS.map((token) => new AddedToken(token, true, { normalized: false })));
-  return tokenizer;
 }
 
 async function main(): Promise<void> {
