@@ -2,6 +2,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
 
 /** `benchmarks/` in the source tree, whether run from `dist/benchmarks` or not. */
 export const benchmarksDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'benchmarks');
@@ -48,4 +50,10 @@ export async function report(name: string, rows: Row[], results: Record<string, 
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, JSON.stringify({ name, date: new Date().toISOString(), machine, results, table: rows }, null, 2) + '\n');
   console.log(`\nresults written to ${path.relative(process.cwd(), file)}`);
+}
+
+/** A vega-lite chart as SVG, rendered headless. */
+export async function plotSvg(spec: TopLevelSpec): Promise<string> {
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  return view.toSVG();
 }

@@ -29,8 +29,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import { CONFIG_DEFAULTS } from '../src/config.js';
 import { makeModel } from '../src/encoder/make-model.js';
 import { MANIFEST_FILE } from '../src/encoder/manifest.js';
@@ -38,7 +37,7 @@ import { Retriever, type RetrieverFiles } from '../src/engine/retriever.js';
 import type { CorpusRow } from '../src/corpus/corpus-row.js';
 import type { SearchBackendChoice } from '../src/index/open-index.js';
 import { SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
-import { benchmarksDir, seconds, workDir, type Row } from './bench-report.js';
+import { benchmarksDir, plotSvg, seconds, workDir, type Row } from './bench-report.js';
 import { syntheticIndex } from './synthetic-index.js';
 
 interface Profile {
@@ -282,8 +281,7 @@ async function latencyPlot(runs: LoadRun[], title: string): Promise<string> {
       color: { field: 'run', type: 'nominal', title: null },
     },
   };
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
-  return view.toSVG();
+  return plotSvg(spec);
 }
 
 function median(values: number[]): number {

@@ -15,23 +15,24 @@ const FAISS_DUMMY = 2n ** 20n;
 /** How an index searches, which decides the search parameters that apply to it. */
 export type FaissFamily = 'flat' | 'hnsw' | 'ivf' | 'scalar-quantizer' | 'product-quantizer' | 'other';
 
-const KINDS: Record<string, { name: string; family: FaissFamily }> = {
+/** `codes`: what a row is stored as when not as fp32 vectors. */
+const KINDS: Record<string, { name: string; family: FaissFamily; codes?: string }> = {
   IxFI: { name: 'IndexFlatIP', family: 'flat' },
   IxF2: { name: 'IndexFlatL2', family: 'flat' },
   IxFl: { name: 'IndexFlat', family: 'flat' },
   IHNf: { name: 'IndexHNSWFlat', family: 'hnsw' },
-  IHNs: { name: 'IndexHNSWSQ', family: 'hnsw' },
-  IHNp: { name: 'IndexHNSWPQ', family: 'hnsw' },
-  IHN2: { name: 'IndexHNSW2Level', family: 'hnsw' },
+  IHNs: { name: 'IndexHNSWSQ', family: 'hnsw', codes: 'scalar-quantizer codes' },
+  IHNp: { name: 'IndexHNSWPQ', family: 'hnsw', codes: 'PQ codes' },
+  IHN2: { name: 'IndexHNSW2Level', family: 'hnsw', codes: 'two-level quantizer codes' },
   IwFl: { name: 'IndexIVFFlat', family: 'ivf' },
   IwFd: { name: 'IndexIVFFlatDedup', family: 'ivf' },
-  IwPQ: { name: 'IndexIVFPQ', family: 'ivf' },
-  IwQR: { name: 'IndexIVFPQR', family: 'ivf' },
-  IwSq: { name: 'IndexIVFScalarQuantizer', family: 'ivf' },
-  IxSQ: { name: 'IndexScalarQuantizer', family: 'scalar-quantizer' },
-  IxPq: { name: 'IndexPQ', family: 'product-quantizer' },
-  IxPT: { name: 'IndexPreTransform', family: 'other' },
-  IxRF: { name: 'IndexRefineFlat', family: 'other' },
+  IwPQ: { name: 'IndexIVFPQ', family: 'ivf', codes: 'PQ codes' },
+  IwQR: { name: 'IndexIVFPQR', family: 'ivf', codes: 'PQ codes with refinement codes' },
+  IwSq: { name: 'IndexIVFScalarQuantizer', family: 'ivf', codes: 'scalar-quantizer codes' },
+  IxSQ: { name: 'IndexScalarQuantizer', family: 'scalar-quantizer', codes: 'scalar-quantizer codes' },
+  IxPq: { name: 'IndexPQ', family: 'product-quantizer', codes: 'PQ codes' },
+  IxPT: { name: 'IndexPreTransform', family: 'other', codes: 'the codes of a transformed index' },
+  IxRF: { name: 'IndexRefineFlat', family: 'other', codes: 'base codes plus fp32 refinement vectors' },
 };
 
 const WRAPPERS: Record<string, string> = { IxMp: 'IndexIDMap', IxM2: 'IndexIDMap2' };
@@ -42,6 +43,8 @@ export interface FaissFileHeader {
   /** `IndexHNSWFlat`, or `IndexIDMap2(IndexHNSWFlat)` for a wrapped index. */
   kind: string;
   family: FaissFamily;
+  /** What a row is stored as (`PQ codes`); absent for fp32 vectors. */
+  codes?: string;
   /** The outer fourcc (`IHNf`, `IxM2`). */
   fourcc: string;
   dimension: number;
@@ -105,6 +108,7 @@ export async function readFaissHeader(path: string, expect: IxfiExpectations = {
   return {
     kind,
     family: known.family,
+    ...(known.codes !== undefined && { codes: known.codes }),
     fourcc: outer.fourcc,
     dimension: outer.dimension,
     rows,

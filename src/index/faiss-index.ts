@@ -41,17 +41,26 @@ function searchParameters(header: FaissFileHeader, core: NativeDescription, opti
   return parameters;
 }
 
+/** What one row is held as: fp32 or the kind's codes (their size once faiss has read an IVF index), and the structure around them. */
+function rowFormat(header: FaissFileHeader, core?: NativeDescription): string {
+  const size = core?.codeSize !== undefined ? `${core.codeSize}-byte ` : '';
+  const row = header.codes === undefined ? `${header.dimension} fp32` : `${header.dimension} dims as ${size}${header.codes}`;
+  if (header.family === 'hnsw') return `${row} plus HNSW graph links`;
+  if (header.family === 'ivf') return `${row} in ${core?.nlist === undefined ? '' : `${core.nlist} `}IVF lists`;
+  return row;
+}
+
 /**
  * What the faiss host holds: `read_index` copies the file into the heap, except IVF lists opened
- * with IO_FLAG_MMAP, which are mapped (`mappedBytes`). Search buffers are per query (topk heaps,
- * one BLAS block), small beside the index.
+ * with IO_FLAG_MMAP, which are mapped (`mappedBytes`); a search pages in only the lists it probes.
+ * Search buffers are per query (topk heaps, one BLAS block), small beside the index.
  */
-function memoryPlan(path: string, header: FaissFileHeader, mappedBytes: number): SearchMemoryPlan {
+function memoryPlan(path: string, header: FaissFileHeader, mapped: { bytes: number; core?: NativeDescription; nprobe?: number }): SearchMemoryPlan {
+  const mappedBytes = mapped.bytes;
   const residentBytes = header.fileBytes - mappedBytes;
   return {
     indexPath: path,
-    dimension: header.dimension,
-    precision: 'fp32',
+    rowFormat: rowFormat(header, mapped.core),
     holding:
       header.family === 'flat'
         ? 'read into memory by the faiss backend'
@@ -60,6 +69,8 @@ function memoryPlan(path: string, header: FaissFileHeader, mappedBytes: number):
     perDevice: { rows: header.rows, vectorBytes: residentBytes, scoreBytes: 0 },
     hostRows: header.rows,
     hostMappedBytes: mappedBytes,
+    // Only IVF lists are ever mapped, and only once faiss has read the index (nprobe and nlist known).
+    mappedReads: mapped.core?.nlist === undefined ? 'none mapped' : `each query reading only the ${mapped.nprobe} of ${mapped.core.nlist} lists it probes`,
     hostAnonymousBytes: residentBytes,
   };
 }
@@ -94,7 +105,7 @@ export class FaissIndex implements VectorIndex {
 
   /** What opening it would hold, from the header alone: an IVF index's lists counted as read, the most they can take. */
   static plan(path: string, header: FaissFileHeader): SearchMemoryPlan {
-    return memoryPlan(path, header, 0);
+    return memoryPlan(path, header, { bytes: 0 });
   }
 
   /**
@@ -110,18 +121,19 @@ export class FaissIndex implements VectorIndex {
   static async openChecked(path: string, header: FaissFileHeader, options: FaissIndexOptions = {}): Promise<FaissIndex> {
     const warn = options.warn ?? ((message: string) => process.emitWarning(message));
     const hostMemory = await readHostMemory(options.memoryFiles);
-    const checkMemory = (mappedBytes: number): void => checkSearchMemory(memoryPlan(path, header, mappedBytes), options.memoryBudgetBytes ?? 0, hostMemory, warn);
+    const checkMemory = (mapped: Parameters<typeof memoryPlan>[2]): void => checkSearchMemory(memoryPlan(path, header, mapped), options.memoryBudgetBytes ?? 0, hostMemory, warn);
     // Before faiss reads a byte; IVF lists are mapped, so their share of the file is known only once faiss has read the header.
-    if (header.family !== 'ivf') checkMemory(0);
+    if (header.family !== 'ivf') checkMemory({ bytes: 0 });
     const host = FaissHost.start();
     try {
       let { description } = await host.request({ op: 'load', path, ioFlags: IO_FLAG_MMAP });
       if (description!.d !== header.dimension || description!.ntotal !== header.rows) {
         throw new ServiceError('internal', `index ${path}: FAISS read ${description!.ntotal}×${description!.d}, header says ${header.rows}×${header.dimension}`);
       }
-      const mappedBytes = mappedListBytes(header, description!.inner ?? description!);
-      if (header.family === 'ivf') checkMemory(mappedBytes);
-      const parameters = searchParameters(header, description!.inner ?? description!, options, warn);
+      const loaded = description!.inner ?? description!;
+      const mappedBytes = mappedListBytes(header, loaded);
+      const parameters = searchParameters(header, loaded, options, warn);
+      if (header.family === 'ivf') checkMemory({ bytes: mappedBytes, core: loaded, nprobe: parameters.nprobe ?? loaded.nprobe });
       if (Object.keys(parameters).length > 0) ({ description } = await host.request({ op: 'configure', parameters }));
       const core = description!.inner ?? description!;
       const info: FaissIndexInfo = {

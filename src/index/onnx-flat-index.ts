@@ -65,13 +65,13 @@ function memoryPlan(path: string, index: IxfiHeader, parts: ReadonlyArray<{ rows
   const hostRows = onCpu.reduce((sum, part) => sum + part.rows, 0);
   return {
     indexPath: path,
-    dimension: index.dimension,
-    precision,
+    rowFormat: `${index.dimension} ${precision}`,
     holding: onCpu.length > 0 ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
     devices: [...new Set(devices.slice(0, parts.length).map((device) => (device.provider === 'cuda' ? `cuda:${device.deviceId}` : 'cpu')))],
     perDevice: { rows, vectorBytes: vectorBytes(rows), scoreBytes: scoreBytes(rows) },
     hostRows,
     hostMappedBytes: vectorBytes(hostRows),
+    mappedReads: 'every one read by every query',
     hostAnonymousBytes: onCpu.reduce((sum, part) => sum + scoreBytes(part.rows), 0),
   };
 }

@@ -95,9 +95,9 @@ export async function readHostMemory(files: MemoryFiles = SYSTEM_MEMORY_FILES): 
 /** What opening an index will hold: the largest device's share, and what lands in this host's RAM. */
 export interface SearchMemoryPlan {
   indexPath: string;
-  dimension: number;
-  precision: 'fp32' | 'fp16';
-  /** How the vectors are held, for the refusal: "mapped by the onnx backend on CPU". */
+  /** What one row is held as, for the refusal after "N rows × ": "768 fp32", or "768 dims as 64-byte PQ codes in 4096 IVF lists". */
+  rowFormat: string;
+  /** Where and by what, for the refusal: "mapped by the onnx backend on CPU". */
   holding: string;
   /** The devices holding a share each, at most `perDevice`: `cpu` or `cuda:<ordinal>`. */
   devices: string[];
@@ -105,21 +105,24 @@ export interface SearchMemoryPlan {
   perDevice: { rows: number; vectorBytes: number; scoreBytes: number };
   /** Rows whose vectors this host holds (every CPU session's). */
   hostRows: number;
-  /** File pages every query reads. Counted against RAM: a flat search touches every page on every query. */
+  /** Mapped file pages, counted against RAM: a flat scan touches every one on every query, an IVF search those of the lists it probes. */
   hostMappedBytes: number;
+  /** Which of the mapped pages a query reads, for the refusal: "every one read by every query". */
+  mappedReads: string;
   /** Anonymous memory on this host: a copy of the vectors (faiss) and score buffers; past RAM it fails to allocate or is killed. */
   hostAnonymousBytes: number;
 }
 
 export const showBytes = (n: number): string => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 }) ?? `${n} B`;
 
+// HNSW64 and IVF,Flat hold at least Flat's bytes (fp32 vectors plus links or ids): only codes hold fewer.
 const WAYS_OUT =
-  'ways out: an HNSW/IVF/SQ index (--faiss_type), which holds far fewer bytes per row on CPU; fp16 on a GPU (--faiss_gpu: half the bytes, in device memory); or a host with more RAM';
+  'ways out: a compressed index (convert-index --faiss_type SQ8 or HNSW32,SQ8 holds a quarter of the fp32 bytes a row, IVF4096,PQ64 64 bytes); fp16 on a GPU (--faiss_gpu: half the bytes, in device memory); or a host with more RAM';
 
 /**
  * Refuses, with the sizes and the ways out, an index that would not fit: the largest device's share
  * over `budgetBytes` (when set), or this host's share over what the host leaves this process.
- * Mapped pages past RAM still work, streamed through the page cache on every query, so an explicit
+ * Mapped pages past RAM still work, read through the page cache as queries reach them, so an explicit
  * budget that covers them is taken as the user's word: the index opens, with `warn` saying so.
  * Anonymous memory past RAM never works, whatever the budget.
  */
@@ -133,16 +136,16 @@ export function checkSearchMemory(plan: SearchMemoryPlan, budgetBytes: number, h
   const shortfall =
     `index ${plan.indexPath} needs ${showBytes(hostBytes)} of this host's memory but ` +
     (cgroupBinds ? `the cgroup limit of ${showBytes(host.cgroup!.limitBytes)} (${host.cgroup!.dir}) leaves ` : 'MemAvailable is ') +
-    `${showBytes(host.usableBytes)} (${showBytes(host.totalBytes)} RAM): ${plan.hostRows} rows × ${plan.dimension} ${plan.precision} ${plan.holding}` +
-    (plan.hostMappedBytes > 0 ? ` (${showBytes(plan.hostMappedBytes)} of file pages, every one read by every query)` : '') +
+    `${showBytes(host.usableBytes)} (${showBytes(host.totalBytes)} RAM): ${plan.hostRows} rows × ${plan.rowFormat} ${plan.holding}` +
+    (plan.hostMappedBytes > 0 ? ` (${showBytes(plan.hostMappedBytes)} of file pages, ${plan.mappedReads})` : '') +
     (plan.hostAnonymousBytes > 0 ? ` and ${showBytes(plan.hostAnonymousBytes)} of the process's own memory` : '');
   const streamable = plan.hostMappedBytes > 0 && plan.hostAnonymousBytes <= host.usableBytes;
   if (streamable && budgetBytes > 0) {
-    warn(`${shortfall}; mapping it anyway, as --search_memory_budget ${showBytes(budgetBytes)} allows: each query streams the pages that do not fit from disk`);
+    warn(`${shortfall}; mapping it anyway, as --search_memory_budget ${showBytes(budgetBytes)} allows: queries read the pages that do not fit from disk as they reach them`);
     return;
   }
   // Whole GiB, rounded up, so the suggested value covers the need once parsed back.
-  const override = streamable ? `; or --search_memory_budget ${Math.ceil(deviceBytes / 2 ** 30)}gb to map it anyway and stream it from disk on every query` : '';
+  const override = streamable ? `; or --search_memory_budget ${Math.ceil(deviceBytes / 2 ** 30)}gb to map it anyway and read the pages that do not fit from disk as queries reach them` : '';
   throw new ServiceError('bad_request', `${shortfall}; ${WAYS_OUT}${override}`, { ...details, hostBytes, usableBytes: host.usableBytes });
 }
 
@@ -159,7 +162,7 @@ function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
   throw new ServiceError(
     'bad_request',
     `index ${plan.indexPath} does not fit the search memory budget of ${showBytes(budgetBytes)} per device: ` +
-      `${rows} rows × ${plan.dimension} ${plan.precision} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
+      `${rows} rows × ${plan.rowFormat} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
     { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceShare(plan) },
   );
 }

@@ -6,6 +6,7 @@ import { FaissIndex } from '../../src/index/faiss-index.js';
 import { openVectorIndex } from '../../src/index/open-index.js';
 import { childPids } from '../support/child-processes.js';
 import { isServiceError } from '../support/assert-service-error.js';
+import { fixtureHost } from '../support/host-memory.js';
 import { CLUSTERED_PY, runPython } from '../support/index-fixtures.js';
 
 const DIMENSION = 32;
@@ -25,8 +26,7 @@ const FIXTURES = `${CLUSTERED_PY}
 threads = faiss.omp_get_max_threads()
 out, d, rows, nq, topk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rng = np.random.default_rng(5)
-x = clustered(rng, rows, d)
-q = near(rng, x, nq)
+x, q = clustered(rng, rows, d, nq)
 q.tofile(f'{out}/queries.f32')
 IP, L2 = faiss.METRIC_INNER_PRODUCT, faiss.METRIC_L2
 kinds = {
@@ -209,9 +209,32 @@ describe('FaissIndex: every index kind Python faiss writes, same answers as Pyth
         FaissIndex.open(file('hnsw'), {}, { memoryBudgetBytes: 100_000 }),
         isServiceError(
           'bad_request',
-          /does not fit the search memory budget of 97\.7 KB per device: 3000 rows × 32 fp32 take [\d.]+ KB plus 0 B of scores \(in an IndexHNSWFlat read into memory by the faiss backend\)/,
+          /does not fit the search memory budget of 97\.7 KB per device: 3000 rows × 32 fp32 plus HNSW graph links take [\d.]+ KB plus 0 B of scores \(in an IndexHNSWFlat read into memory by the faiss backend\)/,
         ),
       );
+    });
+
+    it('past the host\'s memory: the refusal says what each kind holds a row as, and that IVF queries read only the lists they probe', async function () {
+      const host = await fixtureHost(dir, 1024 ** 3, 4096);
+      const refusal = async (name: string, nprobe?: number): Promise<string> => {
+        const error = await FaissIndex.open(file(name), {}, { memoryFiles: host, ...(nprobe !== undefined && { nprobe }) }).then(
+          () => assert.fail(`${name} opened`),
+          (error: Error) => error.message,
+        );
+        return error.replace(/^index \S+ /, '');
+      };
+      assert.match(await refusal('hnsw'), /: 3000 rows × 32 fp32 plus HNSW graph links in an IndexHNSWFlat read into memory by the faiss backend and [\d.]+ KB of the process's own memory; ways out/);
+      assert.match(await refusal('hnsw-sq'), /: 3000 rows × 32 dims as scalar-quantizer codes plus HNSW graph links in an IndexHNSWSQ read into memory/);
+      assert.match(await refusal('sq8'), /: 3000 rows × 32 dims as scalar-quantizer codes in an IndexScalarQuantizer read into memory/);
+      assert.match(await refusal('pq'), /: 3000 rows × 32 dims as PQ codes in an IndexPQ read into memory/);
+      // Python wrote IVF32,PQ8x4: 8 sub-quantizers of 4 bits, 4 bytes a row; SQ8 a byte a dimension; Flat 4.
+      assert.match(
+        await refusal('ivf-pq', 8),
+        /: 3000 rows × 32 dims as 4-byte PQ codes in 32 IVF lists in an IndexIVFPQ read into memory by the faiss backend, its IVF lists mapped \([\d.]+ KB of file pages, each query reading only the 8 of 32 lists it probes\) and [\d.]+ KB of the process's own memory/,
+      );
+      assert.match(await refusal('ivf-sq', 4), /: 3000 rows × 32 dims as 32-byte scalar-quantizer codes in 32 IVF lists .*each query reading only the 4 of 32 lists it probes/);
+      assert.match(await refusal('ivf-flat'), /: 3000 rows × 32 fp32 in 32 IVF lists .*each query reading only the 1 of 32 lists it probes/);
+      assert.doesNotMatch(await refusal('ivf-flat'), /every one read by every query/);
     });
   });
 

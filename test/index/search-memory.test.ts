@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isServiceError } from '../support/assert-service-error.js';
+import { fixtureHost, meminfo } from '../support/host-memory.js';
 import { writeSparseIndex } from '../support/index-fixtures.js';
 import { FaissIndex } from '../../src/index/faiss-index.js';
 import { OnnxFlatIndex } from '../../src/index/onnx-flat-index.js';
@@ -10,11 +11,6 @@ import { planSwap, readHostMemory, SYSTEM_MEMORY_FILES, type HostMemory, type Me
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
-
-/** /proc/meminfo as the kernel writes it (kB), with the two fields the check reads among others. */
-function meminfo(totalBytes: number, availableBytes: number): string {
-  return `MemTotal:       ${totalBytes / 1024} kB\nMemFree:          123456 kB\nMemAvailable:   ${availableBytes / 1024} kB\nCached:          4000000 kB\n`;
-}
 
 describe('host memory: /proc/meminfo and cgroup limits (fixture files)', function () {
   let dir: string;
@@ -108,9 +104,7 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
     dir = await mkdtemp(path.join(tmpdir(), 'search-memory-'));
     index = path.join(dir, 'sparse.index');
     await writeSparseIndex(index, shape);
-    await writeFile(path.join(dir, 'meminfo'), meminfo(GiB, 100 * MiB));
-    await writeFile(path.join(dir, 'self-cgroup'), '0::/\n');
-    smallHost = { meminfo: path.join(dir, 'meminfo'), selfCgroup: path.join(dir, 'self-cgroup'), cgroupRoot: path.join(dir, 'no-cgroup') };
+    smallHost = await fixtureHost(dir, GiB, 100 * MiB);
   });
 
   after(async function () {
@@ -125,8 +119,8 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
         new RegExp(
           'needs 308.1 MB of this host\'s memory but MemAvailable is 100 MB \\(1 GB RAM\\): 2000000 rows × 32 fp32 mapped by the onnx backend on CPU ' +
             '\\(244.1 MB of file pages, every one read by every query\\) and 64 MB of the process\'s own memory; ' +
-            'ways out: an HNSW/IVF/SQ index \\(--faiss_type\\).*fp16 on a GPU \\(--faiss_gpu.*a host with more RAM; ' +
-            'or --search_memory_budget 1gb to map it anyway and stream it from disk on every query$',
+            'ways out: a compressed index \\(convert-index --faiss_type SQ8 .*fp16 on a GPU \\(--faiss_gpu.*a host with more RAM; ' +
+            'or --search_memory_budget 1gb to map it anyway and read the pages that do not fit from disk as queries reach them$',
         ),
       ),
     );
@@ -141,7 +135,7 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
       [
         'needs 308.1 MB of this host\'s memory but MemAvailable is 100 MB (1 GB RAM): 2000000 rows × 32 fp32 mapped by the onnx backend on CPU ' +
           '(244.1 MB of file pages, every one read by every query) and 64 MB of the process\'s own memory; ' +
-          'mapping it anyway, as --search_memory_budget 1 GB allows: each query streams the pages that do not fit from disk',
+          'mapping it anyway, as --search_memory_budget 1 GB allows: queries read the pages that do not fit from disk as they reach them',
       ],
     );
   });
@@ -150,7 +144,7 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
     for (const memoryBudgetBytes of [0, GiB]) {
       await assert.rejects(
         FaissIndex.open(index, {}, { memoryFiles: smallHost, memoryBudgetBytes }),
-        isServiceError('bad_request', /needs 244.1 MB of this host's memory but MemAvailable is 100 MB \(1 GB RAM\): 2000000 rows × 32 fp32 read into memory by the faiss backend and 244.1 MB of the process's own memory; ways out: an HNSW\/IVF\/SQ index \(--faiss_type\)[^;]*; fp16 on a GPU[^;]*; or a host with more RAM$/),
+        isServiceError('bad_request', /needs 244.1 MB of this host's memory but MemAvailable is 100 MB \(1 GB RAM\): 2000000 rows × 32 fp32 read into memory by the faiss backend and 244.1 MB of the process's own memory; ways out: a compressed index \(convert-index --faiss_type SQ8[^;]*; fp16 on a GPU[^;]*; or a host with more RAM$/),
       );
     }
   });
@@ -190,13 +184,13 @@ describe('swap plan: both versions, their indexes and encoders, against each dev
   function indexPlan(indexPath: string, vectorBytes: number, onHost: boolean): SearchMemoryPlan {
     return {
       indexPath,
-      dimension: 768,
-      precision: 'fp16',
+      rowFormat: '768 fp16',
       holding: onHost ? 'mapped by the onnx backend on CPU' : 'copied to each CUDA device by the onnx backend',
       devices: onHost ? ['cpu'] : ['cuda:0', 'cuda:1'],
       perDevice: { rows: vectorBytes / 1536, vectorBytes, scoreBytes: 10 * MiB },
       hostRows: onHost ? vectorBytes / 1536 : 0,
       hostMappedBytes: onHost ? vectorBytes : 0,
+      mappedReads: 'every one read by every query',
       hostAnonymousBytes: onHost ? 10 * MiB : 0,
     };
   }
