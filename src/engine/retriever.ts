@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { CorpusIds } from '../corpus/corpus-ids.js';
 import type { CorpusRow } from '../corpus/corpus-row.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
+import { encoderMemory } from '../encoder/encoder-memory.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
@@ -70,11 +71,17 @@ export class Retriever {
       const encoder = await WorkerEncoder.load(files.modelDir, options.encoder);
       opened.push(encoder);
       stage('index', undefined, 'checking memory, opening the index');
+      // The budget of a device the encoder shares with the index covers both, as a swap plans them.
+      const encoderWeights = await encoderMemory(files.modelDir, encoder.manifest, encoder.provider, options.encoder ?? {}, encoder.modelFile);
       const index = await openVectorIndex(
         files.indexPath,
         { expectDimension: encoder.manifest.dimension, expectRows: corpus.rows },
-        // Progress comes only while an fp16 copy of the vectors is built.
-        { ...options.index, onProgress: (done, total) => stage('index', done / total, `building the fp16 copy of the vectors: ${done} of ${total} values`) },
+        {
+          ...options.index,
+          encoderWeights,
+          // Progress comes only while an fp16 copy of the vectors is built.
+          onProgress: (done, total) => stage('index', done / total, `building the fp16 copy of the vectors: ${done} of ${total} values`),
+        },
       );
       opened.push(index);
       const retriever = new Retriever(options.version, files, encoder, index, corpus);

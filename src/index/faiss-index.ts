@@ -4,7 +4,7 @@ import { FaissHost } from './faiss-host.js';
 import { readFaissHeader, type FaissFileHeader, type FaissIndexInfo } from './faiss-index-kinds.js';
 import { IO_FLAG_MMAP, type NativeDescription } from './faiss-native.js';
 import type { IxfiExpectations } from './ixfi-header.js';
-import { checkSearchMemory, readHostMemory, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
+import { checkSearchMemory, readHostMemory, type EncoderWeights, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
 
 export interface FaissIndexOptions {
   /** HNSW `efSearch` (`--hnsw_ef_search`); default the value stored in the file. */
@@ -13,6 +13,8 @@ export interface FaissIndexOptions {
   nprobe?: number;
   /** Most bytes the index may hold in memory (mapped IVF lists not counted); 0: no limit beyond the host's available memory. */
   memoryBudgetBytes?: number;
+  /** The serving encoder's weights, counted with the index against the budget when the encoder runs on CPU. */
+  encoderWeights?: EncoderWeights;
   /** Where the host's memory is read (default: /proc and /sys/fs/cgroup). */
   memoryFiles?: MemoryFiles;
   /** Receives notices about flags that do not apply to this index and about mapped lists past RAM; defaults to `process.emitWarning`. */
@@ -121,7 +123,7 @@ export class FaissIndex implements VectorIndex {
   static async openChecked(path: string, header: FaissFileHeader, options: FaissIndexOptions = {}): Promise<FaissIndex> {
     const warn = options.warn ?? ((message: string) => process.emitWarning(message));
     const hostMemory = await readHostMemory(options.memoryFiles);
-    const checkMemory = (mapped: Parameters<typeof memoryPlan>[2]): void => checkSearchMemory(memoryPlan(path, header, mapped), options.memoryBudgetBytes ?? 0, hostMemory, warn);
+    const checkMemory = (mapped: Parameters<typeof memoryPlan>[2]): void => checkSearchMemory(memoryPlan(path, header, mapped), options.memoryBudgetBytes ?? 0, hostMemory, warn, options.encoderWeights);
     // Before faiss reads a byte; IVF lists are mapped, so their share of the file is known only once faiss has read the header.
     if (header.family !== 'ivf') checkMemory({ bytes: 0 });
     const host = FaissHost.start();

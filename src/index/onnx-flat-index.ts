@@ -6,7 +6,7 @@ import { ServiceError } from '../errors.js';
 import { searchShape } from './faiss-index.js';
 import { fp16SidecarPath } from './fp16-sidecar.js';
 import { readIxfiHeader, type IxfiExpectations, type IxfiHeader } from './ixfi-header.js';
-import { checkSearchMemory, readHostMemory, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
+import { checkSearchMemory, readHostMemory, type EncoderWeights, type MemoryFiles, type SearchMemoryPlan } from './search-memory.js';
 import { DEFAULT_SHARD_ROWS, type SearchDevice, type SearchRequest, type SearchWorkerData, type SearchWorkerMessage } from './onnx-search-protocol.js';
 import { mergeRanked, type RankedRows } from './rescore.js';
 import { threadChannel, WorkerRequests, workerReady } from '../threads/worker-requests.js';
@@ -29,6 +29,8 @@ export interface OnnxIndexOptions {
    * it also lets a CPU index larger than the host's available memory be mapped (search-memory.ts).
    */
   memoryBudgetBytes?: number;
+  /** The serving encoder's weights, counted with the index against the budget where they share a device. */
+  encoderWeights?: EncoderWeights;
   /** Where the host's memory is read (default: /proc and /sys/fs/cgroup). */
   memoryFiles?: MemoryFiles;
   /** Where the fp16 copy lives; default `<index>.fp16`. */
@@ -157,7 +159,7 @@ export class OnnxFlatIndex implements VectorIndex {
   /** Opens `path`, whose header the caller has read and checked (its dimension and rows are the encoder's and the corpus's). */
   static async openChecked(path: string, header: IxfiHeader, options: OnnxIndexOptions = {}): Promise<OnnxFlatIndex> {
     const { index, devices, precision, shardRows, parts, plan } = layout(path, header, options);
-    checkSearchMemory(plan, options.memoryBudgetBytes ?? 0, await readHostMemory(options.memoryFiles), options.warn ?? emitFallbackWarning);
+    checkSearchMemory(plan, options.memoryBudgetBytes ?? 0, await readHostMemory(options.memoryFiles), options.warn ?? emitFallbackWarning, options.encoderWeights);
     const data = (i: number): SearchWorkerData => ({
       indexPath: path,
       index,

@@ -60,7 +60,7 @@ function onnxOptions(options: VectorIndexOptions): OnnxIndexOptions {
  * once, here, and handed to the backend.
  */
 export async function openVectorIndex(path: string, expect: IxfiExpectations = {}, options: VectorIndexOptions = {}): Promise<VectorIndex> {
-  const { backend, gpu, efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn } = options;
+  const { backend, gpu, efSearch, nprobe, memoryBudgetBytes, encoderWeights, memoryFiles, warn } = options;
   const header = await readFaissHeader(path, expect);
   if (chooseSearchBackend(path, header, backend) === 'faiss') {
     // With an explicit faiss backend, config's startup notices already said faiss-node is CPU-only.
@@ -69,7 +69,7 @@ export async function openVectorIndex(path: string, expect: IxfiExpectations = {
         `index ${path} is an ${header.kind}: it is searched on CPU (faiss backend); only Flat inner-product indexes search on the GPU`,
       );
     }
-    return FaissIndex.openChecked(path, header, { efSearch, nprobe, memoryBudgetBytes, memoryFiles, warn });
+    return FaissIndex.openChecked(path, header, { efSearch, nprobe, memoryBudgetBytes, encoderWeights, memoryFiles, warn });
   }
   return OnnxFlatIndex.openChecked(path, header, onnxOptions(options));
 }

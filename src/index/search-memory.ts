@@ -120,15 +120,32 @@ const WAYS_OUT =
   'ways out: a compressed index (convert-index --faiss_type SQ8 or HNSW32,SQ8 holds a quarter of the fp32 bytes a row, IVF4096,PQ64 64 bytes); fp16 on a GPU (--faiss_gpu: half the bytes, in device memory); or a host with more RAM';
 
 /**
+ * The weights of the encoder that serves beside an index, on the device it runs on: where that is
+ * one of the index's devices, `--search_memory_budget` there covers both, as an activation's swap
+ * plan counts them, so a version that starts also fits when a swap plans it.
+ */
+export interface EncoderWeights {
+  /** `cpu` or `cuda:<ordinal>`. */
+  device: string;
+  bytes: number;
+}
+
+/**
  * Refuses, with the sizes and the ways out, an index that would not fit: the largest device's share
- * over `budgetBytes` (when set), or this host's share over what the host leaves this process.
+ * (with `encoderWeights` where they share its device) over `budgetBytes` (when set), or this host's share over what the host leaves this process.
  * Mapped pages past RAM still work, read through the page cache as queries reach them, so an explicit
  * budget that covers them is taken as the user's word: the index opens, with `warn` saying so.
  * Anonymous memory past RAM never works, whatever the budget.
  */
-export function checkSearchMemory(plan: SearchMemoryPlan, budgetBytes: number, host: HostMemory, warn: (message: string) => void): void {
-  checkDeviceBudget(plan, budgetBytes);
-  const deviceBytes = deviceShare(plan);
+export function checkSearchMemory(
+  plan: SearchMemoryPlan,
+  budgetBytes: number,
+  host: HostMemory,
+  warn: (message: string) => void,
+  encoderWeights?: EncoderWeights,
+): void {
+  checkDeviceBudget(plan, budgetBytes, encoderWeights);
+  const deviceBytes = deviceShare(plan) + encoderShare(plan, encoderWeights);
   const details = { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceBytes };
   const hostBytes = hostShare(plan);
   if (hostBytes <= host.usableBytes) return;
@@ -155,15 +172,23 @@ const deviceShare = (plan: SearchMemoryPlan): number => plan.perDevice.vectorByt
 /** What lands in this host's memory: mapped file pages and anonymous memory. */
 const hostShare = (plan: SearchMemoryPlan): number => plan.hostMappedBytes + plan.hostAnonymousBytes;
 
-/** Refuses, with the sizes and the ways out, an index whose largest device share is over `budgetBytes` (0: no budget). */
-function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number): void {
+/** The encoder's weights where they share a device with the index (the largest share stands for each). */
+const encoderShare = (plan: SearchMemoryPlan, encoder: EncoderWeights | undefined): number =>
+  encoder && plan.devices.includes(encoder.device) ? encoder.bytes : 0;
+
+/** Refuses, with the sizes and the ways out, an index whose largest device share (encoder included) is over `budgetBytes` (0: no budget). */
+function checkDeviceBudget(plan: SearchMemoryPlan, budgetBytes: number, encoder: EncoderWeights | undefined): void {
   const { rows, vectorBytes, scoreBytes } = plan.perDevice;
-  if (budgetBytes <= 0 || deviceShare(plan) <= budgetBytes) return;
+  const encoderBytes = encoderShare(plan, encoder);
+  const neededBytes = deviceShare(plan) + encoderBytes;
+  if (budgetBytes <= 0 || neededBytes <= budgetBytes) return;
   throw new ServiceError(
     'bad_request',
     `index ${plan.indexPath} does not fit the search memory budget of ${showBytes(budgetBytes)} per device: ` +
-      `${rows} rows × ${plan.rowFormat} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding}); ${WAYS_OUT}`,
-    { indexPath: plan.indexPath, budgetBytes, neededBytes: deviceShare(plan) },
+      `${rows} rows × ${plan.rowFormat} take ${showBytes(vectorBytes)} plus ${showBytes(scoreBytes)} of scores (${plan.holding})` +
+      (encoderBytes > 0 ? `, beside ${showBytes(encoderBytes)} of encoder weights on ${encoder!.device}` : '') +
+      `; ${WAYS_OUT}`,
+    { indexPath: plan.indexPath, budgetBytes, neededBytes },
   );
 }
 

@@ -140,6 +140,23 @@ describe('search memory check before an index loads (sparse IxFI files, real loa
     );
   });
 
+  it("the budget of the device the encoder runs on covers its weights too, as a swap plans them; an encoder on another device does not count", async function () {
+    // 244.1 MiB of vectors + 64 MiB of scores = 308.1 MiB: a 320 MiB budget holds the index alone, not with 20 MiB of encoder beside it.
+    const budget = { memoryBudgetBytes: 320 * MiB, shardRows: SHARD_ROWS };
+    const bigHostDir = path.join(dir, 'big-host');
+    await mkdir(bigHostDir, { recursive: true });
+    const bigHost = await fixtureHost(bigHostDir, 16 * GiB, 8 * GiB);
+    await assert.rejects(
+      OnnxFlatIndex.open(index, {}, { ...budget, memoryFiles: bigHost, encoderWeights: { device: 'cpu', bytes: 20 * MiB } }),
+      isServiceError(
+        'bad_request',
+        /does not fit the search memory budget of 320 MB per device: 2000000 rows × 32 fp32 take 244.1 MB plus 64 MB of scores \(mapped by the onnx backend on CPU\), beside 20 MB of encoder weights on cpu; ways out: /,
+      ),
+    );
+    await (await OnnxFlatIndex.open(index, {}, { ...budget, memoryFiles: bigHost, encoderWeights: { device: 'cuda:0', bytes: 20 * MiB } })).close();
+    await (await OnnxFlatIndex.open(index, {}, { ...budget, memoryFiles: bigHost })).close();
+  });
+
   it('faiss: reading the file into the heap past MemAvailable is refused whatever the budget, before faiss reads a byte', async function () {
     for (const memoryBudgetBytes of [0, GiB]) {
       await assert.rejects(

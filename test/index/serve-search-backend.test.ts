@@ -89,7 +89,7 @@ describe('serve: search backend flags reach the index (child process, tiny model
     const fatal = run.log.find((line) => line.msg.startsWith('the retriever failed to load: '));
     assert.match(
       fatal?.msg ?? '',
-      /does not fit the search memory budget of 16 MB per device: 400000 rows × 32 fp32 take 48.8 MB plus 781.3 MB of scores \(mapped by the onnx backend on CPU\); ways out: a compressed index \(convert-index --faiss_type SQ8/,
+      /does not fit the search memory budget of 16 MB per device: 400000 rows × 32 fp32 take 48.8 MB plus 781.3 MB of scores \(mapped by the onnx backend on CPU\), beside [\d.]+ [KM]B of encoder weights on cpu; ways out: a compressed index \(convert-index --faiss_type SQ8/,
     );
     assert.doesNotMatch(run.log.map((line) => line.msg).join('\n'), /bad_alloc/);
     // A CPU-only host: more devices would not help, so the refusal does not suggest them.

@@ -144,8 +144,8 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   it('a replica that cannot prepare fails the activation with its name and reason; the old version stays active everywhere', async function () {
     await fleet.startWriter(initialFiles);
     await fleet.startReplica('roomy');
-    // 1 MB holds the tiny index (0.5 MB to search) but not the wide one.
-    await fleet.startReplica('cramped', 1024 * 1024);
+    // 1.5 MB holds the tiny version (0.5 MB to search, 0.8 MB of encoder weights) but not the wide one.
+    await fleet.startReplica('cramped', 1.5 * 1024 * 1024);
     const wide = await register(wideFiles);
 
     const error = await fleet.versions.activate(wide).catch((caught: unknown) => caught);
