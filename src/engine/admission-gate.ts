@@ -1,4 +1,4 @@
-import { deadlineError, overloadedError } from './query-batcher.js';
+import { deadlineError, overloadedError } from './merging-queue.js';
 import type { ThroughputObserver } from './types.js';
 
 interface Waiter {

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { CrossEncoder, TextPair } from '../encoder/cross-encoder.js';
-import { deadlineError, estimateTokens, overloadedError } from './query-batcher.js';
+import { MergingQueue } from './merging-queue.js';
+import { estimateTokens } from './query-batcher.js';
 import type { RerankObserver } from './types.js';
 
 /** How concurrent rerank requests are merged into one scoring call, and how many pairs may wait. */
@@ -15,10 +16,9 @@ export interface PairBatching {
 
 interface QueuedPairs {
   pairs: readonly TextPair[];
+  /** Pairs to score: `pairs.length`. */
+  size: number;
   tokens: number;
-  resolve: (scores: Float32Array) => void;
-  reject: (error: unknown) => void;
-  detach: () => void;
 }
 
 /**
@@ -28,78 +28,34 @@ interface QueuedPairs {
  * One call runs at a time; requests arriving meanwhile form the next one.
  */
 export class PairBatcher {
-  private readonly queue: QueuedPairs[] = [];
-  private queuedPairs = 0;
-  private running = false;
+  private readonly queue: MergingQueue<QueuedPairs, Float32Array>;
 
   constructor(
     private readonly encoder: Pick<CrossEncoder, 'score'>,
-    private readonly options: PairBatching,
+    options: PairBatching,
     private readonly observer?: RerankObserver,
-  ) {}
+  ) {
+    this.queue = new MergingQueue(
+      { maxRunSize: options.maxBatchPairs, maxRunTokens: options.maxBatchTokens, maxQueued: options.maxQueuedPairs, maxWaitMs: 0 },
+      (batch) => this.runBatch(batch),
+    );
+  }
 
   /** One score per pair, in order; rejects with 503 `overloaded` when the queue is full, `timeout` when `signal` fires first. */
   score(pairs: readonly TextPair[], signal?: AbortSignal): Promise<Float32Array> {
     if (pairs.length === 0) return Promise.resolve(new Float32Array(0));
-    if (signal?.aborted) return Promise.reject(deadlineError(pairs.length));
-    if (this.queuedPairs > 0 && this.queuedPairs + pairs.length > this.options.maxQueuedPairs) {
-      return Promise.reject(overloadedError(this.queuedPairs, this.options.maxQueuedPairs));
-    }
-    return new Promise<Float32Array>((resolve, reject) => {
-      const tokens = pairs.reduce((sum, [query, passage]) => sum + estimateTokens(query) + estimateTokens(passage), 0);
-      const entry: QueuedPairs = { pairs, tokens, resolve, reject, detach: () => undefined };
-      if (signal) {
-        const onAbort = () => {
-          const at = this.queue.indexOf(entry);
-          if (at < 0) return;
-          this.queue.splice(at, 1);
-          this.queuedPairs -= pairs.length;
-          reject(deadlineError(pairs.length));
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        entry.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.queue.push(entry);
-      this.queuedPairs += pairs.length;
-      if (!this.running) void this.runBatch();
-    });
+    const tokens = pairs.reduce((sum, [query, passage]) => sum + estimateTokens(query) + estimateTokens(passage), 0);
+    return this.queue.enqueue({ pairs, size: pairs.length, tokens }, signal);
   }
 
-  /** Whole requests, oldest first, while they fit; the first is always taken. */
-  private take(): QueuedPairs[] {
-    const taken: QueuedPairs[] = [];
-    let pairs = 0;
-    let tokens = 0;
-    for (const next of this.queue) {
-      const fits = pairs + next.pairs.length <= this.options.maxBatchPairs && tokens + next.tokens <= this.options.maxBatchTokens;
-      if (taken.length > 0 && !fits) break;
-      taken.push(next);
-      pairs += next.pairs.length;
-      tokens += next.tokens;
-    }
-    this.queue.splice(0, taken.length);
-    this.queuedPairs -= pairs;
-    return taken;
-  }
-
-  private async runBatch(): Promise<void> {
-    this.running = true;
-    const batch = this.take();
-    for (const entry of batch) entry.detach();
+  private async runBatch(batch: QueuedPairs[]): Promise<Float32Array[]> {
     const started = performance.now();
-    try {
-      const scores = await this.encoder.score(batch.flatMap((entry) => entry.pairs));
-      this.observer?.rerankBatch({ requests: batch.length, pairs: scores.length, seconds: (performance.now() - started) / 1000 });
-      let offset = 0;
-      for (const entry of batch) {
-        entry.resolve(scores.slice(offset, offset + entry.pairs.length));
-        offset += entry.pairs.length;
-      }
-    } catch (error) {
-      for (const entry of batch) entry.reject(error);
-    } finally {
-      this.running = false;
-      if (this.queue.length > 0) void this.runBatch();
-    }
+    const scores = await this.encoder.score(batch.flatMap((entry) => entry.pairs));
+    this.observer?.rerankBatch({ requests: batch.length, pairs: scores.length, seconds: (performance.now() - started) / 1000 });
+    let offset = 0;
+    return batch.map((entry) => {
+      offset += entry.size;
+      return scores.slice(offset - entry.size, offset);
+    });
   }
 }

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { composeQueryText, type QueryInput } from '../encoder/embedding-encoder.js';
-import { ServiceError } from '../errors.js';
+import { MergingQueue } from './merging-queue.js';
 import type { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
 import type {
@@ -52,11 +52,10 @@ interface QueuedRequest {
   hits: (SearchHit[] | undefined)[];
   /** Positions still to search. */
   missing: number[];
+  /** Queries to search: `missing.length`. */
+  size: number;
   tokens: number;
   enqueuedAt: number;
-  resolve: (result: RetrievalResult) => void;
-  reject: (error: unknown) => void;
-  detach: () => void;
 }
 
 const NO_TIME: RetrievalTimings = { encodeMs: 0, searchMs: 0, fetchMs: 0 };
@@ -68,20 +67,24 @@ const NO_TIME: RetrievalTimings = { encodeMs: 0, searchMs: 0, fetchMs: 0 };
  * faiss host each use every core while it does.
  */
 export class QueryBatcher {
-  private readonly queue: QueuedRequest[] = [];
-  private queuedQueries = 0;
-  private running = false;
-  private lingering?: NodeJS.Timeout;
+  private readonly queue: MergingQueue<QueuedRequest, RetrievalResult>;
 
   constructor(
     private readonly retriever: Pick<Retriever, 'version' | 'encoder' | 'encodeSearchFetch'>,
-    private readonly options: BatchingOptions,
+    options: BatchingOptions,
     private readonly cache?: ResultCache,
     private readonly observer?: ThroughputObserver,
-  ) {}
+  ) {
+    this.queue = new MergingQueue(
+      { maxRunSize: options.maxBatchQueries, maxRunTokens: options.maxBatchTokens, maxQueued: options.maxQueuedQueries, maxWaitMs: options.maxWaitMs },
+      (batch) => this.runBatch(batch),
+      (queries) => this.observer?.overloaded(queries),
+    );
+  }
 
   get queued(): { queries: number; requests: number } {
-    return { queries: this.queuedQueries, requests: this.queue.length };
+    const { size, requests } = this.queue.queued;
+    return { queries: size, requests };
   }
 
   /** Answers from the cache what it can and queues the rest for a shared batch; settles when that batch ends. */
@@ -93,88 +96,11 @@ export class QueryBatcher {
     if (this.cache) this.observer?.cacheLookups(texts.length - missing.length, missing.length);
     // Nothing to search (all cached, or an empty request) is answered at once, never queued.
     if (missing.length === 0) return Promise.resolve({ hits: hits as SearchHit[][], version, timings: NO_TIME });
-
-    const { signal } = options;
-    if (signal?.aborted) return Promise.reject(deadlineError(missing.length));
-    // A request bigger than the whole queue is still admitted when nothing waits, else it could never run.
-    if (this.queuedQueries > 0 && this.queuedQueries + missing.length > this.options.maxQueuedQueries) {
-      this.observer?.overloaded(missing.length);
-      return Promise.reject(overloadedError(this.queuedQueries, this.options.maxQueuedQueries));
-    }
-    return new Promise<RetrievalResult>((resolve, reject) => {
-      const request: QueuedRequest = {
-        inputs,
-        texts,
-        topk,
-        hits,
-        missing,
-        tokens: missing.reduce((sum, position) => sum + estimateTokens(texts[position]!), 0),
-        enqueuedAt: performance.now(),
-        resolve,
-        reject,
-        detach: () => undefined,
-      };
-      if (signal) {
-        const onAbort = () => this.expire(request);
-        signal.addEventListener('abort', onAbort, { once: true });
-        request.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.queue.push(request);
-      this.queuedQueries += missing.length;
-      this.schedule();
-    });
+    const tokens = missing.reduce((sum, position) => sum + estimateTokens(texts[position]!), 0);
+    return this.queue.enqueue({ inputs, texts, topk, hits, missing, size: missing.length, tokens, enqueuedAt: performance.now() }, options.signal);
   }
 
-  private expire(request: QueuedRequest): void {
-    const at = this.queue.indexOf(request);
-    if (at < 0) return;
-    this.queue.splice(at, 1);
-    this.queuedQueries -= request.missing.length;
-    request.reject(deadlineError(request.missing.length));
-  }
-
-  private schedule(): void {
-    if (this.running || this.queue.length === 0 || this.lingering) return;
-    if (this.options.maxWaitMs <= 0 || this.full()) {
-      void this.runBatch();
-      return;
-    }
-    this.lingering = setTimeout(() => {
-      this.lingering = undefined;
-      this.schedule();
-    }, this.options.maxWaitMs);
-  }
-
-  private full(): boolean {
-    const tokens = this.queue.reduce((sum, request) => sum + request.tokens, 0);
-    return this.queuedQueries >= this.options.maxBatchQueries || tokens >= this.options.maxBatchTokens;
-  }
-
-  /** Takes whole requests, oldest first, while they fit the limits; the first is always taken. */
-  private takeBatch(): QueuedRequest[] {
-    const batch: QueuedRequest[] = [];
-    let queries = 0;
-    let tokens = 0;
-    while (this.queue.length > 0) {
-      const next = this.queue[0]!;
-      const fits =
-        queries + next.missing.length <= this.options.maxBatchQueries && tokens + next.tokens <= this.options.maxBatchTokens;
-      if (batch.length > 0 && !fits) break;
-      this.queue.shift();
-      this.queuedQueries -= next.missing.length;
-      next.detach();
-      batch.push(next);
-      queries += next.missing.length;
-      tokens += next.tokens;
-    }
-    return batch;
-  }
-
-  private async runBatch(): Promise<void> {
-    if (this.lingering) clearTimeout(this.lingering);
-    this.lingering = undefined;
-    this.running = true;
-    const batch = this.takeBatch();
+  private async runBatch(batch: QueuedRequest[]): Promise<RetrievalResult[]> {
     const started = performance.now();
     // One input per distinct final text, searched at the largest topk any request asks of it.
     const slots = new Map<string, number>();
@@ -189,38 +115,22 @@ export class QueryBatcher {
         inputs.push(request.inputs[position]!);
       }
     }
-    try {
-      const result = await this.retriever.encodeSearchFetch(inputs, topk);
-      this.observer?.batch({
-        requests: batch.length,
-        queries: batch.reduce((sum, request) => sum + request.missing.length, 0),
-        uniqueQueries: inputs.length,
-        estimatedTokens: batch.reduce((sum, request) => sum + request.tokens, 0),
-        waitMs: batch.map((request) => started - request.enqueuedAt),
-      });
-      for (const request of batch) {
-        for (const position of request.missing) {
-          const text = request.texts[position]!;
-          const found = result.hits[slots.get(text)!]!.slice(0, request.topk);
-          request.hits[position] = found;
-          this.cache?.set(result.version, text, request.topk, found);
-        }
-        request.resolve({ hits: request.hits as SearchHit[][], version: result.version, timings: result.timings });
+    const result = await this.retriever.encodeSearchFetch(inputs, topk);
+    this.observer?.batch({
+      requests: batch.length,
+      queries: batch.reduce((sum, request) => sum + request.size, 0),
+      uniqueQueries: inputs.length,
+      estimatedTokens: batch.reduce((sum, request) => sum + request.tokens, 0),
+      waitMs: batch.map((request) => started - request.enqueuedAt),
+    });
+    return batch.map((request) => {
+      for (const position of request.missing) {
+        const text = request.texts[position]!;
+        const found = result.hits[slots.get(text)!]!.slice(0, request.topk);
+        request.hits[position] = found;
+        this.cache?.set(result.version, text, request.topk, found);
       }
-    } catch (error) {
-      for (const request of batch) request.reject(error);
-    } finally {
-      this.running = false;
-      this.schedule();
-    }
+      return { hits: request.hits as SearchHit[][], version: result.version, timings: result.timings };
+    });
   }
-}
-
-/** A request the queue has no room for: 503 with Retry-After, which Search-R1's and verl's clients retry. */
-export function overloadedError(queued: number, limit: number): ServiceError {
-  return new ServiceError('overloaded', `${queued} queries are already waiting (limit ${limit}); retry shortly`, { retryAfterSeconds: 1 });
-}
-
-export function deadlineError(queries: number): ServiceError {
-  return new ServiceError('timeout', `retrieval of ${queries} queries left the queue: its deadline passed or its client went away`);
 }
