@@ -1,5 +1,5 @@
 import type { SearchPrecision } from './search-graph.js';
-import type { VectorIndex } from './vector-index.js';
+import type { SearchPlacement, VectorIndex } from './vector-index.js';
 import { ServiceError } from '../errors.js';
 import { FaissIndex, type FaissIndexOptions } from './faiss-index.js';
 import { readFaissHeader, type FaissFileHeader } from './faiss-index-kinds.js';
@@ -74,8 +74,24 @@ export async function openVectorIndex(path: string, expect: IxfiExpectations = {
   return OnnxFlatIndex.openChecked(path, header, onnxOptions(options));
 }
 
-/** What {@link openVectorIndex} with these options would hold, per device and on this host, from the header alone. */
-export async function planVectorIndex(path: string, options: VectorIndexOptions = {}): Promise<SearchMemoryPlan> {
+/**
+ * What {@link openVectorIndex} with these options would hold, per device and on this host, from the
+ * header alone. With `served`, the placement of an index open now with the same options, a CUDA
+ * device whose session fell back to CPU is planned on CPU in the precision it fell back to: the
+ * next index opened with these options lands where the serving one did.
+ */
+export async function planVectorIndex(path: string, options: VectorIndexOptions = {}, served?: SearchPlacement): Promise<SearchMemoryPlan> {
   const header = await readFaissHeader(path);
-  return chooseSearchBackend(path, header, options.backend) === 'faiss' ? FaissIndex.plan(path, header) : OnnxFlatIndex.plan(path, header, onnxOptions(options));
+  if (chooseSearchBackend(path, header, options.backend) === 'faiss') return FaissIndex.plan(path, header);
+  const onnx = onnxOptions(options);
+  return OnnxFlatIndex.plan(path, header, served ? asServed(onnx, served) : onnx);
+}
+
+function asServed(options: OnnxIndexOptions, { sessions }: SearchPlacement): OnnxIndexOptions {
+  if (sessions.length === 0) return options;
+  const allOnCpu = sessions.every((session) => session.provider === 'cpu');
+  const devices = (options.devices ?? []).map((device, i): SearchDevice =>
+    device.provider === 'cuda' && (allOnCpu || sessions[i]?.provider === 'cpu') ? { provider: 'cpu' } : device,
+  );
+  return { ...options, devices, ...(allOnCpu && { precision: sessions[0]!.precision }) };
 }

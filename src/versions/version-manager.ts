@@ -704,12 +704,12 @@ export class VersionManager {
    */
   private async planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
     const { index, encoder } = this.options;
-    // The new encoder runs where the serving one does: same settings, same host.
+    // The new version runs where the serving one does, after the same fallbacks: same settings, same host.
     const { provider, modelFile } = current.encoder;
     const [activeIndex, activeEncoder, next, host] = await Promise.all([
-      planVectorIndex(current.files.indexPath, index),
+      planVectorIndex(current.files.indexPath, index, current.index.placement),
       encoderMemory(current.files.modelDir, current.encoder.manifest, provider, encoder ?? {}, modelFile),
-      Promise.all([planVectorIndex(files.indexPath, index), readManifest(files.modelDir).then((manifest) => encoderMemory(files.modelDir, manifest, provider, encoder ?? {}))])
+      Promise.all([planVectorIndex(files.indexPath, index, current.index.placement), readManifest(files.modelDir).then((manifest) => encoderMemory(files.modelDir, manifest, provider, encoder ?? {}))])
         .then(([nextIndex, nextEncoder]) => ({ index: nextIndex, encoder: nextEncoder }))
         .catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
       readHostMemory(index?.memoryFiles),

@@ -93,7 +93,7 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       await active.close();
       await rm(dataDir, { recursive: true, force: true });
     };
-    return { app, versions, logs, levels, register, close };
+    return { app, active, versions, logs, levels, register, close };
   }
 
   const CLIENTS = { single: 2, 'batch-64': 1 };
@@ -192,23 +192,31 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
     }
   });
 
-  it("plans CUDA search against the driver's free memory (a stand-in nvidia-smi script: no GPU here, the search falls back to CPU)", async function () {
+  it('a CUDA search that fell back to CPU is planned where it runs, in host memory at fp32, and the driver is not asked (no GPU here: the fallback is real)', async function () {
     const bin = path.join(dir, 'stand-in-driver');
     await mkdir(bin, { recursive: true });
-    // Nothing free on the card: the serving version's share fits again once it is closed, both do not.
-    await writeFile(path.join(bin, 'nvidia-smi'), '#!/bin/sh\necho "0, 0, 81559"\n');
+    const asked = path.join(bin, 'asked');
+    // Were the card planned, nothing free on it would force replace mode.
+    await writeFile(path.join(bin, 'nvidia-smi'), `#!/bin/sh\ntouch ${asked}\necho "0, 0, 81559"\n`);
     await chmod(path.join(bin, 'nvidia-smi'), 0o755);
     const gpuMemory = gpuMemoryReader({ env: { PATH: `${bin}:/usr/bin:/bin` } });
-    const { app, register, close } = await service(0, undefined, { deviceIds: [0], gpuMemory });
+    const { app, active, register, close } = await service(0, undefined, { deviceIds: [0], gpuMemory });
     try {
+      assert.deepEqual(
+        active.current?.index.placement.sessions.map(({ provider, precision }) => ({ provider, precision })),
+        [{ provider: 'cpu', precision: 'fp32' }],
+      );
       const other = await register(otherFiles.modelDir);
       const res = await request(app).post(`/training/versions/${other}/activate`).set('Authorization', AUTH).expect(200);
       assertMatchesOpenApi('POST', ACTIVATE_ROUTE, res);
-      assert.equal(res.body.swap.mode, 'replace', JSON.stringify(res.body.swap));
-      const cuda0 = res.body.swap.devices.find((device: { name: string }) => device.name === 'cuda:0');
-      assert.deepEqual(cuda0, { name: 'cuda:0', activeBytes: indexBytes, nextBytes: indexBytes, encoderBytes: { active: 0, next: 0 }, budgetBytes: 0, freeBytes: 0, limitBytes: indexBytes });
-      assert.match(res.body.swap.reason, /^both versions need .* on cuda:0, over the .* the driver leaves there \(0 B free \+ the serving version's .*\)$/);
-      assert.equal((await request(app).get('/info').expect(200)).body.retriever.swap.device.name, 'cuda:0');
+      const { perDevice } = await planVectorIndex(initialFiles.indexPath, { precision: 'fp32' });
+      const fp32IndexBytes = perDevice.vectorBytes + perDevice.scoreBytes;
+      assert.equal(res.body.swap.mode, 'side-by-side', JSON.stringify(res.body.swap));
+      assert.deepEqual(
+        res.body.swap.devices.map(({ name, activeBytes, nextBytes }: { name: string; activeBytes: number; nextBytes: number }) => ({ name, activeBytes, nextBytes })),
+        [{ name: 'cpu', activeBytes: fp32IndexBytes + encoderBytes.initial, nextBytes: fp32IndexBytes + encoderBytes.other }],
+      );
+      await assert.rejects(stat(asked), { code: 'ENOENT' }, 'nvidia-smi was asked about a card nothing runs on');
     } finally {
       await close();
     }
