@@ -7,10 +7,9 @@ import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
-import { encoderMemory } from '../encoder/encoder-memory.js';
 import { gpuMemoryReader, type GpuMemoryReader } from '../onnx/gpu-memory.js';
-import { planVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
-import { planSwap, readHostMemory, type SwapModeSetting, type SwapPlan } from '../index/search-memory.js';
+import type { VectorIndexOptions } from '../index/open-index.js';
+import type { SwapModeSetting, SwapPlan } from '../index/search-memory.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
 import { Retriever, type RetrieverFiles, type RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError, type ErrorCode } from '../errors.js';
@@ -20,6 +19,7 @@ import { FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
 import { FleetActivation, type FleetActivationOptions } from './fleet-activation.js';
+import { planVersionSwap, UnplannableVersionError } from './swap-planning.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
@@ -37,7 +37,7 @@ export interface VersionManagerOptions {
   encoder?: EncoderOptions;
   /** How versions' indexes are opened for search. */
   index?: VectorIndexOptions;
-  /** `--swap_mode`: how an activation makes room for the new version (default auto: see {@link planSwap}). */
+  /** `--swap_mode`: how an activation makes room for the new version (default auto: see {@link planVersionSwap}). */
   swapMode?: SwapModeSetting;
   /** How index jobs encode the corpus. */
   buildEncoder?: EncoderOptions;
@@ -696,31 +696,12 @@ export class VersionManager {
     return { retriever, previous: current.version, swap, loadMs, releaseMs, pausedMs };
   }
 
-  /**
-   * The memory plan of swapping `current` for version `id` (of `files`), from the index headers and
-   * the encoders' graph files alone, with the driver's free memory of the CUDA devices either
-   * holds; an index or model `id` cannot plan marks `id` failed, a failure to read the serving
-   * version's files or the host's memory does not.
-   */
-  private async planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
-    const { index, encoder } = this.options;
-    // The new version runs where the serving one does, after the same fallbacks: same settings, same host.
-    const { provider, modelFile } = current.encoder;
-    const [activeIndex, activeEncoder, next, host] = await Promise.all([
-      planVectorIndex(current.files.indexPath, index, current.index.placement),
-      encoderMemory(current.files.modelDir, current.encoder.manifest, provider, encoder ?? {}, modelFile),
-      Promise.all([planVectorIndex(files.indexPath, index, current.index.placement), readManifest(files.modelDir).then((manifest) => encoderMemory(files.modelDir, manifest, provider, encoder ?? {}))])
-        .then(([nextIndex, nextEncoder]) => ({ index: nextIndex, encoder: nextEncoder }))
-        .catch(async (error: unknown) => Promise.reject(await this.loadFailed(id, error))),
-      readHostMemory(index?.memoryFiles),
-    ]);
-    const active = { index: activeIndex, encoder: activeEncoder };
-    const cuda = [...new Set([...active.index.devices, active.encoder.device, ...next.index.devices, next.encoder.device])].flatMap((name) =>
-      name.startsWith('cuda:') ? [Number(name.slice('cuda:'.length))] : [],
+  /** {@link planVersionSwap}; an index or model `id` cannot plan marks `id` failed, a failure to read the serving version's files or the host's memory does not. */
+  private planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
+    const { index, encoder, swapMode } = this.options;
+    return planVersionSwap(current, files, { index, encoder, swapMode, gpuMemory: this.gpuMemory }).catch(async (error: unknown) =>
+      Promise.reject(error instanceof UnplannableVersionError ? await this.loadFailed(id, error.cause) : error),
     );
-    const gpus = await this.gpuMemory(cuda);
-    const gpuFree = new Map([...gpus].map(([deviceId, gpu]) => [`cuda:${deviceId}`, gpu.freeBytes]));
-    return planSwap(active, next, index?.memoryBudgetBytes ?? 0, host, this.options.swapMode ?? 'auto', gpuFree);
   }
 
   /** Marks `id` failed with why it did not load; the error the activation answers with. */
