@@ -244,7 +244,7 @@ async function runServe(config: ServiceConfig): Promise<void> {
     if (config.replica) {
       logger.info({ dataDir: config.dataDir }, 'replica: serving the version the registry in the data dir marks active');
       const host = advertisedHost(config.host);
-      const follower = await ReplicaFollower.start({ dataDir: config.dataDir, active, board, name, host, port: running.port, ...load, log }, load);
+      const follower = await ReplicaFollower.start({ dataDir: config.dataDir, active, board, name, host, port: running.port, swapMode: config.swapMode, ...load, log }, load);
       leaveFleet = () => follower.close();
       logger.info(active.current!.info(), 'ready');
       return;

@@ -23,6 +23,8 @@ export interface Heartbeat {
   preparing?: string;
   /** A version loaded and warmed, waiting for the registry to flip to it. */
   prepared?: string;
+  /** How the version preparing or prepared makes room: beside the serving one, or in its place (which then serves nothing until the flip). */
+  swap?: 'side-by-side' | 'replace';
   /** The last preparation that failed, the pending activation it was for (its `since`), and why. */
   failed?: { version: string; since: string; reason: string };
   ready: boolean;

@@ -43,8 +43,8 @@ describe('one writer and two replicas behind a real nginx (serve child processes
     ...['--retriever_model', initialFiles.modelDir, '--index_path', initialFiles.indexPath, '--corpus_path', initialFiles.corpusPath],
     ...['--data_dir', dataDir, '--training_token', TOKEN, ...HEARTBEAT],
   ];
-  const startReplica = (at: number) => {
-    replicas[at] = spawnServe(['--replica', '--data_dir', dataDir, ...HEARTBEAT, ...UNMERGED], ports.replicas[at]);
+  const startReplica = (at: number, flags: string[] = []) => {
+    replicas[at] = spawnServe(['--replica', '--data_dir', dataDir, ...HEARTBEAT, ...UNMERGED, ...flags], ports.replicas[at]);
     return replicas[at]!.ready;
   };
   const training = (route: string) => fetch(`${nginx.url}${route}`, { method: 'POST', headers: { authorization: AUTH } });
@@ -173,5 +173,31 @@ describe('one writer and two replicas behind a real nginx (serve child processes
     assert.ok(writer.log.some((line) => line.msg.startsWith(`the activation of version ${after} was interrupted by a restart before the flip; withdrawn`)));
     await until(async () => ((await fleet()).replicas.every((replica) => replica.live && replica.prepared === undefined) ? true : undefined));
     assert.deepEqual(await replicaVersions(), { [ports.replicas[0]!]: before, [ports.replicas[1]!]: before });
+  });
+
+  it('a replica whose --search_memory_budget holds one version swaps in place of its serving one (replace) under load: no client call fails through nginx, no answer but a 200 of the version it names', async function () {
+    const [cramped] = replicas;
+    cramped!.child.kill('SIGTERM');
+    await cramped!.exited;
+    // 1.5 MB holds one tiny version (0.5 MB to search, 0.8 MB of encoder weights), not two.
+    await startReplica(0, ['--search_memory_budget', '1.5mb']);
+    const before = (await registry()).activeId;
+    const after = before === other ? INITIAL_VERSION : other;
+    const swaps: SwapSeen[] = [];
+    const samples = await underLoad(async (load) => {
+      const sent = load.now();
+      const answer = await training(`/training/versions/${after}/activate`);
+      assert.equal(answer.status, 200, await answer.clone().text());
+      swaps.push([after, sent, load.now()]);
+      assert.deepEqual(((await answer.json()) as { replicas: string[] }).replicas.sort(), ports.replicas.map((port) => `127.0.0.1:${port}`).sort());
+      assert.deepEqual(await replicaVersions(), { [ports.replicas[0]!]: after, [ports.replicas[1]!]: after });
+    }, VERL_RETRIES);
+
+    assert.deepEqual(samples.filter((sample) => sample.status !== 200 || !sample.consistent), [], 'no call failed after verl-style retries');
+    assertNewVersionAfterEachSwap(samples, swaps);
+    const log = replicas[0]!.log.map((line) => line.msg);
+    assert.ok(log.some((msg) => msg.startsWith(`preparing version ${after} in place of version ${before} (replace): both versions need `)), log.join('\n'));
+    const info = (await (await fetch(`http://127.0.0.1:${ports.replicas[0]}/info`)).json()) as { retriever: { version: string; swap: { mode: string } } };
+    assert.deepEqual([info.retriever.version, info.retriever.swap.mode], [after, 'replace']);
   });
 });

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
 import { CONFIG_DEFAULTS, parseServeArgs } from '../../src/config.js';
 import { ActiveRetriever } from '../../src/engine/active-retriever.js';
+import type { Readiness } from '../../src/engine/types.js';
 import type { RetrieverFiles } from '../../src/engine/retriever.js';
 import { ServiceError } from '../../src/errors.js';
 import { createApp } from '../../src/http/app.js';
@@ -30,6 +31,8 @@ interface LogLine {
 /** One writer (a VersionManager with the fleet on) and its replicas, in this process, on real retrievers. */
 class Fleet {
   readonly log: LogLine[] = [];
+  /** Runs on each line as it is logged, inside the logging call. */
+  onLog?: (line: LogLine) => void;
   readonly replicas: { name: string; active: ActiveRetriever; follower: ReplicaFollower }[] = [];
   readonly writerActive = new ActiveRetriever();
   readonly board: HeartbeatBoard;
@@ -60,7 +63,11 @@ class Fleet {
       host: '127.0.0.1',
       port: 8000 + this.replicas.length,
       index: { memoryBudgetBytes },
-      log: (message, _fields, level = 'info') => this.log.push({ message: `${name}: ${message}`, level }),
+      log: (message, _fields, level = 'info') => {
+        const line = { message: `${name}: ${message}`, level };
+        this.log.push(line);
+        this.onLog?.(line);
+      },
     });
     this.replicas.push({ name, active, follower });
   }
@@ -79,6 +86,11 @@ class Fleet {
     await rm(this.dataDir, { recursive: true, force: true });
   }
 }
+
+/** 1.5 MB holds a tiny version (0.5 MB to search, 0.8 MB of encoder weights) but not two, nor the wide one. */
+const ONE_TINY_VERSION_BUDGET = 1.5 * 1024 * 1024;
+
+const HAMLET = [{ query: 'hamlet' }];
 
 async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -144,8 +156,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   it('a replica that cannot prepare fails the activation with its name and reason; the old version stays active everywhere', async function () {
     await fleet.startWriter(initialFiles);
     await fleet.startReplica('roomy');
-    // 1.5 MB holds the tiny version (0.5 MB to search, 0.8 MB of encoder weights) but not the wide one.
-    await fleet.startReplica('cramped', 1.5 * 1024 * 1024);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
     const wide = await register(wideFiles);
 
     const error = await fleet.versions.activate(wide).catch((caught: unknown) => caught);
@@ -159,6 +170,100 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     assert.deepEqual(fleet.serving(), { writer: INITIAL_VERSION, roomy: INITIAL_VERSION, cramped: INITIAL_VERSION });
     assert.equal(fleet.versions.list().active, INITIAL_VERSION);
     assert.equal(fleet.versions.version(wide).state, 'ready', 'the version itself is fine: it stays activatable');
+  });
+
+  it('a replica whose budget holds one version but not two prepares in place of its serving one (replace), turning requests away meanwhile (503, not ready) for the other servers, then serves the new version after the flip', async function () {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const cramped = fleet.replicas[0]!;
+    const other = await register(otherFiles);
+    let turnedAway: Promise<unknown> | undefined;
+    let readiness: Readiness | undefined;
+    fleet.onLog = ({ message }) => {
+      // Loaded in place of the serving version, not yet reported: the writer cannot have flipped.
+      if (!message.endsWith('which serves nothing until the flip')) return;
+      turnedAway = cramped.active.retrieve(HAMLET, 1).catch((error: unknown) => error);
+      readiness = cramped.active.readiness();
+    };
+
+    const activation = await fleet.versions.activate(other);
+    assert.deepEqual(activation.replicas, ['cramped']);
+    assert.deepEqual(fleet.serving(), { writer: other, cramped: other });
+    assert.ok(turnedAway, fleet.log.map((line) => line.message).join('\n'));
+    const refusal = await turnedAway;
+    assert.ok(refusal instanceof ServiceError, String(refusal));
+    assert.equal(refusal.code, 'not_ready');
+    assert.equal(refusal.message, `version ${INITIAL_VERSION} is being replaced on this server, which answers no request until its replacement serves`);
+    assert.deepEqual([readiness?.ready, readiness?.stage], [false, 'replacing']);
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, other);
+    assert.equal(cramped.active.readiness().ready, true);
+    const planned = fleet.log.find((line) => line.message.startsWith(`cramped: preparing version ${other} in place of version ${INITIAL_VERSION} (replace): both versions need `));
+    assert.ok(planned, fleet.log.map((line) => line.message).join('\n'));
+    assert.match(planned.message, /over the search memory budget/);
+    const info = cramped.active.info()!;
+    assert.equal(info.swap?.mode, 'replace');
+    assert.equal(info.replacing, undefined);
+    assert.equal(activation.swap?.mode, 'side-by-side', 'the writer, without a budget, still swaps side by side');
+  });
+
+  it('a replica replacing for an activation the writer withdraws loads its replaced version again and serves on; a later flip it follows (the registry driven by hand)', async function () {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const cramped = fleet.replicas[0]!;
+    const other = await register(otherFiles);
+    await fleet.versions.close();
+    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const heartbeat = async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+
+    await registry.markPending(other, 'activate');
+    await until(async () => (await heartbeat()).prepared === other);
+    assert.equal((await heartbeat()).swap, 'replace');
+    assert.equal(cramped.active.info()?.replacing, true);
+    assert.equal(cramped.active.readiness().stage, 'replacing');
+    assert.equal((await fleet.board.read()).servers.find((server) => server.name === 'cramped')!.ready, false);
+    await assert.rejects(cramped.active.retrieve(HAMLET, 1), { code: 'not_ready' });
+    await registry.clearPending();
+    await until(() => fleet.log.some((line) => line.message === `cramped: activation of version ${other} withdrawn; version ${INITIAL_VERSION} was reloaded and serves again`));
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, INITIAL_VERSION);
+    await until(async () => (await heartbeat()).swap === undefined);
+    assert.equal((await heartbeat()).prepared, undefined);
+    assert.equal(cramped.active.current?.version, INITIAL_VERSION);
+    assert.equal(cramped.active.readiness().ready, true);
+
+    await registry.markPending(other, 'activate');
+    await until(async () => (await heartbeat()).prepared === other);
+    await registry.markActive(other, 'activate');
+    await until(async () => (await heartbeat()).active === other);
+    assert.equal(cramped.active.current?.version, other);
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, other);
+    assert.equal((await heartbeat()).ready, true);
+  });
+
+  it('a replica whose replacement fails to load reports why and serves its replaced version again (the registry driven by hand)', async function () {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const cramped = fleet.replicas[0]!;
+    // Registers and plans (manifest and graph file are there), then does not load: its manifest now names another dimension.
+    const broken = path.join(fleet.dataDir, 'broken-model');
+    await cp(otherFiles.modelDir, broken, { recursive: true });
+    const id = await register({ ...otherFiles, modelDir: broken });
+    const manifestFile = path.join(broken, 'retriever.json');
+    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+    await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
+    await fleet.versions.close();
+    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+
+    await registry.markPending(id, 'activate');
+    const since = registry.pending!.since;
+    await until(async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')?.failed !== undefined);
+    const { failed, prepared, swap } = (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+    assert.equal(failed!.version, id);
+    assert.equal(failed!.since, since);
+    assert.match(failed!.reason, new RegExp(`dimension.*; version ${INITIAL_VERSION} was reloaded and serves$`));
+    assert.equal(prepared, undefined);
+    assert.equal(swap, undefined);
+    assert.ok(fleet.log.some((line) => line.message.startsWith(`cramped: preparing version ${id} in place of version ${INITIAL_VERSION} (replace)`)));
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, INITIAL_VERSION);
   });
 
   it('ignores corrupt and stale heartbeat files with a warning, and does not wait for a replica that stopped beating', async function () {
