@@ -21,6 +21,14 @@ export interface MergeLimits {
   maxWaitMs: number;
 }
 
+/** What a queue's units are, for its refusals: `retrieval` of `queries`, `reranking` of `pairs`. */
+export interface QueuedWork {
+  task: string;
+  units: string;
+}
+
+const RETRIEVAL: QueuedWork = { task: 'retrieval', units: 'queries' };
+
 interface Queued<Entry, Result> {
   entry: Entry;
   resolve: (result: Result) => void;
@@ -44,6 +52,7 @@ export class MergingQueue<Entry extends Mergeable, Result> {
     private readonly limits: MergeLimits,
     private readonly run: (entries: Entry[]) => Promise<Result[]>,
     private readonly onOverloaded?: (size: number) => void,
+    private readonly work: QueuedWork = RETRIEVAL,
   ) {}
 
   get queued(): { size: number; requests: number } {
@@ -51,11 +60,11 @@ export class MergingQueue<Entry extends Mergeable, Result> {
   }
 
   enqueue(entry: Entry, signal?: AbortSignal): Promise<Result> {
-    if (signal?.aborted) return Promise.reject(deadlineError(entry.size));
+    if (signal?.aborted) return Promise.reject(deadlineError(entry.size, this.work));
     // A request bigger than the whole queue is still admitted when nothing waits, else it could never run.
     if (this.queuedSize > 0 && this.queuedSize + entry.size > this.limits.maxQueued) {
       this.onOverloaded?.(entry.size);
-      return Promise.reject(overloadedError(this.queuedSize, this.limits.maxQueued));
+      return Promise.reject(overloadedError(this.queuedSize, this.limits.maxQueued, this.work));
     }
     return new Promise<Result>((resolve, reject) => {
       const queued: Queued<Entry, Result> = { entry, resolve, reject, detach: () => undefined };
@@ -75,7 +84,7 @@ export class MergingQueue<Entry extends Mergeable, Result> {
     if (at < 0) return;
     this.queue.splice(at, 1);
     this.queuedSize -= queued.entry.size;
-    queued.reject(deadlineError(queued.entry.size));
+    queued.reject(deadlineError(queued.entry.size, this.work));
   }
 
   private schedule(): void {
@@ -131,10 +140,10 @@ export class MergingQueue<Entry extends Mergeable, Result> {
 }
 
 /** A request the queue has no room for: 503 with Retry-After, which Search-R1's and verl's clients retry. */
-export function overloadedError(queued: number, limit: number): ServiceError {
-  return new ServiceError('overloaded', `${queued} queries are already waiting (limit ${limit}); retry shortly`, { retryAfterSeconds: 1 });
+export function overloadedError(queued: number, limit: number, { units }: QueuedWork = RETRIEVAL): ServiceError {
+  return new ServiceError('overloaded', `${queued} ${units} are already waiting (limit ${limit}); retry shortly`, { retryAfterSeconds: 1 });
 }
 
-export function deadlineError(queries: number): ServiceError {
-  return new ServiceError('timeout', `retrieval of ${queries} queries left the queue: its deadline passed or its client went away`);
+export function deadlineError(size: number, { task, units }: QueuedWork = RETRIEVAL): ServiceError {
+  return new ServiceError('timeout', `${task} of ${size} ${units} left the queue: its deadline passed or its client went away`);
 }

@@ -38,6 +38,8 @@ export class PairBatcher {
     this.queue = new MergingQueue(
       { maxRunSize: options.maxBatchPairs, maxRunTokens: options.maxBatchTokens, maxQueued: options.maxQueuedPairs, maxWaitMs: 0 },
       (batch) => this.runBatch(batch),
+      undefined,
+      { task: 'reranking', units: 'pairs' },
     );
   }
 

@@ -193,6 +193,28 @@ describe('reranking (serve --reranker_model): /retrieve retrieves then reranks, 
     assert.deepEqual(answers[2], alone);
   });
 
+  it('refuses pairs past its queue limit (503 overloaded) and drops those whose deadline passes (503 timeout), counting pairs, not queries', async function () {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const gated = {
+      score: async (pairs: Parameters<WorkerCrossEncoder['score']>[0]) => {
+        await held;
+        return direct.score(pairs);
+      },
+    };
+    const batcher = new PairBatcher(gated, { ...BATCHING, maxQueuedPairs: 3 });
+    const pairs = (n: number) => Array.from({ length: n }, (_, i) => [`q${i}`, 'passage'] as const);
+    const running = batcher.score(pairs(2));
+    const queued = batcher.score(pairs(2));
+    await assert.rejects(batcher.score(pairs(2)), { code: 'overloaded', message: '2 pairs are already waiting (limit 3); retry shortly' });
+    const deadline = new AbortController();
+    const expiring = batcher.score(pairs(1), deadline.signal);
+    deadline.abort();
+    await assert.rejects(expiring, { code: 'timeout', message: 'reranking of 1 pairs left the queue: its deadline passed or its client went away' });
+    release();
+    assert.deepEqual((await Promise.all([running, queued])).map((scores) => scores.length), [2, 2]);
+  });
+
   it('keeps its reranker across a hot swap of the retriever version (the reranker is fixed per server)', async function () {
     const other = await buildRetrieverFiles({ preset: 'tiny', seed: 8, corpus: SAMPLE_CORPUS });
     await active.activate(await Retriever.load(other, { version: 'rerank-v2' }));
