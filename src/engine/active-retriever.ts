@@ -40,17 +40,6 @@ interface Serving {
 interface Replacing {
   previous: Retriever;
   gate: AdmissionGate;
-  /** Requests meanwhile wait at the gate; otherwise they are turned away at once (503). */
-  hold: boolean;
-}
-
-export interface ReplaceOptions {
-  /**
-   * Default true: requests that arrive meanwhile wait for the next version. False turns them away
-   * at once with 503 and reports the server not ready, for a server with others beside it (a
-   * fleet's replica) that a balancer can send them to instead.
-   */
-  hold?: boolean;
 }
 
 /** How a replacement ended: the version serving afterwards and, when the new one failed to load, why. */
@@ -124,14 +113,14 @@ export class ActiveRetriever implements RetrievalService {
    * `reload` brings the old version back. Either way the waiting requests then go on to the
    * version serving; none is ever answered by a version that is still loading.
    */
-  async replace(load: () => Promise<Retriever>, reload: () => Promise<Retriever>, swap: SwapPlan, { hold = true }: ReplaceOptions = {}): Promise<Replacement> {
+  async replace(load: () => Promise<Retriever>, reload: () => Promise<Retriever>, swap: SwapPlan): Promise<Replacement> {
     const serving = this.serving;
     if (!serving) throw new ServiceError('not_ready', `no version is serving to replace (stage: ${this.state.stage})`);
     const gate = new AdmissionGate(this.batching.maxQueuedQueries, this.events);
-    this.replacing = { previous: serving.retriever, gate, hold };
+    this.replacing = { previous: serving.retriever, gate };
     this.serving = undefined;
-    // Holding, still ready: requests are taken, and answered once the new version serves.
-    this.state = { ready: hold, stage: 'replacing', step: `closing version ${serving.retriever.version} to load its replacement` };
+    // Still ready: requests are taken, and answered once the new version serves.
+    this.state = { ready: true, stage: 'replacing', step: `closing version ${serving.retriever.version} to load its replacement` };
     const started = performance.now();
     let failure: Error | undefined;
     try {
@@ -179,11 +168,7 @@ export class ActiveRetriever implements RetrievalService {
    * replaced, `work` waits (counted as `queries` in the queue limit) for the one that serves next.
    */
   private async onServing<T>(queries: number, signal: AbortSignal | undefined, work: (serving: Serving) => Promise<T>): Promise<T> {
-    if (!this.serving && this.replacing) {
-      const { previous, gate, hold } = this.replacing;
-      if (!hold) throw new ServiceError('not_ready', `version ${previous.version} is being replaced on this server, which answers no request until its replacement serves`);
-      await gate.wait(queries, signal);
-    }
+    if (!this.serving && this.replacing) await this.replacing.gate.wait(queries, signal);
     const serving = this.serving;
     if (!serving) throw new ServiceError('not_ready', `the retriever is not loaded yet (stage: ${this.state.stage})`);
     serving.inFlight++;

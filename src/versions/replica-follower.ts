@@ -30,7 +30,7 @@ interface Prepared {
 
 /**
  * A pending activation prepared in replace mode: the serving version is closed and the pending one
- * loads in its place, then waits (serving nothing: requests get 503) for the writer's decision.
+ * loads in its place, then waits (serving nothing) for the writer's decision.
  */
 interface Replacement {
   pending: PendingActivation;
@@ -52,8 +52,8 @@ class ReplacementWithdrawn extends Error {}
  * version of a pending activation (loaded and warmed, then reported in the heartbeat) and switches
  * to it when the registry flips, within one poll of the registry. It plans each swap's memory as
  * the writer does: beside the serving version when both fit, else in its place (replace mode: the
- * serving version is closed first, requests are turned away meanwhile for the balancer to send to
- * other servers, and a withdrawal or a failed load brings it back). It never writes the registry: what it knows of an activation it learns there, what the
+ * serving version is closed first, requests meanwhile wait for the next version as on a lone
+ * server, and a withdrawal or a failed load brings it back). It never writes the registry: what it knows of an activation it learns there, what the
  * writer knows of it, from the heartbeat it writes every beat.
  */
 export class ReplicaFollower {
@@ -211,7 +211,7 @@ export class ReplicaFollower {
       return retriever;
     };
     replacement.done = this.options.active
-      .replace(load, () => this.reload(current), swap, { hold: false })
+      .replace(load, () => this.reload(current), swap)
       .then(
         ({ failure }) => {
           if (failure instanceof ReplacementWithdrawn) this.options.log?.(`${failure.message}; version ${current.version} was reloaded and serves again`);
@@ -248,7 +248,7 @@ export class ReplicaFollower {
     const swap = current && (await planVersionSwap(current, files, this.planning));
     if (current && swap?.mode === 'replace') {
       this.options.log?.(`switching to version ${id} in place of version ${current.version} (replace): ${swap.reason}`, { swap }, swap.fits ? 'info' : 'warn');
-      const { failure } = await active.replace(() => loadRetriever(files, id, this.options, progress), () => this.reload(current), swap, { hold: false });
+      const { failure } = await active.replace(() => loadRetriever(files, id, this.options, progress), () => this.reload(current), swap);
       if (failure) {
         this.unreachable = id;
         await this.beacon.beat();
