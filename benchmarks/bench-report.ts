@@ -21,6 +21,13 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
+/** The nearest-rank percentile (`fraction` 0.99 for p99) of `values`, in any order; NaN for none. */
+export function percentile(values: readonly number[], fraction: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
+}
+
 /** Cosines of the row pairs of two row-major matrices, min and mean; divides by both norms, so a bad norm cannot pass. */
 export function rowCosines(a: Float32Array, b: Float32Array, dimension: number): { min: number; mean: number } {
   const cosines: number[] = [];

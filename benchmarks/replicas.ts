@@ -5,6 +5,12 @@
  * comes once every replica serves the new version. Baselines in the same run: 1 replica for
  * throughput; the writer alone (no replica beating) for the swap.
  *
+ * Then the same swaps with every replica's `--search_memory_budget` holding one version but not
+ * two, so that each prepares in place of its serving one (replace mode: it turns requests away
+ * while it loads and until the flip, and nginx sends them to the others), under 4 clients through
+ * nginx without client retries: the swap time, the calls that failed and the latencies against
+ * the side-by-side fleet's.
+ *
  * Throughput: single-query clients in loops over keep-alive sockets (verl's shape; replicas
  * without a result cache, so each query is encoded and searched) for
  * `--seconds` per step, the steps run in the order 1, 2, 3, 3, 2, 1 and each fleet size's two
@@ -14,16 +20,21 @@
  *
  *   node dist/benchmarks/replicas.js [--preset demo|tiny] [--seconds 10] [--clients 32] [--swaps 3]
  */
+import { stat } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { readManifest } from '../src/encoder/manifest.js';
 import { isPresetName } from '../src/encoder/presets.js';
+import type { RetrieverFiles } from '../src/engine/retriever.js';
+import { planVectorIndex } from '../src/index/open-index.js';
 import { INITIAL_VERSION } from '../src/versions/version-manager.js';
 import { startNginx } from '../test/support/nginx.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
 import { freePort, spawnServe, type ServeChild } from '../test/support/serve-child.js';
-import { LoadClients, planLoad, type LoadPlan } from '../test/support/swap-load.js';
+import { LoadClients, planLoad, type LoadPlan, type LoadSample } from '../test/support/swap-load.js';
 import { AUTH, temporaryDir, TOKEN } from '../test/support/version-fixtures.js';
-import { median, report, type Row } from './bench-report.js';
+import { median, percentile, report, type Row } from './bench-report.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -81,7 +92,7 @@ async function main(): Promise<void> {
     const plan = await planLoad({ [INITIAL_VERSION]: initialFiles, [other]: otherFiles }, initialFiles.corpusPath, [{ name: 'single', size: 1, sets: 256 }], 3);
 
     /** Activate, then roll back, `swaps` times: each call's wall time, from sent to answered. */
-    const swapTimes = async (): Promise<{ ms: number[]; writerLoadMs: number[]; replicas: number[] }> => {
+    const swapTimes = async (): Promise<SwapTimes> => {
       const times = { ms: [] as number[], writerLoadMs: [] as number[], replicas: [] as number[] };
       for (let round = 0; round < swaps; round++) {
         for (const route of [`/training/versions/${other}/activate`, '/training/versions/rollback']) {
@@ -102,17 +113,20 @@ async function main(): Promise<void> {
     for (const replicas of [1, 2, 3, 3, 2, 1]) steps.push(await throughput(replicaPorts.slice(0, replicas), writerPort, plan, clients, stepMs));
 
     // The swap with every replica beating, under a light load through nginx (one client).
-    const nginx = await startNginx({ listen: await freePort(), writer: writerPort, replicas: replicaPorts });
-    const light = new LoadClients(nginx.url, plan);
-    light.start('single', 1);
-    let fleet: Awaited<ReturnType<typeof swapTimes>>;
-    try {
-      fleet = await swapTimes();
-    } finally {
-      await light.stop();
-      await nginx.stop();
+    const { swaps: fleet, samples: lightSamples } = await swapsUnderLoad(writerPort, replicaPorts, plan, 1, swapTimes);
+    const lightFailed = lightSamples.filter((sample) => sample.status !== 200).length;
+
+    // The same swaps with each replica's budget holding one version: every replica replaces, 4 clients, no client retries.
+    const sideBySide = await swapsUnderLoad(writerPort, replicaPorts, plan, 4, swapTimes);
+    for (const replica of children.splice(1)) {
+      replica.child.kill('SIGTERM');
+      await replica.exited;
     }
-    const lightFailed = light.samples.filter((sample) => sample.status !== 200).length;
+    const budget = await oneVersionBudget(initialFiles);
+    for (const port of replicaPorts) children.push(spawnServe(['--replica', '--data_dir', dataDir, '--result_cache_size', '0', '--search_memory_budget', String(budget)], port));
+    await Promise.all(children.slice(1).map((child) => child.ready));
+    const replacing = await swapsUnderLoad(writerPort, replicaPorts, plan, 4, swapTimes);
+    const replaced = children.slice(1).map((child) => child.log.filter((line) => line.msg.startsWith('preparing version ') && line.msg.includes('(replace)')).length);
 
     const rows: Row[] = [1, 2, 3].map((replicas) => {
       const figures = steps.filter((step) => step.replicas === replicas);
@@ -138,6 +152,19 @@ async function main(): Promise<void> {
         'vs 1 replica': `${(median(fleet.ms) / median(alone.ms)).toFixed(2)}× the writer alone`,
         'non-2xx': lightFailed,
       },
+      ...[
+        ['side by side', sideBySide],
+        ['in place (replace mode, budget of one version)', replacing],
+      ].map(([how, run]) => {
+        const { swaps: times, samples } = run as Awaited<ReturnType<typeof swapsUnderLoad>>;
+        const latencies = samples.map((sample) => sample.latencyMs);
+        return {
+          measurement: `3 replicas preparing ${how as string}, 4 clients, no client retries: call → all switched (median); request latency p50/p99/max`,
+          result: `${median(times.ms).toFixed(0)} ms; ${percentile(latencies, 0.5).toFixed(0)}/${percentile(latencies, 0.99).toFixed(0)}/${Math.max(...latencies).toFixed(0)} ms of ${samples.length}`,
+          'vs 1 replica': `${(median(times.ms) / median(sideBySide.swaps.ms)).toFixed(2)}× side by side`,
+          'non-2xx': samples.filter((sample) => sample.status !== 200).length,
+        };
+      }),
     );
     await report(`replicas-${preset}`, rows, {
       preset,
@@ -149,6 +176,14 @@ async function main(): Promise<void> {
       swapFleetMs: fleet.ms,
       swapFleetWriterLoadMs: fleet.writerLoadMs,
       swapFleetReplicasSwitched: fleet.replicas,
+      sideBySideUnderLoad: { swapMs: sideBySide.swaps.ms, requests: sideBySide.samples.length, failed: sideBySide.samples.filter((sample) => sample.status !== 200).length },
+      replaceUnderLoad: {
+        replicaBudgetBytes: budget,
+        replacementsLogged: replaced,
+        swapMs: replacing.swaps.ms,
+        requests: replacing.samples.length,
+        failed: replacing.samples.filter((sample) => sample.status !== 200).length,
+      },
       loadAverageBefore: loadBefore,
     });
   } finally {
@@ -157,6 +192,29 @@ async function main(): Promise<void> {
       await child.exited;
     }
   }
+}
+
+type SwapTimes = { ms: number[]; writerLoadMs: number[]; replicas: number[] };
+
+/** `swap` run through a fresh nginx in front of the writer and `replicaPorts` while `clients` single-query clients send, without retries. */
+async function swapsUnderLoad(writerPort: number, replicaPorts: number[], plan: LoadPlan, clients: number, swap: () => Promise<SwapTimes>): Promise<{ swaps: SwapTimes; samples: LoadSample[] }> {
+  const nginx = await startNginx({ listen: await freePort(), writer: writerPort, replicas: replicaPorts });
+  const load = new LoadClients(nginx.url, plan);
+  load.start('single', clients);
+  try {
+    const swaps = await swap();
+    return { swaps, samples: await load.stop() };
+  } finally {
+    await load.stop();
+    await nginx.stop();
+  }
+}
+
+/** 1.5 times what one version of `files` holds on the CPU (its index to search and its encoder's fp32 graph): one fits, two do not. */
+async function oneVersionBudget(files: RetrieverFiles): Promise<number> {
+  const { perDevice } = await planVectorIndex(files.indexPath);
+  const graph = await stat(path.join(files.modelDir, (await readManifest(files.modelDir)).files.fp32));
+  return Math.floor(1.5 * (perDevice.vectorBytes + perDevice.scoreBytes + graph.size));
 }
 
 /** Requests answered per second through a fresh nginx in front of `replicaPorts`. */

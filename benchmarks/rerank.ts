@@ -27,7 +27,7 @@ import { createApp } from '../src/http/app.js';
 import { createLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
-import { median, report, seconds, workDir, type Row } from './bench-report.js';
+import { median, percentile, report, seconds, workDir, type Row } from './bench-report.js';
 import { sampleQueries } from './sample-queries.js';
 
 type Result = { result: { document: CorpusRow; score: number }[][] };
@@ -66,17 +66,12 @@ async function post(url: string, body: unknown): Promise<{ ms: number; answer: R
   return { ms: seconds(start) * 1000, answer: JSON.parse(text) as Result };
 }
 
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
 /** Every client sends one query at once; wall time until the last answer, and each one's latency. */
 async function concurrentClients(url: string, queries: readonly string[], body: (query: string) => unknown) {
   const start = process.hrtime.bigint();
   const latencies = (await Promise.all(queries.map(async (query) => (await post(url, body(query))).ms)));
   const wallS = seconds(start);
-  return { wallS, requestsPerS: queries.length / wallS, p50Ms: median(latencies), p99Ms: percentile(latencies, 99) };
+  return { wallS, requestsPerS: queries.length / wallS, p50Ms: median(latencies), p99Ms: percentile(latencies, 0.99) };
 }
 
 async function main(): Promise<void> {

@@ -29,14 +29,9 @@ import { INITIAL_VERSION, VersionManager } from '../src/versions/version-manager
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../test/support/retriever-fixture.js';
 import { LoadClients, planLoad, type LoadSample } from '../test/support/swap-load.js';
 import { temporaryDir } from '../test/support/version-fixtures.js';
-import { report, type Row } from './bench-report.js';
+import { percentile, report, type Row } from './bench-report.js';
 
 const TOKEN = 'swap-benchmark';
-
-function percentile(sorted: readonly number[], fraction: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]!;
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
