@@ -53,8 +53,9 @@ class ReplacementWithdrawn extends Error {}
  * to it when the registry flips, within one poll of the registry. It plans each swap's memory as
  * the writer does: beside the serving version when both fit, else in its place (replace mode: the
  * serving version is closed first, requests meanwhile wait for the next version as on a lone
- * server, and a withdrawal or a failed load brings it back). It never writes the registry: what it knows of an activation it learns there, what the
- * writer knows of it, from the heartbeat it writes every beat.
+ * server, and a withdrawal or a failed load brings it back). It never writes the registry: what
+ * it knows of an activation it learns there, what the writer knows of it, from the heartbeat it
+ * writes every beat.
  */
 export class ReplicaFollower {
   private prepared?: Prepared;
