@@ -261,6 +261,39 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, INITIAL_VERSION);
   });
 
+  it('a replica told to serve a version it did not prepare replaces in place when two do not fit; one that fails to load leaves the old version serving and is not tried again until the registry names another (the registry driven by hand)', async function () {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const cramped = fleet.replicas[0]!;
+    const other = await register(otherFiles);
+    const broken = path.join(fleet.dataDir, 'broken-model');
+    await cp(otherFiles.modelDir, broken, { recursive: true });
+    const brokenId = await register({ ...otherFiles, modelDir: broken });
+    const manifestFile = path.join(broken, 'retriever.json');
+    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+    await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
+    await fleet.versions.close();
+    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const failures = () => fleet.log.filter((line) => line.message.startsWith(`cramped: following the version registry failed: version ${brokenId}, active in the registry, did not load`));
+
+    // No pending activation: the flip is the first the replica hears of the version.
+    await registry.markActive(brokenId, 'activate');
+    await until(() => failures().length === 1);
+    assert.match(failures()[0]!.message, new RegExp(`dimension.*; version ${INITIAL_VERSION} was reloaded and serves, and ${brokenId} is not tried again until the registry names another version active$`));
+    assert.equal(failures()[0]!.level, 'error');
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, INITIAL_VERSION);
+    // Polls go on (every beat) without trying it again: each try would pause serving.
+    await new Promise((resolve) => setTimeout(resolve, 4 * BEAT_MS));
+    assert.equal(failures().length, 1);
+    assert.equal(fleet.log.filter((line) => line.message.startsWith(`cramped: switching to version ${brokenId} in place of version ${INITIAL_VERSION} (replace)`)).length, 1);
+
+    await registry.markActive(other, 'activate');
+    await until(() => cramped.active.current?.version === other);
+    assert.ok(fleet.log.some((line) => line.message.startsWith(`cramped: switching to version ${other} in place of version ${INITIAL_VERSION} (replace): both versions need `)));
+    assert.equal(cramped.active.info()?.swap?.mode, 'replace');
+    assert.equal((await cramped.active.retrieve(HAMLET, 1)).version, other);
+  });
+
   it('ignores corrupt and stale heartbeat files with a warning, and does not wait for a replica that stopped beating', async function () {
     await fleet.startWriter(initialFiles);
     await fleet.startReplica('alive');
