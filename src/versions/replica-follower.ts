@@ -38,14 +38,21 @@ interface Replacement {
   loaded: boolean;
   /** The registry flipped to it: it serves. */
   flip: () => void;
-  /** The activation was withdrawn: it is closed and the replaced version loaded again. */
-  withdraw: (reason: string) => void;
+  /** The activation was withdrawn, or cannot finish: it is closed and the replaced version loaded again. */
+  withdraw: (reason: string, level?: 'info' | 'warn') => void;
   /** Settles once one of the two serves. */
   done: Promise<void>;
 }
 
-/** Why a replacement ended without the pending version: the writer withdrew it, or the replica is shutting down. */
-class ReplacementWithdrawn extends Error {}
+/** Why a replacement ended without the pending version: the writer withdrew it or stopped beating, or the replica is shutting down. */
+class ReplacementWithdrawn extends Error {
+  constructor(
+    message: string,
+    readonly level: 'info' | 'warn' = 'info',
+  ) {
+    super(message);
+  }
+}
 
 /**
  * A read-only server of a writer's registry: serves the version it marks active, prepares the
@@ -140,8 +147,18 @@ export class ReplicaFollower {
     const { activeId, pending } = registry;
     if (this.replacement) {
       // Replacing for a pending activation: the writer's flip or withdrawal decides; its end follows again.
-      if (activeId === this.replacement.pending.id) this.replacement.flip();
-      else if (pending?.since !== this.replacement.pending.since) this.replacement.withdraw(`activation of version ${this.replacement.pending.id} withdrawn`);
+      const replacing = this.replacement.pending;
+      if (activeId === replacing.id) this.replacement.flip();
+      else if (pending?.since !== replacing.since) this.replacement.withdraw(`activation of version ${replacing.id} withdrawn`);
+      else {
+        // A writer that died before the flip never decides: serving nothing until it restarts would take this replica out meanwhile.
+        const lost = await this.writerLost();
+        if (lost) {
+          const reason = `${lost} before the flip to version ${replacing.id}`;
+          this.failed = { version: replacing.id, since: replacing.since, reason };
+          this.replacement.withdraw(reason, 'warn');
+        }
+      }
       return;
     }
     if (activeId !== this.unreachable) this.unreachable = undefined;
@@ -188,10 +205,10 @@ export class ReplicaFollower {
    */
   private replaceFor(registry: RegistrySnapshot, pending: PendingActivation, current: Retriever, swap: SwapPlan): void {
     let flip!: () => void;
-    let withdraw!: (reason: string) => void;
+    let withdraw!: Replacement['withdraw'];
     const decision = new Promise<void>((resolve, reject) => {
       flip = resolve;
-      withdraw = (reason) => reject(new ReplacementWithdrawn(reason));
+      withdraw = (reason, level) => reject(new ReplacementWithdrawn(reason, level));
     });
     decision.catch(() => undefined);
     const replacement: Replacement = { pending, loaded: false, flip, withdraw, done: Promise.resolve() };
@@ -215,7 +232,7 @@ export class ReplicaFollower {
       .replace(load, () => this.reload(current), swap)
       .then(
         ({ failure }) => {
-          if (failure instanceof ReplacementWithdrawn) this.options.log?.(`${failure.message}; version ${current.version} was reloaded and serves again`);
+          if (failure instanceof ReplacementWithdrawn) this.options.log?.(`${failure.message}; version ${current.version} was reloaded and serves again`, {}, failure.level);
           else if (failure) {
             const reason = `${failure.message}; version ${current.version} was reloaded and serves`;
             this.failed = { version: pending.id, since: pending.since, reason };
@@ -265,6 +282,16 @@ export class ReplicaFollower {
     this.options.log?.(`serving version ${id}, as the registry says`);
     await this.beacon.beat();
     released.catch((error: Error) => this.options.log?.(`the replaced version failed to close: ${error.message}`, {}, 'error'));
+  }
+
+  /** Why no writer can finish an activation now (its heartbeat is stale or gone); undefined while one beats, or when the heartbeats cannot be read. */
+  private async writerLost(): Promise<string | undefined> {
+    const view = await this.options.board.read().catch(() => undefined);
+    if (!view) return undefined;
+    const writers = view.servers.filter((server) => server.role === 'writer');
+    if (writers.some((writer) => writer.live)) return undefined;
+    const lastBeat = writers.map((writer) => writer.beatAt).sort().at(-1);
+    return lastBeat ? `the writer stopped beating (last at ${lastBeat})` : 'no writer beats in this data dir';
   }
 
   /** Loads a replaced version again; not while the replica shuts down. */

@@ -11,7 +11,7 @@ import { createApp } from '../../src/http/app.js';
 import { replicaTrainingRefusal } from '../../src/http/fleet-routes.js';
 import { createLogger } from '../../src/log.js';
 import { versionRouter } from '../../src/http/version-routes.js';
-import { HEARTBEAT_FOLDER, HeartbeatBoard } from '../../src/versions/heartbeats.js';
+import { HEARTBEAT_FOLDER, HeartbeatBeacon, HeartbeatBoard } from '../../src/versions/heartbeats.js';
 import { ReplicaFollower } from '../../src/versions/replica-follower.js';
 import { INITIAL_VERSION, VersionManager } from '../../src/versions/version-manager.js';
 import { REGISTRY_FILE, VersionRegistry } from '../../src/versions/version-registry.js';
@@ -37,12 +37,16 @@ class Fleet {
   readonly writerActive = new ActiveRetriever();
   readonly board: HeartbeatBoard;
   versions!: VersionManager;
+  writerBeacon?: HeartbeatBeacon;
 
   constructor(readonly dataDir: string) {
     this.board = new HeartbeatBoard(dataDir, BEAT_MS);
   }
 
   async startWriter(files: RetrieverFiles, prepareTimeoutMs = 30_000): Promise<void> {
+    // As serve does: replacing replicas watch that the writer still beats.
+    this.writerBeacon = new HeartbeatBeacon(this.board, () => ({ role: 'writer', name: 'writer', host: '127.0.0.1', port: 7999, pid: process.pid, ready: true }), () => undefined);
+    await this.writerBeacon.beat();
     this.versions = await VersionManager.open({
       dataDir: this.dataDir,
       active: this.writerActive,
@@ -83,6 +87,7 @@ class Fleet {
     }
     await this.versions?.close();
     await this.writerActive.close();
+    await this.writerBeacon?.stop();
     await rm(this.dataDir, { recursive: true, force: true });
   }
 }
@@ -234,6 +239,36 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     assert.equal(cramped.active.current?.version, other);
   });
 
+  it('a replica replacing for an activation whose writer stops beating before the flip loads its old version again, serves, and does not prepare that activation again (the registry driven by hand)', async function () {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const cramped = fleet.replicas[0]!;
+    const other = await register(otherFiles);
+    await fleet.versions.close();
+    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const heartbeat = async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+
+    await registry.markPending(other, 'activate');
+    const since = registry.pending!.since;
+    await until(async () => (await heartbeat()).prepared === other);
+    const held = cramped.active.retrieve(HAMLET, 1);
+    // Killed: its file stays and goes stale, as a SIGKILLed writer's does.
+    await fleet.writerBeacon!.stop();
+    await fleet.board.beat({ role: 'writer', name: 'writer', host: '127.0.0.1', port: 7999, pid: 1, ready: true });
+    assert.equal((await held).version, INITIAL_VERSION, 'held through the replacement, answered by the version loaded again');
+    const withdrawn = fleet.log.find((line) => line.message.startsWith('cramped: the writer stopped beating (last at '));
+    assert.ok(withdrawn, fleet.log.map((line) => line.message).join('\n'));
+    assert.match(withdrawn.message, new RegExp(`before the flip to version ${other}; version ${INITIAL_VERSION} was reloaded and serves again$`));
+    assert.equal(withdrawn.level, 'warn');
+    await until(async () => (await heartbeat()).swap === undefined);
+    const { failed, prepared, active } = await heartbeat();
+    assert.deepEqual([failed?.version, failed?.since, prepared, active], [other, since, undefined, INITIAL_VERSION]);
+    // The registry still names the activation pending; polls go on without preparing it again.
+    await new Promise((resolve) => setTimeout(resolve, 5 * BEAT_MS));
+    assert.equal(fleet.log.filter((line) => line.message.startsWith(`cramped: preparing version ${other} in place`)).length, 1);
+    assert.equal(cramped.active.current?.version, INITIAL_VERSION);
+  });
+
   it('a replica whose replacement fails to load reports why and serves its replaced version again (the registry driven by hand)', async function () {
     await fleet.startWriter(initialFiles);
     await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
@@ -336,6 +371,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     assert.equal(fleet.serving()['replica-a'], INITIAL_VERSION, 'prepared, not switched: the registry never flipped');
 
     await fleet.writerActive.close();
+    await fleet.writerBeacon?.stop();
     const restarted = new Fleet(fleet.dataDir);
     restarted.replicas.push(...fleet.replicas.splice(0));
     fleet = restarted;
