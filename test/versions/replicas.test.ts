@@ -127,6 +127,32 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     return registration.version.id;
   }
 
+  /**
+   * A writer and one replica whose budget holds one version ('cramped'), with what `registerMore`
+   * registers; then the writer's version manager is closed (its heartbeat goes on) and the test
+   * drives the registry by hand.
+   */
+  async function crampedByHand<T>(registerMore: () => Promise<T>) {
+    await fleet.startWriter(initialFiles);
+    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
+    const more = await registerMore();
+    await fleet.versions.close();
+    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const heartbeat = async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+    return { cramped: fleet.replicas[0]!, registry, heartbeat, ...more };
+  }
+
+  /** A version that registers and plans (its manifest and graph file are there), then does not load: its manifest, changed since, names another dimension. */
+  async function registerBroken(): Promise<string> {
+    const broken = path.join(fleet.dataDir, 'broken-model');
+    await cp(otherFiles.modelDir, broken, { recursive: true });
+    const id = await register({ ...otherFiles, modelDir: broken });
+    const manifestFile = path.join(broken, 'retriever.json');
+    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
+    await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
+    return id;
+  }
+
   it('a replica on a data dir without a registry is refused, naming the file and the writer it needs', async function () {
     const error = await ReplicaFollower.start({ dataDir: fleet.dataDir, active: new ActiveRetriever(), board: fleet.board, name: 'lonely', host: '127.0.0.1', port: 1 }).catch((caught: unknown) => caught);
     assert.ok(error instanceof ServiceError);
@@ -208,13 +234,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   });
 
   it('a replica replacing for an activation holds requests for the next version: the replaced one, loaded again, after a withdrawal; the new one after the flip (the registry driven by hand)', async function () {
-    await fleet.startWriter(initialFiles);
-    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
-    const cramped = fleet.replicas[0]!;
-    const other = await register(otherFiles);
-    await fleet.versions.close();
-    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
-    const heartbeat = async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+    const { cramped, registry, heartbeat, other } = await crampedByHand(() => register(otherFiles).then((id) => ({ other: id })));
 
     await registry.markPending(other, 'activate');
     await until(async () => (await heartbeat()).prepared === other);
@@ -240,13 +260,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   });
 
   it('a replica replacing for an activation whose writer stops beating before the flip loads its old version again, serves, and does not prepare that activation again (the registry driven by hand)', async function () {
-    await fleet.startWriter(initialFiles);
-    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
-    const cramped = fleet.replicas[0]!;
-    const other = await register(otherFiles);
-    await fleet.versions.close();
-    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
-    const heartbeat = async () => (await fleet.board.read()).servers.find((server) => server.name === 'cramped')!;
+    const { cramped, registry, heartbeat, other } = await crampedByHand(() => register(otherFiles).then((id) => ({ other: id })));
 
     await registry.markPending(other, 'activate');
     const since = registry.pending!.since;
@@ -270,18 +284,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   });
 
   it('a replica whose replacement fails to load reports why and serves its replaced version again (the registry driven by hand)', async function () {
-    await fleet.startWriter(initialFiles);
-    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
-    const cramped = fleet.replicas[0]!;
-    // Registers and plans (manifest and graph file are there), then does not load: its manifest now names another dimension.
-    const broken = path.join(fleet.dataDir, 'broken-model');
-    await cp(otherFiles.modelDir, broken, { recursive: true });
-    const id = await register({ ...otherFiles, modelDir: broken });
-    const manifestFile = path.join(broken, 'retriever.json');
-    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-    await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
-    await fleet.versions.close();
-    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const { cramped, registry, id } = await crampedByHand(() => registerBroken().then((broken) => ({ id: broken })));
 
     await registry.markPending(id, 'activate');
     const since = registry.pending!.since;
@@ -297,18 +300,7 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
   });
 
   it('a replica told to serve a version it did not prepare replaces in place when two do not fit; one that fails to load leaves the old version serving and is not tried again until the registry names another (the registry driven by hand)', async function () {
-    await fleet.startWriter(initialFiles);
-    await fleet.startReplica('cramped', ONE_TINY_VERSION_BUDGET);
-    const cramped = fleet.replicas[0]!;
-    const other = await register(otherFiles);
-    const broken = path.join(fleet.dataDir, 'broken-model');
-    await cp(otherFiles.modelDir, broken, { recursive: true });
-    const brokenId = await register({ ...otherFiles, modelDir: broken });
-    const manifestFile = path.join(broken, 'retriever.json');
-    const manifest = JSON.parse(await readFile(manifestFile, 'utf8'));
-    await writeFile(manifestFile, JSON.stringify({ ...manifest, dimension: manifest.dimension + 1 }));
-    await fleet.versions.close();
-    const registry = await VersionRegistry.open(path.join(fleet.dataDir, 'versions'));
+    const { cramped, registry, other, brokenId } = await crampedByHand(async () => ({ other: await register(otherFiles), brokenId: await registerBroken() }));
     const failures = () => fleet.log.filter((line) => line.message.startsWith(`cramped: following the version registry failed: version ${brokenId}, active in the registry, did not load`));
 
     // No pending activation: the flip is the first the replica hears of the version.
