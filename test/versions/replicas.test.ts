@@ -266,9 +266,9 @@ describe('replicas of one writer (in process: real retrievers, heartbeats and re
     const since = registry.pending!.since;
     await until(async () => (await heartbeat()).prepared === other);
     const held = cramped.active.retrieve(HAMLET, 1);
-    // Killed: its file stays and goes stale, as a SIGKILLed writer's does.
+    // Killed: its last heartbeat stays and goes stale, as a SIGKILLed writer's does (written first, so a writer's file is there throughout).
+    await fleet.board.beat({ role: 'writer', name: 'killed-writer', host: '127.0.0.1', port: 7998, pid: 1, ready: true });
     await fleet.writerBeacon!.stop();
-    await fleet.board.beat({ role: 'writer', name: 'writer', host: '127.0.0.1', port: 7999, pid: 1, ready: true });
     assert.equal((await held).version, INITIAL_VERSION, 'held through the replacement, answered by the version loaded again');
     const withdrawn = fleet.log.find((line) => line.message.startsWith('cramped: the writer stopped beating (last at '));
     assert.ok(withdrawn, fleet.log.map((line) => line.message).join('\n'));
