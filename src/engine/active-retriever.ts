@@ -69,6 +69,8 @@ export class ActiveRetriever implements RetrievalService {
     batch: (stats: BatchStats) => this.observers.forEach((observer) => observer.batch(stats)),
     cacheLookups: (hits, misses) => this.observers.forEach((observer) => observer.cacheLookups(hits, misses)),
     overloaded: (queries) => this.observers.forEach((observer) => observer.overloaded(queries)),
+    swapped: (mode) => this.observers.forEach((observer) => observer.swapped(mode)),
+    paused: (seconds) => this.observers.forEach((observer) => observer.paused(seconds)),
   };
 
   constructor(options: ServingOptions = {}) {
@@ -103,6 +105,8 @@ export class ActiveRetriever implements RetrievalService {
     this.serving = { retriever, batcher: new QueryBatcher(retriever, this.batching, this.cache, this.events), inFlight: 0 };
     this.swap = swap;
     this.state = { ready: true, stage: 'serving', search: retriever.index.placement };
+    // A replacement counts itself once it knows whether the new version or the old one serves.
+    if (previous && swap?.mode === 'side-by-side') this.events.swapped('side-by-side');
     return previous ? this.retire(previous) : Promise.resolve();
   }
 
@@ -139,6 +143,8 @@ export class ActiveRetriever implements RetrievalService {
       }
       void this.activate(retriever, swap);
       gate.open();
+      this.events.paused((performance.now() - started) / 1000);
+      if (!failure) this.events.swapped('replace');
       return { retriever, releaseMs, ...(failure && { failure }) };
     } catch (error) {
       // close() has already turned the waiting requests away.

@@ -110,6 +110,10 @@ export interface ThroughputObserver {
   cacheLookups(hits: number, misses: number): void;
   /** A request refused because the queue was full. */
   overloaded(queries: number): void;
+  /** A version took over from another, beside it or in its place (see `SwapPlan`). */
+  swapped(mode: 'side-by-side' | 'replace'): void;
+  /** A replacement ended (the new version serving, or the old one loaded again): no version searched for `seconds`. */
+  paused(seconds: number): void;
 }
 
 /** Queue and cache state now, for gauges. */

@@ -4,6 +4,8 @@ import type { RetrievalService } from '../engine/types.js';
 const BATCH_QUERY_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2560, 4096];
 const BATCH_TOKEN_BUCKETS = [16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
 const WAIT_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** A replacement at demo scale pauses for well under a second; at wiki18 scale for one fp16 index load, 15–65 s. */
+const PAUSE_BUCKETS_SECONDS = [0.1, 0.5, 1, 2.5, 5, 15, 30, 60, 120, 300];
 
 /** Cross-request batching, queue and result cache metrics of a service that has a batcher. */
 export function registerThroughputMetrics(registry: Registry, service: RetrievalService): void {
@@ -83,6 +85,20 @@ export function registerThroughputMetrics(registry: Registry, service: Retrieval
       this.set(state().cacheBytes);
     },
   });
+  const swaps = new Counter({
+    name: 'retriever_swaps_total',
+    help: 'Versions that took over from another: side-by-side (loaded beside it) or replace (loaded in its place)',
+    labelNames: ['mode'],
+    registers,
+  });
+  // Both series from the start, at 0: a rate or increase over a fleet's first swap then has a baseline.
+  for (const mode of ['side-by-side', 'replace']) swaps.inc({ mode }, 0);
+  const pauses = new Histogram({
+    name: 'retriever_swap_pause_seconds',
+    help: 'How long a replacement searched nothing: from admitting no new request until a version served again',
+    buckets: PAUSE_BUCKETS_SECONDS,
+    registers,
+  });
   service.observeThroughput({
     batch(stats) {
       batchQueries.observe(stats.queries);
@@ -97,6 +113,12 @@ export function registerThroughputMetrics(registry: Registry, service: Retrieval
     },
     overloaded() {
       overloaded.inc();
+    },
+    swapped(mode) {
+      swaps.inc({ mode });
+    },
+    paused(seconds) {
+      pauses.observe(seconds);
     },
   });
 }

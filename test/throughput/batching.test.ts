@@ -6,7 +6,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import request from 'supertest';
 import { ActiveRetriever, type ServingOptions } from '../../src/engine/active-retriever.js';
 import { Retriever, type RetrieverFiles } from '../../src/engine/retriever.js';
-import type { BatchStats, RetrievalResult, SearchHit } from '../../src/engine/types.js';
+import type { BatchStats, RetrievalResult, SearchHit, ThroughputObserver } from '../../src/engine/types.js';
 import type { QueryInput } from '../../src/encoder/embedding-encoder.js';
 import { isServiceError } from '../support/assert-service-error.js';
 import { buildRetrieverFiles, SAMPLE_CORPUS } from '../support/retriever-fixture.js';
@@ -26,6 +26,11 @@ function rows(hits: SearchHit[][]): { rowIndex: number; id: string }[][] {
 
 async function untilQueued(active: ActiveRetriever, queries: number): Promise<void> {
   while (active.throughput().queuedQueries < queries) await nextTurn();
+}
+
+/** An observer that keeps each batch's stats in `batches` and ignores the rest. */
+function batchesInto(batches: BatchStats[]): ThroughputObserver {
+  return { batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined, swapped: () => undefined, paused: () => undefined };
 }
 
 describe('Cross-request batching, backpressure and the result cache (real tiny retrievers)', function () {
@@ -54,7 +59,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('merges requests that arrive while a batch runs, and each gets its own results in its own order', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
-    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    active.observeThroughput(batchesInto(batches));
     const harness = createHarness(active);
     const requests: QueryInput[][] = QUESTIONS.map((question, i) =>
       Array.from({ length: 1 + (i % 3) }, (_, j) => ({ query: `${question} ${j}` })),
@@ -84,7 +89,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('encodes and searches identical final query texts once and gives them identical results', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
-    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    active.observeThroughput(batchesInto(batches));
     const occupier = active.retrieve(OCCUPIER, 3);
     // The same Agentic-R text pre-joined by the client and joined by the template is one query.
     const joined = { query: 'who wrote hamlet [SEP] hamlet author' };
@@ -127,7 +132,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('answers 503 timeout to a request whose deadline passes while it waits, and never runs it', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
-    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    active.observeThroughput(batchesInto(batches));
     const harness = createHarness(active, { requestTimeoutMs: 1 });
     const occupier = active.retrieve(OCCUPIER, 3);
 
@@ -147,7 +152,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('answers an empty request at once, even behind a running batch, without queueing or batching it', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 1 << 20 });
     const batches: BatchStats[] = [];
-    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    active.observeThroughput(batchesInto(batches));
     const occupier = active.retrieve(OCCUPIER, 3);
     assert.deepEqual(await active.retrieve([], 3), { hits: [], version: 'a', timings: { encodeMs: 0, searchMs: 0, fetchMs: 0 } });
     assert.equal(batches.length, 0, 'answered while the occupier still runs');
@@ -158,7 +163,7 @@ describe('Cross-request batching, backpressure and the result cache (real tiny r
   it('drops a queued request whose client has gone away, without running it', async function () {
     const active = await serving({ batching: {}, resultCacheBytes: 0 });
     const batches: BatchStats[] = [];
-    active.observeThroughput({ batch: (stats) => batches.push(stats), cacheLookups: () => undefined, overloaded: () => undefined });
+    active.observeThroughput(batchesInto(batches));
     const server = createHarness(active).app.listen(0, '127.0.0.1');
     await once(server, 'listening');
     try {

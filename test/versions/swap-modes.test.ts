@@ -134,6 +134,10 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
 
       assert.deepEqual(wrong(samples), [], 'only 200s of the version named, or 503 with Retry-After');
       assertNewVersionAfterEachSwap(samples, swaps);
+      const metrics = (await request(app).get('/metrics').expect(200)).text;
+      assert.match(metrics, /^retriever_swaps_total\{mode="replace"\} 2$/m);
+      assert.match(metrics, /^retriever_swaps_total\{mode="side-by-side"\} 0$/m);
+      assert.match(metrics, /^retriever_swap_pause_seconds_count 2$/m);
       assert.ok(logs.some((line) => line.includes(`activating version ${other} in place of ${INITIAL_VERSION}, replace:`)), logs.join('\n'));
       assert.equal(versions.version(other).state, 'ready');
     } finally {
@@ -164,6 +168,9 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       assert.deepEqual(new Set(samples.filter((sample) => sample.status === 200).map((sample) => sample.version)), new Set([INITIAL_VERSION]));
       assert.equal(versions.version(id).state, 'failed');
       assert.match(versions.version(id).reason!, /dimension/);
+      const metrics = (await request(app).get('/metrics').expect(200)).text;
+      assert.deepEqual(metrics.match(/^retriever_swaps_total\{.*$/gm), ['retriever_swaps_total{mode="side-by-side"} 0', 'retriever_swaps_total{mode="replace"} 0'], 'no version took over');
+      assert.match(metrics, /^retriever_swap_pause_seconds_count 1$/m, 'the pause happened all the same');
       const info = (await request(app).get('/info').expect(200)).body;
       assert.equal(info.ready, true);
       assert.equal(info.retriever.version, INITIAL_VERSION);
@@ -232,6 +239,10 @@ describe('hot swap by memory plan: side by side when both versions fit the budge
       assert.equal(res.body.swap.mode, 'side-by-side');
       assert.match(res.body.swap.reason, /^both versions fit/);
       assert.equal(res.body.pausedMs, undefined);
+      const metrics = (await request(app).get('/metrics').expect(200)).text;
+      assert.match(metrics, /^retriever_swaps_total\{mode="side-by-side"\} 1$/m);
+      assert.match(metrics, /^retriever_swaps_total\{mode="replace"\} 0$/m);
+      assert.match(metrics, /^retriever_swap_pause_seconds_count 0$/m);
       assert.equal((await request(app).get('/info').expect(200)).body.retriever.swap.mode, 'side-by-side');
     } finally {
       await close();
