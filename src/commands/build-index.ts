@@ -10,6 +10,7 @@ import { buildIndexOfType, FLAT_TYPE, type TypedBuildResult } from '../index/typ
 import { anyInteger, device, deviceList, rowSlice, shardOf } from '../value-types.js';
 import { ServiceError } from '../errors.js';
 import { runConvertIndex, type ConvertIndexCommandOptions } from './convert-index.js';
+import { interruptible } from './interrupt.js';
 import { progressBar } from './progress.js';
 
 interface BuildIndexCommandOptions {
@@ -62,26 +63,22 @@ async function encodeFlatIndex(options: BuildIndexCommandOptions): Promise<Build
   scan.stop();
   const rows = options.part && selectedRows(options.part, corpus.rows);
   const encoder = await MultiDeviceEncoder.load(options.modelDir, options.deviceIds, { device: options.device, maxPassageLength: options.maxPassageLength });
-  const abort = new AbortController();
-  const onSignal = (): void => abort.abort();
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const bar = progressBar('encoding passages', 'rows');
   try {
-    return await buildIndex({
-      corpus,
-      encoder,
-      outPath: options.outPath,
-      batchSize: options.batchSize * options.deviceIds.length,
-      restart: options.restart,
-      rows,
-      signal: abort.signal,
-      onProgress: (done, total) => bar.update(done, total),
-    });
+    return await interruptible((signal) =>
+      buildIndex({
+        corpus,
+        encoder,
+        outPath: options.outPath,
+        batchSize: options.batchSize * options.deviceIds.length,
+        restart: options.restart,
+        rows,
+        signal,
+        onProgress: (done, total) => bar.update(done, total),
+      }),
+    );
   } finally {
     bar.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
     await Promise.allSettled([encoder.close(), corpus.close()]);
   }
 }

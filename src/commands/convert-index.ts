@@ -4,6 +4,7 @@ import { ServiceError } from '../errors.js';
 import { faissHostEnv } from '../index/faiss-host.js';
 import { convertIndex, DEFAULT_TRAIN_ROWS, type ConvertIndexOptions, type ConvertIndexResult } from '../index/convert-index.js';
 import { anyInteger } from '../value-types.js';
+import { interruptible } from './interrupt.js';
 import { progressBar, type Progress } from './progress.js';
 
 export type ConvertIndexCommandOptions = Omit<ConvertIndexOptions, 'onProgress' | 'log' | 'signal'>;
@@ -15,26 +16,24 @@ export type ConvertIndexCommandOptions = Omit<ConvertIndexOptions, 'onProgress' 
  */
 export async function runConvertIndex(options: ConvertIndexCommandOptions): Promise<ConvertIndexResult> {
   Object.assign(process.env, faissHostEnv(process.env));
-  const abort = new AbortController();
-  const onSignal = (): void => abort.abort(new Error('conversion stopped: no index was written (a new run starts over)'));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const bars: Partial<Record<'sampling' | 'adding', Progress>> = {};
   const bar = (stage: 'sampling' | 'adding'): Progress => {
     if (stage === 'adding') bars.sampling?.stop();
     return (bars[stage] ??= progressBar(stage === 'sampling' ? 'reading the training sample' : `adding vectors to ${options.faissType}`, 'rows'));
   };
   try {
-    return await convertIndex({
-      ...options,
-      signal: abort.signal,
-      onProgress: (stage, done, total) => bar(stage).update(done, total),
-      log: (line) => process.stderr.write(`${line}\n`),
-    });
+    return await interruptible(
+      (signal) =>
+        convertIndex({
+          ...options,
+          signal,
+          onProgress: (stage, done, total) => bar(stage).update(done, total),
+          log: (line) => process.stderr.write(`${line}\n`),
+        }),
+      'conversion stopped: no index was written (a new run starts over)',
+    );
   } finally {
     Object.values(bars).forEach((progress) => progress.stop());
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
   }
 }
 

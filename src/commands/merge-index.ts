@@ -5,6 +5,7 @@ import { mergeIndexParts, type MergeIndexResult } from '../index/merge-index.js'
 import { buildIndexOfType, FLAT_TYPE, type TypedBuildResult } from '../index/typed-build.js';
 import { anyInteger } from '../value-types.js';
 import { runConvertIndex, type ConvertIndexCommandOptions } from './convert-index.js';
+import { interruptible } from './interrupt.js';
 import { progressBar } from './progress.js';
 
 interface MergeIndexCommandOptions {
@@ -31,17 +32,14 @@ export function runMergeIndex(options: MergeIndexCommandOptions): Promise<MergeI
 
 /** Ctrl-C stops the copy and leaves nothing under the output name. */
 async function mergeParts(partPaths: readonly string[], outPath: string): Promise<MergeIndexResult> {
-  const abort = new AbortController();
-  const onSignal = (): void => abort.abort(new Error('merge stopped: no index was written (a new run starts over)'));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const bar = progressBar('merging index parts', 'rows');
   try {
-    return await mergeIndexParts({ partPaths, outPath, signal: abort.signal, onProgress: (done, total) => bar.update(done, total) });
+    return await interruptible(
+      (signal) => mergeIndexParts({ partPaths, outPath, signal, onProgress: (done, total) => bar.update(done, total) }),
+      'merge stopped: no index was written (a new run starts over)',
+    );
   } finally {
     bar.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
   }
 }
 
