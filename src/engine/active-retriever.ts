@@ -6,17 +6,18 @@ import { DEFAULT_BATCHING, QueryBatcher, type BatchingOptions } from './query-ba
 import { ResultCache } from './result-cache.js';
 import type { Retriever } from './retriever.js';
 import type { QueryInput } from '../encoder/embedding-encoder.js';
-import type {
-  BatchStats,
-  DocumentKeys,
-  DocumentsResult,
-  Readiness,
-  RetrievalResult,
-  RetrievalService,
-  RetrieverInfo,
-  RetrieveOptions,
-  ThroughputObserver,
-  ThroughputState,
+import {
+  keyCount,
+  type BatchStats,
+  type DocumentKeys,
+  type DocumentsResult,
+  type Readiness,
+  type RetrievalResult,
+  type RetrievalService,
+  type RetrieverInfo,
+  type RetrieveOptions,
+  type ThroughputObserver,
+  type ThroughputState,
 } from './types.js';
 
 export interface ServingOptions {
@@ -165,8 +166,7 @@ export class ActiveRetriever implements RetrievalService {
 
   /** Read from the serving version's corpus, which every version shares (versions register against it). */
   documents(keys: DocumentKeys, options?: RetrieveOptions): Promise<DocumentsResult> {
-    const count = keys.by === 'id' ? keys.ids.length : keys.rows.length;
-    return this.onServing(count, options?.signal, async ({ retriever }) => ({ documents: await retriever.documents(keys), version: retriever.version }));
+    return this.onServing(keyCount(keys), options?.signal, async ({ retriever }) => ({ documents: await retriever.documents(keys), version: retriever.version }));
   }
 
   /**

@@ -29,6 +29,11 @@ export interface RetrievalResult {
 /** Which corpus rows to fetch: by their `id` field, or by row number (FlashRAG's passage ids). */
 export type DocumentKeys = { by: 'id'; ids: readonly string[] } | { by: 'row'; rows: readonly number[] };
 
+/** How many rows `keys` asks for: what a lookup counts against the queue, as a retrieval counts its queries. */
+export function keyCount(keys: DocumentKeys): number {
+  return keys.by === 'id' ? keys.ids.length : keys.rows.length;
+}
+
 export interface DocumentsResult {
   /** One per key, in the order asked; undefined where the corpus has no such id or row. */
   documents: (CorpusRow | undefined)[];

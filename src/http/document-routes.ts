@@ -1,7 +1,7 @@
 import { Router, type Response } from 'express';
 import type { CorpusRow } from '../corpus/corpus-row.js';
-import type { DocumentKeys, RetrievalService } from '../engine/types.js';
-import { keyCount, parseDocumentPath, parseDocumentsRequest, parseLookup, unknownKeysError } from './documents-request.js';
+import { keyCount, type DocumentKeys, type RetrievalService } from '../engine/types.js';
+import { parseDocumentPath, parseDocumentsRequest, parseLookup, unknownKeysError } from './documents-request.js';
 import { beforeDeadline, readJsonBody, requestDeadline } from './request-body.js';
 import { VERSION_HEADER, type RetrieveSettings } from './retrieve-routes.js';
 

@@ -46,10 +46,6 @@ export function parseDocumentsRequest(request: unknown, by: DocumentLookup, maxI
     : { by, rows: values.map((value, at) => rowNumber(value, `ids[${at}]`)) };
 }
 
-export function keyCount(keys: DocumentKeys): number {
-  return keys.by === 'id' ? keys.ids.length : keys.rows.length;
-}
-
 /**
  * The 404 for keys the corpus does not have (`missing`: their positions), listing them in `ids`,
  * each once, in the order asked; `field` is the request field that named them.
