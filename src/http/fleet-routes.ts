@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { ServiceError } from '../errors.js';
-import type { FleetView, HeartbeatView } from '../versions/heartbeats.js';
+import { liveWriter, type FleetView, type HeartbeatView } from '../versions/heartbeats.js';
 
 /** The fleet as the heartbeats in the data dir show it, read on each request. */
 export type FleetReader = () => Promise<FleetView>;
@@ -15,7 +15,7 @@ export function fleetRoutes(fleet: FleetReader): Router {
   router.get('/replicas', async (_req, res) => {
     const { servers, ignored } = await fleet();
     res.json({
-      writer: servers.find((server) => server.role === 'writer' && server.live) ?? null,
+      writer: liveWriter(servers) ?? null,
       replicas: servers.filter((server) => server.role === 'replica'),
       ignored,
     });
@@ -30,7 +30,7 @@ export function fleetRoutes(fleet: FleetReader): Router {
 export function replicaTrainingRefusal(fleet: FleetReader): Router {
   const router = Router();
   router.all(/^\/training(\/.*)?$/, async (_req, _res, next) => {
-    const writer = (await fleet()).servers.find((server) => server.role === 'writer' && server.live);
+    const writer = liveWriter((await fleet()).servers);
     next(new ServiceError('misdirected', `this server is a read-only replica (--replica): the training routes are served by ${writerAddress(writer)}`));
   });
   return router;

@@ -140,6 +140,11 @@ export class HeartbeatBeacon {
   }
 }
 
+/** The writer whose heartbeat is recent enough to count, if one beats. */
+export function liveWriter(servers: readonly HeartbeatView[]): HeartbeatView | undefined {
+  return servers.find((server) => server.role === 'writer' && server.live);
+}
+
 /** The server's name in the fleet: the address others reach it by. */
 export function serverName(host: string, port: number): string {
   return `${host}:${port}`;

@@ -5,7 +5,7 @@ import { ServiceError } from '../errors.js';
 import type { SwapPlan } from '../index/search-memory.js';
 import { gpuMemoryReader } from '../onnx/gpu-memory.js';
 import { FolderWatch } from './folder-watch.js';
-import { HeartbeatBeacon, type Heartbeat, type HeartbeatBoard } from './heartbeats.js';
+import { HeartbeatBeacon, liveWriter, type Heartbeat, type HeartbeatBoard } from './heartbeats.js';
 import { planVersionSwap, type SwapPlanning } from './swap-planning.js';
 import { loadRetriever, servableFiles, type VersionManagerOptions } from './version-manager.js';
 import { readRegistrySnapshot, type PendingActivation, type RegistrySnapshot } from './version-registry.js';
@@ -288,9 +288,8 @@ export class ReplicaFollower {
   private async writerLost(): Promise<string | undefined> {
     const view = await this.options.board.read().catch(() => undefined);
     if (!view) return undefined;
-    const writers = view.servers.filter((server) => server.role === 'writer');
-    if (writers.some((writer) => writer.live)) return undefined;
-    const lastBeat = writers.map((writer) => writer.beatAt).sort().at(-1);
+    if (liveWriter(view.servers)) return undefined;
+    const lastBeat = view.servers.flatMap((server) => (server.role === 'writer' ? [server.beatAt] : [])).sort().at(-1);
     return lastBeat ? `the writer stopped beating (last at ${lastBeat})` : 'no writer beats in this data dir';
   }
 
