@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { CorpusIds } from '../corpus/corpus-ids.js';
 import type { CorpusRow } from '../corpus/corpus-row.js';
 import { CorpusStore } from '../corpus/corpus-store.js';
-import { encoderMemory } from '../encoder/encoder-memory.js';
+import { encoderMemory, type EncoderMemory } from '../encoder/encoder-memory.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
 import { WorkerEncoder } from '../encoder/worker-encoder.js';
 import { openVectorIndex, type VectorIndexOptions } from '../index/open-index.js';
@@ -48,6 +48,8 @@ export class Retriever {
     readonly encoder: EmbeddingEncoder,
     readonly index: VectorIndex,
     readonly corpus: CorpusStore,
+    /** What its encoder holds and where, as its load counted it against the budget. */
+    readonly encoderMemory: EncoderMemory,
   ) {
     this.corpusIds = new CorpusIds(corpus);
   }
@@ -84,7 +86,7 @@ export class Retriever {
         },
       );
       opened.push(index);
-      const retriever = new Retriever(options.version, files, encoder, index, corpus);
+      const retriever = new Retriever(options.version, files, encoder, index, corpus, encoderWeights);
       // One scan of every row: with a cold page cache, the first read of the whole index file (README, start-up).
       stage('warm-up', undefined, `one search over all ${index.rows} rows (reads every page of the index)`);
       await retriever.encodeSearchFetch([WARM_UP_QUERY], 1);

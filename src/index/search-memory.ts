@@ -203,8 +203,7 @@ export type SwapModeSetting = SwapMode | 'auto';
 /** What one version holds: its index, and its encoder's weights on the device the encoder runs on. */
 export interface VersionMemory {
   index: SearchMemoryPlan;
-  /** `device` is `cpu` (this host's memory) or `cuda:<ordinal>`; `bytes` the weights held there. */
-  encoder: { device: string; bytes: number };
+  encoder: EncoderWeights;
 }
 
 /** One device's memory in a swap: what each version holds there, and what both are held against. */

@@ -3,10 +3,9 @@ import type { ActiveRetriever } from '../engine/active-retriever.js';
 import type { Retriever, RetrieverFiles, RetrieverLoadOptions } from '../engine/retriever.js';
 import { ServiceError } from '../errors.js';
 import type { SwapPlan } from '../index/search-memory.js';
-import { gpuMemoryReader } from '../onnx/gpu-memory.js';
 import { FolderWatch } from './folder-watch.js';
 import { HeartbeatBeacon, liveWriter, type Heartbeat, type HeartbeatBoard } from './heartbeats.js';
-import { planVersionSwap, type SwapPlanning } from './swap-planning.js';
+import { planVersionSwap, swapPlanning, type SwapPlanning } from './swap-planning.js';
 import { loadRetriever, servableFiles, type VersionManagerOptions } from './version-manager.js';
 import { readRegistrySnapshot, type PendingActivation, type RegistrySnapshot } from './version-registry.js';
 
@@ -85,8 +84,7 @@ export class ReplicaFollower {
     private readonly registryDir: string,
   ) {
     this.beacon = new HeartbeatBeacon(options.board, () => this.heartbeat(), (message) => options.log?.(message, {}, 'warn'));
-    const { encoder, index, swapMode } = options;
-    this.planning = { encoder, index, swapMode, gpuMemory: options.gpuMemory ?? gpuMemoryReader({ warn: (message) => options.log?.(message, {}, 'warn') }) };
+    this.planning = swapPlanning(options);
   }
 
   /**

@@ -7,7 +7,7 @@ import { readBertConfig } from '../encoder/hf-checkpoint.js';
 import type { WeightBitsSetting } from '../onnx/int8-quantization.js';
 import { readManifest } from '../encoder/manifest.js';
 import type { EncoderOptions } from '../encoder/onnx-encoder.js';
-import { gpuMemoryReader, type GpuMemoryReader } from '../onnx/gpu-memory.js';
+import type { GpuMemoryReader } from '../onnx/gpu-memory.js';
 import type { VectorIndexOptions } from '../index/open-index.js';
 import type { SwapModeSetting, SwapPlan } from '../index/search-memory.js';
 import type { ActiveRetriever } from '../engine/active-retriever.js';
@@ -19,7 +19,7 @@ import { FLAT_TYPE, rowsEncoded } from '../index/typed-build.js';
 import { pathExists } from '../file-io.js';
 import { readFaissHeader } from '../index/faiss-index-kinds.js';
 import { FleetActivation, type FleetActivationOptions } from './fleet-activation.js';
-import { planVersionSwap, UnplannableVersionError } from './swap-planning.js';
+import { planVersionSwap, swapPlanning, UnplannableVersionError, type SwapPlanning } from './swap-planning.js';
 import { IndexJobs, type JobView } from './index-jobs.js';
 import { resolveModelFolderOffThread } from '../engine/model-folder-thread.js';
 import { modelFolderKind, modelFolderStamp } from '../engine/model-folder.js';
@@ -199,7 +199,7 @@ export class VersionManager {
   /** Set by close: a version that finishes loading afterwards is closed instead of served. */
   private closing = false;
   private readonly fleet?: FleetActivation;
-  private readonly gpuMemory: GpuMemoryReader;
+  private readonly planning: SwapPlanning;
 
   private constructor(
     private readonly registry: VersionRegistry,
@@ -207,7 +207,7 @@ export class VersionManager {
     private readonly options: VersionManagerOptions,
   ) {
     if (options.fleet) this.fleet = new FleetActivation(registry, { ...options.fleet, log: options.log });
-    this.gpuMemory = options.gpuMemory ?? gpuMemoryReader({ warn: (message) => options.log?.(message, {}, 'warn') });
+    this.planning = swapPlanning(options);
   }
 
   static async open(options: VersionManagerOptions): Promise<VersionManager> {
@@ -698,8 +698,7 @@ export class VersionManager {
 
   /** {@link planVersionSwap}; an index or model `id` cannot plan marks `id` failed, a failure to read the serving version's files or the host's memory does not. */
   private planSwap(current: Retriever, files: RetrieverFiles, id: string): Promise<SwapPlan> {
-    const { index, encoder, swapMode } = this.options;
-    return planVersionSwap(current, files, { index, encoder, swapMode, gpuMemory: this.gpuMemory }).catch(async (error: unknown) =>
+    return planVersionSwap(current, files, this.planning).catch(async (error: unknown) =>
       Promise.reject(error instanceof UnplannableVersionError ? await this.loadFailed(id, error.cause) : error),
     );
   }
