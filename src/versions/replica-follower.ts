@@ -192,7 +192,7 @@ export class ReplicaFollower {
       this.failed = { version: pending.id, since: pending.since, reason: (error as Error).message };
       this.options.log?.(`version ${pending.id} could not be prepared: ${(error as Error).message}`, {}, 'error');
     } finally {
-      if (!this.replacement) this.preparing = undefined;
+      this.preparing = undefined;
       await this.beacon.beat();
     }
   }
@@ -215,7 +215,6 @@ export class ReplicaFollower {
     const load = async (): Promise<Retriever> => {
       const retriever = await this.load(registry, pending.id);
       replacement.loaded = true;
-      this.preparing = undefined;
       this.options.log?.(`version ${pending.id} prepared for the writer's ${pending.how} in place of version ${current.version}, which serves nothing until the flip`);
       await this.beacon.beat();
       try {
@@ -241,7 +240,6 @@ export class ReplicaFollower {
       )
       .finally(async () => {
         this.replacement = undefined;
-        this.preparing = undefined;
         await this.beacon.beat();
         this.follow();
       });
@@ -326,7 +324,8 @@ export class ReplicaFollower {
       ...(active.current && { active: active.current.version }),
       ...(this.preparing !== undefined && { preparing: this.preparing }),
       ...(this.prepared && { prepared: this.prepared.pending.id, swap: this.prepared.swap.mode }),
-      ...(this.replacement && { swap: 'replace' as const, ...(this.replacement.loaded && { prepared: this.replacement.pending.id }) }),
+      // A replacement is preparing until its version has loaded, then prepared until the writer decides.
+      ...(this.replacement && { swap: 'replace' as const, ...(this.replacement.loaded ? { prepared: this.replacement.pending.id } : { preparing: this.replacement.pending.id }) }),
       ...(this.failed && { failed: this.failed }),
     };
   }
