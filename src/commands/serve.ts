@@ -207,12 +207,13 @@ async function runServe(config: ServiceConfig): Promise<void> {
     await unlock();
   };
   const running = await startServer(app, config, logger, { close });
-  const name = serverName(advertisedHost(config.host), running.port);
+  const host = advertisedHost(config.host);
+  const name = serverName(host, running.port);
   const log = (message: string, fields: Record<string, unknown> = {}, level: 'info' | 'warn' | 'error' = 'info') => logger[level](fields, message);
   if (training.versions) {
     const beacon = new HeartbeatBeacon(
       board,
-      () => ({ role: 'writer', name, host: advertisedHost(config.host), port: running.port, pid: process.pid, ready: active.readiness().ready, ...(active.current && { active: active.current.version }) }),
+      () => ({ role: 'writer', name, host, port: running.port, pid: process.pid, ready: active.readiness().ready, ...(active.current && { active: active.current.version }) }),
       (message) => log(message, {}, 'warn'),
     );
     void beacon.beat();
@@ -243,7 +244,6 @@ async function runServe(config: ServiceConfig): Promise<void> {
     };
     if (config.replica) {
       logger.info({ dataDir: config.dataDir }, 'replica: serving the version the registry in the data dir marks active');
-      const host = advertisedHost(config.host);
       const follower = await ReplicaFollower.start({ dataDir: config.dataDir, active, board, name, host, port: running.port, swapMode: config.swapMode, ...load, log }, load);
       leaveFleet = () => follower.close();
       logger.info(active.current!.info(), 'ready');
